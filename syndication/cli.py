@@ -1,0 +1,198 @@
+"""The ``syndication`` command: thin subcommands that call the pipeline and print what it did.
+
+Exit status: 0 when all went well, 1 when something was refused or failed, 2 for a wrong configuration
+or wrong arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from syndication.config import Settings, config_path_from, load_settings
+from syndication.errors import ConfigError, SyndicationError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        settings = load_settings(config_path_from(args.config))
+        status: int = args.handler(args, settings)
+        return status
+    except ConfigError as error:
+        _say_error(error)
+        return EXIT_USAGE
+    except SyndicationError as error:
+        _say_error(error)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("syndication: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the last guard: a user sees one line, a developer can ask for the traceback
+        if os.environ.get("SYNDICATION_DEBUG"):
+            raise
+        print(f"syndication: internal error: {type(error).__name__}: {error}"
+              " (set SYNDICATION_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _say_error(error: Exception) -> None:
+    print(f"syndication: error: {error}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS,
+        help="configuration file (default: $SYNDICATION_CONFIG, else ./config.toml)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="syndication", description="Gather posts, publish feeds and send themed email digests.",
+        parents=[common],
+    )
+    parser.set_defaults(config=None, handler=None)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str, into: argparse._SubParsersAction[
+            argparse.ArgumentParser] = commands) -> argparse.ArgumentParser:
+        sub = into.add_parser(name, help=help_text, description=help_text, parents=[common])
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("init", _init, "create the store, or upgrade it to this version's schema")
+
+    importing = command("import", _import, "import one JSON Lines file of posts")
+    importing.add_argument("file", type=Path, help="JSON Lines file, one post per line")
+
+    gathering = command("gather", _gather, "pull new posts from every configured source")
+    gathering.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
+
+    posts = commands.add_parser("posts", help="show stored posts", parents=[common])
+    post_commands = posts.add_subparsers(title="commands", metavar="COMMAND")
+    listing = command("list", _posts_list, "list published posts, newest first", post_commands)
+    listing.add_argument("--theme", metavar="SLUG", help="only posts on this theme")
+    listing.add_argument("--region", metavar="SLUG", help="only posts about this region")
+    listing.add_argument("--since", metavar="ISO", type=_timestamp, help="only posts published after this")
+    listing.add_argument("--limit", type=int, metavar="N", help="at most N posts")
+    listing.add_argument("--json", action="store_true", help="a JSON array in the JSON Lines field names")
+
+    themes = commands.add_parser("themes", help="show configured themes", parents=[common])
+    theme_commands = themes.add_subparsers(title="commands", metavar="COMMAND")
+    theme_listing = command("list", _themes_list, "list the configured themes with their post counts",
+                            theme_commands)
+    theme_listing.add_argument("--json", action="store_true", help="a JSON array")
+    return parser
+
+
+def _timestamp(value: str) -> datetime:
+    from syndication.sources.normalise import parse_timestamp
+
+    try:
+        return parse_timestamp(value)[0]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 date or time") from None
+
+
+def _init(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import init_store
+
+    revision = init_store(settings)
+    print(f"store ready at {_safe_url(settings)} (schema {revision})")
+    return EXIT_OK
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service, import_file
+
+    report = import_file(Service.open(settings), args.file)
+    return _print_reports([report])
+
+
+def _gather(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service, gather
+
+    if not settings.sources:
+        print("no sources configured ([[sources]] in the configuration file)", file=sys.stderr)
+        return EXIT_OK
+    return _print_reports(gather(Service.open(settings), args.source))
+
+
+def _print_reports(reports: Sequence[object], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    from syndication.core.models import GatherReport
+
+    status = EXIT_OK
+    for report in reports:
+        assert isinstance(report, GatherReport)
+        for warning in report.warnings:
+            print(f"warning: {warning}", file=err)
+        for rejection in report.rejections:
+            print(f"rejected: {rejection}", file=err)
+        if report.failure:
+            print(f"failed: {report.source}: {report.failure}", file=err)
+        print(
+            f"{report.source}: {report.seen} read, {report.added} added, {report.updated} updated,"
+            f" {report.unchanged} unchanged, {len(report.rejections)} rejected"
+            + (", source failed" if report.failure else ""),
+            file=out,
+        )
+        if not report.ok:
+            status = EXIT_FAILED
+    return status
+
+
+def _posts_list(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service, list_posts
+    from syndication.sources.jsonl import iso_utc, post_as_record
+
+    if args.theme and args.theme not in {t.slug for t in settings.themes}:
+        raise SyndicationError(f"unknown theme {args.theme!r} (see 'syndication themes list')")
+    posts = list_posts(Service.open(settings), theme=args.theme, region=args.region, since=args.since,
+                       limit=args.limit)
+    if args.json:
+        json.dump([post_as_record(p) for p in posts], sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return EXIT_OK
+    for post in posts:
+        themes = ",".join(post.themes) or "-"
+        print(f"{iso_utc(post.published)}  {post.title}  [{themes}]  {post.url}")
+    print(f"{len(posts)} post{'s' if len(posts) != 1 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _themes_list(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service, theme_post_counts
+
+    counts = theme_post_counts(Service.open(settings))
+    if args.json:
+        rows = [
+            {"slug": t.slug, "name": t.name, "description": t.description, "aliases": list(t.aliases),
+             "posts": counts.get(t.slug, 0)}
+            for t in settings.themes
+        ]
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return EXIT_OK
+    for theme in settings.themes:
+        print(f"{theme.slug:<24} {counts.get(theme.slug, 0):>6} posts  {theme.name}")
+    return EXIT_OK
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database.url).render_as_string(hide_password=True)

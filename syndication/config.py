@@ -1,0 +1,325 @@
+"""Settings: ``config.toml`` plus ``SYNDICATION_*`` environment overrides, validated once, frozen.
+
+Every key is declared here once, with its type, default and a one-line description that
+``docs/configuration.md`` mirrors (a test keeps the two in step). A wrong file is refused before anything
+runs, with one message naming the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from syndication.core.models import Region, Theme
+from syndication.errors import ConfigError
+
+SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$"
+DEFAULT_CONFIG = "config.toml"
+DEFAULT_DATABASE_URL = "sqlite:///var/syndication.db"
+
+# Environment variables that override a key of the file: secrets never have to live in it.
+ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
+    "SYNDICATION_DATABASE_URL": ("database", "url"),
+    "SYNDICATION_SMTP_HOST": ("smtp", "host"),
+    "SYNDICATION_SMTP_PORT": ("smtp", "port"),
+    "SYNDICATION_SMTP_USERNAME": ("smtp", "username"),
+    "SYNDICATION_SMTP_PASSWORD": ("smtp", "password"),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an absolute http(s) URL")
+    return value
+
+
+class SiteSettings(_Section):
+    title: str = Field("Syndication", description="Name of the site, used in feed titles and emails.")
+    base_url: str = Field(
+        "http://localhost:8000", description="Public URL of the service; every link and feed URL starts with it."
+    )
+    language: str = Field("en", pattern=LANGUAGE_PATTERN, description="Default language of posts and pages.")
+    timezone: str = Field("UTC", description="IANA time zone in which digest periods are counted.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return _check_http_url(value).rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. 'Europe/Berlin')") from error
+        return value
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL of the store; a relative SQLite path is taken from the config file's folder.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError as error:
+            raise ValueError(f"{value!r} is not a valid SQLAlchemy database URL") from error
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"{value!r}: only sqlite and postgresql databases are supported")
+        return value
+
+
+class ThemeSettings(_Section):
+    slug: str = Field(pattern=SLUG_PATTERN, description="Stable identifier used in URLs and feeds.")
+    name: str = Field(min_length=1, description="Human name shown to readers.")
+    description: str = Field("", description="One sentence about the theme, used as feed subtitle.")
+    aliases: tuple[str, ...] = Field(
+        (), description="Categories or tags of outside sources that mean this theme (case-insensitive)."
+    )
+
+
+class RegionSettings(_Section):
+    slug: str = Field(pattern=SLUG_PATTERN, description="Stable identifier used in URLs and feeds.")
+    name: str = Field(min_length=1, description="Human name shown to readers.")
+    aliases: tuple[str, ...] = Field((), description="Outside category names that mean this region.")
+
+
+class SmtpSettings(_Section):
+    host: str = Field("localhost", description="SMTP relay host.")
+    port: int = Field(25, ge=1, le=65535, description="SMTP relay port.")
+    security: Literal["none", "starttls", "tls"] = Field(
+        "none", description="'starttls' upgrades the connection, 'tls' connects with implicit TLS."
+    )
+    username: str | None = Field(None, description="User for SMTP AUTH (prefer SYNDICATION_SMTP_USERNAME).")
+    password: SecretStr | None = Field(None, description="Password for SMTP AUTH (use SYNDICATION_SMTP_PASSWORD).")
+    timeout_seconds: float = Field(30.0, gt=0, description="Socket timeout of every SMTP command.")
+
+
+class _SourceBase(_Section):
+    name: str = Field(pattern=SLUG_PATTERN, description="Unique name of the source, used by --source.")
+
+
+class JsonlSourceSettings(_SourceBase):
+    kind: Literal["jsonl"]
+    path: Path = Field(description="JSON Lines file, one post per line.")
+
+
+class _RemoteSourceBase(_SourceBase):
+    timeout_seconds: float = Field(20.0, gt=0, description="Timeout of each HTTP request.")
+    max_bytes: int = Field(10_000_000, gt=0, description="Largest response body accepted.")
+    allow_private_networks: bool = Field(
+        False, description="Allow loopback, private and link-local addresses (off: they are refused)."
+    )
+
+
+class FeedSourceSettings(_RemoteSourceBase):
+    kind: Literal["feed"]
+    url: str | None = Field(None, description="http(s) URL of an RSS or Atom feed.")
+    path: Path | None = Field(None, description="Local RSS or Atom file (instead of url).")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> FeedSourceSettings:
+        if (self.url is None) == (self.path is None):
+            raise ValueError("a feed source needs exactly one of 'url' or 'path'")
+        if self.url is not None:
+            _check_http_url(self.url)
+        return self
+
+
+class WordpressSourceSettings(_RemoteSourceBase):
+    kind: Literal["wordpress"]
+    url: str = Field(description="Base URL of the WordPress site (the REST API is under /wp-json/).")
+    per_page: int = Field(50, ge=1, le=100, description="Posts asked for per API page.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_http_url(value).rstrip("/")
+
+
+SourceSettings = Annotated[
+    JsonlSourceSettings | FeedSourceSettings | WordpressSourceSettings, Field(discriminator="kind")
+]
+
+
+class GatherSettings(_Section):
+    batch_size: int = Field(1000, ge=1, le=100_000, description="Items stored per transaction.")
+    summary_words: int = Field(50, ge=5, le=500, description="Length of a summary derived from the content.")
+
+
+class Settings(_Section):
+    """The whole validated configuration."""
+
+    site: SiteSettings = SiteSettings()  # type: ignore[call-arg]
+    database: DatabaseSettings = DatabaseSettings()  # type: ignore[call-arg]
+    themes: tuple[ThemeSettings, ...] = ()
+    regions: tuple[RegionSettings, ...] = ()
+    smtp: SmtpSettings = SmtpSettings()  # type: ignore[call-arg]
+    sources: tuple[SourceSettings, ...] = ()
+    gather: GatherSettings = GatherSettings()  # type: ignore[call-arg]
+    secret_key: SecretStr | None = Field(
+        None, exclude=True, description="Signing key; only from SYNDICATION_SECRET_KEY, never from the file."
+    )
+    config_path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Settings:
+        _refuse_duplicates("themes", [t.slug for t in self.themes], "slug")
+        _refuse_duplicates("regions", [r.slug for r in self.regions], "slug")
+        _refuse_duplicates("sources", [s.name for s in self.sources], "name")
+        aliases: dict[str, str] = {}
+        for theme in self.themes:
+            for alias in (theme.slug, *theme.aliases):
+                owner = aliases.setdefault(alias.casefold(), theme.slug)
+                if owner != theme.slug:
+                    raise ValueError(f"themes: alias {alias!r} belongs to both {owner!r} and {theme.slug!r}")
+        return self
+
+    @property
+    def theme_list(self) -> tuple[Theme, ...]:
+        """The configured themes as core values, in digest order."""
+        return tuple(Theme(t.slug, t.name, t.description, t.aliases) for t in self.themes)
+
+    @property
+    def region_list(self) -> tuple[Region, ...]:
+        """The configured regions as core values."""
+        return tuple(Region(r.slug, r.name, r.aliases) for r in self.regions)
+
+    def source(self, name: str) -> SourceSettings:
+        """The source called ``name``, or a ConfigError listing the known ones."""
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none configured"
+        raise ConfigError(f"no source named {name!r} (known: {known})")
+
+
+def _refuse_duplicates(section: str, values: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"{section}[{index}].{key}: {value!r} is used twice")
+        seen.add(value)
+
+
+def config_path_from(cli_value: str | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """Where to read settings: ``--config``, else ``SYNDICATION_CONFIG``, else ``./config.toml``."""
+    return Path(cli_value or environ.get("SYNDICATION_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_settings(path: Path, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Read, override from the environment and validate the settings, or raise one ConfigError."""
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: no such configuration file (use --config or SYNDICATION_CONFIG)") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot be read: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    return settings_from_mapping(raw, path, environ)
+
+
+def settings_from_mapping(
+    raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] = os.environ
+) -> Settings:
+    """Validate an already parsed configuration (``path`` names it in messages and anchors relative paths)."""
+    data = {key: (dict(value) if isinstance(value, Mapping) else value) for key, value in raw.items()}
+    for variable, (section, key) in ENVIRONMENT_OVERRIDES.items():
+        if environ.get(variable):
+            existing = data.get(section, {})
+            if not isinstance(existing, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table")
+            data[section] = {**existing, key: environ[variable]}
+    for key in ("secret_key", "config_path"):
+        if key in data:
+            raise ConfigError(f"{path}: {key}: not a configuration key")
+    if environ.get("SYNDICATION_SECRET_KEY"):
+        data["secret_key"] = environ["SYNDICATION_SECRET_KEY"]
+    try:
+        settings = Settings.model_validate({**data, "config_path": path})
+    except ValidationError as error:
+        raise ConfigError(_describe(path, error)) from None
+    return _anchor_paths(settings, path.parent)
+
+
+def _describe(path: Path, error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        location = problem["loc"]
+        # Tagged unions add the tag as a location step ("sources.0.jsonl.path"): drop it.
+        parts = [str(p) for p in location if p not in ("jsonl", "feed", "wordpress", "function-after")]
+        key = ""
+        for part in parts:
+            key += f"[{part}]" if part.isdigit() else (f".{part}" if key else part)
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif problem["type"] == "union_tag_invalid":
+            message = "unknown kind (expected 'jsonl', 'feed' or 'wordpress')"
+        lines.append(f"{key}: {message}" if key else message)
+    return f"{path}: " + "; ".join(lines)
+
+
+def _anchor_paths(settings: Settings, base: Path) -> Settings:
+    """Make relative file paths (SQLite file, source files) relative to the config file's folder."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database.url)
+    database = settings.database
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        db_path = Path(url.database)
+        if not db_path.is_absolute():
+            anchored = url.set(database=str((base / db_path).resolve()))
+            database = DatabaseSettings(url=anchored.render_as_string(hide_password=False))
+    sources = []
+    for source in settings.sources:
+        path = getattr(source, "path", None)
+        if path is not None and not path.is_absolute():
+            source = source.model_copy(update={"path": (base / path).resolve()})
+        sources.append(source)
+    return settings.model_copy(update={"database": database, "sources": tuple(sources)})
+
+
+def describe_keys() -> list[tuple[str, str, str, str]]:
+    """Every documented key as (key, type, default, description), for the docs and their test."""
+    rows: list[tuple[str, str, str, str]] = []
+    sections: list[tuple[str, type[BaseModel]]] = [
+        ("site", SiteSettings),
+        ("database", DatabaseSettings),
+        ("themes[]", ThemeSettings),
+        ("regions[]", RegionSettings),
+        ("smtp", SmtpSettings),
+        ("sources[] (jsonl)", JsonlSourceSettings),
+        ("sources[] (feed)", FeedSourceSettings),
+        ("sources[] (wordpress)", WordpressSourceSettings),
+        ("gather", GatherSettings),
+    ]
+    for section, model in sections:
+        for name, field in model.model_fields.items():
+            annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+            default = "required" if field.is_required() else repr(field.default)
+            rows.append((f"{section}.{name}", annotation, default, field.description or ""))
+    return rows

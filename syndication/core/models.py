@@ -1,0 +1,101 @@
+"""The service's vocabulary as frozen dataclasses: no SQL, HTTP, SMTP or templates here.
+
+Stores convert their rows into these at their edge; feeds, digests and templates only ever see these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Theme:
+    """A subject the organisation writes about; the order of themes is the order of digest sections."""
+
+    slug: str
+    name: str
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A part of the world a post is about."""
+
+    slug: str
+    name: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Somebody credited on a post; ``slug`` names their feed."""
+
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """The lead image of a post: absolute URL and the text that stands for it."""
+
+    url: str
+    alt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """One published piece of content, already validated and sanitised.
+
+    ``title`` and ``summary`` are plain text (escape them when writing HTML); ``content_html`` is sanitised
+    HTML with absolute URLs. Both datetimes are timezone-aware UTC.
+    """
+
+    guid: str
+    title: str
+    url: str
+    summary: str
+    content_html: str
+    published: datetime
+    updated: datetime
+    language: str
+    authors: tuple[Author, ...] = ()
+    themes: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    image: Image | None = None
+
+    def is_published(self, now: datetime) -> bool:
+        """Whether the post may be shown at ``now`` (future-dated posts wait for their time)."""
+        return self.published <= now
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something a source said of one item: where it was (line, entry, URL) and what is wrong with it."""
+
+    source: str
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.where}: {self.reason}"
+
+
+@dataclass(slots=True)
+class GatherReport:
+    """What one pull of one source did."""
+
+    source: str
+    seen: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejections: list[Notice] = field(default_factory=list)
+    warnings: list[Notice] = field(default_factory=list)
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was refused and the source itself could be read."""
+        return not self.rejections and self.failure is None

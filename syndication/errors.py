@@ -1,0 +1,32 @@
+"""The one error tree of the service.
+
+Every error a user can see is a ``SyndicationError``: its message names the item and the reason, so the
+command line and the web app can show it as it is, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SyndicationError(Exception):
+    """Base of every error the service reports to a user."""
+
+
+class ConfigError(SyndicationError):
+    """The configuration file or the environment is wrong; nothing has run."""
+
+
+class StoreError(SyndicationError):
+    """The content store cannot be reached or is not initialised."""
+
+
+class SourceError(SyndicationError):
+    """A whole source could not be read (missing file, unreachable URL, refused address)."""
+
+
+class ItemError(SyndicationError):
+    """One item of a source was refused; the items around it are kept."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason

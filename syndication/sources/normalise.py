@@ -1,0 +1,202 @@
+"""Turning one raw item (a JSON Lines object, a feed entry, a WordPress post) into a valid, clean Post.
+
+Every source maps its format to the JSON Lines field names and calls ``build_post``; the rules of what is
+accepted, refused or warned about therefore hold the same way for every source.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from syndication.core.models import Author, Image, Post, Region, Theme
+from syndication.core.slugs import slugify
+from syndication.errors import ItemError
+from syndication.sources.cleaning import (
+    absolute_url,
+    html_to_text,
+    is_web_url,
+    remove_forbidden_characters,
+    sanitise_html,
+    single_line,
+    summarise,
+)
+
+MAX_GUID_LENGTH = 2048
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the configuration knows: themes and regions (with their aliases), default language, summary length."""
+
+    themes: Sequence[Theme]
+    regions: Sequence[Region] = ()
+    language: str = "en"
+    summary_words: int = 50
+    _theme_terms: dict[str, str] = field(init=False, repr=False)
+    _region_terms: dict[str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        theme_terms = {term.casefold(): t.slug for t in self.themes for term in (t.slug, t.name, *t.aliases)}
+        region_terms = {term.casefold(): r.slug for r in self.regions for term in (r.slug, r.name, *r.aliases)}
+        object.__setattr__(self, "_theme_terms", theme_terms)
+        object.__setattr__(self, "_region_terms", region_terms)
+
+    def theme_for(self, term: str) -> str | None:
+        """The theme slug that ``term`` (a slug, name or alias, any case) stands for, if any."""
+        return self._theme_terms.get(term.strip().casefold())
+
+    def region_for(self, term: str) -> str | None:
+        """The region slug for ``term``; with no regions configured, any name is its own slugified region."""
+        if not self.regions:
+            return slugify(term) if term.strip() else None
+        return self._region_terms.get(term.strip().casefold())
+
+
+@dataclass
+class BuiltPost:
+    """A post that passed, and what was worth a warning on the way."""
+
+    post: Post
+    warnings: list[str]
+
+
+def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
+    """Validate and clean one item given with the JSON Lines field names, or raise ItemError naming it."""
+    if not isinstance(fields, Mapping):
+        raise ItemError(where, f"not a JSON object (got {type(fields).__name__})")
+    warnings: list[str] = []
+    title = single_line(_text(fields, "title", where))
+    if not title:
+        raise ItemError(where, "missing title")
+    raw_url = single_line(_text(fields, "url", where))
+    if not raw_url:
+        raise ItemError(where, "missing url")
+    if not is_web_url(raw_url):
+        raise ItemError(where, f"invalid URL {raw_url!r} (an absolute http or https URL is needed)")
+    guid = single_line(_text(fields, "guid", where)) or raw_url
+    if len(guid) > MAX_GUID_LENGTH:
+        raise ItemError(where, f"guid longer than {MAX_GUID_LENGTH} characters")
+    published = _timestamp(fields, "published", where, warnings, required=True)
+    assert published is not None
+    updated = _timestamp(fields, "updated", where, warnings, required=False) or published
+    if updated < published:
+        updated = published
+    content_html = sanitise_html(_text(fields, "content_html", where), raw_url)
+    summary = html_to_text(_text(fields, "summary", where))
+    if not summary:
+        summary = summarise(html_to_text(content_html), vocabulary.summary_words)
+    language = single_line(_text(fields, "language", where)) or vocabulary.language
+    if not _LANGUAGE.match(language):
+        warnings.append(f"language {language!r} is not a language tag; using {vocabulary.language!r}")
+        language = vocabulary.language
+    themes: list[str] = []
+    for term in _strings(fields, "themes", where):
+        slug = vocabulary.theme_for(term)
+        if slug is None:
+            warnings.append(f"unknown theme {term!r} ignored")
+        elif slug not in themes:
+            themes.append(slug)
+    regions: list[str] = []
+    for term in _strings(fields, "regions", where):
+        slug = vocabulary.region_for(term)
+        if slug is None:
+            warnings.append(f"unknown region {term!r} ignored")
+        elif slug not in regions:
+            regions.append(slug)
+    authors: list[Author] = []
+    for name in _strings(fields, "authors", where):
+        clean = single_line(name)
+        if clean and all(a.slug != slugify(clean) for a in authors):
+            authors.append(Author(slugify(clean), clean))
+    image = _image(fields.get("image"), raw_url, where, warnings)
+    post = Post(
+        guid=guid,
+        title=title,
+        url=raw_url,
+        summary=summary,
+        content_html=content_html,
+        published=published,
+        updated=updated,
+        language=language.replace("_", "-"),
+        authors=tuple(authors),
+        themes=tuple(themes),
+        regions=tuple(regions),
+        image=image,
+    )
+    return BuiltPost(post, warnings)
+
+
+def _text(fields: Mapping[str, Any], key: str, where: str) -> str:
+    value = fields.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ItemError(where, f"{key} must be a string (got {type(value).__name__})")
+    return remove_forbidden_characters(value)
+
+
+def _strings(fields: Mapping[str, Any], key: str, where: str) -> list[str]:
+    value = fields.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ItemError(where, f"{key} must be a list of strings")
+    return [item for item in value if item.strip()]
+
+
+def parse_timestamp(value: str) -> tuple[datetime, bool]:
+    """Parse an ISO 8601 timestamp; returns it in UTC and whether an offset was given. Raises ValueError."""
+    text = value.strip()
+    if not text:
+        raise ValueError("empty")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC), False
+    return moment.astimezone(UTC), True
+
+
+def _timestamp(
+    fields: Mapping[str, Any], key: str, where: str, warnings: list[str], *, required: bool
+) -> datetime | None:
+    value = fields.get(key)
+    if value is None or value == "":
+        if required:
+            raise ItemError(where, f"missing {key} date")
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            warnings.append(f"{key} has no time zone offset; taken as UTC")
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    if not isinstance(value, str):
+        raise ItemError(where, f"unparseable {key} date {value!r}")
+    try:
+        moment, had_offset = parse_timestamp(value)
+    except (ValueError, OverflowError):
+        raise ItemError(where, f"unparseable {key} date {single_line(value)[:80]!r}") from None
+    if not had_offset:
+        warnings.append(f"{key} {value!r} has no time zone offset; taken as UTC")
+    return moment
+
+
+def _image(value: Any, base: str, where: str, warnings: list[str]) -> Image | None:
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, str):
+        value = {"url": value}
+    if not isinstance(value, Mapping) or not isinstance(value.get("url"), str):
+        warnings.append("image must be an object with a 'url'; image ignored")
+        return None
+    url = absolute_url(value["url"], base)
+    if url is None or not is_web_url(url):
+        warnings.append(f"image URL {single_line(value['url'])[:200]!r} is not an http(s) URL; image ignored")
+        return None
+    alt = value.get("alt", "")
+    return Image(url, single_line(alt) if isinstance(alt, str) else "")

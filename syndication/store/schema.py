@@ -1,0 +1,108 @@
+"""Tables of the store, as SQLAlchemy 2.0 typed ORM classes.
+
+Association rows repeat the post's ``published`` time so that "newest posts of a theme (region, author)"
+is one index range scan instead of a join and a sort over every post of that theme.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python whatever the database: SQLite keeps naive UTC text, PostgreSQL timestamptz."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; every stored time is timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class PostRow(Base):
+    __tablename__ = "posts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    guid: Mapped[str] = mapped_column(String(2048), unique=True)
+    source: Mapped[str | None] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text)
+    content_html: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(35))
+    image_url: Mapped[str | None] = mapped_column(Text)
+    image_alt: Mapped[str] = mapped_column(Text, default="")
+    published: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuthorRow(Base):
+    __tablename__ = "authors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+
+
+class PostAuthorRow(Base):
+    __tablename__ = "post_authors"
+
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    published: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_post_authors_author_published", "author_id", "published"),)
+
+
+class PostThemeRow(Base):
+    __tablename__ = "post_themes"
+
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
+    theme: Mapped[str] = mapped_column(String(100), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    published: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_post_themes_theme_published", "theme", "published"),)
+
+
+class PostRegionRow(Base):
+    __tablename__ = "post_regions"
+
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
+    region: Mapped[str] = mapped_column(String(100), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    published: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_post_regions_region_published", "region", "published"),)
+
+
+class SourceCursorRow(Base):
+    """Where each source stopped last time (offset, ETag, modified time), so a pull asks only for what is new."""
+
+    __tablename__ = "source_cursors"
+
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

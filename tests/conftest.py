@@ -1,0 +1,77 @@
+"""Fixtures: a store on SQLite and, when SYNDICATION_TEST_POSTGRES_URL is set, on a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from syndication.clock import fixed_clock
+from syndication.config import Settings, load_settings
+from syndication.pipeline import Service, init_store
+from tests.support import write_config
+
+POSTGRES_URL = os.environ.get("SYNDICATION_TEST_POSTGRES_URL")
+# The fixed "now" of store tests: after every fixture post, before the far-future ones.
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def _backends() -> list[object]:
+    postgres = pytest.param(
+        "postgresql",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(not POSTGRES_URL, reason="SYNDICATION_TEST_POSTGRES_URL is not set"),
+        ],
+    )
+    return ["sqlite", postgres]
+
+
+@pytest.fixture(params=_backends())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of this test's own: a SQLite file, or a PostgreSQL database created and dropped."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    assert POSTGRES_URL
+    yield from _postgres_database(POSTGRES_URL)
+
+
+def _postgres_database(admin_url: str) -> Iterator[str]:
+    name = f"syndication_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, database_url: str) -> Path:
+    """A config.toml on this test's database, with the three fixture themes."""
+    return write_config(tmp_path, database_url)
+
+
+@pytest.fixture
+def settings(config_path: Path) -> Settings:
+    """The fixture settings, read the way the command line reads them."""
+    return load_settings(config_path, environ={})
+
+
+@pytest.fixture
+def service(settings: Settings) -> Iterator[Service]:
+    """An initialised store with the clock fixed at NOW."""
+    init_store(settings)
+    service = Service.open(settings, fixed_clock(NOW))
+    yield service
+    service.engine.dispose()

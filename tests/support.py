@@ -1,0 +1,76 @@
+"""Helpers the tests share: configuration files and post records built by code, not copied blobs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+FIXTURE_THEMES = """
+[[themes]]
+slug = "climate-action"
+name = "Climate action"
+description = "Cutting emissions."
+aliases = ["climate", "low-emission"]
+
+[[themes]]
+slug = "resilience"
+name = "Resilience"
+aliases = ["adaptation"]
+
+[[themes]]
+slug = "circular-economy"
+name = "Circular economy"
+aliases = ["plastics", "waste"]
+"""
+
+
+def write_config(directory: Path, database_url: str, extra: str = "", *, themes: str = FIXTURE_THEMES) -> Path:
+    """A config.toml for tests in ``directory``, on ``database_url``, with ``extra`` TOML appended."""
+    path = directory / "config.toml"
+    path.write_text(
+        f"""
+[site]
+title = "Test Network"
+base_url = "https://news.example.org"
+language = "en"
+timezone = "Europe/Berlin"
+
+[database]
+url = {json.dumps(database_url)}
+{themes}
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def post_record(number: int, **overrides: Any) -> dict[str, Any]:
+    """A valid JSON Lines post; ``overrides`` replace or (with None) remove fields."""
+    record: dict[str, Any] = {
+        "guid": f"urn:test:post:{number}",
+        "title": f"Post number {number}",
+        "url": f"https://news.example.org/posts/{number}",
+        "content_html": f"<p>Body of post {number}.</p>",
+        "authors": ["Ana Pérez"],
+        "published": f"2024-05-{(number % 28) + 1:02d}T10:00:00Z",
+        "themes": ["climate-action"],
+        "regions": ["europe"],
+        "language": "en",
+    }
+    for key, value in overrides.items():
+        if value is None:
+            record.pop(key, None)
+        else:
+            record[key] = value
+    return record
+
+
+def write_jsonl(path: Path, records: Iterable[Mapping[str, Any] | str]) -> Path:
+    """Write records (dicts as JSON, strings as they are) one per line."""
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write((record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)) + "\n")
+    return path
