@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
 
 from syndication.config import Settings, config_path_from, load_settings
 from syndication.errors import ConfigError, SyndicationError
@@ -31,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        settings = load_settings(config_path_from(args.config))
+        settings = load_settings(config_path_from(getattr(args, "config", None)))
         status: int = args.handler(args, settings)
         return status
     except ConfigError as error:
@@ -46,8 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the last guard: a user sees one line, a developer can ask for the traceback
         if os.environ.get("SYNDICATION_DEBUG"):
             raise
-        print(f"syndication: internal error: {type(error).__name__}: {error}"
-              " (set SYNDICATION_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"syndication: internal error: {type(error).__name__}: {error} (set SYNDICATION_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 
@@ -58,18 +59,25 @@ def _say_error(error: Exception) -> None:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", metavar="PATH", default=argparse.SUPPRESS,
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
         help="configuration file (default: $SYNDICATION_CONFIG, else ./config.toml)",
     )
     parser = argparse.ArgumentParser(
-        prog="syndication", description="Gather posts, publish feeds and send themed email digests.",
+        prog="syndication",
+        description="Gather posts, publish feeds and send themed email digests.",
         parents=[common],
     )
-    parser.set_defaults(config=None, handler=None)
+    parser.set_defaults(handler=None)  # not config: parents share one --config action and its default
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    def command(name: str, handler: Handler, help_text: str, into: argparse._SubParsersAction[
-            argparse.ArgumentParser] = commands) -> argparse.ArgumentParser:
+    def command(
+        name: str,
+        handler: Handler,
+        help_text: str,
+        into: argparse._SubParsersAction[argparse.ArgumentParser] = commands,
+    ) -> argparse.ArgumentParser:
         sub = into.add_parser(name, help=help_text, description=help_text, parents=[common])
         sub.set_defaults(handler=handler)
         return sub
@@ -93,8 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
     themes = commands.add_parser("themes", help="show configured themes", parents=[common])
     theme_commands = themes.add_subparsers(title="commands", metavar="COMMAND")
-    theme_listing = command("list", _themes_list, "list the configured themes with their post counts",
-                            theme_commands)
+    theme_listing = command("list", _themes_list, "list the configured themes with their post counts", theme_commands)
     theme_listing.add_argument("--json", action="store_true", help="a JSON array")
     return parser
 
@@ -119,8 +126,8 @@ def _init(args: argparse.Namespace, settings: Settings) -> int:
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.pipeline import Service, import_file
 
-    report = import_file(Service.open(settings), args.file)
-    return _print_reports([report])
+    with Service.open(settings) as service:
+        return _print_reports([import_file(service, args.file)])
 
 
 def _gather(args: argparse.Namespace, settings: Settings) -> int:
@@ -129,12 +136,14 @@ def _gather(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.sources:
         print("no sources configured ([[sources]] in the configuration file)", file=sys.stderr)
         return EXIT_OK
-    return _print_reports(gather(Service.open(settings), args.source))
+    with Service.open(settings) as service:
+        return _print_reports(gather(service, args.source))
 
 
-def _print_reports(reports: Sequence[object], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def _print_reports(reports: Sequence[object]) -> int:
     from syndication.core.models import GatherReport
 
+    out, err = sys.stdout, sys.stderr
     status = EXIT_OK
     for report in reports:
         assert isinstance(report, GatherReport)
@@ -161,8 +170,8 @@ def _posts_list(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.theme and args.theme not in {t.slug for t in settings.themes}:
         raise SyndicationError(f"unknown theme {args.theme!r} (see 'syndication themes list')")
-    posts = list_posts(Service.open(settings), theme=args.theme, region=args.region, since=args.since,
-                       limit=args.limit)
+    with Service.open(settings) as service:
+        posts = list_posts(service, theme=args.theme, region=args.region, since=args.since, limit=args.limit)
     if args.json:
         json.dump([post_as_record(p) for p in posts], sys.stdout, ensure_ascii=False, indent=2)
         print()
@@ -177,11 +186,17 @@ def _posts_list(args: argparse.Namespace, settings: Settings) -> int:
 def _themes_list(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.pipeline import Service, theme_post_counts
 
-    counts = theme_post_counts(Service.open(settings))
+    with Service.open(settings) as service:
+        counts = theme_post_counts(service)
     if args.json:
         rows = [
-            {"slug": t.slug, "name": t.name, "description": t.description, "aliases": list(t.aliases),
-             "posts": counts.get(t.slug, 0)}
+            {
+                "slug": t.slug,
+                "name": t.name,
+                "description": t.description,
+                "aliases": list(t.aliases),
+                "posts": counts.get(t.slug, 0),
+            }
             for t in settings.themes
         ]
         json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)

@@ -16,7 +16,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from syndication.core.models import Region, Theme
 from syndication.errors import ConfigError
@@ -50,7 +58,8 @@ def _check_http_url(value: str) -> str:
 class SiteSettings(_Section):
     title: str = Field("Syndication", description="Name of the site, used in feed titles and emails.")
     base_url: str = Field(
-        "http://localhost:8000", description="Public URL of the service; every link and feed URL starts with it."
+        "http://localhost:8000",
+        description="Public URL of the service; every link and feed URL starts with it.",
     )
     language: str = Field("en", pattern=LANGUAGE_PATTERN, description="Default language of posts and pages.")
     timezone: str = Field("UTC", description="IANA time zone in which digest periods are counted.")
@@ -122,7 +131,7 @@ class _SourceBase(_Section):
 
 
 class JsonlSourceSettings(_SourceBase):
-    kind: Literal["jsonl"]
+    kind: Literal["jsonl"] = Field(description="'jsonl': a JSON Lines file.")
     path: Path = Field(description="JSON Lines file, one post per line.")
 
 
@@ -135,7 +144,7 @@ class _RemoteSourceBase(_SourceBase):
 
 
 class FeedSourceSettings(_RemoteSourceBase):
-    kind: Literal["feed"]
+    kind: Literal["feed"] = Field(description="'feed': an RSS or Atom feed.")
     url: str | None = Field(None, description="http(s) URL of an RSS or Atom feed.")
     path: Path | None = Field(None, description="Local RSS or Atom file (instead of url).")
 
@@ -149,7 +158,7 @@ class FeedSourceSettings(_RemoteSourceBase):
 
 
 class WordpressSourceSettings(_RemoteSourceBase):
-    kind: Literal["wordpress"]
+    kind: Literal["wordpress"] = Field(description="'wordpress': a WordPress site's REST API.")
     url: str = Field(description="Base URL of the WordPress site (the REST API is under /wp-json/).")
     per_page: int = Field(50, ge=1, le=100, description="Posts asked for per API page.")
 
@@ -172,13 +181,13 @@ class GatherSettings(_Section):
 class Settings(_Section):
     """The whole validated configuration."""
 
-    site: SiteSettings = SiteSettings()  # type: ignore[call-arg]
-    database: DatabaseSettings = DatabaseSettings()  # type: ignore[call-arg]
+    site: SiteSettings = SiteSettings()
+    database: DatabaseSettings = DatabaseSettings()
     themes: tuple[ThemeSettings, ...] = ()
     regions: tuple[RegionSettings, ...] = ()
-    smtp: SmtpSettings = SmtpSettings()  # type: ignore[call-arg]
+    smtp: SmtpSettings = SmtpSettings()
     sources: tuple[SourceSettings, ...] = ()
-    gather: GatherSettings = GatherSettings()  # type: ignore[call-arg]
+    gather: GatherSettings = GatherSettings()
     secret_key: SecretStr | None = Field(
         None, exclude=True, description="Signing key; only from SYNDICATION_SECRET_KEY, never from the file."
     )
@@ -242,9 +251,7 @@ def load_settings(path: Path, environ: Mapping[str, str] = os.environ) -> Settin
     return settings_from_mapping(raw, path, environ)
 
 
-def settings_from_mapping(
-    raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] = os.environ
-) -> Settings:
+def settings_from_mapping(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] = os.environ) -> Settings:
     """Validate an already parsed configuration (``path`` names it in messages and anchors relative paths)."""
     data = {key: (dict(value) if isinstance(value, Mapping) else value) for key, value in raw.items()}
     for variable, (section, key) in ENVIRONMENT_OVERRIDES.items():
@@ -319,7 +326,18 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
     ]
     for section, model in sections:
         for name, field in model.model_fields.items():
-            annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+            annotation = _type_name(field.annotation)
             default = "required" if field.is_required() else repr(field.default)
             rows.append((f"{section}.{name}", annotation, default, field.description or ""))
     return rows
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
+    text = re.sub(r"\b(?:pydantic\.types|pathlib|typing)\.", "", text)
+    return (
+        text.replace("SecretStr", "secret")
+        .replace("Path", "path")
+        .replace("|", "or")
+        .replace("tuple[str, ...]", "list of str")
+    )

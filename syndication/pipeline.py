@@ -37,8 +37,22 @@ class Service:
         """Open the store named by the settings, refusing one that is not initialised."""
         engine = database.open_engine(settings.database.url)
         if require_schema:
-            database.require_current(engine)
+            try:
+                database.require_current(engine)
+            except BaseException:
+                engine.dispose()
+                raise
         return cls(settings, engine, clock)
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every pooled database connection."""
+        self.engine.dispose()
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -53,7 +67,11 @@ class Service:
 
 def init_store(settings: Settings) -> str:
     """Create or upgrade the store's schema; running it twice is harmless. Returns the schema revision."""
-    return database.upgrade(database.open_engine(settings.database.url))
+    engine = database.open_engine(settings.database.url)
+    try:
+        return database.upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 def gather(service: Service, source_names: Sequence[str] | None = None) -> list[GatherReport]:
@@ -67,8 +85,9 @@ def import_file(service: Service, path: Path) -> GatherReport:
     """Import one JSON Lines file in full, without touching any source's cursor."""
     report = GatherReport(source=str(path))
     try:
-        _store_events(service, report, read_jsonl_file(path, service.vocabulary), source_label="import",
-                      cursor_key=None)
+        _store_events(
+            service, report, read_jsonl_file(path, service.vocabulary), source_label="import", cursor_key=None
+        )
     except SourceError as error:
         report.failure = str(error)
     return report
@@ -86,7 +105,11 @@ def _pull_into_store(service: Service, source: Source) -> GatherReport:
 
 
 def _store_events(
-    service: Service, report: GatherReport, events: Iterable[PullEvent], *, source_label: str,
+    service: Service,
+    report: GatherReport,
+    events: Iterable[PullEvent],
+    *,
+    source_label: str,
     cursor_key: str | None,
 ) -> None:
     """Store posts in batches, one transaction each; the cursor commits with the last batch only.

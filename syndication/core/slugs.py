@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
+@lru_cache(maxsize=65536)  # names repeat across posts: authors, regions
 def slugify(text: str) -> str:
     """``'São Paulo'`` → ``'sao-paulo'``; a name with no Latin letters keeps a stable hash-free fallback.
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from syndication.config import FeedSourceSettings, JsonlSourceSettings, SourceSettings, WordpressSourceSettings
+from syndication.config import (
+    FeedSourceSettings,
+    JsonlSourceSettings,
+    SourceSettings,
+    WordpressSourceSettings,
+)
 from syndication.sources.base import Source
 from syndication.sources.normalise import Vocabulary
 

@@ -22,7 +22,7 @@ from syndication.sources.cleaning import (
     remove_forbidden_characters,
     sanitise_html,
     single_line,
-    summarise,
+    summary_from_html,
 )
 
 MAX_GUID_LENGTH = 2048
@@ -89,7 +89,7 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
     content_html = sanitise_html(_text(fields, "content_html", where), raw_url)
     summary = html_to_text(_text(fields, "summary", where))
     if not summary:
-        summary = summarise(html_to_text(content_html), vocabulary.summary_words)
+        summary = summary_from_html(content_html, vocabulary.summary_words)
     language = single_line(_text(fields, "language", where)) or vocabulary.language
     if not _LANGUAGE.match(language):
         warnings.append(f"language {language!r} is not a language tag; using {vocabulary.language!r}")

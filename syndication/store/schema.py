@@ -53,8 +53,10 @@ class PostRow(Base):
     language: Mapped[str] = mapped_column(String(35))
     image_url: Mapped[str | None] = mapped_column(Text)
     image_alt: Mapped[str] = mapped_column(Text, default="")
-    published: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    published: Mapped[datetime] = mapped_column(UTCDateTime)
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_posts_published_id", "published", "id"),)
 
 
 class AuthorRow(Base):
@@ -73,7 +75,7 @@ class PostAuthorRow(Base):
     position: Mapped[int] = mapped_column(Integer)
     published: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_post_authors_author_published", "author_id", "published"),)
+    __table_args__ = (Index("ix_post_authors_author_published", "author_id", "published", "post_id"),)
 
 
 class PostThemeRow(Base):
@@ -84,7 +86,7 @@ class PostThemeRow(Base):
     position: Mapped[int] = mapped_column(Integer)
     published: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_post_themes_theme_published", "theme", "published"),)
+    __table_args__ = (Index("ix_post_themes_theme_published", "theme", "published", "post_id"),)
 
 
 class PostRegionRow(Base):
@@ -95,7 +97,7 @@ class PostRegionRow(Base):
     position: Mapped[int] = mapped_column(Integer)
     published: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_post_regions_region_published", "region", "published"),)
+    __table_args__ = (Index("ix_post_regions_region_published", "region", "published", "post_id"),)
 
 
 class SourceCursorRow(Base):

@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make demo` runs the service on embedded defaults, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config.toml
+
+.PHONY: setup demo test check lint types bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/syndication --config $(CONFIG) init
+	$(BIN)/syndication --config $(CONFIG) gather
+	$(BIN)/syndication --config $(CONFIG) themes list
+	$(BIN)/syndication --config $(CONFIG) posts list --limit 10
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: setup
+	$(BIN)/mypy
+
+test: lint types
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache test-artifacts

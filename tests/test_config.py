@@ -1,0 +1,143 @@
+"""Settings: the shipped file loads, wrong files are refused with one clear message, the environment overrides."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from syndication.config import JsonlSourceSettings, config_path_from, describe_keys, load_settings
+from syndication.errors import ConfigError
+from tests.support import FIXTURE_THEMES, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_config_loads_with_themes_in_order() -> None:
+    settings = load_settings(ROOT / "config.toml", environ={})
+    slugs = [theme.slug for theme in settings.themes]
+    assert slugs[:3] == ["climate-action", "resilience", "circular-economy"]
+    assert len(slugs) == len(set(slugs)) >= 5
+    assert settings.site.base_url.startswith("http")
+    assert settings.database.url.endswith("/var/syndication.db")
+    assert Path(settings.database.url.removeprefix("sqlite:///")).is_absolute()
+
+
+def _refusal(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    return message
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('[site]\ntitel = "x"\n', "site.titel: unknown key"),
+        ('[smtp]\nport = "many"\n', "smtp.port:"),
+        ("[smtp]\nport = 70000\n", "smtp.port:"),
+        ('[site]\nbase_url = "not a url"\n', "site.base_url: 'not a url' is not an absolute http(s) URL"),
+        ('[site]\nbase_url = "ftp://example.org"\n', "site.base_url:"),
+        ('[site]\ntimezone = "Mars/Olympus"\n', "site.timezone: 'Mars/Olympus' is not an IANA time zone"),
+        ('[database]\nurl = "::::"\n', "database.url: '::::' is not a valid SQLAlchemy database URL"),
+        ('[database]\nurl = "mysql://localhost/x"\n', "database.url:"),
+        ('[[themes]]\nname = "No slug"\n', "themes[0].slug: Field required"),
+        ('[[themes]]\nslug = "Bad Slug"\nname = "x"\n', "themes[0].slug:"),
+        (
+            '[[themes]]\nslug = "a"\nname = "A"\n[[themes]]\nslug = "a"\nname = "B"\n',
+            "themes[1].slug: 'a' is used twice",
+        ),
+        ('[[sources]]\nname = "x"\nkind = "carrier-pigeon"\n', "sources[0]: unknown kind"),
+        ('[[sources]]\nname = "x"\nkind = "jsonl"\n', "sources[0].path: Field required"),
+        ('[[sources]]\nname = "x"\nkind = "feed"\n', "exactly one of 'url' or 'path'"),
+        ('secret_key = "in-the-file"\n', "secret_key: not a configuration key"),
+        ("[site\n", "not valid TOML"),
+    ],
+)
+def test_wrong_file_is_refused_naming_the_key(tmp_path: Path, body: str, expected: str) -> None:
+    assert expected in _refusal(tmp_path, body)
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_settings(tmp_path / "absent.toml", environ={})
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "sqlite:///from-file.db", '[smtp]\nhost = "file-host"\nport = 25\n')
+    settings = load_settings(
+        path,
+        environ={
+            "SYNDICATION_DATABASE_URL": "postgresql+psycopg://u@db.example/prod",
+            "SYNDICATION_SMTP_HOST": "relay.example",
+            "SYNDICATION_SMTP_PORT": "587",
+            "SYNDICATION_SMTP_USERNAME": "mailer",
+            "SYNDICATION_SMTP_PASSWORD": "s3cret",
+            "SYNDICATION_SECRET_KEY": "k" * 32,
+        },
+    )
+    assert settings.database.url == "postgresql+psycopg://u@db.example/prod"
+    assert (settings.smtp.host, settings.smtp.port, settings.smtp.username) == (
+        "relay.example",
+        587,
+        "mailer",
+    )
+    assert settings.smtp.password is not None and settings.smtp.password.get_secret_value() == "s3cret"
+    assert settings.secret_key is not None and settings.secret_key.get_secret_value() == "k" * 32
+    assert "s3cret" not in repr(settings)
+
+
+def test_bad_environment_value_is_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "sqlite:///x.db")
+    with pytest.raises(ConfigError, match=r"smtp\.port"):
+        load_settings(path, environ={"SYNDICATION_SMTP_PORT": "twenty-five"})
+
+
+def test_relative_paths_are_taken_from_the_config_folder(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "sqlite:///var/store.db", '[[sources]]\nname = "n"\nkind = "jsonl"\npath = "in.jsonl"\n'
+    )
+    settings = load_settings(path, environ={})
+    assert settings.database.url == f"sqlite:///{tmp_path / 'var' / 'store.db'}"
+    assert isinstance(settings.sources[0], JsonlSourceSettings)
+    assert settings.sources[0].path == tmp_path / "in.jsonl"
+
+
+def test_config_path_precedence() -> None:
+    assert config_path_from("a.toml", {"SYNDICATION_CONFIG": "b.toml"}) == Path("a.toml")
+    assert config_path_from(None, {"SYNDICATION_CONFIG": "b.toml"}) == Path("b.toml")
+    assert config_path_from(None, {}) == Path("config.toml")
+
+
+def test_theme_aliases_may_not_be_shared(tmp_path: Path) -> None:
+    body = FIXTURE_THEMES + '\n[[themes]]\nslug = "other"\nname = "Other"\naliases = ["climate"]\n'
+    assert "alias 'climate' belongs to both 'climate-action' and 'other'" in _refusal(tmp_path, body)
+
+
+def test_every_key_is_documented() -> None:
+    docs = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    documented = {key for key in re.findall(r"^\| `([^`]+)` \|", docs, flags=re.MULTILINE) if "." in key}
+    declared = {key for key, *_ in describe_keys()}
+    assert declared - documented == set(), "keys missing from docs/configuration.md"
+    assert documented - declared == set(), "docs/configuration.md documents keys that do not exist"
+
+
+def test_command_line_refuses_wrong_file_with_status_2_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[site]\nbase_url = "nope"\n[smtp]\nportt = 1\n', encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "syndication", "--config", str(path), "themes", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(path) in result.stderr
+    assert "site.base_url" in result.stderr and "smtp.portt: unknown key" in result.stderr

@@ -1,0 +1,357 @@
+"""Gathering JSON Lines through the real command line into the real store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syndication.cli import main
+from syndication.clock import fixed_clock
+from syndication.config import load_settings
+from syndication.core.models import Post
+from syndication.errors import SourceError
+from syndication.pipeline import Service, _pull_into_store, init_store, list_posts
+from syndication.sources.base import CursorMoved, PullEvent
+from tests.conftest import NOW
+from tests.support import post_record, write_config, write_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(config: Path, *args: str) -> int:
+    return main(["--config", str(config), *args])
+
+
+def exported(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, Any]]:
+    capsys.readouterr()
+    assert run(config, "posts", "list", "--json", *args) == 0
+    rows: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+    return rows
+
+
+@pytest.fixture
+def initialised(config_path: Path) -> Path:
+    assert run(config_path, "init") == 0
+    return config_path
+
+
+def test_init_twice_is_harmless(config_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(config_path, "init") == 0
+    assert run(config_path, "init") == 0
+    assert "schema 0001" in capsys.readouterr().out
+
+
+def test_commands_refuse_an_uninitialised_store(config_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(config_path, "posts", "list") == 1
+    assert "not initialised: run 'syndication init'" in capsys.readouterr().err
+
+
+def test_sample_content_imports_lists_and_reimports_nothing(
+    initialised: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = ROOT / "examples" / "posts.jsonl"
+    lines = [line for line in sample.read_text(encoding="utf-8").splitlines() if line.strip()]
+    config = write_config(initialised.parent, _database(initialised), themes=_shipped_themes())
+    assert run(config, "import", str(sample)) == 0
+    first = capsys.readouterr()
+    assert f"{len(lines)} read, {len(lines)} added" in first.out
+    assert "rejected" not in first.err
+    assert len(exported(config, capsys)) == len(lines)
+    assert run(config, "import", str(sample)) == 0
+    assert f"0 added, 0 updated, {len(lines)} unchanged" in capsys.readouterr().out
+
+
+def _database(config: Path) -> str:
+    return str(load_settings(config, environ={}).database.url)
+
+
+def _shipped_themes() -> str:
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    start = text.index("[[themes]]")
+    return text[start : text.index("[smtp]")]
+
+
+def test_bad_lines_are_reported_and_good_ones_kept(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            post_record(1),
+            post_record(2, title=None),
+            '{"title": "broken",',
+            "[1, 2, 3]",
+            post_record(5, url="not-a-url"),
+            post_record(6, published="yesterday-ish"),
+            post_record(7, published=None),
+            "",
+            post_record(9, title=42),
+            post_record(10),
+        ],
+    )
+    assert run(initialised, "import", str(source)) == 1
+    captured = capsys.readouterr()
+    assert "2 added" in captured.out and "7 rejected" in captured.out
+    expected = [
+        "line 2: missing title",
+        "line 3: malformed JSON",
+        "line 4: not a JSON object (got list)",
+        "line 5: invalid URL 'not-a-url'",
+        "line 6: unparseable published date 'yesterday-ish'",
+        "line 7: missing published date",
+        "line 9: title must be a string",
+    ]
+    for message in expected:
+        assert message in captured.err
+    assert "line 8" not in captured.err  # a blank line is not an item
+    assert [row["guid"] for row in exported(initialised, capsys)] == ["urn:test:post:10", "urn:test:post:1"]
+
+
+def test_invalid_utf8_line_is_refused_alone(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bytes.jsonl"
+    path.write_bytes(
+        json.dumps(post_record(1)).encode()
+        + b"\n"
+        + b'{"title": "\xff\xfe"}\n'
+        + json.dumps(post_record(3)).encode()
+        + b"\n"
+    )
+    assert run(initialised, "import", str(path)) == 1
+    assert "line 2: not valid UTF-8" in capsys.readouterr().err
+    assert len(exported(initialised, capsys)) == 2
+
+
+def test_newer_updated_replaces_in_place_and_older_is_ignored(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = post_record(1, themes=["climate-action"], authors=["Ana Pérez"])
+    write_jsonl(tmp_path / "a.jsonl", [original])
+    assert run(initialised, "import", str(tmp_path / "a.jsonl")) == 0
+    edited = post_record(
+        1,
+        title="Edited title",
+        updated="2024-05-20T00:00:00Z",
+        themes=["resilience"],
+        authors=["Bo Li", "Ana Pérez"],
+    )
+    stale = post_record(1, title="Stale title", updated="2024-05-03T00:00:00Z")
+    write_jsonl(tmp_path / "b.jsonl", [edited])
+    write_jsonl(tmp_path / "c.jsonl", [stale])
+    capsys.readouterr()
+    assert run(initialised, "import", str(tmp_path / "b.jsonl")) == 0
+    assert "1 updated" in capsys.readouterr().out
+    assert run(initialised, "import", str(tmp_path / "c.jsonl")) == 0
+    assert "1 unchanged" in capsys.readouterr().out
+    [row] = exported(initialised, capsys)
+    assert row["title"] == "Edited title"
+    assert row["themes"] == ["resilience"]
+    assert row["authors"] == ["Bo Li", "Ana Pérez"]
+    assert row["updated"] == "2024-05-20T00:00:00Z"
+    assert exported(initialised, capsys, "--theme", "climate-action") == []
+
+
+HOSTILE_CONTENT = (
+    '<p onclick="steal()">Read <a href="/about">about us</a> and <a href="javascript:alert(1)">this</a>'
+    '<script>alert("x")</script><style>p{}</style><iframe src="https://evil.example"></iframe>'
+    '<img src="../img/cover.png" onerror="x()" alt="Cover"></p>'
+)
+
+
+def test_content_is_made_safe_at_the_door(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = post_record(
+        1,
+        url="https://news.example.org/posts/2024/one",
+        title="Line\r\nbreak\u2028and\x00 control\x0b chars",
+        content_html=HOSTILE_CONTENT,
+        authors=["Ana\nPérez", "  "],
+        summary=None,
+        image={"url": "/img/lead.jpg", "alt": "Lead\nimage"},
+    )
+    write_jsonl(tmp_path / "hostile.jsonl", [record])
+    assert run(initialised, "import", str(tmp_path / "hostile.jsonl")) == 0
+    [row] = exported(initialised, capsys)
+    html = row["content_html"]
+    for forbidden in ("script", "style", "iframe", "onclick", "onerror", "javascript:", "alert"):
+        assert forbidden not in html
+    assert 'href="https://news.example.org/about"' in html
+    assert 'src="https://news.example.org/posts/img/cover.png"' in html
+    assert row["title"] == "Line break and control chars"
+    assert row["authors"] == ["Ana Pérez"]
+    assert row["summary"] == "Read about us and this"
+    assert row["image"] == {"url": "https://news.example.org/img/lead.jpg", "alt": "Lead image"}
+
+
+def test_long_content_gets_a_summary_cut_at_a_word(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    words = [f"word{i}" for i in range(120)]
+    write_jsonl(tmp_path / "long.jsonl", [post_record(1, content_html="<p>" + " ".join(words) + "</p>")])
+    assert run(initialised, "import", str(tmp_path / "long.jsonl")) == 0
+    [row] = exported(initialised, capsys)
+    assert row["summary"] == " ".join(words[:50]) + "…"
+
+
+def test_time_without_offset_is_utc_with_a_warning(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(
+        tmp_path / "naive.jsonl",
+        [
+            post_record(1, published="2024-05-02T08:30:00"),
+            post_record(2, published="2024-05-02T08:30:00+02:00"),
+        ],
+    )
+    assert run(initialised, "import", str(tmp_path / "naive.jsonl")) == 0
+    err = capsys.readouterr().err
+    assert "line 1: published '2024-05-02T08:30:00' has no time zone offset; taken as UTC" in err
+    assert "line 2" not in err
+    published = {row["guid"]: row["published"] for row in exported(initialised, capsys)}
+    assert published == {"urn:test:post:1": "2024-05-02T08:30:00Z", "urn:test:post:2": "2024-05-02T06:30:00Z"}
+
+
+def test_unknown_theme_is_reported_and_ignored_post_kept(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(
+        tmp_path / "t.jsonl",
+        [post_record(1, themes=["astrology", "Climate", "plastics"]), post_record(2, themes=["astrology"])],
+    )
+    assert run(initialised, "import", str(tmp_path / "t.jsonl")) == 0
+    assert "unknown theme 'astrology' ignored" in capsys.readouterr().err
+    rows = {row["guid"]: row["themes"] for row in exported(initialised, capsys)}
+    assert rows == {"urn:test:post:1": ["climate-action", "circular-economy"], "urn:test:post:2": []}
+
+
+def test_future_post_is_stored_but_not_published_until_its_time(settings: Any, tmp_path: Path) -> None:
+    init_store(settings)
+    write_jsonl(tmp_path / "f.jsonl", [post_record(1), post_record(2, published="2024-07-01T00:00:00Z")])
+    before = Service.open(settings, fixed_clock(NOW))
+    from syndication.pipeline import import_file
+
+    report = import_file(before, tmp_path / "f.jsonl")
+    assert report.added == 2
+    assert any("dated in the future" in str(w) for w in report.warnings)
+    assert [p.guid for p in list_posts(before)] == ["urn:test:post:1"]
+    after = Service.open(settings, fixed_clock(NOW.replace(month=7, day=2)))
+    assert [p.guid for p in list_posts(after)] == ["urn:test:post:2", "urn:test:post:1"]
+    before.engine.dispose()
+    after.engine.dispose()
+
+
+def test_export_reimports_to_the_same_store(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = [
+        post_record(
+            i,
+            image={"url": f"https://cdn.example.org/{i}.jpg", "alt": f"Photo {i}"},
+            title=f"Malmö, São Paulo & 北九州市 <{i}> 🌍",
+            regions=["europe", "latin-america"],
+        )
+        for i in range(1, 6)
+    ]
+    write_jsonl(tmp_path / "in.jsonl", records)
+    assert run(initialised, "import", str(tmp_path / "in.jsonl")) == 0
+    first = exported(initialised, capsys)
+    dump = tmp_path / "export.jsonl"
+    write_jsonl(dump, first)
+    (tmp_path / "other").mkdir()
+    other = write_config(tmp_path / "other", f"sqlite:///{tmp_path / 'other.db'}")
+    assert run(other, "init") == 0
+    assert run(other, "import", str(dump)) == 0
+    assert exported(other, capsys) == first
+    assert first[0]["title"] == "Malmö, São Paulo & 北九州市 <5> 🌍"
+
+
+def test_gather_reads_only_what_is_new(tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    feed = tmp_path / "news.jsonl"
+    config = write_config(tmp_path, database_url, f'[[sources]]\nname = "news"\nkind = "jsonl"\npath = "{feed.name}"\n')
+    write_jsonl(feed, [post_record(1), post_record(2)])
+    assert run(config, "init") == 0
+    assert run(config, "gather") == 0
+    assert "news: 2 read, 2 added" in capsys.readouterr().out
+    assert run(config, "gather", "--source", "news") == 0
+    assert "news: 0 read" in capsys.readouterr().out
+    with feed.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(post_record(3)) + "\n" + json.dumps(post_record(4))[:20])  # last line unfinished
+    assert run(config, "gather") == 0
+    captured = capsys.readouterr()
+    assert "news: 1 read, 1 added" in captured.out
+    assert "line 4: incomplete last line left for the next pull" in captured.err
+    with feed.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(post_record(4))[20:] + "\n")
+    assert run(config, "gather") == 0
+    assert "news: 1 read, 1 added" in capsys.readouterr().out
+    write_jsonl(feed, [post_record(9, title="A replaced file is read again from its start")])
+    assert run(config, "gather") == 0
+    assert "news: 1 read, 1 added" in capsys.readouterr().out
+    assert len(exported(config, capsys)) == 5
+
+
+def test_unknown_source_and_missing_file(tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(
+        tmp_path, database_url, '[[sources]]\nname = "gone"\nkind = "jsonl"\npath = "missing.jsonl"\n'
+    )
+    assert run(config, "init") == 0
+    assert run(config, "gather", "--source", "nope") == 2
+    assert "no source named 'nope' (known: gone)" in capsys.readouterr().err
+    assert run(config, "gather") == 1
+    assert "missing.jsonl: cannot be read" in capsys.readouterr().err
+
+
+class _FailingSource:
+    """A real source that delivers some posts and then loses its connection."""
+
+    name = "flaky"
+
+    def __init__(self, good: int) -> None:
+        self.good = good
+
+    def pull(self, cursor: Mapping[str, Any]) -> Iterator[PullEvent]:
+        from syndication.sources.normalise import Vocabulary, build_post
+
+        vocabulary = Vocabulary(themes=())
+        for number in range(self.good):
+            yield build_post(post_record(number), f"item {number}", vocabulary).post
+        if self.good >= 0:  # always: the pull fails before its cursor, as a dropped connection would
+            raise SourceError("connection reset by peer")
+        yield CursorMoved({"never": True})
+
+
+def test_failing_pull_keeps_stored_batches_and_does_not_move_the_cursor(service: Service) -> None:
+    from syndication.store import cursors, database
+
+    batch = service.settings.gather.batch_size
+    report = _pull_into_store(service, _FailingSource(good=batch + 5))
+    assert report.failure == "connection reset by peer"
+    stored = list_posts(service)
+    assert batch <= len(stored) <= batch + 5
+    assert all(isinstance(p, Post) for p in stored)
+    with database.transaction(service.engine) as session:
+        assert cursors.load_cursor(session, "flaky") == {}
+
+
+def test_large_files_parse_in_a_worker_with_the_same_result(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syndication.sources import jsonl
+
+    records: list[dict[str, Any] | str] = [post_record(i) for i in range(1, 1300)]
+    records[10] = "{broken"
+    records[700] = post_record(701, url="relative/path")
+    source = write_jsonl(tmp_path / "big.jsonl", records)
+    monkeypatch.setattr(jsonl, "PARALLEL_FROM_BYTES", 0)  # treat this file as large
+    assert run(initialised, "import", str(source)) == 1
+    captured = capsys.readouterr()
+    assert "1297 read, 1297 added" in captured.out and "2 rejected" in captured.out
+    assert "line 11: malformed JSON" in captured.err
+    assert "line 701: invalid URL 'relative/path'" in captured.err
+    assert len(exported(initialised, capsys)) == 1297
