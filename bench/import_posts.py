@@ -124,7 +124,7 @@ def bare_insert(work: Path, count: int) -> float:
         {
             "id": i + 1, "guid": f"urn:bare:{i}", "source": "bare", "title": f"Title {i}",
             "url": f"https://x.example/{i}", "summary": "summary " * 30, "content_html": body, "language": "en",
-            "image_url": None, "image_alt": "", "published": moment + timedelta(hours=i),
+            "image_url": None, "image_alt": "", "published": moment + timedelta(hours=i), "changed_at": moment,
             "updated": moment + timedelta(hours=i),
         }
         for i in range(count)

@@ -99,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, metavar="N", help="at most N posts")
     listing.add_argument("--json", action="store_true", help="a JSON array in the JSON Lines field names")
 
+    feeds = commands.add_parser("feeds", help="build the RSS, Atom and JSON feeds", parents=[common])
+    feed_commands = feeds.add_subparsers(title="commands", metavar="COMMAND")
+    building = command("build", _feeds_build, "write every feed that changed (or --full: all of them)", feed_commands)
+    building.add_argument("--out", type=Path, metavar="DIR", help="folder to write to (default: [feeds] output_dir)")
+    building.add_argument("--full", action="store_true", help="rebuild every document, archive pages included")
+
+    serving = command("serve", _serve, "serve the feeds (and later the web pages) over HTTP")
+    serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serving.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+
     themes = commands.add_parser("themes", help="show configured themes", parents=[common])
     theme_commands = themes.add_subparsers(title="commands", metavar="COMMAND")
     theme_listing = command("list", _themes_list, "list the configured themes with their post counts", theme_commands)
@@ -180,6 +190,32 @@ def _posts_list(args: argparse.Namespace, settings: Settings) -> int:
         themes = ",".join(post.themes) or "-"
         print(f"{iso_utc(post.published)}  {post.title}  [{themes}]  {post.url}")
     print(f"{len(posts)} post{'s' if len(posts) != 1 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _feeds_build(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service, publish_feeds
+
+    with Service.open(settings) as service:
+        report = publish_feeds(service, args.out, full=args.full)
+    kind = "full build" if report.full else "incremental build"
+    print(
+        f"feeds: {kind} of {report.feeds} feeds into {report.directory}: {len(report.written)} documents written"
+        f" ({report.archive_pages_written} archive pages), {report.unchanged} unchanged"
+    )
+    for url in report.hub_refused:
+        print(f"warning: the WebSub hub did not accept {url}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service, publish_feeds
+    from syndication.web.app import serve
+
+    with Service.open(settings) as service:
+        report = publish_feeds(service)  # serve current feeds from the first request on
+    print(f"feeds ready in {report.directory}; serving on http://{args.host}:{args.port}/feeds/", file=sys.stderr)
+    serve(settings, args.host, args.port)
     return EXIT_OK
 
 

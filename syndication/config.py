@@ -178,6 +178,31 @@ class GatherSettings(_Section):
     summary_words: int = Field(50, ge=5, le=500, description="Length of a summary derived from the content.")
 
 
+class FeedSettings(_Section):
+    output_dir: Path = Field(Path("var/feeds"), description="Folder the built feeds are written to.")
+    items: int = Field(50, ge=1, le=1000, description="Newest posts in each subscription feed.")
+    archive_page_size: int = Field(
+        50, ge=10, le=1000, description="Posts per archive page (RFC 5005); a full page never changes again."
+    )
+    content: Literal["full", "summary"] = Field(
+        "full", description="'full' puts each post's whole HTML in the feeds, 'summary' only its summary."
+    )
+    max_age_seconds: int = Field(300, ge=0, description="Cache-Control max-age of subscription feeds over HTTP.")
+    websub_hub: str | None = Field(None, description="WebSub hub to announce in feeds and to ping after a build.")
+
+    @field_validator("websub_hub")
+    @classmethod
+    def _hub(cls, value: str | None) -> str | None:
+        return _check_http_url(value) if value else None
+
+    @model_validator(mode="after")
+    def _pages_fit(self) -> FeedSettings:
+        # Posts newer than the last full archive page are only in the subscription document: they must fit.
+        if self.archive_page_size > self.items:
+            raise ValueError(f"archive_page_size ({self.archive_page_size}) may not exceed items ({self.items})")
+        return self
+
+
 class Settings(_Section):
     """The whole validated configuration."""
 
@@ -188,6 +213,7 @@ class Settings(_Section):
     smtp: SmtpSettings = SmtpSettings()
     sources: tuple[SourceSettings, ...] = ()
     gather: GatherSettings = GatherSettings()
+    feeds: FeedSettings = FeedSettings()
     secret_key: SecretStr | None = Field(
         None, exclude=True, description="Signing key; only from SYNDICATION_SECRET_KEY, never from the file."
     )
@@ -301,13 +327,16 @@ def _anchor_paths(settings: Settings, base: Path) -> Settings:
         if not db_path.is_absolute():
             anchored = url.set(database=str((base / db_path).resolve()))
             database = DatabaseSettings(url=anchored.render_as_string(hide_password=False))
+    feeds = settings.feeds
+    if not feeds.output_dir.is_absolute():
+        feeds = feeds.model_copy(update={"output_dir": (base / feeds.output_dir).resolve()})
     sources = []
     for source in settings.sources:
         path = getattr(source, "path", None)
         if path is not None and not path.is_absolute():
             source = source.model_copy(update={"path": (base / path).resolve()})
         sources.append(source)
-    return settings.model_copy(update={"database": database, "sources": tuple(sources)})
+    return settings.model_copy(update={"database": database, "sources": tuple(sources), "feeds": feeds})
 
 
 def describe_keys() -> list[tuple[str, str, str, str]]:
@@ -323,11 +352,13 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
         ("sources[] (feed)", FeedSourceSettings),
         ("sources[] (wordpress)", WordpressSourceSettings),
         ("gather", GatherSettings),
+        ("feeds", FeedSettings),
     ]
     for section, model in sections:
         for name, field in model.model_fields.items():
             annotation = _type_name(field.annotation)
-            default = "required" if field.is_required() else repr(field.default)
+            value = str(field.default) if isinstance(field.default, Path) else field.default
+            default = "required" if field.is_required() else repr(value)
             rows.append((f"{section}.{name}", annotation, default, field.description or ""))
     return rows
 

@@ -5,17 +5,26 @@ The command line, the web app and the scheduler call these functions and nothing
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
+from syndication import __version__
 from syndication.clock import Clock, system_clock
-from syndication.config import Settings
-from syndication.core.models import GatherReport, Notice, Post
+from syndication.config import FeedSettings, Settings
+from syndication.core.models import GatherReport, Notice, Post, Region
 from syndication.errors import SourceError
+from syndication.feeds.catalog import CONTENT_TYPES, FORMATS, Feed, FeedDocument, Site, feeds_of, updated_of
+from syndication.feeds.directory import render_index, render_opml
+from syndication.feeds.json_feed import render_json
+from syndication.feeds.output import FeedOutput
+from syndication.feeds.rss_atom import render_atom, render_rss
+from syndication.feeds.websub import notify_hub
 from syndication.sources import open_source
 from syndication.sources.base import CursorMoved, PullEvent, Rejected, Source, Warned
 from syndication.sources.jsonl import read_jsonl_file
@@ -150,7 +159,7 @@ def _store_batch(
 ) -> None:
     with database.transaction(service.engine) as session:
         if batch:
-            outcome = post_store.upsert_posts(session, batch, source_label)
+            outcome = post_store.upsert_posts(session, batch, service.clock(), source_label)
             report.added += outcome.added
             report.updated += outcome.updated
             report.unchanged += outcome.unchanged
@@ -177,3 +186,188 @@ def theme_post_counts(service: Service) -> dict[str, int]:
     """Published posts per theme slug."""
     with database.transaction(service.engine) as session:
         return post_store.theme_counts(session, service.clock())
+
+
+# --- Feeds -----------------------------------------------------------------------------------------------------
+
+RENDERERS = {"rss": render_rss, "atom": render_atom, "json": render_json}
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class FeedBuildReport:
+    """What one feed build did."""
+
+    directory: Path
+    full: bool
+    feeds: int = 0
+    written: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    hub_refused: list[str] = field(default_factory=list)
+
+    @property
+    def archive_pages_written(self) -> int:
+        """How many archive pages were written."""
+        return sum(1 for path in self.written if path.startswith("archive/"))
+
+
+def feed_site(settings: Settings) -> Site:
+    """The site as the feed writers see it."""
+    return Site(
+        title=settings.site.title,
+        base_url=settings.site.base_url,
+        language=settings.site.language,
+        themes=settings.theme_list,
+        regions=settings.region_list,
+        full_content=settings.feeds.content == "full",
+        hub=settings.feeds.websub_hub,
+    )
+
+
+def publish_feeds(service: Service, directory: Path | None = None, *, full: bool = False) -> FeedBuildReport:
+    """Write every feed that changed since the last build (or all of them), then the manifest.
+
+    Subscription documents hold the newest ``[feeds] items`` posts; older posts stay reachable through RFC 5005
+    archive pages of ``archive_page_size`` posts, oldest first, which never change once full. Only documents
+    whose bytes changed are rewritten; dates come from the posts, never the clock, so a build with nothing new
+    leaves every file as it was.
+    """
+    config = service.settings.feeds
+    output = FeedOutput(directory or config.output_dir)
+    site = feed_site(service.settings)
+    now = service.clock()
+    fingerprint = _feed_fingerprint(service.settings)
+    previous = output.state
+    with database.transaction(service.engine) as session:
+        authors = post_store.authors_with_posts(session, now)
+        if not site.regions:
+            site = replace(site, regions=tuple(Region(slug, slug.replace("-", " ").title()) for slug in
+                                               post_store.region_slugs(session, now)))  # fmt: skip
+        feeds = feeds_of(site, authors)
+        incremental = not full and previous.get("fingerprint") == fingerprint
+        report = FeedBuildReport(output.directory, full=not incremental)
+        newest_overall = post_store.newest_posts(session, now=now, limit=1)
+        fallback = newest_overall[0].updated if newest_overall else _EPOCH
+        archived: dict[str, int] = dict(previous.get("archived", {})) if incremental else {}
+        changed: list[Post] = []
+        if incremental:
+            changed = post_store.changed_posts(
+                session,
+                # Posts are written by one gather at a time (the scheduler's leader or a command), so the newest
+                # change the last build saw is an exact high-water mark; a `--full` build is the safety net.
+                changed_after=datetime.fromisoformat(previous["changed_through"]),
+                published_after=datetime.fromisoformat(previous["published_through"]),
+                now=now,
+            )
+            touched = _feeds_touched(changed)
+            feeds_to_build = [
+                feed
+                for feed in feeds
+                if (feed.dimension, feed.slug) in touched
+                or not all(output.knows(feed.document_path(fmt)) for fmt in FORMATS)
+            ]
+        else:
+            feeds_to_build = feeds
+        changed_subscriptions: list[str] = []
+        for feed in feeds_to_build:
+            report.feeds += 1
+            scope = _scope(feed)
+            posts = post_store.newest_posts(session, now=now, limit=config.items, theme=scope.theme,
+                                            region=scope.region, author=scope.author)  # fmt: skip
+            full_pages = post_store.count_published(session, scope, now) // config.archive_page_size
+            for fmt in FORMATS:
+                document = FeedDocument(site, feed, fmt, posts, updated_of(posts, fallback),
+                                        prev_archive_page=full_pages or None)  # fmt: skip
+                if _write(output, document, report):
+                    changed_subscriptions.append(document.self_url)
+            pages = set(range(archived.get(feed.path, 0) + 1, full_pages + 1))
+            for post in changed:
+                if (feed.dimension, feed.slug) in _feeds_touched([post]):
+                    before = post_store.count_published(session, scope, now, before=post.published)
+                    pages.add(before // config.archive_page_size + 1)
+            _write_archive_pages(session, output, report, site, feed, scope, now, sorted(pages), full_pages, config)
+            archived[feed.path] = full_pages
+        last_change = post_store.last_change(session)
+    updated = fallback
+    output.write("feeds.opml", render_opml(site, feeds, updated), CONTENT_TYPES["opml"], updated)
+    output.write("index.html", render_index(site, feeds), CONTENT_TYPES["html"], updated)
+    output.save(
+        {
+            "fingerprint": fingerprint,
+            "changed_through": (last_change or _EPOCH).isoformat(),
+            "published_through": now.isoformat(),
+            "archived": archived,
+        }
+    )
+    if site.hub and changed_subscriptions:
+        report.hub_refused = notify_hub(site.hub, changed_subscriptions)
+    return report
+
+
+def _scope(feed: Feed) -> post_store.Scope:
+    return post_store.Scope(
+        theme=feed.slug if feed.dimension == "theme" else None,
+        region=feed.slug if feed.dimension == "region" else None,
+        author=feed.slug if feed.dimension == "author" else None,
+    )
+
+
+def _feeds_touched(posts: Iterable[Post]) -> set[tuple[str, str | None]]:
+    touched: set[tuple[str, str | None]] = set()
+    for post in posts:
+        touched.add(("site", None))
+        touched.update(("theme", slug) for slug in post.themes)
+        touched.update(("region", slug) for slug in post.regions)
+        touched.update(("author", author.slug) for author in post.authors)
+    return touched
+
+
+def _write(output: FeedOutput, document: FeedDocument, report: FeedBuildReport, *, immutable: bool = False) -> bool:
+    body = RENDERERS[document.fmt](document)
+    if output.write(document.path, body, CONTENT_TYPES[document.fmt], document.updated, immutable=immutable):
+        report.written.append(document.path)
+        return True
+    report.unchanged += 1
+    return False
+
+
+def _write_archive_pages(
+    session: Session,
+    output: FeedOutput,
+    report: FeedBuildReport,
+    site: Site,
+    feed: Feed,
+    scope: post_store.Scope,
+    now: datetime,
+    pages: list[int],
+    full_pages: int,
+    config: FeedSettings,
+) -> None:
+    """Write the given full archive pages; consecutive pages are read in one pass over the index."""
+    wanted = [page for page in pages if 1 <= page <= full_pages]
+    index = 0
+    while index < len(wanted):
+        run_end = index
+        while run_end + 1 < len(wanted) and wanted[run_end + 1] == wanted[run_end] + 1:
+            run_end += 1
+        first = wanted[index]
+        pages_read = post_store.oldest_first(session, scope, now, config.archive_page_size, first_page=first)
+        for page, posts in zip(range(first, wanted[run_end] + 1), pages_read, strict=False):
+            newest_first = list(reversed(posts))
+            for fmt in FORMATS:
+                document = FeedDocument(site, feed, fmt, newest_first, updated_of(newest_first, _EPOCH),
+                                        archive_page=page, prev_archive_page=page - 1 or None)  # fmt: skip
+                _write(output, document, report, immutable=True)
+        index = run_end + 1
+
+
+def _feed_fingerprint(settings: Settings) -> str:
+    """Everything besides the posts that shapes a feed's bytes; when it changes, every document is rebuilt."""
+    shape = (
+        __version__,
+        settings.site.model_dump_json(),
+        [t.model_dump_json() for t in settings.themes],
+        [r.model_dump_json() for r in settings.regions],
+        settings.feeds.model_dump_json(exclude={"output_dir", "max_age_seconds"}),
+    )
+    return hashlib.sha256(repr(shape).encode()).hexdigest()[:16]

@@ -75,3 +75,13 @@ def service(settings: Settings) -> Iterator[Service]:
     service = Service.open(settings, fixed_clock(NOW))
     yield service
     service.engine.dispose()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regenerate-golden", action="store_true", help="rewrite tests/golden/ from the current output")
+
+
+@pytest.fixture
+def regenerate_golden(request: pytest.FixtureRequest) -> bool:
+    """Whether golden files are to be rewritten instead of compared."""
+    return bool(request.config.getoption("--regenerate-golden"))

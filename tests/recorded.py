@@ -23,6 +23,8 @@ class Seen:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    method: str = "GET"
+    form: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,12 +89,19 @@ class RecordedServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode("utf-8", "replace")
+        self._answer("POST", {name: values[-1] for name, values in parse_qs(body).items()})
+
     def do_GET(self) -> None:
+        self._answer("GET", {})
+
+    def _answer(self, method: str, form: dict[str, str]) -> None:
         recorded: RecordedServer = self.server.recorded  # type: ignore[attr-defined]
         parts = urlsplit(self.path)
         query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
         headers = {name.lower(): value for name, value in self.headers.items()}
-        reply = recorded.answer(Seen(parts.path, query, headers))
+        reply = recorded.answer(Seen(parts.path, query, headers, method, form))
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)

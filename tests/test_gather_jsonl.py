@@ -42,7 +42,7 @@ def initialised(config_path: Path) -> Path:
 def test_init_twice_is_harmless(config_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(config_path, "init") == 0
     assert run(config_path, "init") == 0
-    assert "schema 0001" in capsys.readouterr().out
+    assert "schema 0002" in capsys.readouterr().out
 
 
 def test_commands_refuse_an_uninitialised_store(config_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

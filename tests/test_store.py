@@ -51,7 +51,7 @@ def filled(service: Service) -> Service:
         make_post(5, hours=24 * 365, themes=("climate-action",)),  # future relative to NOW
     ]
     with database.transaction(service.engine) as session:
-        outcome = upsert_posts(session, posts)
+        outcome = upsert_posts(session, posts, NOW)
     assert (outcome.added, outcome.updated, outcome.unchanged) == (5, 0, 0)
     return service
 
@@ -98,7 +98,7 @@ def test_offsets_are_stored_as_the_same_instant(service: Service) -> None:
     nine_in_tokyo = datetime(2024, 5, 1, 9, 0, tzinfo=tokyo)
     local = replace(post, published=nine_in_tokyo, updated=nine_in_tokyo)
     with database.transaction(service.engine) as session:
-        upsert_posts(session, [local])
+        upsert_posts(session, [local], NOW)
     with database.transaction(service.engine) as session:
         [stored] = newest_posts(session, now=NOW)
     assert stored.published == datetime(2024, 5, 1, 0, 0, tzinfo=UTC)
@@ -111,6 +111,7 @@ def test_update_replaces_links_and_keeps_one_row(filled: Service) -> None:
         outcome = upsert_posts(
             session,
             [edited, make_post(2, hours=2, themes=("resilience",), regions=("asia",), authors=("bo",))],
+            NOW,
         )
     assert (outcome.added, outcome.updated, outcome.unchanged) == (0, 1, 1)
     with database.transaction(filled.engine) as session:
@@ -125,7 +126,7 @@ def test_duplicate_guid_in_one_batch_keeps_the_newest(service: Service) -> None:
     old = make_post(1, hours=1)
     new = replace(old, updated=old.updated + timedelta(hours=5), title="Newest")
     with database.transaction(service.engine) as session:
-        outcome = upsert_posts(session, [new, old])
+        outcome = upsert_posts(session, [new, old], NOW)
     assert (outcome.added, outcome.unchanged) == (1, 1)
     with database.transaction(service.engine) as session:
         assert [p.title for p in newest_posts(session, now=NOW)] == ["Newest"]
@@ -136,8 +137,8 @@ def test_a_failed_batch_leaves_nothing_half_written(service: Service) -> None:
         pytest.raises(StatementError, match="naive datetime"),
         database.transaction(service.engine) as session,
     ):
-        upsert_posts(session, [make_post(1, hours=1)])
+        upsert_posts(session, [make_post(1, hours=1)], NOW)
         naive = make_post(2, hours=2)
-        upsert_posts(session, [replace(naive, published=datetime(2024, 5, 1), updated=datetime(2024, 5, 1))])
+        upsert_posts(session, [replace(naive, published=datetime(2024, 5, 1), updated=datetime(2024, 5, 1))], NOW)
     with database.transaction(service.engine) as session:
         assert newest_posts(session, now=NOW) == []

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, literal, literal_column, select, union_all, update
+from sqlalchemy import and_, bindparam, delete, func, insert, literal, literal_column, or_, select, union_all, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
@@ -33,7 +33,7 @@ class UpsertOutcome:
     unchanged: int
 
 
-def upsert_posts(session: Session, posts: Sequence[Post], source: str | None = None) -> UpsertOutcome:
+def upsert_posts(session: Session, posts: Sequence[Post], now: datetime, source: str | None = None) -> UpsertOutcome:
     """Add new posts and update those whose ``updated`` is newer than the stored one; the rest is unchanged.
 
     Idempotent: the same batch twice adds nothing the second time. Within the batch, the newest version of
@@ -57,14 +57,14 @@ def upsert_posts(session: Session, posts: Sequence[Post], source: str | None = N
     author_ids = _author_ids(session, [author for post in changed for author in post.authors])
     if to_add:
         # A plain executemany is several times faster than INSERT .. RETURNING in batches; read the ids back.
-        session.execute(insert(_posts), [_post_values(post, source) for post in to_add])
+        session.execute(insert(_posts), [_post_values(post, source, now) for post in to_add])
         new_ids = _existing_versions(session, [post.guid for post in to_add])
         _insert_links(session, [(new_ids[post.guid][0], post) for post in to_add], author_ids)
     if to_update:
         ids = [post_id for post_id, _ in to_update]
         session.execute(
             update(_posts).where(_posts.c.id == bindparam("_id")),
-            [{"_id": post_id, **_post_values(post, source)} for post_id, post in to_update],
+            [{"_id": post_id, **_post_values(post, source, now)} for post_id, post in to_update],
         )
         for chunk in _chunks(ids):
             for table in (_post_authors, _post_themes, _post_regions):
@@ -97,8 +97,9 @@ def _author_ids(session: Session, authors: Iterable[Author]) -> dict[str, int]:
     return ids
 
 
-def _post_values(post: Post, source: str | None) -> dict[str, Any]:
+def _post_values(post: Post, source: str | None, now: datetime) -> dict[str, Any]:
     return {
+        "changed_at": now,
         "guid": post.guid,
         "source": source,
         "title": post.title,
@@ -142,6 +143,32 @@ def _insert_links(session: Session, posts: Sequence[tuple[int, Post]], author_id
             session.execute(insert(table), rows)
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which posts a listing covers: all of them, or those of one theme, region or author (by slug)."""
+
+    theme: str | None = None
+    region: str | None = None
+    author: str | None = None
+
+    def columns(self) -> tuple[Any, Any, list[Any]]:
+        """(published column, post id column, conditions) to filter and order by.
+
+        A scoped listing reads the link table's own (slug, published, post_id) index: one range scan, no sort.
+        """
+        if self.theme is not None:
+            return _post_themes.c.published, _post_themes.c.post_id, [_post_themes.c.theme == self.theme]
+        if self.region is not None:
+            return _post_regions.c.published, _post_regions.c.post_id, [_post_regions.c.region == self.region]
+        if self.author is not None:
+            author_id = select(AuthorRow.id).where(AuthorRow.slug == self.author).scalar_subquery()
+            return _post_authors.c.published, _post_authors.c.post_id, [_post_authors.c.author_id == author_id]
+        return _posts.c.published, _posts.c.id, []
+
+
+EVERYTHING = Scope()
+
+
 def newest_posts(
     session: Session,
     *,
@@ -154,27 +181,89 @@ def newest_posts(
     offset: int = 0,
 ) -> list[Post]:
     """Published posts (``published <= now``), newest first, optionally of one theme, region or author slug."""
-    link: Table | None = None
-    if theme is not None:
-        link, condition = _post_themes, _post_themes.c.theme == theme
-    elif region is not None:
-        link, condition = _post_regions, _post_regions.c.region == region
-    elif author is not None:
-        author_id = select(AuthorRow.id).where(AuthorRow.slug == author).scalar_subquery()
-        link, condition = _post_authors, _post_authors.c.author_id == author_id
-    if link is None:
-        published, post_id = _posts.c.published, _posts.c.id
-        query = select(post_id).where(published <= now)
-    else:
-        # Filter and order on the link table's own (slug, published, post_id) index: one range scan, no sort.
-        published, post_id = link.c.published, link.c.post_id
-        query = select(post_id).where(condition, published <= now)
+    published, post_id, conditions = Scope(theme, region, author).columns()
+    query = select(post_id).where(*conditions, published <= now)
     if since is not None:
         query = query.where(published > since)
     query = query.order_by(published.desc(), post_id.desc()).offset(offset)
     if limit is not None:
         query = query.limit(limit)
     return _load(session, list(session.scalars(query)))
+
+
+def count_published(session: Session, scope: Scope, now: datetime, before: datetime | None = None) -> int:
+    """How many posts of ``scope`` are published at ``now`` (and, with ``before``, published before it)."""
+    published, _post_id, conditions = scope.columns()
+    query = select(func.count()).where(*conditions, published <= now)
+    if before is not None:
+        query = query.where(published < before)
+    return session.scalar(query) or 0
+
+
+def oldest_first(
+    session: Session, scope: Scope, now: datetime, page_size: int, first_page: int = 1
+) -> Iterator[list[Post]]:
+    """Pages of ``page_size`` published posts of ``scope``, oldest first, from page ``first_page`` (1-based).
+
+    Reads by key after the first page, so walking a whole history costs one index scan, not one per page.
+    """
+    published, post_id, conditions = scope.columns()
+    base = select(post_id, published).where(*conditions, published <= now).order_by(published, post_id)
+    query = base.offset((first_page - 1) * page_size).limit(page_size)
+    while True:
+        keys = session.execute(query).all()
+        if not keys:
+            return
+        posts = _load(session, [key[0] for key in keys])
+        posts.reverse()  # _load answers newest first
+        yield posts
+        if len(keys) < page_size:
+            return
+        last_id, last_published = keys[-1]
+        query = base.where(or_(published > last_published, and_(published == last_published, post_id > last_id))).limit(
+            page_size
+        )
+
+
+def authors_with_posts(session: Session, now: datetime) -> list[Author]:
+    """Every author credited on at least one published post, by slug."""
+    query = (
+        select(AuthorRow.slug, AuthorRow.name)
+        .where(
+            select(_post_authors.c.post_id)
+            .where(_post_authors.c.author_id == AuthorRow.id, _post_authors.c.published <= now)
+            .exists()
+        )
+        .order_by(AuthorRow.slug)
+    )
+    return [Author(slug, name) for slug, name in session.execute(query)]
+
+
+def changed_posts(session: Session, *, changed_after: datetime, published_after: datetime, now: datetime) -> list[Post]:
+    """Published posts the store wrote after ``changed_after``, or whose publication time came since
+    ``published_after``: what a feed rebuild must look at."""
+    query = select(_posts.c.id).where(
+        _posts.c.published <= now,
+        or_(_posts.c.changed_at > changed_after, _posts.c.published > published_after),
+    )
+    return _load(session, list(session.scalars(query)))
+
+
+def region_slugs(session: Session, now: datetime) -> list[str]:
+    """Every region slug of a published post."""
+    query = (
+        select(_post_regions.c.region)
+        .where(_post_regions.c.published <= now)
+        .distinct()
+        .order_by(_post_regions.c.region)
+    )
+    return list(session.scalars(query))
+
+
+def last_change(session: Session) -> datetime | None:
+    """When the store last wrote a post."""
+    moment: datetime | None = session.scalar(select(func.max(PostRow.changed_at)))
+    return moment
 
 
 def posts_in_window(

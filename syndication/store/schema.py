@@ -55,6 +55,8 @@ class PostRow(Base):
     image_alt: Mapped[str] = mapped_column(Text, default="")
     published: Mapped[datetime] = mapped_column(UTCDateTime)
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When the store last wrote this row: what a feed rebuild looks at to find the feeds that changed.
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     __table_args__ = (Index("ix_posts_published_id", "published", "id"),)
 

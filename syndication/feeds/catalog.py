@@ -1,0 +1,131 @@
+"""Which feeds exist, where they live and what one document of a feed holds. Pure: no SQL, no I/O.
+
+Feed paths have one namespace per dimension (``themes/``, ``regions/``, ``authors/``), so a theme and an author
+with the same slug never collide. Archive pages (RFC 5005) live under ``archive/<feed path>/<page>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from syndication.core.models import Author, Post, Region, Theme
+
+Format = Literal["rss", "atom", "json"]
+Dimension = Literal["site", "theme", "region", "author"]
+FORMATS: tuple[Format, ...] = ("rss", "atom", "json")
+CONTENT_TYPES: Mapping[str, str] = {
+    "rss": "application/rss+xml; charset=utf-8",
+    "atom": "application/atom+xml; charset=utf-8",
+    "json": "application/feed+json; charset=utf-8",
+    "opml": "text/x-opml; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+}
+FEEDS_PREFIX = "/feeds/"
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """One feed: the whole site, or the posts of one theme, region or author."""
+
+    dimension: Dimension
+    slug: str | None
+    name: str
+    title: str
+    description: str
+    path: str
+
+    def document_path(self, fmt: Format, archive_page: int | None = None) -> str:
+        """The document's path under the feeds folder (and under ``/feeds/`` over HTTP)."""
+        if archive_page is None:
+            return f"{self.path}.{fmt}"
+        return f"archive/{self.path}/{archive_page}.{fmt}"
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """What every document needs to know about the site it belongs to."""
+
+    title: str
+    base_url: str
+    language: str
+    themes: Sequence[Theme]
+    regions: Sequence[Region]
+    full_content: bool
+    hub: str | None = None
+
+    def url(self, path: str) -> str:
+        """The public URL of a document path."""
+        return f"{self.base_url}{FEEDS_PREFIX}{path}"
+
+    def theme_name(self, slug: str) -> str:
+        """The human name of a theme slug (the slug itself for a theme no longer configured)."""
+        return next((theme.name for theme in self.themes if theme.slug == slug), slug)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedDocument:
+    """One document to write: a subscription document (newest posts) or one archive page."""
+
+    site: Site
+    feed: Feed
+    fmt: Format
+    posts: Sequence[Post]  # newest first
+    updated: datetime
+    archive_page: int | None = None  # None for the subscription document
+    prev_archive_page: int | None = None  # the page just before this document, if any
+
+    @property
+    def path(self) -> str:
+        """Where this document is written."""
+        return self.feed.document_path(self.fmt, self.archive_page)
+
+    @property
+    def self_url(self) -> str:
+        """This document's own public URL."""
+        return self.site.url(self.path)
+
+    @property
+    def current_url(self) -> str:
+        """The feed's subscription document in the same format."""
+        return self.site.url(self.feed.document_path(self.fmt))
+
+    @property
+    def prev_archive_url(self) -> str | None:
+        """The older archive page, for RFC 5005 ``prev-archive``."""
+        if self.prev_archive_page is None:
+            return None
+        return self.site.url(self.feed.document_path(self.fmt, self.prev_archive_page))
+
+    @property
+    def home_url(self) -> str:
+        """The web page the feed stands for (its ``alternate`` link)."""
+        return self.site.base_url + "/"
+
+
+def feeds_of(site: Site, authors: Sequence[Author]) -> list[Feed]:
+    """Every feed the site publishes: the whole site, then each theme, region and author."""
+    feeds = [Feed("site", None, site.title, site.title, f"Everything published by {site.title}.", "all")]
+    feeds += [
+        Feed("theme", t.slug, t.name, f"{site.title}: {t.name}", t.description or f"{t.name}: posts by {site.title}.",
+             f"themes/{t.slug}")
+        for t in site.themes
+    ]  # fmt: skip
+    feeds += [
+        Feed("region", r.slug, r.name, f"{site.title}: {r.name}", f"Posts about {r.name} by {site.title}.",
+             f"regions/{r.slug}")
+        for r in site.regions
+    ]  # fmt: skip
+    feeds += [
+        Feed("author", a.slug, a.name, f"{site.title}: {a.name}", f"Posts by {a.name} on {site.title}.",
+             f"authors/{a.slug}")
+        for a in authors
+    ]  # fmt: skip
+    return feeds
+
+
+def updated_of(posts: Sequence[Post], fallback: datetime) -> datetime:
+    """A document's date: its newest item's, never the build time, so an unchanged feed is byte-identical."""
+    return max((post.updated for post in posts), default=fallback)

@@ -1,0 +1,159 @@
+"""RSS 2.0 and Atom 1.0 documents, written with feedgen: the only module that uses it.
+
+feedgen's traps, handled here: it stamps "now" unless given dates (we give the newest item's), the RSS channel
+``<link>`` is the last ``link()`` added (so the alternate link goes last), ``add_entry`` prepends by default,
+``content(type="CDATA")`` is invalid Atom (we use ``html``), naive datetimes raise (ours are always UTC),
+``guid()`` and ``id()`` overwrite each other (each format gets only its own), and feedgen 1.0.0 drops the
+``rel`` and ``type`` of every Atom *entry* link (a shadowed loop variable), which would turn an image enclosure
+into a second "alternate" link. Links feedgen does not write (hub, prev-archive, current in RSS; entry links in
+Atom) and RFC 5005's ``fh:archive`` come from a small feedgen extension.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from typing import Any
+
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from syndication import __version__
+from syndication.core.models import Post
+from syndication.feeds.catalog import FeedDocument
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+HISTORY_NS = "http://purl.org/syndication/history/1.0"
+GENERATOR_URI = "https://github.com/syndication/syndication"
+_HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
+
+
+class _HistoryExtension(BaseExtension):  # type: ignore[misc]
+    """Adds the links feedgen leaves out of RSS, and RFC 5005's archive marker to both formats."""
+
+    def __init__(self) -> None:
+        self.rss_links: list[tuple[str, str]] = []
+        self.archive = False
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"fh": HISTORY_NS}  # feedgen's RSS already declares atom:
+
+    def extend_rss(self, rss: Any) -> Any:
+        channel = rss[0]
+        for rel, href in self.rss_links:
+            etree.SubElement(channel, f"{{{ATOM_NS}}}link", rel=rel, href=href)
+        if self.archive:
+            etree.SubElement(channel, f"{{{HISTORY_NS}}}archive")
+        return rss
+
+    def extend_atom(self, atom: Any) -> Any:
+        if self.archive:
+            etree.SubElement(atom, f"{{{HISTORY_NS}}}archive")
+        return atom
+
+
+class _EntryLinks(BaseEntryExtension):  # type: ignore[misc]
+    """Writes an Atom entry's links with their attributes, in place of feedgen's broken ones."""
+
+    def __init__(self) -> None:
+        self.links: list[dict[str, str]] = []
+
+    def extend_atom(self, entry: Any) -> Any:
+        # feedgen builds Atom elements without a namespace and lets the root's default xmlns cover them.
+        for broken in entry.findall("link"):
+            entry.remove(broken)
+        for attributes in self.links:
+            etree.SubElement(entry, "link", attributes)
+        return entry
+
+    def extend_rss(self, item: Any) -> Any:
+        return item
+
+
+def atom_id(guid: str) -> str:
+    """An Atom id for a post: its guid when that is already an IRI, else a stable URN made from it."""
+    if _HAS_SCHEME.match(guid):
+        return guid
+    return "urn:syndication:guid:" + "".join(ch if ch.isalnum() or ch in "-._~" else f"%{ord(ch):02X}" for ch in guid)
+
+
+def image_type(url: str) -> str:
+    """The media type of an image URL, from its extension (JPEG when unknown)."""
+    guessed, _ = mimetypes.guess_type(url.split("?", 1)[0])
+    return guessed if guessed and guessed.startswith("image/") else "image/jpeg"
+
+
+def _generator(document: FeedDocument) -> FeedGenerator:
+    site, feed = document.site, document.feed
+    generator = FeedGenerator()
+    generator.register_extension("history", _HistoryExtension, _EntryLinks, atom=True, rss=True)
+    generator.load_extension("dc", atom=False, rss=True)
+    generator.id(document.self_url)
+    generator.title(feed.title)
+    generator.subtitle(feed.description)
+    generator.language(site.language)
+    generator.author({"name": site.title, "uri": site.base_url + "/"})
+    generator.generator("syndication", version=__version__, uri=GENERATOR_URI)
+    generator.updated(document.updated)
+    generator.lastBuildDate(document.updated)
+    generator.link(href=document.self_url, rel="self", type=_self_type(document))
+    extra: list[tuple[str, str]] = []
+    if site.hub:
+        extra.append(("hub", site.hub))
+    if document.archive_page is not None:
+        extra.append(("current", document.current_url))
+    if document.prev_archive_url:
+        extra.append(("prev-archive", document.prev_archive_url))
+    for rel, href in extra:
+        generator.link(href=href, rel=rel)
+    generator.history.rss_links = extra
+    generator.history.archive = document.archive_page is not None
+    generator.link(href=document.home_url, rel="alternate", type="text/html")  # last: RSS's channel <link>
+    for post in document.posts:
+        _add_entry(generator, document, post)
+    return generator
+
+
+def _self_type(document: FeedDocument) -> str:
+    return "application/rss+xml" if document.fmt == "rss" else "application/atom+xml"
+
+
+def _add_entry(generator: FeedGenerator, document: FeedDocument, post: Post) -> None:
+    site = document.site
+    entry = generator.add_entry(order="append")
+    if document.fmt == "rss":
+        entry.guid(post.guid, permalink=post.guid == post.url)
+    else:
+        entry.id(atom_id(post.guid))
+    entry.title(post.title)
+    links = [{"href": post.url, "rel": "alternate", "type": "text/html"}]
+    if post.image:
+        entry.enclosure(post.image.url, 0, image_type(post.image.url))
+        links.append({"href": post.image.url, "rel": "enclosure", "type": image_type(post.image.url), "length": "0"})
+    entry.history.links = links
+    entry.link(href=post.url, rel="alternate", type="text/html")
+    entry.published(post.published)
+    entry.updated(post.updated)
+    if post.summary:
+        entry.summary(post.summary)
+    if site.full_content and post.content_html:
+        entry.content(post.content_html, type="html")
+    for author in post.authors:
+        entry.author({"name": author.name})
+    if post.authors:
+        entry.dc.dc_creator([author.name for author in post.authors])
+    for slug in post.themes:
+        entry.category(term=slug, label=site.theme_name(slug), scheme=site.url("themes/"))
+
+
+def render_rss(document: FeedDocument) -> bytes:
+    """The RSS 2.0 document."""
+    result: bytes = _generator(document).rss_str(pretty=True)
+    return result
+
+
+def render_atom(document: FeedDocument) -> bytes:
+    """The Atom 1.0 document."""
+    result: bytes = _generator(document).atom_str(pretty=True)
+    return result

@@ -1,0 +1,428 @@
+"""Feeds built from a store of hostile content: valid for every reader, complete, deterministic, with history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import feedparser
+import pytest
+import rnc2rng
+from lxml import etree
+
+from syndication.cli import main
+from syndication.clock import fixed_clock
+from syndication.config import Settings, load_settings
+from syndication.pipeline import FeedBuildReport, Service, import_file, init_store, publish_feeds
+from tests.conftest import NOW
+from tests.golden import check_golden
+from tests.recorded import Reply, serving
+from tests.support import post_record, write_config, write_jsonl
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+HISTORY = "{http://purl.org/syndication/history/1.0}"
+DC = "{http://purl.org/dc/elements/1.1/}"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "atom.rnc"
+
+HOSTILE_TITLE = 'Climate & <Cities> "quoted" in Malmö'
+
+
+def hostile_records() -> list[dict[str, Any]]:
+    """Posts a real network publishes, and what a careless or hostile source sends."""
+    return [
+        post_record(
+            1,
+            title=HOSTILE_TITLE,
+            url="https://news.example.org/posts/malmo",
+            content_html=(
+                '<p onclick="steal()">Read <a href="/about">about</a><script>alert(1)</script>'
+                '<img src="img/a.png" alt="A"> &amp; more</p><iframe src="https://evil.example"></iframe>'
+            ),
+            themes=["climate-action", "resilience"],
+            authors=["Ana Pérez", "北九州市"],
+            regions=["europe", "east-asia"],
+            image={"url": "/img/lead.png", "alt": "Lead"},
+            published="2024-05-10T08:00:00+02:00",
+        ),
+        post_record(
+            2,
+            title="São Paulo 🌍 electric buses",
+            language="pt",
+            themes=["climate-action"],
+            published="2024-05-11T09:00:00Z",
+            regions=["latin-america"],
+        ),
+        post_record(3, title="Tab\tand\x07bell \x0b and\r\nbreak", published="2024-05-12T09:00:00Z"),
+        post_record(4, title="From the future", published="2024-09-01T00:00:00Z"),
+        post_record(5, title="No theme at all", themes=[], published="2024-05-13T09:00:00Z"),
+        post_record(
+            6,
+            guid="12345",
+            title="Guid is not a URL",
+            published="2024-05-14T09:00:00Z",
+            themes=["circular-economy"],
+            content_html=None,
+            summary="Only a summary.",
+        ),
+        post_record(
+            7,
+            title="北九州市 plastics",
+            themes=["circular-economy", "climate-action"],
+            published="2024-05-15T09:00:00Z",
+            regions=["east-asia"],
+            authors=["北九州市"],
+        ),
+    ]
+
+
+@cache
+def atom_schema() -> etree.RelaxNG:
+    # rnc2rng declares the empty namespace as a prefix, which XML forbids; RELAX NG names it by ns="" anyway.
+    grammar = rnc2rng.dumps(rnc2rng.load(str(SCHEMA))).replace('xmlns:local=""', "")
+    return etree.RelaxNG(etree.fromstring(grammar.encode()))
+
+
+def build(service: Service, directory: Path, **kwargs: Any) -> FeedBuildReport:
+    return publish_feeds(service, directory, **kwargs)
+
+
+@pytest.fixture
+def hostile(service: Service, tmp_path: Path) -> Service:
+    report = import_file(service, write_jsonl(tmp_path / "hostile.jsonl", hostile_records()))
+    assert report.added == 7 and not report.rejections
+    return service
+
+
+@pytest.fixture
+def built(hostile: Service, tmp_path: Path) -> Path:
+    directory = tmp_path / "feeds"
+    build(hostile, directory)
+    return directory
+
+
+def documents(directory: Path, suffix: str) -> list[Path]:
+    return sorted(path for path in directory.rglob(f"*{suffix}") if not path.name.startswith("."))
+
+
+def test_every_feed_exists_in_every_format(built: Path) -> None:
+    expected = ["all", "themes/climate-action", "themes/resilience", "themes/circular-economy",
+                "regions/europe", "regions/east-asia", "regions/latin-america", "authors/ana-perez"]  # fmt: skip
+    for path in expected:
+        for fmt in ("rss", "atom", "json"):
+            assert (built / f"{path}.{fmt}").is_file(), f"{path}.{fmt}"
+    assert (built / "feeds.opml").is_file() and (built / "index.html").is_file()
+    authors = {p.stem for p in (built / "authors").glob("*.atom")}
+    assert len(authors) == 2  # Ana Pérez and 北九州市, whose slug is made of code points
+    assert "ana-perez" in authors
+
+
+def test_every_xml_feed_parses_without_bozo_and_atom_validates(built: Path) -> None:
+    schema = atom_schema()
+    xml = documents(built, ".rss") + documents(built, ".atom")
+    assert len(xml) == 18  # site, 3 themes, 3 regions, 2 authors; RSS and Atom each
+    for path in xml:
+        parsed = feedparser.parse(path.read_bytes())
+        assert not parsed.bozo, f"{path}: {parsed.get('bozo_exception')}"
+        if path.suffix == ".atom":
+            assert schema.validate(etree.parse(str(path))), f"{path}: {schema.error_log.last_error}"
+
+
+def test_the_schema_check_can_fail(built: Path) -> None:
+    tree = etree.parse(str(built / "all.atom"))
+    entry = tree.getroot().find(f"{ATOM}entry")
+    assert entry is not None
+    entry.remove(entry.find(f"{ATOM}id"))
+    assert not atom_schema().validate(tree)
+
+
+def test_rss_meets_the_rss_2_spec(built: Path) -> None:
+    for path in documents(built, ".rss"):
+        channel = etree.parse(str(path)).getroot().find("channel")
+        assert channel is not None
+        for required in ("title", "link", "description"):
+            assert (channel.findtext(required) or "").strip(), f"{path}: channel {required}"
+        parsedate_to_datetime(channel.findtext("lastBuildDate") or "")
+        for item in channel.findall("item"):
+            assert item.findtext("title") or item.findtext("description")
+            guids = item.findall("guid")
+            assert len(guids) == 1
+            permalink = guids[0].get("isPermaLink")
+            assert permalink == ("true" if guids[0].text == item.findtext("link") else "false")
+            assert parsedate_to_datetime(item.findtext("pubDate") or "").tzinfo is not None
+
+
+def test_hostile_text_arrives_as_readers_expect(built: Path) -> None:
+    for name in ("all.rss", "all.atom"):
+        parsed = feedparser.parse((built / name).read_bytes())
+        titles = [entry.title for entry in parsed.entries]
+        assert HOSTILE_TITLE in titles
+        assert "São Paulo 🌍 electric buses" in titles
+        assert "北九州市 plastics" in titles
+        assert "Tab andbell and break" in titles  # forbidden characters go; line breaks become spaces
+        hostile = next(entry for entry in parsed.entries if entry.title == HOSTILE_TITLE)
+        content = hostile.content[0].value
+        for forbidden in ("<script", "onclick", "iframe", "alert("):
+            assert forbidden not in content
+        assert 'href="https://news.example.org/about"' in content
+        assert 'src="https://news.example.org/posts/img/a.png"' in content
+        assert "&amp; more" in content  # escaped once: a reader shows "& more"
+    feed = json.loads((built / "all.json").read_bytes())
+    assert HOSTILE_TITLE in [item["title"] for item in feed["items"]]
+    raw = (built / "all.atom").read_text(encoding="utf-8")
+    assert "Climate &amp; &lt;Cities&gt;" in raw and "&amp;amp;" not in raw.replace("&amp;amp; more", "")
+
+
+def test_future_posts_never_appear(built: Path) -> None:
+    for path in documents(built, ".rss") + documents(built, ".atom") + documents(built, ".json"):
+        assert "From the future" not in path.read_text(encoding="utf-8"), path
+
+
+def test_items_carry_authors_categories_dates_images_and_stable_ids(built: Path) -> None:
+    atom = feedparser.parse((built / "all.atom").read_bytes())
+    hostile = next(entry for entry in atom.entries if entry.title == HOSTILE_TITLE)
+    assert [author.name for author in hostile.authors] == ["Ana Pérez", "北九州市"]
+    assert [(tag.term, tag.label) for tag in hostile.tags] == [("climate-action", "Climate action"),
+                                                               ("resilience", "Resilience")]  # fmt: skip
+    assert hostile.id == "urn:test:post:1"
+    assert hostile.published == "2024-05-10T06:00:00+00:00"
+    assert hostile.enclosures[0].href == "https://news.example.org/img/lead.png"
+    assert hostile.enclosures[0].type == "image/png"
+    guid_only = next(entry for entry in atom.entries if entry.title == "Guid is not a URL")
+    assert guid_only.id == "urn:syndication:guid:12345"
+    rss_items = etree.parse(str(built / "all.rss")).getroot().findall("channel/item")
+    hostile_item = next(item for item in rss_items if item.findtext("title") == HOSTILE_TITLE)
+    assert [c.text for c in hostile_item.findall(f"{DC}creator")] == ["Ana Pérez", "北九州市"]
+    assert hostile_item.find("enclosure").get("type") == "image/png"
+    assert [c.text for c in hostile_item.findall("category")] == ["Climate action", "Resilience"]
+    feed = json.loads((built / "all.json").read_bytes())
+    item = next(i for i in feed["items"] if i["title"] == HOSTILE_TITLE)
+    assert item["authors"] == [{"name": "Ana Pérez"}, {"name": "北九州市"}]
+    assert item["tags"] == ["Climate action", "Resilience"]
+    assert item["image"] == "https://news.example.org/img/lead.png"
+    assert feed["version"] == "https://jsonfeed.org/version/1.1"
+
+
+def test_feed_level_metadata_and_dates_come_from_the_newest_item(built: Path) -> None:
+    atom = feedparser.parse((built / "themes/circular-economy.atom").read_bytes())
+    assert atom.feed.title == "Test Network: Circular economy"
+    links = {link.rel: link.href for link in atom.feed.links}
+    assert links["self"] == "https://news.example.org/feeds/themes/circular-economy.atom"
+    assert links["alternate"] == "https://news.example.org/"
+    assert atom.feed.updated == "2024-05-15T09:00:00+00:00"  # the newest item's date, not the build's
+    assert atom.feed.language == "en"
+    channel = etree.parse(str(built / "themes/circular-economy.rss")).getroot().find("channel")
+    assert channel is not None
+    assert channel.findtext("link") == "https://news.example.org/"
+    assert parsedate_to_datetime(channel.findtext("lastBuildDate") or "") == NOW.replace(month=5, day=15, hour=9)
+    self_link = channel.find(f"{ATOM}link[@rel='self']")
+    assert self_link is not None and self_link.get("href", "").endswith("/feeds/themes/circular-economy.rss")
+    assert [e.title for e in atom.entries] == ["北九州市 plastics", "Guid is not a URL"]
+
+
+def test_multi_theme_post_is_in_each_theme_feed(built: Path) -> None:
+    for theme in ("climate-action", "resilience"):
+        titles = [e.title for e in feedparser.parse((built / f"themes/{theme}.atom").read_bytes()).entries]
+        assert HOSTILE_TITLE in titles
+    assert "No theme at all" not in (built / "themes/climate-action.atom").read_text(encoding="utf-8")
+
+
+def test_summary_mode_leaves_content_out(hostile: Service, tmp_path: Path) -> None:
+    settings = hostile.settings.model_copy(
+        update={"feeds": hostile.settings.feeds.model_copy(update={"content": "summary"})}
+    )
+    service = Service(settings, hostile.engine, hostile.clock)
+    directory = tmp_path / "summary"
+    build(service, directory)
+    parsed = feedparser.parse((directory / "all.atom").read_bytes())
+    assert all("content" not in entry for entry in parsed.entries)
+    assert all("content_html" not in item for item in json.loads((directory / "all.json").read_bytes())["items"])
+
+
+def test_building_twice_is_byte_identical_and_writes_nothing(hostile: Service, tmp_path: Path) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    build(hostile, first)
+    build(hostile, second, full=True)
+    names = [p.relative_to(first) for p in first.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    assert names
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    again = build(hostile, first)
+    assert not again.full and again.written == [] and again.feeds == 0
+
+
+def test_opml_and_index_list_every_feed(built: Path) -> None:
+    opml = etree.parse(str(built / "feeds.opml")).getroot()
+    assert opml.get("version") == "2.0"
+    urls = {o.get("xmlUrl") for o in opml.iter("outline") if o.get("xmlUrl")}
+    atoms = {f"https://news.example.org/feeds/{p.relative_to(built).as_posix()}" for p in documents(built, ".atom")}
+    assert urls == atoms
+    index = (built / "index.html").read_text(encoding="utf-8")
+    assert 'rel="alternate" type="application/atom+xml"' in index
+    assert 'href="https://news.example.org/feeds/themes/resilience.rss"' in index
+
+
+# --- History: RFC 5005 archived feeds -------------------------------------------------------------------------
+
+
+def small_pages(service: Service, items: int = 3, page: int = 3) -> Service:
+    feeds = service.settings.feeds.model_copy(update={"items": items, "archive_page_size": page})
+    return Service(service.settings.model_copy(update={"feeds": feeds}), service.engine, service.clock)
+
+
+def walk_history(directory: Path, start: str) -> Iterator[etree._Element]:
+    """Follow prev-archive links from a subscription document, as a backfilling reader does."""
+    path: str | None = start
+    while path:
+        root = etree.parse(str(directory / path)).getroot()
+        yield root
+        prev = root.find(f"{ATOM}link[@rel='prev-archive']")
+        path = prev.get("href", "").removeprefix("https://news.example.org/feeds/") if prev is not None else None
+
+
+def test_archives_hold_the_whole_history_once(hostile: Service, tmp_path: Path) -> None:
+    service = small_pages(hostile)
+    directory = tmp_path / "feeds"
+    build(service, directory)
+    documents_seen = list(walk_history(directory, "all.atom"))
+    assert len(documents_seen) == 1 + 6 // 3  # six published posts: two full pages and the subscription
+    ids = [entry.findtext(f"{ATOM}id") for root in documents_seen for entry in root.findall(f"{ATOM}entry")]
+    archived = [entry.findtext(f"{ATOM}id") for root in documents_seen[1:] for entry in root.findall(f"{ATOM}entry")]
+    published = [r["guid"] if r["guid"] != "12345" else "urn:syndication:guid:12345" for r in hostile_records()
+                 if r["title"] != "From the future"]  # fmt: skip
+    assert set(ids) == set(published)  # the subscription may repeat the newest archived posts (RFC 5005)
+    assert sorted(archived) == sorted(published)  # every post is on exactly one archive page
+    archives = documents_seen[1:]
+    assert all(root.find(f"{HISTORY}archive") is not None for root in archives)
+    assert documents_seen[0].find(f"{HISTORY}archive") is None
+    assert all(root.find(f"{ATOM}link[@rel='current']") is not None for root in archives)
+    rss = etree.parse(str(directory / "archive/all/2.rss")).getroot().find("channel")
+    assert rss is not None and rss.find(f"{HISTORY}archive") is not None
+    assert rss.find(f"{ATOM}link[@rel='prev-archive']").get("href").endswith("/archive/all/1.rss")
+    assert json.loads((directory / "all.json").read_bytes())["next_url"].endswith("/archive/all/2.json")
+    manifest = json.loads((directory / "manifest.json").read_bytes())
+    assert manifest["documents"]["archive/all/1.atom"]["immutable"] is True
+    assert manifest["documents"]["all.atom"]["immutable"] is False
+
+
+def test_one_new_post_rewrites_only_what_it_changes(hostile: Service, tmp_path: Path) -> None:
+    service = small_pages(hostile)
+    directory = tmp_path / "feeds"
+    build(service, directory)
+    full_page = (directory / "archive/all/1.atom").read_bytes()
+    untouched = (directory / "themes/circular-economy.atom").read_bytes()
+    later = Service(service.settings, service.engine, fixed_clock(NOW + timedelta(hours=1)))
+    record = post_record(50, title="Fresh resilience news", themes=["resilience"], authors=["Bo Li"],
+                         regions=["europe"], published="2024-05-31T00:00:00Z")  # fmt: skip
+    import_file(later, write_jsonl(tmp_path / "new.jsonl", [record]))
+    report = build(later, directory)
+    assert not report.full
+    expected = {f"{path}.{fmt}" for path in ("all", "themes/resilience", "regions/europe", "authors/bo-li")
+                for fmt in ("rss", "atom", "json")}  # fmt: skip
+    assert expected <= set(report.written)
+    assert "archive/all/3.atom" not in report.written  # the site now has 7 posts: page 3 is not full yet
+    assert not any(path.startswith("themes/circular-economy") for path in report.written)
+    assert (directory / "archive/all/1.atom").read_bytes() == full_page
+    assert (directory / "themes/circular-economy.atom").read_bytes() == untouched
+    assert "Fresh resilience news" in (directory / "all.atom").read_text(encoding="utf-8")
+
+
+def test_a_page_that_fills_up_is_archived(hostile: Service, tmp_path: Path) -> None:
+    service = small_pages(hostile)
+    directory = tmp_path / "feeds"
+    build(service, directory)
+    later = Service(service.settings, service.engine, fixed_clock(NOW + timedelta(hours=1)))
+    records = [post_record(60 + i, title=f"Filler {i}", published=f"2024-05-2{i}T00:00:00Z") for i in range(3)]
+    import_file(later, write_jsonl(tmp_path / "more.jsonl", records))
+    report = build(later, directory)
+    assert "archive/all/3.atom" in report.written
+    page = feedparser.parse((directory / "archive/all/3.atom").read_bytes())
+    assert len(page.entries) == 3
+
+
+def test_a_post_coming_of_age_enters_the_feeds(hostile: Service, tmp_path: Path) -> None:
+    directory = tmp_path / "feeds"
+    build(hostile, directory)
+    when_published = Service(hostile.settings, hostile.engine, fixed_clock(NOW.replace(month=9, day=2)))
+    report = build(when_published, directory)
+    assert "all.atom" in report.written
+    assert "From the future" in (directory / "all.atom").read_text(encoding="utf-8")
+
+
+def test_archive_page_size_may_not_exceed_items(tmp_path: Path) -> None:
+    from syndication.errors import ConfigError
+
+    path = write_config(tmp_path, "sqlite:///x.db", "[feeds]\nitems = 10\narchive_page_size = 20\n")
+    with pytest.raises(ConfigError, match="archive_page_size"):
+        load_settings(path, environ={})
+
+
+# --- WebSub ----------------------------------------------------------------------------------------------------
+
+
+def with_hub(service: Service, hub: str) -> Service:
+    feeds = service.settings.feeds.model_copy(update={"websub_hub": hub})
+    return Service(service.settings.model_copy(update={"feeds": feeds}), service.engine, service.clock)
+
+
+def test_websub_hub_is_announced_and_pinged_for_changed_feeds(hostile: Service, tmp_path: Path) -> None:
+    with serving() as hub:
+        hub.route("/hub", lambda _seen: Reply(204))
+        service = with_hub(hostile, hub.url("/hub"))
+        report = build(service, tmp_path / "feeds")
+        assert report.hub_refused == []
+        pinged = {seen.form["hub.url"] for seen in hub.requests if seen.path == "/hub"}
+        assert "https://news.example.org/feeds/all.atom" in pinged
+        assert "https://news.example.org/feeds/themes/resilience.rss" in pinged
+        atom = feedparser.parse((tmp_path / "feeds/all.atom").read_bytes())
+        assert {link.rel: link.href for link in atom.feed.links}["hub"] == hub.url("/hub")
+        assert json.loads((tmp_path / "feeds/all.json").read_bytes())["hubs"][0]["url"] == hub.url("/hub")
+        hub.requests.clear()
+        build(service, tmp_path / "feeds")
+        assert hub.requests == []  # nothing changed, nobody is told
+
+
+def test_a_failing_hub_never_fails_the_build(hostile: Service, tmp_path: Path) -> None:
+    with serving() as hub:
+        hub.route("/hub", lambda _seen: Reply(500))
+        report = build(with_hub(hostile, hub.url("/hub")), tmp_path / "feeds")
+    assert "https://news.example.org/feeds/all.atom" in report.hub_refused
+    assert (tmp_path / "feeds/all.atom").is_file()
+
+
+# --- Golden files and the command line -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def golden_store(tmp_path: Path) -> Iterator[Service]:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'golden.db'}")
+    settings: Settings = load_settings(config, environ={})
+    init_store(settings)
+    service = Service.open(settings, fixed_clock(NOW))
+    records = [r for r in hostile_records() if r["title"] != "Tab\tand\x07bell \x0b and\r\nbreak"]
+    import_file(service, write_jsonl(tmp_path / "golden.jsonl", records))
+    yield service
+    service.close()
+
+
+@pytest.mark.parametrize("name", ["all.rss", "all.atom", "all.json", "themes/climate-action.atom", "feeds.opml"])
+def test_golden_feeds(golden_store: Service, tmp_path: Path, regenerate_golden: bool, name: str) -> None:
+    directory = tmp_path / "feeds"
+    build(golden_store, directory)
+    check_golden(f"feeds/{name}", (directory / name).read_bytes(), regenerate_golden)
+
+
+def test_feeds_build_command(config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config_path), "init"]) == 0
+    write_jsonl(tmp_path / "p.jsonl", [post_record(1), post_record(2, themes=["resilience"])])
+    assert main(["--config", str(config_path), "import", str(tmp_path / "p.jsonl")]) == 0
+    out = tmp_path / "out"
+    assert main(["--config", str(config_path), "feeds", "build", "--out", str(out)]) == 0
+    assert "full build of" in capsys.readouterr().out
+    assert feedparser.parse((out / "themes/resilience.atom").read_bytes()).entries[0].title == "Post number 2"
+    assert main(["--config", str(config_path), "feeds", "build", "--out", str(out)]) == 0
+    assert "0 documents written" in capsys.readouterr().out
