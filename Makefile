@@ -19,6 +19,10 @@ demo: setup
 	$(BIN)/syndication --config $(CONFIG) gather
 	$(BIN)/syndication --config $(CONFIG) themes list
 	$(BIN)/syndication --config $(CONFIG) posts list --limit 10
+	$(BIN)/syndication --config $(CONFIG) feeds build
+	@echo
+	@echo "Feeds written under var/feeds/ (open var/feeds/index.html). Serve them with:"
+	@echo "  $(BIN)/syndication --config $(CONFIG) serve --port 8000   # then http://127.0.0.1:8000/feeds/"
 
 lint: setup
 	$(BIN)/ruff check .

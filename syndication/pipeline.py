@@ -6,10 +6,14 @@ The command line, the web app and the scheduler call these functions and nothing
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import multiprocessing
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -19,11 +23,11 @@ from syndication.clock import Clock, system_clock
 from syndication.config import FeedSettings, Settings
 from syndication.core.models import GatherReport, Notice, Post, Region
 from syndication.errors import SourceError
-from syndication.feeds.catalog import CONTENT_TYPES, FORMATS, Feed, FeedDocument, Site, feeds_of, updated_of
+from syndication.feeds.catalog import CONTENT_TYPES, FORMATS, Feed, FeedDocument, Format, Site, feeds_of, updated_of
 from syndication.feeds.directory import render_index, render_opml
 from syndication.feeds.json_feed import render_json
 from syndication.feeds.output import FeedOutput
-from syndication.feeds.rss_atom import render_atom, render_rss
+from syndication.feeds.rss_atom import render_rss_and_atom
 from syndication.feeds.websub import notify_hub
 from syndication.sources import open_source
 from syndication.sources.base import CursorMoved, PullEvent, Rejected, Source, Warned
@@ -190,7 +194,6 @@ def theme_post_counts(service: Service) -> dict[str, int]:
 
 # --- Feeds -----------------------------------------------------------------------------------------------------
 
-RENDERERS = {"rss": render_rss, "atom": render_atom, "json": render_json}
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -224,13 +227,16 @@ def feed_site(settings: Settings) -> Site:
     )
 
 
-def publish_feeds(service: Service, directory: Path | None = None, *, full: bool = False) -> FeedBuildReport:
+def publish_feeds(
+    service: Service, directory: Path | None = None, *, full: bool = False, archives: bool = True
+) -> FeedBuildReport:
     """Write every feed that changed since the last build (or all of them), then the manifest.
 
     Subscription documents hold the newest ``[feeds] items`` posts; older posts stay reachable through RFC 5005
     archive pages of ``archive_page_size`` posts, oldest first, which never change once full. Only documents
     whose bytes changed are rewritten; dates come from the posts, never the clock, so a build with nothing new
-    leaves every file as it was.
+    leaves every file as it was. ``archives=False`` leaves archive pages for a later build (a first build of a
+    large store can then serve its subscription documents at once).
     """
     config = service.settings.feeds
     output = FeedOutput(directory or config.output_dir)
@@ -254,8 +260,9 @@ def publish_feeds(service: Service, directory: Path | None = None, *, full: bool
             changed = post_store.changed_posts(
                 session,
                 # Posts are written by one gather at a time (the scheduler's leader or a command), so the newest
-                # change the last build saw is an exact high-water mark; a `--full` build is the safety net.
-                changed_after=datetime.fromisoformat(previous["changed_through"]),
+                # change the last build saw, with the posts written at that moment, is an exact high-water mark.
+                changed_since=datetime.fromisoformat(previous["changed_through"]),
+                already_seen=previous.get("seen_at_change", []),
                 published_after=datetime.fromisoformat(previous["published_through"]),
                 now=now,
             )
@@ -268,26 +275,12 @@ def publish_feeds(service: Service, directory: Path | None = None, *, full: bool
             ]
         else:
             feeds_to_build = feeds
-        changed_subscriptions: list[str] = []
-        for feed in feeds_to_build:
-            report.feeds += 1
-            scope = _scope(feed)
-            posts = post_store.newest_posts(session, now=now, limit=config.items, theme=scope.theme,
-                                            region=scope.region, author=scope.author)  # fmt: skip
-            full_pages = post_store.count_published(session, scope, now) // config.archive_page_size
-            for fmt in FORMATS:
-                document = FeedDocument(site, feed, fmt, posts, updated_of(posts, fallback),
-                                        prev_archive_page=full_pages or None)  # fmt: skip
-                if _write(output, document, report):
-                    changed_subscriptions.append(document.self_url)
-            pages = set(range(archived.get(feed.path, 0) + 1, full_pages + 1))
-            for post in changed:
-                if (feed.dimension, feed.slug) in _feeds_touched([post]):
-                    before = post_store.count_published(session, scope, now, before=post.published)
-                    pages.add(before // config.archive_page_size + 1)
-            _write_archive_pages(session, output, report, site, feed, scope, now, sorted(pages), full_pages, config)
-            archived[feed.path] = full_pages
-        last_change = post_store.last_change(session)
+        job = _FeedJob(service.settings, output.directory, site, now, fallback, archived, changed, archives)
+        done = _build_feeds_on_two_cores(session, output, job, feeds_to_build)
+        report.feeds, report.written, report.unchanged = done.feeds, done.written, done.unchanged
+        changed_subscriptions = done.changed_urls
+        archived.update(done.archived)
+        last_change, seen_at_change = post_store.last_change(session)
     updated = fallback
     output.write("feeds.opml", render_opml(site, feeds, updated), CONTENT_TYPES["opml"], updated)
     output.write("index.html", render_index(site, feeds), CONTENT_TYPES["html"], updated)
@@ -295,6 +288,7 @@ def publish_feeds(service: Service, directory: Path | None = None, *, full: bool
         {
             "fingerprint": fingerprint,
             "changed_through": (last_change or _EPOCH).isoformat(),
+            "seen_at_change": seen_at_change,
             "published_through": now.isoformat(),
             "archived": archived,
         }
@@ -322,19 +316,117 @@ def _feeds_touched(posts: Iterable[Post]) -> set[tuple[str, str | None]]:
     return touched
 
 
-def _write(output: FeedOutput, document: FeedDocument, report: FeedBuildReport, *, immutable: bool = False) -> bool:
-    body = RENDERERS[document.fmt](document)
-    if output.write(document.path, body, CONTENT_TYPES[document.fmt], document.updated, immutable=immutable):
-        report.written.append(document.path)
-        return True
-    report.unchanged += 1
-    return False
+@dataclass(frozen=True)
+class _FeedJob:
+    """What building any feed needs, picklable so a worker process can build a share of them."""
+
+    settings: Settings
+    directory: Path
+    site: Site
+    now: datetime
+    fallback: datetime
+    archived: dict[str, int]
+    changed: list[Post]
+    archives: bool
+
+
+@dataclass
+class _FeedsDone:
+    """What building some feeds did."""
+
+    feeds: int = 0
+    written: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    changed_urls: list[str] = field(default_factory=list)
+    archived: dict[str, int] = field(default_factory=dict)
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def merge(self, other: _FeedsDone) -> None:
+        self.feeds += other.feeds
+        self.written += other.written
+        self.unchanged += other.unchanged
+        self.changed_urls += other.changed_urls
+        self.archived.update(other.archived)
+
+
+# Below this many feeds a worker process costs more to start than it saves.
+_PARALLEL_FROM_FEEDS = 64
+
+
+def _build_feeds_on_two_cores(session: Session, output: FeedOutput, job: _FeedJob, feeds: list[Feed]) -> _FeedsDone:
+    """Build ``feeds``; a large build gives every other feed to a worker process with its own connection."""
+    if len(feeds) < _PARALLEL_FROM_FEEDS or (os.cpu_count() or 1) < 2:
+        return _build_feeds(session, output, job, feeds)
+    mine, theirs = feeds[0::2], feeds[1::2]
+    context = multiprocessing.get_context("forkserver")  # never fork a process that may run threads
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        future = pool.submit(_build_feeds_in_worker, job, theirs, output.documents)
+        done = _build_feeds(session, output, job, mine)
+        other = future.result()
+    output.documents.update(other.documents)
+    done.merge(other)
+    return done
+
+
+def _build_feeds_in_worker(job: _FeedJob, feeds: list[Feed], documents: dict[str, dict[str, Any]]) -> _FeedsDone:
+    engine = database.open_engine(job.settings.database.url)
+    try:
+        output = FeedOutput(job.directory, documents=documents)
+        with database.transaction(engine) as session:
+            done = _build_feeds(session, output, job, feeds)
+        done.documents = {path: output.documents[path] for path in output.touched}
+        return done
+    finally:
+        engine.dispose()
+
+
+def _build_feeds(session: Session, output: FeedOutput, job: _FeedJob, feeds: list[Feed]) -> _FeedsDone:
+    """Write each feed's subscription documents and the archive pages that are new or changed."""
+    config = job.settings.feeds
+    done = _FeedsDone()
+    for feed in feeds:
+        done.feeds += 1
+        scope = _scope(feed)
+        posts = post_store.newest_posts(session, now=job.now, limit=config.items, theme=scope.theme,
+                                        region=scope.region, author=scope.author)  # fmt: skip
+        full_pages = post_store.count_published(session, scope, job.now) // config.archive_page_size
+        updated = updated_of(posts, job.fallback)
+        subscription = {fmt: FeedDocument(job.site, feed, fmt, posts, updated, prev_archive_page=full_pages or None)
+                        for fmt in FORMATS}  # fmt: skip
+        done.changed_urls += _write_feed(output, subscription, done)
+        if not job.archives:
+            continue
+        pages = set(range(job.archived.get(feed.path, 0) + 1, full_pages + 1))
+        for post in job.changed:
+            if (feed.dimension, feed.slug) in _feeds_touched([post]):
+                before = post_store.count_published(session, scope, job.now, before=post.published)
+                pages.add(before // config.archive_page_size + 1)
+        _write_archive_pages(session, output, done, job.site, feed, scope, job.now, sorted(pages), full_pages, config)
+        done.archived[feed.path] = full_pages
+    return done
+
+
+def _write_feed(
+    output: FeedOutput, documents: Mapping[Format, FeedDocument], done: _FeedsDone, *, immutable: bool = False
+) -> list[str]:
+    """Write one feed's documents in every format; returns the URLs of those that changed."""
+    rss, atom = render_rss_and_atom(documents["rss"], documents["atom"])
+    bodies = {"rss": rss, "atom": atom, "json": render_json(documents["json"])}
+    changed = []
+    for fmt, document in documents.items():
+        path = document.path
+        if output.write(path, bodies[fmt], CONTENT_TYPES[fmt], document.updated, immutable=immutable):
+            done.written.append(path)
+            changed.append(document.self_url)
+        else:
+            done.unchanged += 1
+    return changed
 
 
 def _write_archive_pages(
     session: Session,
     output: FeedOutput,
-    report: FeedBuildReport,
+    report: _FeedsDone,
     site: Site,
     feed: Feed,
     scope: post_store.Scope,
@@ -354,10 +446,10 @@ def _write_archive_pages(
         pages_read = post_store.oldest_first(session, scope, now, config.archive_page_size, first_page=first)
         for page, posts in zip(range(first, wanted[run_end] + 1), pages_read, strict=False):
             newest_first = list(reversed(posts))
-            for fmt in FORMATS:
-                document = FeedDocument(site, feed, fmt, newest_first, updated_of(newest_first, _EPOCH),
-                                        archive_page=page, prev_archive_page=page - 1 or None)  # fmt: skip
-                _write(output, document, report, immutable=True)
+            updated = updated_of(newest_first, _EPOCH)
+            documents = {fmt: FeedDocument(site, feed, fmt, newest_first, updated, archive_page=page,
+                                           prev_archive_page=page - 1 or None) for fmt in FORMATS}  # fmt: skip
+            _write_feed(output, documents, report, immutable=True)
         index = run_end + 1
 
 

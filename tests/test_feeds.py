@@ -426,3 +426,22 @@ def test_feeds_build_command(config_path: Path, tmp_path: Path, capsys: pytest.C
     assert feedparser.parse((out / "themes/resilience.atom").read_bytes()).entries[0].title == "Post number 2"
     assert main(["--config", str(config_path), "feeds", "build", "--out", str(out)]) == 0
     assert "0 documents written" in capsys.readouterr().out
+
+
+def test_a_large_build_split_over_two_processes_writes_the_same_files(
+    hostile: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import syndication.pipeline as pipeline
+
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    build(hostile, serial)
+    monkeypatch.setattr(pipeline, "_PARALLEL_FROM_FEEDS", 2)  # this store's nine feeds count as many
+    report = build(hostile, parallel)
+    assert report.feeds == 9 and len(report.written) == 27
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(parallel) for p in parallel.rglob("*") if p.is_file())
+    for name in files:
+        if name.name != "manifest.json":
+            assert (serial / name).read_bytes() == (parallel / name).read_bytes(), name
+    manifests = [json.loads((d / "manifest.json").read_bytes())["documents"] for d in (serial, parallel)]
+    assert manifests[0] == manifests[1]

@@ -9,13 +9,13 @@ document that is not there yet.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -24,14 +24,19 @@ MANIFEST_VERSION = 1
 class FeedOutput:
     """One build's view of the feeds folder."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, documents: dict[str, dict[str, Any]] | None = None) -> None:
+        """Open the folder and its manifest; with ``documents`` (a worker's share), no manifest is read."""
         self.directory = directory
         self.documents: dict[str, dict[str, Any]] = {}
         self.state: dict[str, Any] = {}
+        self.touched: set[str] = set()  # paths written or confirmed by this build
+        if documents is not None:
+            self.documents = dict(documents)
+            return
         manifest = directory / MANIFEST
         try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = orjson.loads(manifest.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
             return  # no usable manifest: every document is written afresh
         if isinstance(data, dict) and data.get("version") == MANIFEST_VERSION:
             self.documents = dict(data.get("documents", {}))
@@ -49,6 +54,7 @@ class FeedOutput:
         target = self.directory / path
         unchanged = self.documents.get(path, {}).get("etag") == etag and target.exists()
         self.documents[path] = entry
+        self.touched.add(path)
         if unchanged:
             return False
         write_atomically(target, body)
@@ -62,18 +68,22 @@ class FeedOutput:
         """Write the manifest (last, atomically) with the state the next build starts from."""
         self.state = state
         data = {"version": MANIFEST_VERSION, "state": state, "documents": dict(sorted(self.documents.items()))}
-        write_atomically(self.directory / MANIFEST, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"))
+        write_atomically(self.directory / MANIFEST, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
 
 def write_atomically(target: Path, body: bytes) -> None:
     """Write to a temporary file beside ``target``, then rename it over: readers see the old or the new file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    temporary = Path(name)
+    # One writer per folder at a time (a build), so the process id makes the temporary name unique; this is
+    # several times cheaper than mkstemp's random names, which matters over thousands of documents.
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
+        try:
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(handle, "wb") as stream:
             stream.write(body)
-        temporary.chmod(0o644)  # mkstemp makes it private; feeds are public documents
         temporary.replace(target)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from syndication.feeds.catalog import FeedDocument
 ATOM_NS = "http://www.w3.org/2005/Atom"
 HISTORY_NS = "http://purl.org/syndication/history/1.0"
 GENERATOR_URI = "https://github.com/syndication/syndication"
+SELF_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 _HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 
 
@@ -58,6 +59,7 @@ class _EntryLinks(BaseEntryExtension):  # type: ignore[misc]
 
     def __init__(self) -> None:
         self.links: list[dict[str, str]] = []
+        self.atom_id = ""
 
     def extend_atom(self, entry: Any) -> Any:
         # feedgen builds Atom elements without a namespace and lets the root's default xmlns cover them.
@@ -65,6 +67,9 @@ class _EntryLinks(BaseEntryExtension):  # type: ignore[misc]
             entry.remove(broken)
         for attributes in self.links:
             etree.SubElement(entry, "link", attributes)
+        identifier = entry.find("id")
+        if identifier is not None:
+            identifier.text = self.atom_id  # guid() set it to the RSS guid, which need not be an IRI
         return entry
 
     def extend_rss(self, item: Any) -> Any:
@@ -85,11 +90,11 @@ def image_type(url: str) -> str:
 
 
 def _generator(document: FeedDocument) -> FeedGenerator:
+    """A generator holding the feed's metadata and entries; ``_point_at`` then makes it one document."""
     site, feed = document.site, document.feed
     generator = FeedGenerator()
     generator.register_extension("history", _HistoryExtension, _EntryLinks, atom=True, rss=True)
     generator.load_extension("dc", atom=False, rss=True)
-    generator.id(document.self_url)
     generator.title(feed.title)
     generator.subtitle(feed.description)
     generator.language(site.language)
@@ -97,35 +102,35 @@ def _generator(document: FeedDocument) -> FeedGenerator:
     generator.generator("syndication", version=__version__, uri=GENERATOR_URI)
     generator.updated(document.updated)
     generator.lastBuildDate(document.updated)
-    generator.link(href=document.self_url, rel="self", type=_self_type(document))
-    extra: list[tuple[str, str]] = []
-    if site.hub:
-        extra.append(("hub", site.hub))
-    if document.archive_page is not None:
-        extra.append(("current", document.current_url))
-    if document.prev_archive_url:
-        extra.append(("prev-archive", document.prev_archive_url))
-    for rel, href in extra:
-        generator.link(href=href, rel=rel)
-    generator.history.rss_links = extra
-    generator.history.archive = document.archive_page is not None
-    generator.link(href=document.home_url, rel="alternate", type="text/html")  # last: RSS's channel <link>
     for post in document.posts:
         _add_entry(generator, document, post)
     return generator
 
 
-def _self_type(document: FeedDocument) -> str:
-    return "application/rss+xml" if document.fmt == "rss" else "application/atom+xml"
+def _point_at(generator: FeedGenerator, document: FeedDocument) -> FeedGenerator:
+    """Give the generator this document's identity and links (the same entries serve RSS and Atom)."""
+    generator.id(document.self_url)
+    links = [{"href": document.self_url, "rel": "self", "type": SELF_TYPES[document.fmt]}]
+    extra: list[tuple[str, str]] = []
+    if document.site.hub:
+        extra.append(("hub", document.site.hub))
+    if document.archive_page is not None:
+        extra.append(("current", document.current_url))
+    if document.prev_archive_url:
+        extra.append(("prev-archive", document.prev_archive_url))
+    links += [{"href": href, "rel": rel} for rel, href in extra]
+    links.append({"href": document.home_url, "rel": "alternate", "type": "text/html"})  # last: RSS's <link>
+    generator.link(links, replace=True)
+    generator.history.rss_links = extra
+    generator.history.archive = document.archive_page is not None
+    return generator
 
 
 def _add_entry(generator: FeedGenerator, document: FeedDocument, post: Post) -> None:
     site = document.site
     entry = generator.add_entry(order="append")
-    if document.fmt == "rss":
-        entry.guid(post.guid, permalink=post.guid == post.url)
-    else:
-        entry.id(atom_id(post.guid))
+    entry.guid(post.guid, permalink=post.guid == post.url)
+    entry.history.atom_id = atom_id(post.guid)
     entry.title(post.title)
     links = [{"href": post.url, "rel": "alternate", "type": "text/html"}]
     if post.image:
@@ -149,11 +154,19 @@ def _add_entry(generator: FeedGenerator, document: FeedDocument, post: Post) -> 
 
 def render_rss(document: FeedDocument) -> bytes:
     """The RSS 2.0 document."""
-    result: bytes = _generator(document).rss_str(pretty=True)
+    result: bytes = _point_at(_generator(document), document).rss_str(pretty=True)
     return result
 
 
 def render_atom(document: FeedDocument) -> bytes:
     """The Atom 1.0 document."""
-    result: bytes = _generator(document).atom_str(pretty=True)
+    result: bytes = _point_at(_generator(document), document).atom_str(pretty=True)
     return result
+
+
+def render_rss_and_atom(rss: FeedDocument, atom: FeedDocument) -> tuple[bytes, bytes]:
+    """Both documents of one feed from one generator: building feedgen's entries is half the cost of a feed."""
+    generator = _generator(rss)
+    rss_bytes: bytes = _point_at(generator, rss).rss_str(pretty=True)
+    atom_bytes: bytes = _point_at(generator, atom).atom_str(pretty=True)
+    return rss_bytes, atom_bytes

@@ -239,14 +239,25 @@ def authors_with_posts(session: Session, now: datetime) -> list[Author]:
     return [Author(slug, name) for slug, name in session.execute(query)]
 
 
-def changed_posts(session: Session, *, changed_after: datetime, published_after: datetime, now: datetime) -> list[Post]:
-    """Published posts the store wrote after ``changed_after``, or whose publication time came since
-    ``published_after``: what a feed rebuild must look at."""
-    query = select(_posts.c.id).where(
+def changed_posts(
+    session: Session,
+    *,
+    changed_since: datetime,
+    already_seen: Collection[str],
+    published_after: datetime,
+    now: datetime,
+) -> list[Post]:
+    """Published posts the store wrote at or after ``changed_since`` (less the guids ``already_seen`` at exactly
+    that moment), or whose publication time came since ``published_after``: what a feed rebuild must look at."""
+    query = select(_posts.c.id, _posts.c.guid, _posts.c.published).where(
         _posts.c.published <= now,
-        or_(_posts.c.changed_at > changed_after, _posts.c.published > published_after),
+        or_(_posts.c.changed_at >= changed_since, _posts.c.published > published_after),
     )
-    return _load(session, list(session.scalars(query)))
+    seen = set(already_seen)
+    # Sort out the posts the last build saw before loading any: a whole batch can share one moment.
+    wanted = [post_id for post_id, guid, published in session.execute(query)
+              if guid not in seen or published > published_after]  # fmt: skip
+    return _load(session, wanted)
 
 
 def region_slugs(session: Session, now: datetime) -> list[str]:
@@ -260,10 +271,15 @@ def region_slugs(session: Session, now: datetime) -> list[str]:
     return list(session.scalars(query))
 
 
-def last_change(session: Session) -> datetime | None:
-    """When the store last wrote a post."""
+def last_change(session: Session) -> tuple[datetime | None, list[str]]:
+    """When the store last wrote a post, and the guids written at that very moment.
+
+    Both together make an exact high-water mark: a post written later in the same clock tick is still found.
+    """
     moment: datetime | None = session.scalar(select(func.max(PostRow.changed_at)))
-    return moment
+    if moment is None:
+        return None, []
+    return moment, list(session.scalars(select(PostRow.guid).where(PostRow.changed_at == moment)))
 
 
 def posts_in_window(

@@ -1,0 +1,52 @@
+"""The web app factory: one FastAPI app assembled from each area's router, and ``serve`` to run it under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse, RedirectResponse
+
+from syndication.config import Settings
+from syndication.web import feeds
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The whole web app for ``settings``: the feeds under ``/feeds/``, ``/`` sending readers there."""
+    # No generated API docs: the pages are for readers and editors, not an API to explore.
+    app = FastAPI(title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_exception_handler(Exception, _internal_error)
+    app.include_router(feeds.router(settings))
+    app.add_api_route("/", _home, methods=["GET"], include_in_schema=False)
+    return app
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the app on ``host:port`` until interrupted (``syndication serve``).
+
+    httptools parses HTTP in C (feed readers poll all day, mostly for 304s); a per-request access log line is
+    left to the reverse proxy in front, which has it anyway.
+    """
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        server_header=False,
+        access_log=False,
+        log_level="info",
+    )
+
+
+async def _home() -> RedirectResponse:
+    return RedirectResponse("/feeds/", status_code=307)
+
+
+async def _internal_error(request: Request, error: Exception) -> Response:
+    # The traceback goes to the log, never to the client: it would show paths, settings and code.
+    log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+    return PlainTextResponse("Internal server error\n", status_code=500)

@@ -1,0 +1,479 @@
+"""The feeds over HTTP: built by the real builder from a real store, served by the real app under uvicorn."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from syndication.clock import fixed_clock
+from syndication.config import FeedSettings, Settings, load_settings
+from syndication.pipeline import Service, import_file, init_store, publish_feeds
+from syndication.web.app import create_app
+from syndication.web.feeds import BodyCache, accepts_gzip
+from tests.conftest import NOW
+from tests.live_server import LiveServer, live_server
+from tests.support import post_record, write_config, write_jsonl
+
+MAX_AGE = 123
+FEEDS_CONFIG = f"""
+[feeds]
+max_age_seconds = {MAX_AGE}
+archive_page_size = 10
+"""
+IDENTITY = {"Accept-Encoding": "identity"}
+TITLES = {
+    1: "Malmö opens a low-emission zone",
+    2: "São Paulo plants 10,000 trees",
+    3: "北九州市 recycles solar panels",
+    4: "Pipes & <valves>: Kraków's water plan",
+}
+
+
+def site_posts() -> list[dict[str, Any]]:
+    """Four named posts over three themes, and twelve more on climate action (a full archive page of it)."""
+    posts = [
+        post_record(1, title=TITLES[1], themes=["climate-action"], regions=["europe"]),
+        post_record(2, title=TITLES[2], themes=["resilience"], regions=["latin-america"]),
+        post_record(3, title=TITLES[3], themes=["circular-economy"], regions=["east-asia"]),
+        post_record(4, title=TITLES[4], themes=["resilience"], regions=["europe"]),
+    ]
+    return posts + [post_record(n, themes=["climate-action"]) for n in range(10, 22)]
+
+
+def build_site(directory: Path, posts: list[dict[str, Any]], extra: str = FEEDS_CONFIG) -> Settings:
+    """A SQLite store in ``directory`` holding ``posts``, with its feeds built; returns its settings."""
+    config = write_config(directory, f"sqlite:///{directory / 'store.db'}", extra)
+    settings = load_settings(config, environ={})
+    init_store(settings)
+    with Service.open(settings, fixed_clock(NOW)) as service:
+        report = import_file(service, write_jsonl(directory / "posts.jsonl", posts))
+        assert report.added == len(posts), report
+        publish_feeds(service)
+    return settings
+
+
+@dataclass
+class Site:
+    """A built site served over HTTP."""
+
+    settings: Settings
+    server: LiveServer
+
+    @property
+    def output(self) -> Path:
+        return self.settings.feeds.output_dir
+
+    def entry(self, path: str) -> dict[str, Any]:
+        """The builder's manifest entry of ``path``."""
+        manifest = json.loads((self.output / "manifest.json").read_text(encoding="utf-8"))
+        entry: dict[str, Any] = manifest["documents"][path]
+        return entry
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    directory = tmp_path_factory.mktemp("site")
+    settings = build_site(directory, site_posts())
+    # Files the server must never hand out: one beside the feeds, one among them but not in the manifest.
+    (directory / "secret.txt").write_text("do not serve", encoding="utf-8")
+    (settings.feeds.output_dir / "stray.txt").write_text("do not serve", encoding="utf-8")
+    with live_server(create_app(settings)) as server:
+        yield Site(settings, server)
+
+
+@pytest.fixture
+def client(site: Site) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=site.server.url(), timeout=10) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "content_type"),
+    [
+        ("/feeds/all.rss", "all.rss", "application/rss+xml; charset=utf-8"),
+        ("/feeds/all.atom", "all.atom", "application/atom+xml; charset=utf-8"),
+        ("/feeds/all.json", "all.json", "application/feed+json; charset=utf-8"),
+        ("/feeds/themes/resilience.atom", "themes/resilience.atom", "application/atom+xml; charset=utf-8"),
+        ("/feeds/regions/europe.rss", "regions/europe.rss", "application/rss+xml; charset=utf-8"),
+        ("/feeds/authors/ana-perez.json", "authors/ana-perez.json", "application/feed+json; charset=utf-8"),
+        ("/feeds/feeds.opml", "feeds.opml", "text/x-opml; charset=utf-8"),
+        ("/feeds/", "index.html", "text/html; charset=utf-8"),
+        ("/feeds/index.html", "index.html", "text/html; charset=utf-8"),
+    ],
+)
+def test_each_document_is_served_with_its_type_and_validators(
+    site: Site, client: httpx.Client, url: str, path: str, content_type: str
+) -> None:
+    response = client.get(url, headers=IDENTITY)
+    entry = site.entry(path)
+    assert response.status_code == 200
+    assert response.content == (site.output / path).read_bytes()
+    assert response.headers["content-type"] == content_type
+    assert response.headers["etag"] == entry["etag"]
+    assert response.headers["etag"].startswith('"')  # strong
+    assert response.headers["last-modified"] == entry["last_modified"]
+    assert response.headers["cache-control"] == f"public, max-age={MAX_AGE}"
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "content-encoding" not in response.headers
+    assert "link" not in response.headers  # no WebSub hub configured
+
+
+def test_the_feeds_hold_the_posts_with_their_titles_intact(client: httpx.Client) -> None:
+    feed = client.get("/feeds/all.json").json()
+    assert {item["title"] for item in feed["items"]} >= set(TITLES.values())
+    theme = client.get("/feeds/themes/resilience.json").json()
+    assert {item["title"] for item in theme["items"]} == {TITLES[2], TITLES[4]}
+
+
+def test_if_none_match_gives_304_with_validators_and_no_body(site: Site, client: httpx.Client) -> None:
+    first = client.get("/feeds/all.atom", headers=IDENTITY)
+    etag = first.headers["etag"]
+    second = client.get("/feeds/all.atom", headers={**IDENTITY, "If-None-Match": etag})
+    assert second.status_code == 304
+    assert second.content == b""
+    assert second.headers["etag"] == etag
+    assert second.headers["cache-control"] == f"public, max-age={MAX_AGE}"
+    assert second.headers["last-modified"] == site.entry("all.atom")["last_modified"]
+    assert second.headers["vary"] == "Accept-Encoding"
+
+
+@pytest.mark.parametrize(
+    ("if_none_match", "status"),
+    [
+        ('"0000", W/{etag}', 304),  # a list, and weak comparison
+        ("{etag}, {etag}", 304),
+        ("*", 304),
+        ('"0000"', 200),
+        ('W/"0000", "1111"', 200),
+        ("{bare}", 200),  # not an entity-tag without its quotes
+    ],
+)
+def test_if_none_match_lists_weak_tags_and_star(client: httpx.Client, if_none_match: str, status: int) -> None:
+    etag = client.head("/feeds/all.rss", headers=IDENTITY).headers["etag"]
+    header = if_none_match.format(etag=etag, bare=etag.strip('"'))
+    response = client.get("/feeds/all.rss", headers={**IDENTITY, "If-None-Match": header})
+    assert response.status_code == status
+    assert (response.content == b"") == (status == 304)
+
+
+@pytest.mark.parametrize(
+    ("since", "status"),
+    [
+        ("{last_modified}", 304),
+        ("Fri, 31 Dec 2100 23:59:59 GMT", 304),  # later than the newest item
+        ("Thu, 01 Jan 1998 00:00:00 GMT", 200),
+        ("Thursday, 31-Dec-2099 23:59:59 GMT", 304),  # the obsolete RFC 850 form is still a date
+        ("yesterday", 200),  # not a date: ignored
+    ],
+)
+def test_if_modified_since(site: Site, client: httpx.Client, since: str, status: int) -> None:
+    header = since.format(last_modified=site.entry("all.rss")["last_modified"])
+    response = client.get("/feeds/all.rss", headers={**IDENTITY, "If-Modified-Since": header})
+    assert response.status_code == status
+
+
+def test_if_modified_since_counts_only_without_if_none_match(site: Site, client: httpx.Client) -> None:
+    since = site.entry("all.rss")["last_modified"]
+    response = client.get("/feeds/all.rss", headers={**IDENTITY, "If-None-Match": '"0000"', "If-Modified-Since": since})
+    assert response.status_code == 200
+
+
+def test_head_has_the_headers_of_get_and_no_body(site: Site, client: httpx.Client) -> None:
+    get = client.get("/feeds/all.atom", headers=IDENTITY)
+    head = client.head("/feeds/all.atom", headers=IDENTITY)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert int(head.headers["content-length"]) == len(get.content) == (site.output / "all.atom").stat().st_size
+    for name in ("etag", "last-modified", "content-type", "cache-control", "vary"):
+        assert head.headers[name] == get.headers[name]
+    conditional = client.head("/feeds/all.atom", headers={**IDENTITY, "If-None-Match": get.headers["etag"]})
+    assert conditional.status_code == 304
+
+
+def raw_get(client: httpx.Client, path: str, accept_encoding: str) -> tuple[httpx.Response, bytes]:
+    """A GET whose body is kept as sent (httpx would decode it)."""
+    with client.stream("GET", path, headers={"Accept-Encoding": accept_encoding}) as response:
+        return response, b"".join(response.iter_raw())
+
+
+def test_gzip_variant_has_its_own_etag_and_the_same_bytes(site: Site, client: httpx.Client) -> None:
+    plain, plain_body = raw_get(client, "/feeds/all.atom", "identity")
+    zipped, zipped_body = raw_get(client, "/feeds/all.atom", "gzip")
+    assert zipped.status_code == 200
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.headers["vary"] == "Accept-Encoding"
+    assert int(zipped.headers["content-length"]) == len(zipped_body) < len(plain_body)
+    assert gzip.decompress(zipped_body) == plain_body == (site.output / "all.atom").read_bytes()
+    assert zipped.headers["etag"] == plain.headers["etag"][:-1] + '-gzip"'
+    # Either variant's tag stands for the same content, so it validates the other variant too.
+    for tag in (plain.headers["etag"], zipped.headers["etag"]):
+        for encoding in ("gzip", "identity"):
+            response = client.get("/feeds/all.atom", headers={"Accept-Encoding": encoding, "If-None-Match": tag})
+            assert response.status_code == 304
+            expected = zipped.headers["etag"] if encoding == "gzip" else plain.headers["etag"]
+            assert response.headers["etag"] == expected
+    # The second compressed answer comes from the cache: the same bytes.
+    assert raw_get(client, "/feeds/all.atom", "gzip")[1] == zipped_body
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "compressed"),
+    [
+        ("gzip", True),
+        ("br;q=1.0, gzip;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("GZIP;Q=0.000", False),
+        ("*;q=0.5, gzip;q=0", False),
+        ("br, deflate", False),
+        ("gzip;q=nonsense", False),
+    ],
+)
+def test_gzip_only_when_admitted(client: httpx.Client, accept_encoding: str, compressed: bool) -> None:
+    assert accepts_gzip(accept_encoding.encode()) is compressed
+    response, body = raw_get(client, "/feeds/all.rss", accept_encoding)
+    assert (response.headers.get("content-encoding") == "gzip") is compressed
+    assert body.startswith(b"\x1f\x8b") is compressed
+
+
+def test_full_archive_pages_are_cached_as_immutable(site: Site, client: httpx.Client) -> None:
+    assert site.entry("archive/themes/climate-action/1.atom")["immutable"] is True
+    page = client.get("/feeds/archive/themes/climate-action/1.atom")
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert page.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    current = client.get("/feeds/themes/climate-action.atom")
+    assert current.headers["cache-control"] == f"public, max-age={MAX_AGE}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/feeds/themes/nope.atom",
+        "/feeds/themes/climate-action.xml",
+        "/feeds/regions/atlantis.rss",
+        "/feeds/authors/nobody.json",
+        "/feeds/archive/themes/climate-action/999.atom",
+        "/feeds/manifest.json",
+        "/feeds/stray.txt",
+        "/feeds/themes/",
+        "/feeds/nope",
+    ],
+)
+def test_unknown_documents_are_404(client: httpx.Client, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    assert b"do not serve" not in response.content
+
+
+def request_target(port: int | None, target: str) -> tuple[int, bytes]:
+    """Status and raw answer of a GET for ``target`` exactly as written (httpx would remove the dot segments)."""
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/feeds/../config.toml",
+        "/feeds/../secret.txt",
+        "/feeds/%2e%2e/secret.txt",
+        "/feeds/%2e%2e%2fsecret.txt",
+        "/feeds/..%2F..%2Fsecret.txt",
+        "/feeds//etc/passwd",
+        "/feeds/%2Fetc%2Fpasswd",
+        "/feeds/./all.atom",
+        "/feeds/themes/../all.atom",
+        "/feeds/all.atom%00.txt",
+    ],
+)
+def test_path_traversal_is_404(site: Site, target: str) -> None:
+    status, answer = request_target(site.server.port, target)
+    assert status == 404
+    assert b"do not serve" not in answer
+    assert b"[database]" not in answer
+
+
+def test_root_sends_readers_to_the_feeds(client: httpx.Client) -> None:
+    response = client.get("/")
+    assert response.status_code == 307
+    assert response.headers["location"] == "/feeds/"
+    bare = client.get("/feeds")
+    assert bare.status_code == 307
+    assert bare.headers["location"].endswith("/feeds/")
+
+
+def test_other_methods_are_refused(client: httpx.Client) -> None:
+    assert client.post("/feeds/all.atom").status_code == 405
+    assert client.delete("/feeds/all.atom").status_code == 405
+
+
+def test_websub_hub_and_self_in_link_header(site: Site) -> None:
+    hub = "https://hub.example.org/"
+    settings = site.settings.model_copy(update={"feeds": site.settings.feeds.model_copy(update={"websub_hub": hub})})
+    with live_server(create_app(settings)) as server, httpx.Client(base_url=server.url(), timeout=10) as client:
+        response = client.get("/feeds/themes/resilience.atom")
+    assert response.status_code == 200
+    assert response.headers["link"] == (
+        f'<{hub}>; rel="hub", <https://news.example.org/feeds/themes/resilience.atom>; rel="self"'
+    )
+
+
+def test_a_reader_polls_sees_304_then_the_rebuilt_feed(tmp_path: Path) -> None:
+    settings = build_site(tmp_path, site_posts())
+    newest = "Bogotá opens 40 km of bike lanes"
+    with live_server(create_app(settings)) as server, httpx.Client(base_url=server.url(), timeout=10) as client:
+        etag_before = client.get("/feeds/themes/circular-economy.atom").headers["etag"]
+        tags: dict[str, str] = {}
+        for path in ("/feeds/all.atom", "/feeds/themes/resilience.rss"):
+            first = client.get(path)
+            assert first.status_code == 200
+            assert newest not in first.text
+            tags[path] = first.headers["etag"]
+            assert client.get(path, headers={"If-None-Match": tags[path]}).status_code == 304
+
+        post = post_record(200, title=newest, themes=["resilience"], published="2024-05-31T09:00:00Z")
+        # An hour later: the builder finds what changed by the store's change times.
+        with Service.open(settings, fixed_clock(NOW + timedelta(hours=1))) as service:
+            assert import_file(service, write_jsonl(tmp_path / "new.jsonl", [post])).added == 1
+            publish_feeds(service)
+
+        for path, old_tag in tags.items():
+            polled = client.get(path, headers={"If-None-Match": old_tag})
+            assert polled.status_code == 200
+            assert polled.headers["etag"] != old_tag
+            assert newest in polled.text
+            assert client.get(path, headers={"If-None-Match": polled.headers["etag"]}).status_code == 304
+        # A feed the new post is not in keeps its tag.
+        unchanged = client.get("/feeds/themes/circular-economy.atom", headers={"If-None-Match": etag_before})
+        assert unchanged.status_code == 304
+
+
+# --- The manifest as the server reads it: written by hand here, for what the builder never writes ------------
+
+
+def write_manifest(output: Path, documents: dict[str, dict[str, Any]], *, raw: bytes | None = None) -> None:
+    """A manifest in the builder's format; ``raw`` writes those bytes instead."""
+    output.mkdir(parents=True, exist_ok=True)
+    body = raw if raw is not None else json.dumps({"version": 1, "documents": documents}).encode()
+    temporary = output / ".manifest.tmp"
+    temporary.write_bytes(body)
+    temporary.replace(output / "manifest.json")
+
+
+def entry(tag: str, *, immutable: bool = False) -> dict[str, Any]:
+    return {
+        "etag": f'"{tag}"',
+        "last_modified": "Tue, 05 Nov 2024 10:00:00 GMT",
+        "content_type": "application/atom+xml; charset=utf-8",
+        "immutable": immutable,
+    }
+
+
+@pytest.fixture
+def bare(tmp_path: Path) -> Iterator[tuple[Path, httpx.Client]]:
+    """A server over an empty feeds folder, and a client of it."""
+    output = tmp_path / "feeds"
+    settings = Settings(feeds=FeedSettings(output_dir=output))
+    with (
+        live_server(create_app(settings)) as server,
+        httpx.Client(base_url=server.url(), headers=IDENTITY, timeout=10) as client,
+    ):
+        yield output, client
+
+
+def test_nothing_is_served_before_the_first_build(bare: tuple[Path, httpx.Client]) -> None:
+    _output, client = bare
+    assert client.get("/feeds/").status_code == 404
+    assert client.get("/feeds/all.atom").status_code == 404
+
+
+def test_unsafe_manifest_entries_are_not_served(bare: tuple[Path, httpx.Client], tmp_path: Path) -> None:
+    output, client = bare
+    output.mkdir()
+    (output / "all.atom").write_bytes(b"<feed/>")
+    (tmp_path / "secret.txt").write_text("do not serve", encoding="utf-8")
+    bad_header = {**entry("b"), "content_type": "text/html\r\nSet-Cookie: x=1"}
+    write_manifest(
+        output,
+        {
+            "all.atom": entry("a"),
+            "../secret.txt": entry("b"),
+            "/etc/passwd": entry("c"),
+            "themes//x.atom": entry("d"),
+            "x.atom": bad_header,
+            "y.atom": {**entry("e"), "etag": "no-quotes"},
+        },
+    )
+    assert client.get("/feeds/all.atom").content == b"<feed/>"
+    for target in ("/feeds/../secret.txt", "/feeds//etc/passwd", "/feeds/themes//x.atom"):
+        status, answer = request_target(client.base_url.port, target)
+        assert status == 404
+        assert b"do not serve" not in answer
+    assert client.get("/feeds/x.atom").status_code == 404
+    assert client.get("/feeds/y.atom").status_code == 404
+
+
+def test_a_broken_manifest_keeps_the_previous_one(bare: tuple[Path, httpx.Client]) -> None:
+    output, client = bare
+    output.mkdir()
+    (output / "all.atom").write_bytes(b"<feed/>")
+    write_manifest(output, {"all.atom": entry("a")})
+    assert client.get("/feeds/all.atom").headers["etag"] == '"a"'
+    write_manifest(output, {}, raw=b'{"version": 1, "documents": {"all.atom": ')
+    assert client.get("/feeds/all.atom").headers["etag"] == '"a"'
+    write_manifest(output, {}, raw=b'{"version": 2, "documents": {}}')
+    assert client.get("/feeds/all.atom").headers["etag"] == '"a"'
+    write_manifest(output, {"all.atom": entry("b")})
+    assert client.get("/feeds/all.atom").headers["etag"] == '"b"'
+
+
+def test_a_listed_file_that_is_gone_is_404(bare: tuple[Path, httpx.Client]) -> None:
+    output, client = bare
+    write_manifest(output, {"gone.atom": entry("a")})
+    assert client.get("/feeds/gone.atom").status_code == 404
+    # A 304 needs no file: the manifest vouches for the tag.
+    assert client.get("/feeds/gone.atom", headers={"If-None-Match": '"a"'}).status_code == 304
+
+
+def test_a_server_error_shows_no_traceback(bare: tuple[Path, httpx.Client], caplog: pytest.LogCaptureFixture) -> None:
+    output, client = bare
+    (output / "folder.atom").mkdir(parents=True)  # listed, but reading it fails
+    write_manifest(output, {"folder.atom": entry("a")})
+    response = client.get("/feeds/folder.atom")
+    assert response.status_code == 500
+    assert response.text == "Internal server error\n"
+    assert response.headers["content-type"].startswith("text/plain")
+    assert any("GET /feeds/folder.atom failed" in record.getMessage() for record in caplog.records)
+
+
+def test_body_cache_keeps_within_its_budget() -> None:
+    cache = BodyCache(max_bytes=800)
+    for number in range(10):
+        cache.put((f"{number}.atom", b'"t"'), bytes(100))
+    assert cache.size <= 800
+    assert cache.get(("0.atom", b'"t"')) is None  # the oldest went first
+    assert cache.get(("9.atom", b'"t"')) == bytes(100)
+    cache.get(("2.atom", b'"t"'))  # used: now the newest
+    cache.put(("10.atom", b'"t"'), bytes(100))
+    assert cache.get(("2.atom", b'"t"')) is not None
+    assert cache.get(("3.atom", b'"t"')) is None
+    cache.put(("big.atom", b'"t"'), bytes(101))  # over an eighth of the budget: not kept
+    assert cache.get(("big.atom", b'"t"')) is None
