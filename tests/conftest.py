@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,9 @@ from sqlalchemy.engine import make_url
 from syndication.clock import fixed_clock
 from syndication.config import Settings, load_settings
 from syndication.pipeline import Service, init_store
-from tests.support import write_config
+from tests.support import NOW, write_config
 
 POSTGRES_URL = os.environ.get("SYNDICATION_TEST_POSTGRES_URL")
-# The fixed "now" of store tests: after every fixture post, before the far-future ones.
-NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def _backends() -> list[object]:

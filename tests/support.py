@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from syndication.clock import Clock, fixed_clock
+from syndication.config import load_settings
+from syndication.core.models import Post
+from syndication.pipeline import Service, init_store, list_posts
+
+# The fixed "now" of store tests: after every fixture post, before the far-future ones.
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 FIXTURE_THEMES = """
 [[themes]]
@@ -74,3 +84,20 @@ def write_jsonl(path: Path, records: Iterable[Mapping[str, Any] | str]) -> Path:
         for record in records:
             handle.write((record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)) + "\n")
     return path
+
+
+@contextmanager
+def opened(config: Path, clock: Clock | None = None) -> Iterator[Service]:
+    """The store of ``config``, initialised, with the clock at NOW (or ``clock``); closed on the way out."""
+    settings = load_settings(config, environ={})
+    init_store(settings)
+    service = Service.open(settings, clock or fixed_clock(NOW))
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+def stored(service: Service) -> dict[str, Post]:
+    """Every published post of the store, by guid."""
+    return {post.guid: post for post in list_posts(service, limit=None)}

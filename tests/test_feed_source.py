@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from syndication.cli import main
-from syndication.clock import fixed_clock
-from syndication.config import load_settings
-from syndication.core.models import Author, Image, Post
-from syndication.pipeline import Service, gather, init_store, list_posts
+from syndication.core.models import Author, Image
+from syndication.pipeline import gather
 from syndication.store import cursors, database
-from tests.conftest import NOW
 from tests.recorded import RecordedServer, Reply, atom_document, document, rss_document, rss_item, serving
-from tests.support import write_config
+from tests.support import opened, stored, write_config
 
 RSS = "application/rss+xml; charset=utf-8"
 ATOM = "application/atom+xml"
@@ -43,22 +39,6 @@ def feed_source(
 def _toml(value: str | None) -> str:
     assert value is not None
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-@contextmanager
-def opened(config: Path) -> Iterator[Service]:
-    """The store of ``config``, initialised, with the clock at NOW."""
-    settings = load_settings(config, environ={})
-    init_store(settings)
-    service = Service.open(settings, fixed_clock(NOW))
-    try:
-        yield service
-    finally:
-        service.engine.dispose()
-
-
-def stored(service: Service) -> dict[str, Post]:
-    return {post.guid: post for post in list_posts(service, limit=None)}
 
 
 def gather_cli(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

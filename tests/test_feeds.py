@@ -19,10 +19,9 @@ from syndication.cli import main
 from syndication.clock import fixed_clock
 from syndication.config import Settings, load_settings
 from syndication.pipeline import FeedBuildReport, Service, import_file, init_store, publish_feeds
-from tests.conftest import NOW
 from tests.golden import check_golden
 from tests.recorded import Reply, serving
-from tests.support import post_record, write_config, write_jsonl
+from tests.support import NOW, post_record, write_config, write_jsonl
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 HISTORY = "{http://purl.org/syndication/history/1.0}"

@@ -16,8 +16,7 @@ from syndication.core.models import Post
 from syndication.errors import SourceError
 from syndication.pipeline import Service, _pull_into_store, init_store, list_posts
 from syndication.sources.base import CursorMoved, PullEvent
-from tests.conftest import NOW
-from tests.support import post_record, write_config, write_jsonl
+from tests.support import NOW, post_record, write_config, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 

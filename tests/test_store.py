@@ -12,7 +12,7 @@ from syndication.core.models import Author, Post
 from syndication.pipeline import Service
 from syndication.store import database
 from syndication.store.posts import newest_posts, posts_in_window, upsert_posts
-from tests.conftest import NOW
+from tests.support import NOW
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 

@@ -19,9 +19,8 @@ from syndication.config import FeedSettings, Settings, load_settings
 from syndication.pipeline import Service, import_file, init_store, publish_feeds
 from syndication.web.app import create_app
 from syndication.web.feeds import BodyCache, accepts_gzip
-from tests.conftest import NOW
 from tests.live_server import LiveServer, live_server
-from tests.support import post_record, write_config, write_jsonl
+from tests.support import NOW, post_record, write_config, write_jsonl
 
 MAX_AGE = 123
 FEEDS_CONFIG = f"""

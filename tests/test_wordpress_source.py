@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,11 @@ from typing import Any
 import pytest
 
 from syndication.cli import main
-from syndication.clock import fixed_clock
-from syndication.config import load_settings
-from syndication.core.models import Author, Image, Post
-from syndication.pipeline import Service, gather, init_store, list_posts
+from syndication.core.models import Author, Image
+from syndication.pipeline import Service, gather
 from syndication.store import cursors, database
-from tests.conftest import NOW
 from tests.recorded import RecordedServer, Reply, serving, wordpress_api, wp_post
-from tests.support import write_config
+from tests.support import opened, stored, write_config
 
 POSTS = "/wp-json/wp/v2/posts"
 
@@ -36,22 +32,6 @@ def wordpress_source(name: str, url: str, *, per_page: int = 3, extra: str = "")
         f'[[sources]]\nname = "{name}"\nkind = "wordpress"\nurl = "{url}"\nper_page = {per_page}\n'
         f"allow_private_networks = true\n{extra}\n"
     )
-
-
-@contextmanager
-def opened(config: Path) -> Iterator[Service]:
-    """The store of ``config``, initialised, with the clock at NOW."""
-    settings = load_settings(config, environ={})
-    init_store(settings)
-    service = Service.open(settings, fixed_clock(NOW))
-    try:
-        yield service
-    finally:
-        service.engine.dispose()
-
-
-def stored(service: Service) -> dict[str, Post]:
-    return {post.guid: post for post in list_posts(service, limit=None)}
 
 
 def saved_cursor(service: Service, name: str) -> dict[str, Any]:

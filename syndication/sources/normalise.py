@@ -7,7 +7,7 @@ accepted, refused or warned about therefore hold the same way for every source.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -94,20 +94,8 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
     if not _LANGUAGE.match(language):
         warnings.append(f"language {language!r} is not a language tag; using {vocabulary.language!r}")
         language = vocabulary.language
-    themes: list[str] = []
-    for term in _strings(fields, "themes", where):
-        slug = vocabulary.theme_for(term)
-        if slug is None:
-            warnings.append(f"unknown theme {term!r} ignored")
-        elif slug not in themes:
-            themes.append(slug)
-    regions: list[str] = []
-    for term in _strings(fields, "regions", where):
-        slug = vocabulary.region_for(term)
-        if slug is None:
-            warnings.append(f"unknown region {term!r} ignored")
-        elif slug not in regions:
-            regions.append(slug)
+    themes = _slugs(_strings(fields, "themes", where), vocabulary.theme_for, "theme", warnings)
+    regions = _slugs(_strings(fields, "regions", where), vocabulary.region_for, "region", warnings)
     authors: list[Author] = []
     for name in _strings(fields, "authors", where):
         clean = single_line(name)
@@ -129,6 +117,18 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
         image=image,
     )
     return BuiltPost(post, warnings)
+
+
+def _slugs(terms: list[str], lookup: Callable[[str], str | None], kind: str, warnings: list[str]) -> list[str]:
+    """The known slugs ``terms`` stand for, each once, in order; unknown terms are reported and ignored."""
+    slugs: list[str] = []
+    for term in terms:
+        slug = lookup(term)
+        if slug is None:
+            warnings.append(f"unknown {kind} {term!r} ignored")
+        elif slug not in slugs:
+            slugs.append(slug)
+    return slugs
 
 
 def _text(fields: Mapping[str, Any], key: str, where: str) -> str:
