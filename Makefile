@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: setup demo test check lint types bench clean
+.PHONY: setup demo test check lint types bench messages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ demo: setup
 	$(BIN)/syndication --config $(CONFIG) themes list
 	$(BIN)/syndication --config $(CONFIG) posts list --limit 10
 	$(BIN)/syndication --config $(CONFIG) feeds build
+	$(BIN)/syndication --config $(CONFIG) digest preview --since 2025-10-01 --until 2025-12-01 --format html --out var/preview/digest.html
+	$(BIN)/syndication --config $(CONFIG) digest preview --since 2025-10-01 --until 2025-12-01 --format text --out var/preview/digest.txt
+	$(BIN)/syndication --config $(CONFIG) digest preview --since 2025-10-01 --until 2025-12-01 --format eml --out var/preview/digest.eml
+	$(BIN)/syndication --config $(CONFIG) digest preview --since 2025-10-01 --until 2025-12-01 --language es --format html --out var/preview/digest.es.html
 	@echo
+	@echo "Digest preview of the sample posts written to var/preview/ (digest.html, digest.txt, digest.eml, digest.es.html)."
 	@echo "Feeds written under var/feeds/ (open var/feeds/index.html). Serve them with:"
 	@echo "  $(BIN)/syndication --config $(CONFIG) serve --port 8000   # then http://127.0.0.1:8000/feeds/"
 
@@ -36,6 +41,10 @@ test: lint types
 
 bench: setup
 	$(BIN)/python -m bench
+
+messages: setup
+	$(BIN)/pybabel extract -F babel.cfg -o syndication/mailing/locales/messages.pot --no-location --omit-header --sort-output .
+	$(BIN)/pybabel update -i syndication/mailing/locales/messages.pot -d syndication/mailing/locales --no-location --omit-header
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache test-artifacts

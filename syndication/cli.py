@@ -109,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serving.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
 
+    digest = commands.add_parser("digest", help="preview (and later send) the email digests", parents=[common])
+    digest_commands = digest.add_subparsers(title="commands", metavar="COMMAND")
+    preview = command("preview", _digest_preview, "render a digest without sending anything", digest_commands)
+    preview.add_argument("--themes", metavar="A,B", help="the followed themes (default: everything)")
+    preview.add_argument("--since", metavar="ISO", type=_timestamp, help="window start (default: 7 days ago)")
+    preview.add_argument("--until", metavar="ISO", type=_timestamp, help="window end (default: now)")
+    preview.add_argument("--language", metavar="L", help="the reader's language (default: site.language)")
+    preview.add_argument("--intro", metavar="TEXT", help="an editor's note at the top")
+    preview.add_argument("--format", choices=("html", "text", "eml"), default="html", help="what to write")
+    preview.add_argument("--out", type=Path, metavar="FILE", help="write to FILE (default: standard output)")
+    preview.add_argument("--open", action="store_true", help="open the written file in a browser or mail program")
+
     themes = commands.add_parser("themes", help="show configured themes", parents=[common])
     theme_commands = themes.add_subparsers(title="commands", metavar="COMMAND")
     theme_listing = command("list", _themes_list, "list the configured themes with their post counts", theme_commands)
@@ -217,6 +229,59 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     print(f"feeds ready in {report.directory}; serving on http://{args.host}:{args.port}/feeds/", file=sys.stderr)
     serve(settings, args.host, args.port)
     return EXIT_OK
+
+
+def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from syndication.pipeline import Service, preview_digest
+
+    followed = _theme_list(args.themes, settings)
+    with Service.open(settings) as service:
+        until = args.until or service.clock()
+        since = args.since or until - timedelta(days=7)
+        if since >= until:
+            raise SyndicationError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
+        preview = preview_digest(
+            service, since=since, until=until, followed=followed, language=args.language, intro=args.intro
+        )
+    if preview is None:
+        print(f"no digest: nothing was published between {since.isoformat()} and {until.isoformat()}"
+              + (f" on {', '.join(sorted(followed))}" if followed else ""), file=sys.stderr)  # fmt: skip
+        return EXIT_OK
+    body = {"html": preview.email.html.encode("utf-8"), "text": preview.email.text.encode("utf-8"),
+            "eml": preview.message}[args.format]  # fmt: skip
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(body)
+    else:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+    digest = preview.digest
+    print(
+        f"digest: {preview.email.subject!r}: {digest.post_count} posts in {len(digest.sections)} sections"
+        f" ({digest.shown_count} shown), HTML {len(preview.email.html.encode('utf-8')):,} bytes"
+        + (f", written to {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    for problem in preview.email.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if args.open and args.out:
+        import webbrowser
+
+        webbrowser.open(args.out.resolve().as_uri())
+    return EXIT_OK
+
+
+def _theme_list(value: str | None, settings: Settings) -> list[str] | None:
+    if not value:
+        return None
+    known = {theme.slug for theme in settings.themes}
+    chosen = [slug.strip() for slug in value.split(",") if slug.strip()]
+    unknown = [slug for slug in chosen if slug not in known]
+    if unknown:
+        raise SyndicationError(f"unknown theme {unknown[0]!r} (see 'syndication themes list')")
+    return chosen
 
 
 def _themes_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -203,6 +203,61 @@ class FeedSettings(_Section):
         return self
 
 
+class MailSettings(_Section):
+    from_address: str = Field("newsletter@localhost", description="Address digests are sent from.")
+    from_name: str = Field("", description="Name shown with the From address (default: site.title).")
+    reply_to: str | None = Field(None, description="Address replies go to, if not the From address.")
+    bounce_address: str | None = Field(
+        None, description="Envelope sender (MAIL FROM) that receives bounces, if not the From address."
+    )
+    list_id: str = Field("", description="List-Id header, e.g. 'Network news <news.example.org>' (default: site).")
+    unsubscribe_mailto: str | None = Field(
+        None, description="Address for a mailto: List-Unsubscribe alongside the https one."
+    )
+
+    @field_validator("from_address", "reply_to", "bounce_address", "unsubscribe_mailto")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and (not re.fullmatch(r"[^@\s<>\"]+@[^@\s<>\"]+", value)):
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+    @field_validator("from_name")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise ValueError("must be on one line")
+        return value
+
+
+class DeliverySettings(_Section):
+    connections: int = Field(2, ge=1, le=32, description="SMTP connections used in parallel.")
+    rate_per_second: float = Field(0.0, ge=0, description="Most messages sent per second (0: no limit).")
+    retry_initial_seconds: int = Field(60, ge=1, description="Wait before the first retry of a deferred delivery.")
+    retry_max_seconds: int = Field(3600, ge=1, description="Longest wait between retries (the wait doubles).")
+    retry_deadline_hours: float = Field(48.0, gt=0, description="After this long a deferred delivery fails.")
+    lease_seconds: int = Field(300, ge=5, description="A claimed delivery returns to the queue after this long.")
+    batch_size: int = Field(100, ge=1, le=10_000, description="Deliveries claimed at a time by a sender.")
+    max_crashes: int = Field(3, ge=1, description="Crashes after which a delivery is set aside as poisoned.")
+
+
+class DkimSettings(_Section):
+    selector: str = Field("", description="DKIM selector (the key is published at <selector>._domainkey.<domain>).")
+    domain: str = Field("", description="Signing domain (d=); empty: no DKIM signature.")
+    key_file: Path | None = Field(None, description="PEM file of the private key.")
+
+
+class DigestSettings(_Section):
+    section_cap: int = Field(10, ge=1, le=200, description="Posts shown per theme before 'N more on <theme>'.")
+    templates_dir: Path | None = Field(
+        None, description="Folder whose templates replace the shipped ones of templates/email/ (same names)."
+    )
+    languages: tuple[str, ...] = Field(("en", "es"), description="Languages digests can be written in.")
+    max_html_bytes: int = Field(
+        100_000, ge=10_000, description="Largest HTML body; Gmail clips messages over 102 KB, so sections are cut."
+    )
+
+
 class Settings(_Section):
     """The whole validated configuration."""
 
@@ -214,6 +269,10 @@ class Settings(_Section):
     sources: tuple[SourceSettings, ...] = ()
     gather: GatherSettings = GatherSettings()
     feeds: FeedSettings = FeedSettings()
+    mail: MailSettings = MailSettings()
+    digest: DigestSettings = DigestSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    dkim: DkimSettings = DkimSettings()
     secret_key: SecretStr | None = Field(
         None, exclude=True, description="Signing key; only from SYNDICATION_SECRET_KEY, never from the file."
     )
@@ -327,6 +386,12 @@ def _anchor_paths(settings: Settings, base: Path) -> Settings:
         if not db_path.is_absolute():
             anchored = url.set(database=str((base / db_path).resolve()))
             database = DatabaseSettings(url=anchored.render_as_string(hide_password=False))
+    dkim = settings.dkim
+    if dkim.key_file is not None and not dkim.key_file.is_absolute():
+        dkim = dkim.model_copy(update={"key_file": (base / dkim.key_file).resolve()})
+    digest = settings.digest
+    if digest.templates_dir is not None and not digest.templates_dir.is_absolute():
+        digest = digest.model_copy(update={"templates_dir": (base / digest.templates_dir).resolve()})
     feeds = settings.feeds
     if not feeds.output_dir.is_absolute():
         feeds = feeds.model_copy(update={"output_dir": (base / feeds.output_dir).resolve()})
@@ -336,7 +401,9 @@ def _anchor_paths(settings: Settings, base: Path) -> Settings:
         if path is not None and not path.is_absolute():
             source = source.model_copy(update={"path": (base / path).resolve()})
         sources.append(source)
-    return settings.model_copy(update={"database": database, "sources": tuple(sources), "feeds": feeds})
+    return settings.model_copy(
+        update={"database": database, "sources": tuple(sources), "feeds": feeds, "digest": digest, "dkim": dkim}
+    )
 
 
 def describe_keys() -> list[tuple[str, str, str, str]]:
@@ -353,6 +420,10 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
         ("sources[] (wordpress)", WordpressSourceSettings),
         ("gather", GatherSettings),
         ("feeds", FeedSettings),
+        ("mail", MailSettings),
+        ("digest", DigestSettings),
+        ("delivery", DeliverySettings),
+        ("dkim", DkimSettings),
     ]
     for section, model in sections:
         for name, field in model.model_fields.items():

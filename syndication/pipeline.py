@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from syndication import __version__
 from syndication.clock import Clock, system_clock
 from syndication.config import FeedSettings, Settings
+from syndication.core.digest import Digest, compose_digest
 from syndication.core.models import GatherReport, Notice, Post, Region
 from syndication.errors import SourceError
 from syndication.feeds.catalog import CONTENT_TYPES, FORMATS, Feed, FeedDocument, Format, Site, feeds_of, updated_of
@@ -29,6 +31,8 @@ from syndication.feeds.json_feed import render_json
 from syndication.feeds.output import FeedOutput
 from syndication.feeds.rss_atom import render_rss_and_atom
 from syndication.feeds.websub import notify_hub
+from syndication.mailing.message import Envelope, build_message
+from syndication.mailing.render import Links, MailRenderer, RenderedEmail
 from syndication.sources import open_source
 from syndication.sources.base import CursorMoved, PullEvent, Rejected, Source, Warned
 from syndication.sources.jsonl import read_jsonl_file
@@ -463,3 +467,109 @@ def _feed_fingerprint(settings: Settings) -> str:
         settings.feeds.model_dump_json(exclude={"output_dir", "max_age_seconds"}),
     )
     return hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
+
+
+# --- Digests ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigestPreview:
+    """A digest as it would be sent: the composition, the rendered email and the complete MIME message."""
+
+    digest: Digest
+    email: RenderedEmail
+    message: bytes
+
+
+def compose(
+    service: Service, since: datetime, until: datetime, followed: Collection[str] | None = None
+) -> Digest | None:
+    """The digest of the window ``(since, until]`` for a reader of ``followed`` themes (None: everything)."""
+    until = min(until, service.clock())  # a post dated in the future is not published yet
+    with database.transaction(service.engine) as session:
+        posts = post_store.posts_in_window(session, since, until, themes=None if followed is None else followed)
+    return compose_digest(
+        posts,
+        service.settings.theme_list,
+        since=since,
+        until=until,
+        followed=followed,
+        section_cap=service.settings.digest.section_cap,
+    )
+
+
+def preview_digest(
+    service: Service,
+    *,
+    since: datetime,
+    until: datetime,
+    followed: Collection[str] | None = None,
+    language: str | None = None,
+    intro: str | None = None,
+    renderer: MailRenderer | None = None,
+) -> DigestPreview | None:
+    """Render a digest without sending anything; None when the window holds nothing for these themes."""
+    digest = compose(service, since, until, followed)
+    if digest is None:
+        return None
+    language = language or service.settings.site.language
+    email = (renderer or MailRenderer(service.settings)).render_digest(
+        digest, language, preview_links(service.settings), intro
+    )
+    envelope = digest_envelope(service.settings, email, "reader@example.invalid", "", until, "preview")
+    return DigestPreview(digest, email, build_message(envelope, email.text, email.html))
+
+
+def personalised_message(
+    settings: Settings,
+    variant: RenderedEmail,
+    *,
+    to_address: str,
+    to_name: str,
+    links: Links,
+    date: datetime,
+    message_key: str,
+    extra: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """One recipient's complete message from a variant rendered once: substitution, encoding, headers.
+
+    Byte for byte what rendering the digest with this recipient's links would give (the tests hold that).
+    """
+    email = variant.personalised(links)
+    envelope = digest_envelope(settings, email, to_address, to_name, date, message_key, extra)
+    return build_message(envelope, email.text, email.html)
+
+
+def preview_links(settings: Settings) -> Links:
+    """Links that show where a recipient's own links go, for previews and test sends."""
+    base = settings.site.base_url
+    return Links(
+        unsubscribe=f"{base}/unsubscribe/preview",
+        preferences=f"{base}/preferences/preview",
+        view_online=f"{base}/editions/preview",
+    )
+
+
+def digest_envelope(
+    settings: Settings,
+    email: RenderedEmail,
+    to_address: str,
+    to_name: str,
+    date: datetime,
+    message_key: str,
+    extra: Sequence[tuple[str, str]] = (),
+) -> Envelope:
+    """The headers of one digest message; ``message_key`` makes its Message-ID (stable across retries)."""
+    mail = settings.mail
+    domain = urlsplit(settings.site.base_url).hostname or "localhost"
+    return Envelope(
+        from_address=mail.from_address,
+        from_name=mail.from_name or settings.site.title,
+        to_address=to_address,
+        to_name=to_name,
+        subject=email.subject,
+        date=date,
+        message_id=f"<{message_key}@{domain}>",
+        reply_to=mail.reply_to,
+        extra=tuple(extra),
+    )

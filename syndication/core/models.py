@@ -99,3 +99,33 @@ class GatherReport:
     def ok(self) -> bool:
         """True when nothing was refused and the source itself could be read."""
         return not self.rejections and self.failure is None
+
+
+CADENCES = ("daily", "weekly", "monthly")
+SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """How a subscriber agreed to receive digests: when, how (``form``, ``import``, ``cli``) and from where."""
+
+    at: datetime
+    method: str
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """Somebody who receives digests. ``themes`` is None for everything; ``status`` is one of
+    SUBSCRIBER_STATUSES, and only ``active`` subscribers get digests."""
+
+    id: int
+    email: str
+    name: str
+    language: str
+    themes: tuple[str, ...] | None
+    cadence: str
+    status: str
+    consent: Consent
+    created_at: datetime
+    confirmed_at: datetime | None = None

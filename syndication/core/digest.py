@@ -1,0 +1,109 @@
+"""What goes in a digest: the posts of a window, grouped by the themes a reader follows. Pure: no I/O.
+
+Sections follow the configured order of themes. A post on several followed themes appears once, in the first of
+them, naming the others ("also in"). Posts on no configured theme go to a last catch-all section, only for
+readers who follow everything. A section over its cap ends with "N more on <theme>".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from syndication.core.models import Post, Theme
+
+
+@dataclass(frozen=True, slots=True)
+class DigestItem:
+    """One post in a section, and the other followed themes it is also on."""
+
+    post: Post
+    also_in: tuple[Theme, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """The posts of one theme (``theme`` is None for the catch-all section), newest first."""
+
+    theme: Theme | None
+    items: tuple[DigestItem, ...]
+    more: int = 0  # posts left out by the section's cap
+
+    @property
+    def total(self) -> int:
+        """How many posts the section stands for, shown or not."""
+        return len(self.items) + self.more
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One digest: the window ``(since, until]`` and its sections, in the configured order of themes."""
+
+    since: datetime
+    until: datetime
+    sections: tuple[Section, ...]
+    followed: frozenset[str] | None  # None: everything
+
+    @property
+    def post_count(self) -> int:
+        """Posts in the digest, shown or behind a "more" link."""
+        return sum(section.total for section in self.sections)
+
+    @property
+    def shown_count(self) -> int:
+        """Posts shown in full."""
+        return sum(len(section.items) for section in self.sections)
+
+    @property
+    def themes(self) -> tuple[Theme, ...]:
+        """The themes with a section, in order (the catch-all has none)."""
+        return tuple(section.theme for section in self.sections if section.theme is not None)
+
+
+def compose_digest(
+    posts: Sequence[Post],
+    themes: Sequence[Theme],
+    *,
+    since: datetime,
+    until: datetime,
+    followed: Collection[str] | None = None,
+    section_cap: int | None = None,
+) -> Digest | None:
+    """The digest of ``posts`` published in ``(since, until]`` for a reader following ``followed`` (None: all).
+
+    Returns None when nothing in the window is for this reader: no digest is rendered or sent then.
+    """
+    wanted = None if followed is None else frozenset(followed)
+    order = [theme for theme in themes if wanted is None or theme.slug in wanted]
+    by_slug = {theme.slug: theme for theme in themes}
+    buckets: dict[str | None, list[DigestItem]] = {theme.slug: [] for theme in order}
+    if wanted is None:
+        buckets[None] = []
+    for post in sorted(posts, key=lambda p: (p.published, p.guid), reverse=True):
+        if not since < post.published <= until:
+            continue
+        own = [slug for slug in post.themes if slug in buckets]
+        if own:
+            first = min(own, key=lambda slug: order.index(by_slug[slug]))
+            others = tuple(theme for theme in order if theme.slug in own and theme.slug != first)
+            buckets[first].append(DigestItem(post, others))
+        elif wanted is None and not any(slug in by_slug for slug in post.themes):
+            buckets[None].append(DigestItem(post))
+    sections = []
+    for key, items in buckets.items():
+        if not items:
+            continue
+        shown = items if section_cap is None else items[:section_cap]
+        sections.append(Section(by_slug[key] if key is not None else None, tuple(shown), len(items) - len(shown)))
+    if not sections:
+        return None
+    return Digest(since, until, tuple(sections), wanted)
+
+
+def with_cap(digest: Digest, section_cap: int) -> Digest:
+    """The same digest with at most ``section_cap`` posts shown per section (to stay under a size limit)."""
+    sections = tuple(
+        Section(s.theme, s.items[:section_cap], s.more + max(0, len(s.items) - section_cap)) for s in digest.sections
+    )
+    return Digest(digest.since, digest.until, sections, digest.followed)

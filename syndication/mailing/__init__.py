@@ -1,0 +1,1 @@
+"""Emails: rendering (templates, CSS inlining, plain text) and the MIME messages that carry them."""

@@ -1,0 +1,244 @@
+"""Digest and notice emails from Jinja2 templates: inlined HTML for mail clients and a plain-text twin.
+
+Rendering is built to be done once per variant (edition x followed themes x language) and personalised
+cheaply: the per-recipient links are rendered as placeholder URLs, premailer inlines the CSS once, and
+``RenderedEmail.personalised`` puts each recipient's links in by substitution. The links are URLs of our own
+(signed tokens: letters, digits, ``-_.~/:?=``), so substituting them gives exactly what rendering them would.
+
+Templates live in ``templates/email`` (``[digest] templates_dir`` can hold replacements with the same names).
+Strings go through gettext (Jinja2's i18n extension) with the catalogs in ``syndication/mailing/locales``;
+dates and numbers are formatted by Babel in the reader's language.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
+from babel.support import Translations
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from lxml import html as lxml_html
+from markupsafe import escape
+from premailer import Premailer
+
+from syndication.config import Settings
+from syndication.core.digest import Digest, with_cap
+from syndication.errors import SyndicationError
+
+SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates" / "email"
+LOCALES = Path(__file__).resolve().parent / "locales"
+GMAIL_CLIP_BYTES = 102 * 1024
+
+
+class RenderError(SyndicationError):
+    """A template is missing or broken, or a language has no catalog."""
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """The links that differ for each recipient."""
+
+    unsubscribe: str
+    preferences: str
+    view_online: str
+
+
+# Placeholders rendered in a variant's place of each recipient's links; ".invalid" can never be a real host.
+PLACEHOLDERS = Links(
+    unsubscribe="https://recipient.invalid/unsubscribe",
+    preferences="https://recipient.invalid/preferences",
+    view_online="https://recipient.invalid/view",
+)
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """One rendered email: subject, preheader, inlined HTML and plain text, with the links it was given."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    language: str
+    links: Links
+    problems: tuple[str, ...] = field(default=())
+
+    def personalised(self, links: Links) -> RenderedEmail:
+        """The same email with another recipient's links, by substitution (no rendering)."""
+        html, text = self.html, self.text
+        for name in ("unsubscribe", "preferences", "view_online"):
+            old, new = getattr(self.links, name), getattr(links, name)
+            html = html.replace(str(escape(old)), str(escape(new)))
+            text = text.replace(old, new)
+        return replace(self, html=html, text=text, links=links)
+
+
+class MailRenderer:
+    """Renders emails for one site; keeps one Jinja2 environment per language."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        folders = [settings.digest.templates_dir, SHIPPED_TEMPLATES]
+        self._loader = ChoiceLoader([FileSystemLoader(str(folder)) for folder in folders if folder is not None])
+        self._environments: dict[str, Environment] = {}
+        self._zone = ZoneInfo(settings.site.timezone)
+
+    def render_digest(
+        self, digest: Digest, language: str, links: Links = PLACEHOLDERS, intro: str | None = None
+    ) -> RenderedEmail:
+        """The digest email in ``language``; sections are cut (with their "N more" link) to stay unclipped."""
+        email = self._render_digest_once(digest, language, links, intro)
+        cap = max((len(section.items) for section in digest.sections), default=0)
+        while len(email.html.encode("utf-8")) > self.settings.digest.max_html_bytes and cap > 1:
+            cap = max(1, cap // 2)
+            email = self._render_digest_once(with_cap(digest, cap), language, links, intro)
+        return replace(email, problems=check_email(email, self.settings.digest.max_html_bytes))
+
+    def _render_digest_once(self, digest: Digest, language: str, links: Links, intro: str | None) -> RenderedEmail:
+        context = {"digest": digest, "intro": intro, "links": links}
+        return self._render("digest", language, links, context)
+
+    def render_notice(
+        self, name: str, language: str, context: Mapping[str, Any], links: Links = PLACEHOLDERS
+    ) -> RenderedEmail:
+        """A short message (``confirm``, ``preferences``): ``name``.subject.txt, ``name``.html, ``name``.txt."""
+        email = self._render(name, language, links, {**context, "links": links})
+        return replace(email, problems=check_email(email, self.settings.digest.max_html_bytes))
+
+    def _render(self, name: str, language: str, links: Links, context: Mapping[str, Any]) -> RenderedEmail:
+        environment = self.environment(language)
+        site = self.settings.site
+        shared = {"site": site, "language": language, "links": links, **context}
+        try:
+            subject = " ".join(environment.get_template(f"{name}.subject.txt").render(shared).split())
+            shared["subject"] = subject
+            preheader = " ".join(environment.get_template(f"{name}.preheader.txt").render(shared).split())
+            shared["preheader"] = preheader
+            html = inline_css(environment.get_template(f"{name}.html").render(shared))
+            text = environment.get_template(f"{name}.txt").render(shared).strip() + "\n"
+        except TemplateError as error:
+            raise RenderError(f"template {name!r} ({language}): {error}") from error
+        return RenderedEmail(subject, preheader, html, text, language, links)
+
+    def environment(self, language: str) -> Environment:
+        """The Jinja2 environment for ``language``, with its translations and Babel filters."""
+        if language not in self._environments:
+            if language not in self.settings.digest.languages:
+                raise RenderError(
+                    f"no digest language {language!r} (configured: {', '.join(self.settings.digest.languages)})"
+                )
+            self._environments[language] = self._make_environment(language)
+        return self._environments[language]
+
+    def _make_environment(self, language: str) -> Environment:
+        try:
+            locale = Locale.parse(language.replace("-", "_"))
+        except (UnknownLocaleError, ValueError) as error:
+            raise RenderError(f"unknown language {language!r}") from error
+        environment = Environment(
+            loader=self._loader,
+            autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True),
+            undefined=StrictUndefined,
+            extensions=["jinja2.ext.i18n"],
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        environment.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
+        zone = self._zone
+        environment.filters["date"] = lambda moment, form="long": format_date(
+            moment.astimezone(zone), format=form, locale=locale
+        )
+        environment.filters["datetime"] = lambda moment, form="medium": format_datetime(
+            moment, format=form, tzinfo=zone, locale=locale
+        )
+        environment.filters["number"] = lambda number: format_decimal(number, locale=locale)
+        environment.globals["theme_url"] = lambda theme: f"{self.settings.site.base_url}/themes/{theme.slug}"
+        environment.globals["text_rule"] = "-" * 60
+        return environment
+
+
+def translations(language: str) -> Translations:
+    """The catalog of ``language`` (its base language's if there is no regional one), compiled in memory."""
+    for candidate in (language.replace("-", "_"), language.split("-")[0].split("_")[0]):
+        po_file = LOCALES / candidate / "LC_MESSAGES" / "messages.po"
+        if po_file.exists():
+            return _compiled(po_file)
+    raise RenderError(f"no message catalog for language {language!r} in {LOCALES}")
+
+
+_catalogs: dict[Path, Translations] = {}
+
+
+def _compiled(po_file: Path) -> Translations:
+    if po_file not in _catalogs:
+        with po_file.open("rb") as handle:
+            catalog = read_po(handle)
+        buffer = io.BytesIO()
+        write_mo(buffer, catalog)
+        buffer.seek(0)
+        _catalogs[po_file] = Translations(buffer)
+    return _catalogs[po_file]
+
+
+def inline_css(html: str) -> str:
+    """Move the stylesheet into ``style`` attributes, keeping ``@media`` rules (phones, dark mode) in the head.
+
+    premailer as configured for mail, not its defaults. cssutils reports every property it does not know
+    (mso-*, -webkit-*) at ERROR level, and mail CSS is full of them on purpose: its log is silenced.
+    """
+    premailer = Premailer(
+        html,
+        allow_network=False,  # never fetch a stylesheet
+        strip_important=False,  # the default strips !important inside the kept @media rules: phones break
+        keep_style_tags=False,
+        remove_classes=False,
+        disable_validation=True,
+        # Keep the templates' own width/height attributes: Outlook sizes images and tables by them, and
+        # premailer would otherwise overwrite width="536" with the CSS's fluid 100%.
+        disable_basic_attributes=["width", "height"],
+        cssutils_logging_level=logging.CRITICAL,
+    )
+    result: str = premailer.transform(pretty_print=False)
+    return result
+
+
+def check_email(email: RenderedEmail, max_html_bytes: int) -> tuple[str, ...]:
+    """What would make this email fail in a mail client: clipped size, relative links, images without alt."""
+    problems = []
+    size = len(email.html.encode("utf-8"))
+    if size > max_html_bytes:
+        problems.append(f"the HTML body is {size:,} bytes; over {max_html_bytes:,} Gmail clips it")
+    if not email.text.strip():
+        problems.append("the plain-text part is empty")
+    if not email.html.strip():
+        problems.append("the HTML part is empty")
+    document = lxml_html.document_fromstring(email.html)
+    for element, attribute in (("a", "href"), ("img", "src")):
+        for node in document.iter(element):
+            value = (node.get(attribute) or "").strip()
+            if not value.lower().startswith(("https://", "http://", "mailto:")):
+                problems.append(f"<{element} {attribute}={value!r}> is not an absolute URL")
+    for image in document.iter("img"):
+        if image.get("alt") is None:
+            problems.append(f"<img src={image.get('src')!r}> has no alt text")
+    return tuple(problems)
+
+
+def format_window(since: datetime, until: datetime, language: str, zone: ZoneInfo) -> str:
+    """``1 – 7 May 2024`` in the reader's language, for previews and subjects."""
+    from babel.dates import format_interval
+
+    locale = Locale.parse(language.replace("-", "_"))
+    result: str = format_interval(since.astimezone(zone), until.astimezone(zone), skeleton="yMMMd", locale=locale)
+    return result
