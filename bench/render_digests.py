@@ -1,9 +1,9 @@
 """Render personalised digests for 100,000 subscribers to complete MIME bytes (nothing is sent), and time it.
 
 The subscribers are spread over 50 theme combinations and 2 languages (100 variants) of one edition, a 30-post
-window. The fast path renders, inlines (premailer) and lays out each variant once, then fills in each
-subscriber's parts (address, name, signed links, Message-ID) by substitution; it runs on one process, signing
-the subscriber's three tokens in the timed loop as a real send must. The plain approach (render with the
+window. The fast path composes, renders and inlines (premailer) each variant once, then makes each subscriber's
+message from it with ``personalised_message`` (address, name, signed links, Message-ID); it runs on one process,
+signing the subscriber's three tokens in the timed loop as a real send must. The plain approach (render with the
 subscriber's own links, premailer and the standard library's ``EmailMessage`` per subscriber) is timed on a
 sample in the same run.
 
@@ -73,28 +73,37 @@ def main(argv: list[str] | None = None) -> int:
             combinations = theme_combinations(service)
             subscribers = make_subscribers(args.subscribers, combinations, settings.digest.languages)
             fast = fast_path(service, combinations, subscribers)
-            plain = plain_path(service, combinations, subscribers[:: max(1, len(subscribers) // PLAIN_SAMPLE)])
+            sample = subscribers[:: max(1, len(subscribers) // PLAIN_SAMPLE)][:PLAIN_SAMPLE]
+            plain = plain_path(service, combinations, sample)
     rate = fast.messages / fast.seconds
     plain_rate = plain.messages / plain.seconds
-    verdict = "PASS" if rate > GOAL_PER_SECOND else "FAIL"
+    per_subscriber = (fast.seconds - fast.variant_seconds) / fast.messages
+    projected = fast.variant_seconds + 100_000 * per_subscriber  # the variants cost the same for any number
+    verdict = "PASS" if 100_000 / projected > GOAL_PER_SECOND else "FAIL"
+    goal = f" (goal > {GOAL_PER_SECOND:,}/s, i.e. 100,000 in under {100_000 / GOAL_PER_SECOND:.0f} s): {verdict}"
+    shared = " (well under the wall time: other work shared the core)" if fast.cpu_seconds < 0.8 * fast.seconds else ""
     lines = [
         f"- edition: a {WINDOW_POSTS}-post window, {len(combinations)} theme combinations x "
         f"{len(settings.digest.languages)} languages = {fast.variants} variants; {fast.messages:,} subscribers",
         f"- variants composed, rendered and inlined (premailer) once each: {fast.variant_seconds:.2f} s "
         f"({fast.variant_seconds / fast.variants * 1000:.0f} ms a variant)",
         f"- per subscriber (3 signed tokens, substitution, headers, quoted-printable MIME): "
-        f"{fast.seconds - fast.variant_seconds:.2f} s, {fast.messages / (fast.seconds - fast.variant_seconds):,.0f}"
-        " messages/s",
+        f"{fast.seconds - fast.variant_seconds:.2f} s, {1 / per_subscriber:,.0f} messages/s "
+        f"({per_subscriber * 1e6:,.0f} µs each)",
         f"- all {fast.messages:,} complete messages, one process, end to end: {fast.seconds:.2f} s = {rate:,.0f} "
-        f"messages/s (goal > {GOAL_PER_SECOND:,}/s; 100,000 would take {100_000 / rate:.0f} s, the issue asks under a "
-        f"minute): "
-        f"{verdict}",
+        f"messages/s{goal}",
+        f"- the process's CPU time over that run: {fast.cpu_seconds:.2f} s = {fast.messages / fast.cpu_seconds:,.0f} "
+        f"messages per CPU second{shared}",
         f"- mean message size {fast.total_bytes / fast.messages / 1024:.1f} KiB "
         f"({fast.total_bytes / 2**20:,.0f} MiB in all); sampled messages parse, no line over 998 bytes",
         f"- plain approach on {plain.messages} of them (render with their links, premailer, `EmailMessage`): "
         f"{plain.seconds:.2f} s = {plain_rate:,.1f} messages/s ({1000 / plain_rate:.1f} ms each); "
         f"fast/plain = {rate / plain_rate:,.0f}x",
     ]
+    if fast.messages != 100_000:  # the goal is set for 100,000: judge this run's rates at that size
+        lines[3] = lines[3].removesuffix(goal)
+        projection = f"- 100,000 at this run's rates: {projected:.1f} s = {100_000 / projected:,.0f} messages/s"
+        lines.insert(4, projection + goal)
     print("\n".join(lines))
     if args.record:
         record("Personalised digests (issue 5)", lines)
@@ -121,6 +130,7 @@ class Timing:
     variants: int = 0
     variant_seconds: float = 0.0
     total_bytes: int = 0
+    cpu_seconds: float = 0.0  # the process's CPU time: near ``seconds`` unless other work shared the core
 
 
 def theme_combinations(service: Service) -> list[frozenset[str]]:
@@ -172,7 +182,7 @@ def fast_path(service: Service, combinations: list[frozenset[str]], subscribers:
     settings = service.settings
     base = settings.site.base_url
     sample = set(range(0, len(subscribers), max(1, len(subscribers) // 50)))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     renderer = MailRenderer(settings)
     variants: dict[tuple[int, str], RenderedEmail] = {}
     for index, followed in enumerate(combinations):
@@ -182,6 +192,7 @@ def fast_path(service: Service, combinations: list[frozenset[str]], subscribers:
             variants[index, language] = renderer.render_digest(digest, language, PLACEHOLDERS)
     variant_seconds = time.perf_counter() - started
     total = 0
+    kept: list[tuple[bytes, Subscriber, Links]] = []  # a sample, checked once the clock has stopped
     for position, subscriber in enumerate(subscribers):
         links = links_of(base, subscriber.number)
         message = personalised_message(
@@ -196,9 +207,11 @@ def fast_path(service: Service, combinations: list[frozenset[str]], subscribers:
         )
         total += len(message)
         if position in sample:
-            check_message(message, subscriber, links)
-    seconds = time.perf_counter() - started
-    return Timing(len(subscribers), seconds, len(variants), variant_seconds, total)
+            kept.append((message, subscriber, links))
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    for message, subscriber, links in kept:
+        check_message(message, subscriber, links)
+    return Timing(len(subscribers), seconds, len(variants), variant_seconds, total, cpu_seconds)
 
 
 def check_message(message: bytes, subscriber: Subscriber, links: Links) -> None:

@@ -121,10 +121,99 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", type=Path, metavar="FILE", help="write to FILE (default: standard output)")
     preview.add_argument("--open", action="store_true", help="open the written file in a browser or mail program")
 
+    send = command("send", _digest_send, "create the edition of a window and deliver it", digest_commands)
+    send.add_argument("--cadence", required=True, choices=("daily", "weekly", "monthly"), help="which digest")
+    send.add_argument(
+        "--since", metavar="ISO", type=_timestamp, help="window start (default: the period that just ended)"
+    )
+    send.add_argument(
+        "--until", metavar="ISO", type=_timestamp, help="window end (default: the period that just ended)"
+    )
+    send.add_argument("--dry-run", action="store_true", help="send nothing; report what would be sent")
+
+    command("deliver", _deliver, "send every due delivery, retries included, without creating an edition")
+
+    sink = command("mail-sink", _mail_sink, "a local SMTP server keeping every message as an .eml file (demo)")
+    sink.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sink.add_argument("--port", type=int, default=8025, help="port to listen on (default 8025)")
+    sink.add_argument("--outbox", type=Path, default=Path("var/outbox"), help="folder for the messages")
+
+    editions = commands.add_parser("editions", help="list and control editions", parents=[common])
+    edition_commands = editions.add_subparsers(title="commands", metavar="COMMAND")
+    command("list", _editions_list, "the newest editions with their delivery counts", edition_commands)
+    for action, text in (
+        ("pause", "stop sending an edition for now"),
+        ("resume", "send a paused edition again"),
+        ("cancel", "never send the rest of an edition"),
+        ("approve", "send a draft edition"),
+    ):
+        controlled = command(action, _edition_control, text, edition_commands)
+        controlled.add_argument("edition_id", type=int, metavar="ID", help="the edition (see 'editions list')")
+        controlled.set_defaults(action=action)
+
     themes = commands.add_parser("themes", help="show configured themes", parents=[common])
     theme_commands = themes.add_subparsers(title="commands", metavar="COMMAND")
     theme_listing = command("list", _themes_list, "list the configured themes with their post counts", theme_commands)
     theme_listing.add_argument("--json", action="store_true", help="a JSON array")
+
+    from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES
+
+    subscribers = commands.add_parser("subscribers", help="manage the people who receive digests", parents=[common])
+    subscriber_commands = subscribers.add_subparsers(title="commands", metavar="COMMAND")
+    adding = command("add", _subscribers_add, "add a subscriber (or change one with --update)", subscriber_commands)
+    adding.description = (
+        "Add a subscriber. Without --confirmed they are pending and are sent a confirmation email whose link (valid"
+        " 7 days) makes them active; only active subscribers get digests. An address that exists already is left as"
+        " it is (exit 1) unless --update (change the preferences given) or --confirmed (a pending, unsubscribed,"
+        " bounced or complained address becomes active); a pending one is sent its confirmation email again."
+        " A removed address is refused unless --confirmed --resubscribe."
+    )
+    adding.add_argument("email", help="their email address")
+    adding.add_argument("--name", metavar="NAME", help="their name, on one line")
+    adding.add_argument("--themes", metavar="A,B", help="theme slugs to follow (default or '': every theme)")
+    adding.add_argument("--cadence", choices=CADENCES, help="how often they get a digest (default: weekly)")
+    adding.add_argument("--language", metavar="L", help="language of their digests (default: site.language)")
+    adding.add_argument(
+        "--confirmed", action="store_true", help="their consent is confirmed: active at once, no confirmation email"
+    )
+    adding.add_argument("--update", action="store_true", help="if the address exists, change the preferences given")
+    adding.add_argument(
+        "--resubscribe", action="store_true", help="with --confirmed: add again an address that was removed"
+    )
+    importing_subscribers = command(
+        "import", _subscribers_import, "add the subscribers of a CSV file", subscriber_commands
+    )
+    importing_subscribers.description = (
+        "Add the subscribers of a CSV file with a header row naming columns among email,name,themes,cadence,language"
+        " (only email is required; themes separated by ';' or ','; an empty themes cell means every theme). Each row"
+        " is checked on its own: bad rows are reported with their line number and the good ones are kept (exit 1 if"
+        " any row was refused). New subscribers are pending and sent a confirmation email, or active with"
+        " --confirmed. Existing subscribers are left as they are unless --update (the row's cells replace their"
+        " preferences; empty cadence or language cells keep theirs) or --confirmed (pending, unsubscribed, bounced"
+        " or complained become active). Removed addresses are always refused."
+    )
+    importing_subscribers.add_argument("file", type=Path, help="CSV file, UTF-8, with a header row")
+    importing_subscribers.add_argument(
+        "--confirmed", action="store_true", help="every row's consent is confirmed: active at once, no emails"
+    )
+    importing_subscribers.add_argument(
+        "--update", action="store_true", help="change the preferences of existing subscribers to the file's"
+    )
+    subscriber_listing = command("list", _subscribers_list, "list subscribers, oldest first", subscriber_commands)
+    subscriber_listing.add_argument("--status", choices=SUBSCRIBER_STATUSES, help="only subscribers of this status")
+    subscriber_listing.add_argument("--cadence", choices=CADENCES, help="only subscribers of this cadence")
+    subscriber_listing.add_argument("--json", action="store_true", help="a JSON array")
+    command("export", _subscribers_export, "write everything held on every subscriber as CSV", subscriber_commands)
+    removing = command(
+        "remove", _subscribers_remove, "erase a subscriber and keep their address from being added again",
+        subscriber_commands,
+    )  # fmt: skip
+    removing.description = (
+        "Erase everything held on an address (their deliveries stay, without them) and keep only its SHA-256, so"
+        " that no import or add brings it back unless 'add --confirmed --resubscribe'. Removing an address that is"
+        " not subscribed suppresses it all the same."
+    )
+    removing.add_argument("email", help="their email address")
     return parser
 
 
@@ -273,6 +362,118 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.delivery.smtp import SmtpClient
+    from syndication.pipeline import Service
+    from syndication.sending import default_window, deliver, plan_edition
+
+    with Service.open(settings) as service:
+        since, until = default_window(service, args.cadence)
+        since, until = args.since or since, args.until or until
+        plan = plan_edition(service, args.cadence, since, until, dry_run=args.dry_run)
+        window = f"{since.isoformat()} to {until.isoformat()}"
+        if args.dry_run:
+            state = f"edition {plan.edition.id} exists ({plan.edition.status})" if plan.edition else "no edition yet"
+            print(
+                f"dry run, {args.cadence} {window}: {state}; {plan.recipients} active subscribers,"
+                f" {plan.recipients - plan.nothing_new} would get a digest, {plan.nothing_new} have nothing new;"
+                f" {len(plan.variants)} variants; up to {plan.posts} posts; nothing sent"
+            )
+            return EXIT_OK
+        assert plan.edition is not None
+        made = "created" if plan.created else "already existed"
+        print(f"edition {plan.edition.id} ({args.cadence}, {window}) {made}: {plan.queued} deliveries queued,"
+              f" {plan.nothing_new} subscribers with nothing new")  # fmt: skip
+        report = deliver(service, SmtpClient, edition_id=plan.edition.id, on_progress=_progress_printer())
+    return _print_drain(report)
+
+
+def _mail_sink(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.delivery.outbox import run_outbox
+
+    print(f"mail sink on {args.host}:{args.port}, keeping messages in {args.outbox} (Ctrl-C stops)", file=sys.stderr)
+    kept = run_outbox(args.host, args.port, args.outbox)
+    print(f"mail sink stopped: {kept} messages kept in {args.outbox}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _deliver(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.delivery.smtp import SmtpClient
+    from syndication.pipeline import Service
+    from syndication.sending import deliver
+
+    with Service.open(settings) as service:
+        report = deliver(service, SmtpClient, on_progress=_progress_printer())
+    return _print_drain(report)
+
+
+def _progress_printer() -> Callable[[object], None]:
+    interactive = sys.stderr.isatty()
+    last = [0.0]
+
+    def show(report: object) -> None:
+        import time
+
+        from syndication.delivery.sender import DrainReport
+
+        assert isinstance(report, DrainReport)
+        now = time.monotonic()
+        if now - last[0] < (0.2 if interactive else 5.0):
+            return
+        last[0] = now
+        line = (f"sending: {report.sent} sent, {report.deferred} deferred, {report.failed} failed,"
+                f" {report.bounced} bounced")  # fmt: skip
+        print(("\r" + line) if interactive else line, end="" if interactive else "\n", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _print_drain(report: object) -> int:
+    from syndication.delivery.sender import DrainReport
+
+    assert isinstance(report, DrainReport)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(
+        f"delivered: {report.sent} sent, {report.deferred} deferred (retried later), {report.failed} failed,"
+        f" {report.bounced} bounced, {report.poisoned} set aside as poisoned"
+        + (f"; editions finished: {', '.join(map(str, report.finished_editions))}" if report.finished_editions else "")
+    )
+    return EXIT_OK if not (report.failed or report.poisoned) else EXIT_FAILED
+
+
+def _editions_list(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service
+    from syndication.store import database, ledger
+
+    with Service.open(settings) as service, database.transaction(service.engine) as session:
+        for edition in ledger.editions(session):
+            counts = ledger.progress(session, edition.id)
+            summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items())) or "no deliveries"
+            window = f"{edition.since:%Y-%m-%d %H:%M} .. {edition.until:%Y-%m-%d %H:%M}"
+            print(f"{edition.id:>5}  {edition.cadence:<8} {window}  {edition.status:<9} {summary}")
+    return EXIT_OK
+
+
+def _edition_control(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service
+    from syndication.store import database, ledger
+
+    allowed = {"pause": ({ledger.SENDING}, ledger.PAUSED), "resume": ({ledger.PAUSED}, ledger.SENDING),
+               "cancel": ({ledger.SENDING, ledger.PAUSED, ledger.DRAFT}, ledger.CANCELLED),
+               "approve": ({ledger.DRAFT}, ledger.SENDING)}  # fmt: skip
+    before, after = allowed[args.action]
+    with Service.open(settings) as service, database.transaction(service.engine) as session:
+        edition = ledger.edition(session, args.edition_id)
+        if edition is None:
+            raise SyndicationError(f"no edition {args.edition_id} (see 'syndication editions list')")
+        if edition.status not in before:
+            raise SyndicationError(f"edition {edition.id} is {edition.status}: it cannot be {args.action}d")
+        ledger.set_edition_status(session, edition.id, after, service.clock())
+    print(f"edition {args.edition_id}: {edition.status} -> {after}")
+    return EXIT_OK
+
+
 def _theme_list(value: str | None, settings: Settings) -> list[str] | None:
     if not value:
         return None
@@ -305,6 +506,125 @@ def _themes_list(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     for theme in settings.themes:
         print(f"{theme.slug:<24} {counts.get(theme.slug, 0):>6} posts  {theme.name}")
+    return EXIT_OK
+
+
+def _subscribers_add(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service
+    from syndication.subscriptions import add_subscriber
+
+    if args.resubscribe and not args.confirmed:
+        _say_error(SyndicationError("--resubscribe needs --confirmed: only their renewed consent brings them back"))
+        return EXIT_USAGE
+    with Service.open(settings) as service:
+        outcome = add_subscriber(
+            service,
+            args.email,
+            name=args.name,
+            themes=args.themes,
+            cadence=args.cadence,
+            language=args.language,
+            confirmed=args.confirmed,
+            update=args.update,
+            resubscribe=args.resubscribe,
+        )
+    subscriber = outcome.subscriber
+    email, status = subscriber.email, subscriber.status
+    said = {
+        "added": f"added {email} ({status})",
+        "resubscribed": f"added {email} again ({status}); its suppression is lifted",
+        "confirmed": f"confirmed {email} ({status})",
+        "reactivated": f"{email} is {status} again",
+        "updated": f"updated the preferences of {email} ({status})",
+        "unchanged": f"{email} already has these preferences ({status})",
+        "exists": f"{email} is already subscribed ({status}); nothing changed (--update changes preferences)",
+    }[outcome.action]
+    if outcome.action == "exists" and status == "pending":
+        said = f"{email} is already subscribed and pending (not confirmed yet)"
+    if outcome.confirmation_sent:
+        said += "; confirmation email sent" + (" again" if outcome.action != "added" else "")
+    print(said)
+    if outcome.confirmation_error:
+        print(f"syndication: error: the confirmation email to {email} was not sent: {outcome.confirmation_error}"
+              " (add the address again to resend it)", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    return EXIT_FAILED if outcome.action == "exists" and not outcome.confirmation_sent else EXIT_OK
+
+
+def _subscribers_import(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service
+    from syndication.subscriptions import import_subscribers
+
+    with Service.open(settings) as service:
+        report = import_subscribers(service, args.file, confirmed=args.confirmed, update=args.update)
+    for notice in report.refused:
+        print(f"refused: {notice}", file=sys.stderr)
+    for notice in report.send_failures:
+        print(f"not sent: {notice}", file=sys.stderr)
+    print(
+        f"{report.source}: {report.read} rows read, {report.added} added, {report.activated} activated,"
+        f" {report.updated} updated, {report.unchanged} unchanged, {len(report.refused)} refused;"
+        f" {report.confirmations_sent} confirmation emails sent"
+        + (f", {len(report.send_failures)} not sent" if report.send_failures else "")
+    )
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service
+    from syndication.subscriptions import list_subscribers
+
+    with Service.open(settings) as service:
+        found = list_subscribers(service, status=args.status, cadence=args.cadence)
+    if args.json:
+        rows = [
+            {
+                "id": s.id,
+                "email": s.email,
+                "name": s.name,
+                "language": s.language,
+                "themes": None if s.themes is None else list(s.themes),
+                "cadence": s.cadence,
+                "status": s.status,
+                "consent": {"at": s.consent.at.isoformat(), "method": s.consent.method, "source": s.consent.source},
+                "created_at": s.created_at.isoformat(),
+                "confirmed_at": s.confirmed_at.isoformat() if s.confirmed_at else None,
+            }
+            for s in found
+        ]
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return EXIT_OK
+    for s in found:
+        themes = ",".join(s.themes) if s.themes is not None else "(every theme)"
+        print(f"{s.id:>6}  {s.email}  {s.status}  {s.cadence}  {s.language}  {themes}  {s.name}".rstrip())
+    print(f"{len(found)} subscriber{'s' if len(found) != 1 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _subscribers_export(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service
+    from syndication.subscriptions import export_subscribers
+
+    with Service.open(settings) as service:
+        count = export_subscribers(service, sys.stdout)
+    sys.stdout.flush()
+    print(f"{count} subscriber{'s' if count != 1 else ''} exported", file=sys.stderr)
+    return EXIT_OK
+
+
+def _subscribers_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service
+    from syndication.subscriptions import normalise_email, remove_subscriber
+
+    with Service.open(settings) as service:
+        done = remove_subscriber(service, args.email)
+    email = normalise_email(args.email)
+    print({
+        "removed": f"removed {email}: erased, and suppressed so that it is not added again",
+        "suppressed": f"{email} was not subscribed; suppressed so that it is not added",
+        "already removed": f"{email} was removed before; nothing else is held on it",
+    }[done])  # fmt: skip
     return EXIT_OK
 
 

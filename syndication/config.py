@@ -276,6 +276,11 @@ class Settings(_Section):
     secret_key: SecretStr | None = Field(
         None, exclude=True, description="Signing key; only from SYNDICATION_SECRET_KEY, never from the file."
     )
+    old_secret_keys: tuple[SecretStr, ...] = Field(
+        (),
+        exclude=True,
+        description="Retired signing keys whose links stay valid; only from SYNDICATION_OLD_SECRET_KEYS.",
+    )
     config_path: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -345,11 +350,15 @@ def settings_from_mapping(raw: Mapping[str, Any], path: Path, environ: Mapping[s
             if not isinstance(existing, dict):
                 raise ConfigError(f"{path}: [{section}] must be a table")
             data[section] = {**existing, key: environ[variable]}
-    for key in ("secret_key", "config_path"):
+    for key in ("secret_key", "old_secret_keys", "config_path"):
         if key in data:
             raise ConfigError(f"{path}: {key}: not a configuration key")
     if environ.get("SYNDICATION_SECRET_KEY"):
         data["secret_key"] = environ["SYNDICATION_SECRET_KEY"]
+    if environ.get("SYNDICATION_OLD_SECRET_KEYS"):
+        # Comma-separated: keys being rotated out, still accepted when reading links signed before the rotation.
+        old_keys = (key.strip() for key in environ["SYNDICATION_OLD_SECRET_KEYS"].split(","))
+        data["old_secret_keys"] = tuple(key for key in old_keys if key)
     try:
         settings = Settings.model_validate({**data, "config_path": path})
     except ValidationError as error:

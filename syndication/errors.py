@@ -30,3 +30,31 @@ class ItemError(SyndicationError):
         super().__init__(f"{where}: {reason}")
         self.where = where
         self.reason = reason
+
+
+class DeliveryError(SyndicationError):
+    """A message could not be handed to the SMTP server. ``code`` is the server's reply code, if it gave one."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason if code is None else f"{code} {reason}")
+        self.reason = reason
+        self.code = code
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """A 4xx reply, a refused connection or a timeout before the message was sent: retry later."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A 5xx reply for this recipient: do not retry; the address bounces."""
+
+
+class AmbiguousDeliveryError(DeliveryError):
+    """The connection dropped or timed out after the final dot: the server may have the message.
+
+    Retried with the same Message-ID, so receivers can drop the duplicate.
+    """
+
+
+class TokenError(SyndicationError):
+    """A signed link was forged, expired, or made for another purpose."""

@@ -31,7 +31,7 @@ from syndication.feeds.json_feed import render_json
 from syndication.feeds.output import FeedOutput
 from syndication.feeds.rss_atom import render_rss_and_atom
 from syndication.feeds.websub import notify_hub
-from syndication.mailing.message import Envelope, build_message
+from syndication.mailing.message import Envelope, build_encoded, build_message
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail
 from syndication.sources import open_source
 from syndication.sources.base import CursorMoved, PullEvent, Rejected, Source, Warned
@@ -535,9 +535,9 @@ def personalised_message(
 
     Byte for byte what rendering the digest with this recipient's links would give (the tests hold that).
     """
-    email = variant.personalised(links)
-    envelope = digest_envelope(settings, email, to_address, to_name, date, message_key, extra)
-    return build_message(envelope, email.text, email.html)
+    text_qp, html_qp = variant.encoded_for(links)
+    envelope = digest_envelope(settings, variant, to_address, to_name, date, message_key, extra)
+    return build_encoded(envelope, text_qp, html_qp)
 
 
 def preview_links(settings: Settings) -> Links:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
+from functools import lru_cache
 
 from syndication.errors import SyndicationError
 
@@ -43,17 +44,22 @@ class Envelope:
 
 def build_message(envelope: Envelope, text: str, html: str) -> bytes:
     """The complete message as bytes with CRLF line ends, ready for SMTP."""
-    boundary = _boundary(text, html)
+    return build_encoded(envelope, quoted_printable(text), quoted_printable(html))
+
+
+def build_encoded(envelope: Envelope, text_qp: bytes, html_qp: bytes) -> bytes:
+    """The message from bodies already quoted-printable encoded (see PreparedBody)."""
+    boundary = _boundary(envelope.message_id)
     return b"".join(
         (
             header_block(envelope),
             b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="' + boundary + b'"\r\n\r\n',
             b"--" + boundary + CRLF,
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
-            quoted_printable(text),
+            text_qp,
             CRLF + b"--" + boundary + CRLF,
             b"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
-            quoted_printable(html),
+            html_qp,
             CRLF + b"--" + boundary + b"--" + CRLF,
         )
     )
@@ -65,7 +71,7 @@ def header_block(envelope: Envelope) -> bytes:
         ("From", address(envelope.from_name, envelope.from_address)),
         ("To", address(envelope.to_name, envelope.to_address)),
         ("Subject", encoded_header("Subject", envelope.subject)),
-        ("Date", format_datetime(envelope.date)),
+        ("Date", _date(envelope.date)),
         ("Message-ID", checked(envelope.message_id)),
     ]
     if envelope.reply_to:
@@ -74,11 +80,18 @@ def header_block(envelope: Envelope) -> bytes:
     return b"".join(f"{name}: {value}".encode("ascii") + CRLF for name, value in lines)
 
 
+@lru_cache(maxsize=256)
+def _date(moment: datetime) -> str:
+    return format_datetime(moment)
+
+
+@lru_cache(maxsize=4096)  # the sender's address and a variant's subject repeat for thousands of messages
 def address(name: str, email: str) -> str:
     """``Name <email>``, the name RFC 2047-encoded when it is not ASCII."""
     return formataddr((checked(name), checked(email)), charset="utf-8")
 
 
+@lru_cache(maxsize=4096)
 def encoded_header(name: str, value: str) -> str:
     """A header value encoded for transport and folded under 78 characters a line."""
     folded = Header(checked(value), "utf-8", maxlinelen=76, header_name=name).encode(linesep="\r\n")
@@ -98,7 +111,41 @@ def quoted_printable(text: str) -> bytes:
     return binascii.b2a_qp(normalised, quotetabs=False, istext=True, header=False).replace(b"\n", CRLF)
 
 
-def _boundary(text: str, html: str) -> bytes:
-    # "=_" never occurs in quoted-printable output, so it cannot clash with a body; hashing keeps it stable.
-    digest = hashlib.sha256(text.encode("utf-8") + b"\0" + html.encode("utf-8")).hexdigest()[:24]
+def _boundary(message_id: str) -> bytes:
+    # "=_" never occurs in quoted-printable output, so it cannot clash with a body; made from the Message-ID,
+    # it is unique per message and the same on every retry.
+    digest = hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:24]
     return f"=_syndication_{digest}".encode("ascii")
+
+
+class PreparedBody:
+    """A body quoted-printable encoded once, except the lines that hold per-recipient placeholders.
+
+    Quoted-printable encodes line by line (a hard line break resets it), so the encoding of a body is the
+    encodings of its lines put together: encoding only the few lines with a recipient's links, and reusing the
+    rest, gives exactly the bytes encoding the whole personalised body would.
+    """
+
+    def __init__(self, body: str, placeholders: Sequence[str]) -> None:
+        self.pieces: list[bytes | str] = []
+        run: list[str] = []
+        lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        for index, line in enumerate(lines):
+            line = line if index == len(lines) - 1 else line + "\n"
+            if not line:
+                continue
+            if any(placeholder in line for placeholder in placeholders):
+                if run:
+                    self.pieces.append(quoted_printable("".join(run)))
+                    run = []
+                self.pieces.append(line)
+            else:
+                run.append(line)
+        if run:
+            self.pieces.append(quoted_printable("".join(run)))
+
+    def encode(self, substitute: Callable[[str], str]) -> bytes:
+        """The encoded body with ``substitute`` applied to each line that holds a placeholder."""
+        return b"".join(
+            piece if isinstance(piece, bytes) else quoted_printable(substitute(piece)) for piece in self.pieces
+        )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 
 from syndication.config import Settings
-from syndication.web import feeds
+from syndication.pipeline import Service
+from syndication.web import feeds, unsubscribe
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +19,34 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     """The whole web app for ``settings``: the feeds under ``/feeds/``, ``/`` sending readers there."""
     # No generated API docs: the pages are for readers and editors, not an API to explore.
-    app = FastAPI(title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None)
+    store = _Store(settings)
+    app = FastAPI(title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None, on_shutdown=[store.close])
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(feeds.router(settings))
+    app.router.routes.extend(unsubscribe.routes(store.service))
     app.add_api_route("/", _home, methods=["GET"], include_in_schema=False)
     return app
+
+
+class _Store:
+    """The store, opened on the first request that needs it (serving feeds does not) and closed at shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._service: Service | None = None
+        self._lock = threading.Lock()
+
+    def service(self) -> Service:
+        with self._lock:
+            if self._service is None:
+                self._service = Service.open(self._settings)
+            return self._service
+
+    def close(self) -> None:
+        with self._lock:
+            if self._service is not None:
+                self._service.close()
+                self._service = None
 
 
 def serve(settings: Settings, host: str, port: int) -> None:

@@ -1,0 +1,379 @@
+"""Handing messages to the SMTP relay: the only module that speaks SMTP (the only importer of smtplib).
+
+Every message goes in its own transaction with exactly one recipient, so a refusal always belongs to one
+address and can never pass unnoticed among accepted ones. The protocol is driven command by command
+(MAIL, RCPT, DATA, the message, the reply) instead of through ``sendmail``, because the outcome depends on
+*when* something goes wrong:
+
+* a 4xx reply, a refused connection, a timeout or a dropped connection before the final dot was handed to
+  the socket: :class:`TemporaryDeliveryError`, the server cannot have the message, retry later;
+* a 5xx reply to MAIL FROM, RCPT TO or the message: :class:`PermanentDeliveryError`, the address bounces;
+* a dropped connection or a timeout after the final dot was sent, before the reply:
+  :class:`AmbiguousDeliveryError`, the server may have the message (it is retried with the same Message-ID);
+* success only on the 250 reply to the message.
+
+Problems that are not about the recipient and that no retry will mend (a wrong password, a server that does
+not offer STARTTLS or AUTH, a certificate that does not verify, a 530 "authentication required") are
+:class:`~syndication.errors.ConfigError`: they stop the run instead of marking every address as bouncing.
+
+A connection is opened on the first send and kept for the next ones. After a refusal the transaction is
+reset (RSET) and the connection kept; after any other error it is closed and a new one opened by the next
+send. A :class:`SmtpClient` is not thread-safe: use one per thread.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import socket
+import ssl
+import time
+from functools import cache
+from types import TracebackType
+from typing import Self
+
+from syndication.config import SmtpSettings
+from syndication.errors import (
+    AmbiguousDeliveryError,
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
+
+# A connection unused for this long may have been dropped by the server: it is checked with NOOP first.
+IDLE_CHECK_SECONDS = 10.0
+# Dot-stuffing exactly as smtplib does it (``smtplib._quote_periods``): a line starting with "." gets another.
+_LINE_START_PERIOD = re.compile(rb"(?m)^\.")
+_ADDRESS = re.compile(r"[^\s<>@]+@[^\s<>@]+")
+_REPLY_CHARS = 300
+
+
+class SmtpClient:
+    """A connection to the relay of ``settings``, opened on the first :meth:`send` and reused.
+
+    ``local_hostname`` is the name given in EHLO (default: this host's fully qualified name);
+    ``tls_context`` replaces the default context of ``security = "tls"`` and ``"starttls"`` (to trust
+    a private certificate authority, for instance). Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        *,
+        local_hostname: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.settings = settings
+        self._local_hostname = local_hostname
+        self._tls_context = tls_context
+        self._smtp: smtplib.SMTP | None = None
+        self._last_used = 0.0
+        #: How many connections this client has opened so far.
+        self.connections_opened = 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open (it may still have been dropped by the server since)."""
+        return self._smtp is not None
+
+    def send(self, mail_from: str, recipient: str, message: bytes) -> None:
+        """Hand ``message`` (complete, CRLF line ends) to the relay for ``recipient``, from ``mail_from``.
+
+        Returns when the server answered 250 to the message; raises a DeliveryError subclass otherwise
+        (see the module's description), or ConfigError for a problem of the configuration.
+        """
+        sender = _checked_sender(mail_from)
+        to = _checked_recipient(recipient)
+        payload = data_payload(message)
+        smtp, reused = self._ready()
+        keep = False
+        try:
+            self._transaction(smtp, reused, sender, to, payload)
+            keep = True
+        except _Refusal as refusal:
+            keep = refusal.code != 421 and self._reset()
+            raise refusal.error from None
+        except (smtplib.SMTPException, OSError) as error:
+            raise TemporaryDeliveryError(
+                f"connection to {self._where} failed before the message for {to!r} was sent: {_describe(error)}"
+            ) from error
+        finally:
+            if keep:
+                self._last_used = time.monotonic()
+            else:
+                self._discard()
+
+    def close(self) -> None:
+        """Say QUIT and close the connection, if one is open; errors on the way out are ignored."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            smtp.close()
+
+    # The transaction ---------------------------------------------------------------------------------------
+
+    def _transaction(self, smtp: smtplib.SMTP, reused: bool, sender: str, recipient: str, payload: bytes) -> None:
+        try:
+            code, reply = smtp.mail(sender, self._mail_options(smtp, sender, recipient, payload))
+        except smtplib.SMTPServerDisconnected:
+            if not reused:
+                raise
+            code, reply = 421, b""
+        if code == 421 and reused:
+            # The server closed a connection kept from an earlier send: nothing was sent, open a new one.
+            self._discard()
+            smtp = self._connect()
+            code, reply = smtp.mail(sender, self._mail_options(smtp, sender, recipient, payload))
+        if code != 250:
+            raise _Refusal(self._refusal_error("MAIL FROM", code, reply, sender))
+        code, reply = smtp.rcpt(recipient)
+        if code not in (250, 251):
+            raise _Refusal(self._refusal_error("RCPT TO", code, reply, recipient))
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            raise _Refusal(self._refusal_error("DATA", code, reply, recipient))
+        smtp.send(payload)
+        # The final dot is in the socket: from here on the server may have the message.
+        try:
+            code, reply = smtp.getreply()
+        except (smtplib.SMTPException, OSError) as error:
+            raise AmbiguousDeliveryError(
+                f"no reply from {self._where} after the message for {recipient!r} was sent"
+                f" (it may have been accepted): {_describe(error)}"
+            ) from error
+        if code == 250:
+            return
+        if 400 <= code < 600:
+            raise _Refusal(self._refusal_error("the message", code, reply, recipient))
+        raise AmbiguousDeliveryError(
+            f"unexpected reply from {self._where} to the message for {recipient!r}: {_reply_text(reply)}", code
+        )
+
+    def _refusal_error(self, stage: str, code: int, reply: bytes, address: str) -> Exception:
+        text = _reply_text(reply)
+        if code == 530:
+            return ConfigError(
+                f"smtp: {self._where} requires authentication or TLS ({code} {text});"
+                " set smtp.username and smtp.password, or smtp.security"
+            )
+        reason = f"{stage} refused by {self._where} for {address!r}: {text}"
+        if 500 <= code < 600:
+            return PermanentDeliveryError(reason, code)
+        return TemporaryDeliveryError(reason, code if code > 0 else None)
+
+    def _mail_options(self, smtp: smtplib.SMTP, sender: str, recipient: str, payload: bytes) -> list[str]:
+        options: list[str] = []
+        if not (sender.isascii() and recipient.isascii()):
+            if not smtp.has_extn("smtputf8"):
+                raise _Refusal(
+                    PermanentDeliveryError(
+                        f"{self._where} does not accept internationalised addresses (SMTPUTF8): {recipient!r}"
+                    )
+                )
+            options.append("SMTPUTF8")
+        if not payload.isascii() and smtp.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
+        return options
+
+    # The connection ----------------------------------------------------------------------------------------
+
+    @property
+    def _where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+    def _ready(self) -> tuple[smtplib.SMTP, bool]:
+        """The open connection (checked with NOOP when it sat idle), or a new one; and whether it was reused."""
+        if self._smtp is not None and time.monotonic() - self._last_used > IDLE_CHECK_SECONDS:
+            try:
+                code, _reply = self._smtp.noop()
+            except (smtplib.SMTPException, OSError):
+                code = -1
+            if code != 250:
+                self._discard()
+        if self._smtp is not None:
+            return self._smtp, True
+        return self._connect(), False
+
+    def _connect(self) -> smtplib.SMTP:
+        where = self._where
+        smtp: smtplib.SMTP | None = None
+        opened = False
+        try:
+            smtp = self._new_connection()
+            self._handshake(smtp)
+            opened = True
+        except ssl.SSLCertVerificationError as error:
+            raise ConfigError(f"smtp: the certificate of {where} does not verify: {_describe(error)}") from error
+        except smtplib.SMTPConnectError as error:
+            raise TemporaryDeliveryError(
+                f"{where} refused the connection: {_reply_text(error.smtp_error)}", error.smtp_code
+            ) from error
+        except (smtplib.SMTPException, OSError) as error:
+            raise TemporaryDeliveryError(f"cannot connect to {where}: {_describe(error)}") from error
+        finally:
+            if smtp is not None and not opened:
+                smtp.close()
+        self._smtp = smtp
+        self._last_used = time.monotonic()
+        self.connections_opened += 1
+        return smtp
+
+    def _new_connection(self) -> smtplib.SMTP:
+        """A connection that has read the server's 220 greeting (smtplib refuses any other)."""
+        settings = self.settings
+        hostname = self._local_hostname or default_local_hostname()
+        if settings.security == "tls":
+            return smtplib.SMTP_SSL(
+                settings.host,
+                settings.port,
+                local_hostname=hostname,
+                timeout=settings.timeout_seconds,
+                context=self._tls_context or ssl.create_default_context(),
+            )
+        return smtplib.SMTP(settings.host, settings.port, local_hostname=hostname, timeout=settings.timeout_seconds)
+
+    def _handshake(self, smtp: smtplib.SMTP) -> None:
+        """EHLO, STARTTLS and EHLO again if asked for, AUTH if configured."""
+        settings = self.settings
+        where = self._where
+        smtp.ehlo_or_helo_if_needed()
+        if settings.security == "starttls":
+            if not smtp.has_extn("starttls"):
+                raise ConfigError(f"smtp: {where} does not offer STARTTLS (smtp.security is 'starttls')")
+            code, reply = smtp.starttls(context=self._tls_context or ssl.create_default_context())
+            if code != 220:
+                raise TemporaryDeliveryError(f"{where} refused STARTTLS: {_reply_text(reply)}", code)
+            smtp.ehlo()
+        if settings.username:
+            self._login(smtp)
+
+    def _login(self, smtp: smtplib.SMTP) -> None:
+        settings = self.settings
+        where = self._where
+        if settings.username is None or settings.password is None:
+            raise ConfigError("smtp: username is set but password is not (set SYNDICATION_SMTP_PASSWORD)")
+        try:
+            smtp.login(settings.username, settings.password.get_secret_value())
+        except smtplib.SMTPNotSupportedError as error:
+            raise ConfigError(f"smtp: {where} does not offer AUTH, but smtp.username is set") from error
+        except smtplib.SMTPAuthenticationError as error:
+            text = _reply_text(error.smtp_error)
+            if 400 <= error.smtp_code < 500:
+                raise TemporaryDeliveryError(
+                    f"{where} could not check the credentials: {text}", error.smtp_code
+                ) from error
+            raise ConfigError(
+                f"smtp: {where} refused the credentials of {settings.username!r} ({error.smtp_code} {text})"
+            ) from error
+        except smtplib.SMTPServerDisconnected:
+            raise
+        except smtplib.SMTPException as error:
+            # "No suitable authentication method found."
+            raise ConfigError(f"smtp: cannot authenticate to {where}: {_describe(error)}") from error
+
+    def _reset(self) -> bool:
+        """RSET after a refusal; whether the connection is fit for the next transaction."""
+        if self._smtp is None:
+            return False
+        try:
+            code, _reply = self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            return False
+        return code == 250
+
+    def _discard(self) -> None:
+        """Close the connection without QUIT: after an error its state is unknown."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+
+def send_one(
+    settings: SmtpSettings,
+    mail_from: str,
+    recipient: str,
+    message: bytes,
+    *,
+    local_hostname: str | None = None,
+    tls_context: ssl.SSLContext | None = None,
+) -> None:
+    """Send one message over a connection of its own (confirmation emails, test sends)."""
+    with SmtpClient(settings, local_hostname=local_hostname, tls_context=tls_context) as client:
+        client.send(mail_from, recipient, message)
+
+
+def data_payload(message: bytes) -> bytes:
+    """What goes on the wire after DATA: dot-stuffed, ending with CRLF, then the final ".", as smtplib does."""
+    stuffed = _LINE_START_PERIOD.sub(b"..", message)
+    if stuffed[-2:] != b"\r\n":
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
+
+
+@cache
+def default_local_hostname() -> str:
+    """The name smtplib would give in EHLO, worked out once per process (``getfqdn`` can be slow)."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn:
+        return fqdn
+    try:
+        return f"[{socket.gethostbyname(socket.gethostname())}]"
+    except OSError:
+        return "[127.0.0.1]"
+
+
+class _Refusal(Exception):
+    """A reply refused the transaction cleanly; the connection may carry the next one after RSET."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.code = error.code if isinstance(error, DeliveryError) and error.code is not None else 0
+
+
+def _checked_sender(address: str) -> str:
+    if address and not _plain_address(address):
+        raise ConfigError(f"refused an envelope sender that is not a plain email address: {address[:80]!r}")
+    return address
+
+
+def _checked_recipient(address: str) -> str:
+    if not _plain_address(address):
+        raise PermanentDeliveryError(f"refused a recipient that is not a plain email address: {address[:80]!r}")
+    return address
+
+
+def _plain_address(address: str) -> bool:
+    return bool(_ADDRESS.fullmatch(address)) and address.isprintable()
+
+
+def _reply_text(reply: bytes | str) -> str:
+    """A server reply on one line, bounded, without control characters (it goes into error messages)."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return _one_line(text) or "(no text)"
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, smtplib.SMTPResponseException):
+        return f"{error.smtp_code} {_reply_text(error.smtp_error)}"
+    return _one_line(str(error)) or type(error).__name__
+
+
+def _one_line(text: str) -> str:
+    printable = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(printable.split())[:_REPLY_CHARS]

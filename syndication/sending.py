@@ -1,0 +1,190 @@
+"""Sending digests: an edition per cadence and window, one delivery per subscriber with something new, drained
+through SMTP. Running it again for the same window creates nothing and sends nothing twice.
+
+The one place that wires the ledger, the subscribers, the renderer and the SMTP client together for sending;
+the command line, the scheduler and the editor pages call these functions.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import quote, urlsplit
+
+from syndication.core.digest import Digest
+from syndication.core.editions import period_before
+from syndication.core.models import CADENCES, Subscriber
+from syndication.delivery.sender import DrainReport, Outgoing, Sender, TransportFactory
+from syndication.errors import SyndicationError
+from syndication.mailing.render import Links, MailRenderer, RenderedEmail
+from syndication.pipeline import Service, compose, personalised_message
+from syndication.store import database, ledger
+from syndication.store import subscribers as subscriber_store
+from syndication.subscriptions import preferences_url, token_subject, unsubscribe_url
+from syndication.tokens import make_token, signing_keys
+
+
+@dataclass
+class SendPlan:
+    """What creating (or finding) an edition and queueing its deliveries did, or would do with ``dry_run``."""
+
+    cadence: str
+    since: datetime
+    until: datetime
+    edition: ledger.Edition | None
+    created: bool
+    recipients: int = 0
+    queued: int = 0
+    nothing_new: int = 0
+    variants: set[tuple[tuple[str, ...] | None, str]] = field(default_factory=set)
+    posts: int = 0
+
+
+def default_window(service: Service, cadence: str) -> tuple[datetime, datetime]:
+    """The period of ``cadence`` that just ended, counted in ``site.timezone``."""
+    return period_before(cadence, service.clock(), service.settings.site.timezone)
+
+
+def plan_edition(
+    service: Service, cadence: str, since: datetime, until: datetime, *, dry_run: bool = False
+) -> SendPlan:
+    """Create the edition of this window (once) and queue one delivery per active subscriber of the cadence
+    who has something new; with ``dry_run`` nothing is written and the plan says what would be sent."""
+    if cadence not in CADENCES:
+        raise SyndicationError(f"unknown cadence {cadence!r} (expected one of {', '.join(CADENCES)})")
+    if since >= until:
+        raise SyndicationError(
+            f"the window is empty: since {since.isoformat()} is not before until {until.isoformat()}"
+        )
+    plan = SendPlan(cadence, since, until, None, created=False)
+    digests: dict[tuple[str, ...] | None, Digest | None] = {}
+    chosen: list[int] = []
+    with database.transaction(service.engine) as session:
+        for subscriber in subscriber_store.active_subscribers(session, cadence):
+            plan.recipients += 1
+            themes = subscriber.themes
+            if themes not in digests:
+                digests[themes] = compose(service, since, until, themes)
+            digest = digests[themes]
+            if digest is None:
+                plan.nothing_new += 1
+                continue
+            plan.variants.add((themes, subscriber.language))
+            chosen.append(subscriber.id)
+        plan.posts = max((d.post_count for d in digests.values() if d is not None), default=0)
+        if dry_run:
+            plan.edition = ledger.find_edition(session, cadence, since, until)
+            return plan
+        plan.edition, plan.created = ledger.create_edition(session, cadence, since, until, service.clock())
+        edition_id = plan.edition.id
+        deliveries = [(subscriber_id, _message_id(edition_id, subscriber_id)) for subscriber_id in chosen]
+        plan.queued = ledger.queue(session, edition_id, deliveries, service.clock())
+    return plan
+
+
+def _message_id(edition_id: int, subscriber_id: int) -> str:
+    # Kept with the delivery and reused on every retry, so a receiver can drop a copy of an ambiguous send.
+    return f"edition-{edition_id}.{subscriber_id}.{secrets.token_hex(6)}"
+
+
+def deliver(
+    service: Service,
+    transport: TransportFactory,
+    *,
+    edition_id: int | None = None,
+    on_progress: Callable[[DrainReport], None] | None = None,
+    sender: Sender | None = None,
+) -> DrainReport:
+    """Send every due delivery (retries included) of sending editions, or of one edition."""
+    sender = sender or Sender(service.settings, service.engine, service.clock, transport)
+    builder = MessageBuilder(service)
+
+    def bounced(subscriber_id: int) -> None:
+        with database.transaction(service.engine) as session:
+            subscriber_store.set_status(session, subscriber_id, "bounced", service.clock())
+
+    return sender.drain(builder.build, edition_id=edition_id, on_progress=on_progress, on_bounce=bounced)
+
+
+class MessageBuilder:
+    """Builds each claimed delivery's message: the variant once, then the recipient's parts by substitution."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.renderer = MailRenderer(service.settings)
+        self.keys = signing_keys(service.settings)
+        self._editions: dict[int, ledger.Edition | None] = {}
+        self._variants: dict[tuple[int, tuple[str, ...] | None, str], RenderedEmail | None] = {}
+        self._sign = _dkim_signer(service)
+        base = self.settings.site.base_url
+        domain = urlsplit(base).hostname or "localhost"
+        self.list_id = self.settings.mail.list_id or f"{self.settings.site.title} <news.{domain}>"
+
+    def build(self, claims: list[ledger.Claim]) -> list[Outgoing | str]:
+        """The message of each claim, or the reason none can be sent; the batch's subscribers in one query."""
+        with database.transaction(self.service.engine) as session:
+            for edition_id in {claim.edition_id for claim in claims} - set(self._editions):
+                self._editions[edition_id] = ledger.edition(session, edition_id)
+            wanted = [claim.subscriber_id for claim in claims if claim.subscriber_id is not None]
+            found = subscriber_store.subscribers_by_ids(session, wanted)
+        return [
+            self._build_one(claim, found.get(claim.subscriber_id) if claim.subscriber_id else None) for claim in claims
+        ]
+
+    def _build_one(self, claim: ledger.Claim, subscriber: Subscriber | None) -> Outgoing | str:
+        edition = self._editions[claim.edition_id]
+        if edition is None:
+            return "the edition no longer exists"
+        if subscriber is None:
+            return "the subscriber was removed before sending"
+        if subscriber.status != "active":
+            return f"the subscriber is {subscriber.status}: not sent"
+        variant = self._variant(edition, subscriber)
+        if variant is None:
+            return "nothing new for this subscriber's themes"
+        links = self.links(edition, subscriber)
+        unsubscribe = [f"<{links.unsubscribe}>"]
+        if self.settings.mail.unsubscribe_mailto:
+            unsubscribe.append(f"<mailto:{self.settings.mail.unsubscribe_mailto}?subject=unsubscribe>")
+        extra = (
+            ("List-Id", self.list_id),
+            ("List-Unsubscribe", ", ".join(unsubscribe)),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        )
+        message = personalised_message(
+            self.settings, variant, to_address=subscriber.email, to_name=subscriber.name, links=links,
+            date=edition.until, message_key=claim.message_id, extra=extra,
+        )  # fmt: skip
+        return Outgoing(claim, subscriber.email, self._sign(message) if self._sign else message)
+
+    def links(self, edition: ledger.Edition, subscriber: Subscriber) -> Links:
+        """The subscriber's signed links for this edition."""
+        view = make_token(self.keys, "view", f"{edition.id}/{token_subject(subscriber)}")
+        return Links(
+            unsubscribe=unsubscribe_url(self.service, subscriber),
+            preferences=preferences_url(self.service, subscriber),
+            view_online=f"{self.settings.site.base_url}/editions/{edition.id}?t={quote(view, safe='')}",
+        )
+
+    def _variant(self, edition: ledger.Edition, subscriber: Subscriber) -> RenderedEmail | None:
+        key = (edition.id, subscriber.themes, subscriber.language)
+        if key not in self._variants:
+            digest = compose(self.service, edition.since, edition.until, subscriber.themes)
+            if digest is None:
+                self._variants[key] = None
+            else:
+                rendered = self.renderer.render_digest(digest, subscriber.language, intro=edition.intro or None)
+                if edition.subject:
+                    rendered = RenderedEmail(edition.subject, rendered.preheader, rendered.html, rendered.text,
+                                             rendered.language, rendered.links, rendered.problems)  # fmt: skip
+                self._variants[key] = rendered
+        return self._variants[key]
+
+
+def _dkim_signer(service: Service) -> Callable[[bytes], bytes] | None:
+    from syndication.mailing.dkim import signer
+
+    return signer(service.settings.dkim)

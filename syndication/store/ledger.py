@@ -1,0 +1,268 @@
+"""Editions and the delivery queue: what was sent to whom, claimed by which sender, and what came of it.
+
+Functions take a Session and never commit: the caller commits a claim, and later each delivery's outcome with
+its attempt record, together. On PostgreSQL several senders claim from one queue at once (``FOR UPDATE SKIP
+LOCKED``); a claim is a lease, so rows held by a sender that died return to the queue when it runs out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from syndication.store.schema import Base, DeliveryAttemptRow, DeliveryRow, EditionRow
+
+_deliveries = Base.metadata.tables[DeliveryRow.__tablename__]
+_attempts = Base.metadata.tables[DeliveryAttemptRow.__tablename__]
+
+# Edition statuses: a draft waits for approval; sending editions are drained; paused and cancelled ones are not.
+DRAFT, SENDING, PAUSED, CANCELLED, SENT = "draft", "sending", "paused", "cancelled", "sent"
+# Delivery statuses.
+QUEUED, CLAIMED, DELIVERED, DEFERRED, FAILED, BOUNCED, POISONED = (
+    "queued", "claimed", "sent", "deferred", "failed", "bounced", "poisoned",
+)  # fmt: skip
+OPEN_DELIVERIES = (QUEUED, CLAIMED, DEFERRED)
+
+
+@dataclass(frozen=True, slots=True)
+class Edition:
+    """One digest issue of a cadence, for the window ``(since, until]``."""
+
+    id: int
+    cadence: str
+    since: datetime
+    until: datetime
+    status: str
+    intro: str
+    subject: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A delivery a sender holds until ``lease_until``."""
+
+    delivery_id: int
+    edition_id: int
+    subscriber_id: int | None
+    message_id: str
+    attempts: int
+
+
+def _edition(row: EditionRow) -> Edition:
+    return Edition(row.id, row.cadence, row.since, row.until, row.status, row.intro, row.subject, row.created_at)
+
+
+def find_edition(session: Session, cadence: str, since: datetime, until: datetime) -> Edition | None:
+    """The edition of exactly this window, if one was created."""
+    row = session.scalars(
+        select(EditionRow).where(EditionRow.cadence == cadence, EditionRow.since == since, EditionRow.until == until)
+    ).first()
+    return _edition(row) if row else None
+
+
+def create_edition(
+    session: Session, cadence: str, since: datetime, until: datetime, now: datetime, status: str = SENDING
+) -> tuple[Edition, bool]:
+    """The edition of this window, created if it did not exist; True when this call created it.
+
+    Two processes racing to create it both end with the same row: the unique window decides.
+    """
+    existing = find_edition(session, cadence, since, until)
+    if existing:
+        return existing, False
+    row = EditionRow(cadence=cadence, since=since, until=until, status=status, created_at=now, intro="", subject="")
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        found = find_edition(session, cadence, since, until)
+        assert found is not None
+        return found, False
+    return _edition(row), True
+
+
+def edition(session: Session, edition_id: int) -> Edition | None:
+    """The edition with this id."""
+    row = session.get(EditionRow, edition_id)
+    return _edition(row) if row else None
+
+
+def editions(session: Session, limit: int = 50) -> list[Edition]:
+    """The newest editions first."""
+    rows = session.scalars(select(EditionRow).order_by(EditionRow.until.desc(), EditionRow.id.desc()).limit(limit))
+    return [_edition(row) for row in rows]
+
+
+def set_edition_status(session: Session, edition_id: int, status: str, now: datetime) -> None:
+    """Move an edition to ``status`` (approval also records when)."""
+    values: dict[str, object] = {"status": status}
+    if status == SENDING:
+        values["approved_at"] = now
+    session.execute(update(EditionRow).where(EditionRow.id == edition_id).values(**values))
+
+
+def set_edition_text(
+    session: Session, edition_id: int, *, intro: str | None = None, subject: str | None = None
+) -> None:
+    """An editor's intro and subject for the edition."""
+    values = {key: value for key, value in (("intro", intro), ("subject", subject)) if value is not None}
+    if values:
+        session.execute(update(EditionRow).where(EditionRow.id == edition_id).values(**values))
+
+
+def queue(session: Session, edition_id: int, deliveries: Iterable[tuple[int, str]], now: datetime) -> int:
+    """Add one delivery per (subscriber id, Message-ID); one already queued for the edition is left alone."""
+    rows = [
+        {"edition_id": edition_id, "subscriber_id": subscriber_id, "status": QUEUED, "attempts": 0, "crashes": 0,
+         "next_attempt_at": now, "message_id": message_id, "last_error": ""}
+        for subscriber_id, message_id in deliveries
+    ]  # fmt: skip
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    table = DeliveryRow.__table__
+    statement = insert(table).on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])  # type: ignore[arg-type]
+    before = count_deliveries(session, edition_id)
+    for start in range(0, len(rows), 1000):
+        session.execute(statement, rows[start : start + 1000])
+    return count_deliveries(session, edition_id) - before
+
+
+def count_deliveries(session: Session, edition_id: int) -> int:
+    """How many deliveries the edition has."""
+    return session.scalar(select(func.count()).where(DeliveryRow.edition_id == edition_id)) or 0
+
+
+def claim(
+    session: Session,
+    owner: str,
+    now: datetime,
+    *,
+    lease: timedelta,
+    limit: int,
+    max_crashes: int,
+    edition_id: int | None = None,
+) -> tuple[list[Claim], list[int]]:
+    """Lease up to ``limit`` due deliveries of sending editions to ``owner``; returns them and the ids set aside
+    as poisoned (their lease ran out ``max_crashes`` times: the sender died holding them each time)."""
+    due = (
+        select(DeliveryRow)
+        .join(EditionRow, EditionRow.id == DeliveryRow.edition_id)
+        .where(
+            EditionRow.status == SENDING,
+            (
+                (DeliveryRow.status.in_((QUEUED, DEFERRED)) & (DeliveryRow.next_attempt_at <= now))
+                | ((DeliveryRow.status == CLAIMED) & (DeliveryRow.lease_until < now))
+            ),
+        )
+        .order_by(DeliveryRow.id)
+        .limit(limit)
+    )
+    if edition_id is not None:
+        due = due.where(DeliveryRow.edition_id == edition_id)
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True, of=DeliveryRow)
+    claims: list[Claim] = []
+    poisoned: list[int] = []
+    for row in session.scalars(due):
+        if row.status == CLAIMED:  # its sender died (or hung) holding it
+            row.crashes += 1
+            if row.crashes >= max_crashes:
+                row.status, row.lease_owner, row.lease_until = POISONED, None, None
+                row.last_error = f"set aside: the sender stopped {row.crashes} times while holding it"
+                poisoned.append(row.id)
+                continue
+        row.status, row.lease_owner, row.lease_until = CLAIMED, owner, now + lease
+        claims.append(Claim(row.id, row.edition_id, row.subscriber_id, row.message_id, row.attempts))
+    return claims, poisoned
+
+
+def record(
+    connection: Connection | Session,
+    delivery_id: int,
+    owner: str,
+    now: datetime,
+    status: str,
+    *,
+    code: int | None = None,
+    detail: str = "",
+    next_attempt_at: datetime | None = None,
+) -> bool:
+    """Record an attempt's outcome, if ``owner`` still holds the delivery (a lease lost to another sender is not
+    overwritten). Returns whether it was recorded. Core statements only: this runs once per message sent."""
+    values: dict[str, object] = {
+        "status": status,
+        "attempts": _deliveries.c.attempts + 1,
+        "lease_owner": None,
+        "lease_until": None,
+        "last_error": detail[:1000],
+    }
+    if status == DELIVERED:
+        values["sent_at"] = now
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    result = connection.execute(
+        update(_deliveries)
+        .where(_deliveries.c.id == delivery_id, _deliveries.c.lease_owner == owner, _deliveries.c.status == CLAIMED)
+        .values(**values)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    connection.execute(
+        insert(_attempts).values(delivery_id=delivery_id, at=now, outcome=status, code=code, detail=detail[:1000])
+    )
+    return True
+
+
+def release(session: Session, delivery_ids: Sequence[int], owner: str) -> None:
+    """Give claimed deliveries back to the queue at once (a sender stopping cleanly)."""
+    if delivery_ids:
+        session.execute(
+            update(DeliveryRow)
+            .where(DeliveryRow.id.in_(list(delivery_ids)), DeliveryRow.lease_owner == owner)
+            .values(status=QUEUED, lease_owner=None, lease_until=None)
+        )
+
+
+def progress(session: Session, edition_id: int) -> dict[str, int]:
+    """Deliveries of the edition per status."""
+    query = (
+        select(DeliveryRow.status, func.count())
+        .where(DeliveryRow.edition_id == edition_id)
+        .group_by(DeliveryRow.status)
+    )
+    counts: dict[str, int] = dict(session.execute(query).all())
+    return counts
+
+
+def queue_depth(session: Session, now: datetime) -> int:
+    """Deliveries of sending editions still to send (due or not)."""
+    query = (
+        select(func.count())
+        .select_from(DeliveryRow)
+        .join(EditionRow, EditionRow.id == DeliveryRow.edition_id)
+        .where(EditionRow.status == SENDING, DeliveryRow.status.in_(OPEN_DELIVERIES))
+    )
+    return session.scalar(query) or 0
+
+
+def finish_editions(session: Session) -> list[int]:
+    """Mark sending editions with no open delivery left as sent; returns their ids."""
+    still_open = (
+        select(DeliveryRow.id)
+        .where(DeliveryRow.edition_id == EditionRow.id, DeliveryRow.status.in_(OPEN_DELIVERIES))
+        .exists()
+    )
+    ids = list(session.scalars(select(EditionRow.id).where(EditionRow.status == SENDING, ~still_open)))
+    if ids:
+        session.execute(update(EditionRow).where(EditionRow.id.in_(ids)).values(status=SENT))
+    return ids

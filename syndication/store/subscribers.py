@@ -1,0 +1,247 @@
+"""Storing and reading subscribers and suppressions. Functions take a Session and never commit.
+
+Addresses reach this module already checked and normalised (``syndication.subscriptions.normalise_email``);
+the suppression list holds only their SHA-256, so an erased person leaves no readable address behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES, Consent, Subscriber
+from syndication.store.schema import SubscriberRow, SuppressionRow
+
+# Rows fetched at a time when streaming: the sender walks every active subscriber without holding them all.
+_STREAM_CHUNK = 500
+
+
+def email_hash(email: str) -> str:
+    """The SHA-256 (hex) of a normalised address: what the suppression list keeps instead of the address."""
+    return hashlib.sha256(email.encode("utf-8")).hexdigest()
+
+
+def insert_subscriber(
+    session: Session,
+    *,
+    email: str,
+    name: str,
+    language: str,
+    themes: Sequence[str] | None,
+    cadence: str,
+    status: str,
+    consent: Consent,
+    now: datetime,
+) -> Subscriber:
+    """Add a subscriber; an ``active`` one counts as confirmed at ``now``. The address must be new."""
+    _check(status=status, cadence=cadence)
+    row = SubscriberRow(
+        email=email,
+        name=name,
+        language=language,
+        themes=None if themes is None else list(themes),
+        cadence=cadence,
+        status=status,
+        consent_at=consent.at,
+        consent_method=consent.method,
+        consent_source=consent.source,
+        created_at=now,
+        status_changed_at=now,
+        confirmed_at=now if status == "active" else None,
+    )
+    session.add(row)
+    session.flush()
+    return _subscriber(row)
+
+
+def subscriber_by_id(session: Session, subscriber_id: int) -> Subscriber | None:
+    """The subscriber with this id, or None."""
+    row = session.get(SubscriberRow, subscriber_id)
+    return _subscriber(row) if row is not None else None
+
+
+def subscribers_by_ids(session: Session, subscriber_ids: Sequence[int]) -> dict[int, Subscriber]:
+    """The subscribers with these ids (those still there), by id, in one query."""
+    rows = session.scalars(select(SubscriberRow).where(SubscriberRow.id.in_(list(subscriber_ids))))
+    return {row.id: _subscriber(row) for row in rows}
+
+
+def subscriber_by_email(session: Session, email: str) -> Subscriber | None:
+    """The subscriber with this normalised address, or None."""
+    row = session.scalars(select(SubscriberRow).where(SubscriberRow.email == email)).one_or_none()
+    return _subscriber(row) if row is not None else None
+
+
+def status_since(session: Session, subscriber_id: int) -> datetime | None:
+    """When the subscriber's status last changed, or None if there is no such subscriber."""
+    return session.scalar(select(SubscriberRow.status_changed_at).where(SubscriberRow.id == subscriber_id))
+
+
+def update_preferences(
+    session: Session,
+    subscriber_id: int,
+    *,
+    name: str | None = None,
+    language: str | None = None,
+    themes: Sequence[str] | None = None,
+    everything: bool = False,
+    cadence: str | None = None,
+) -> Subscriber | None:
+    """Change what is given (None keeps a value; ``everything=True`` sets themes to all); None if not found."""
+    row = session.get(SubscriberRow, subscriber_id)
+    if row is None:
+        return None
+    if cadence is not None:
+        _check(cadence=cadence)
+        row.cadence = cadence
+    if name is not None:
+        row.name = name
+    if language is not None:
+        row.language = language
+    if everything:
+        row.themes = None
+    elif themes is not None:
+        row.themes = list(themes)
+    session.flush()
+    return _subscriber(row)
+
+
+def set_status(session: Session, subscriber_id: int, status: str, now: datetime) -> Subscriber | None:
+    """Set a subscriber's status (a change is dated ``now``; becoming active confirms); None if not found."""
+    _check(status=status)
+    row = session.get(SubscriberRow, subscriber_id)
+    if row is None:
+        return None
+    if row.status != status:
+        row.status = status
+        row.status_changed_at = now
+    if status == "active" and row.confirmed_at is None:
+        row.confirmed_at = now
+    session.flush()
+    return _subscriber(row)
+
+
+def record_consent(session: Session, subscriber_id: int, consent: Consent) -> Subscriber | None:
+    """Replace the consent record (a renewed consent replaces the old one); None if not found."""
+    row = session.get(SubscriberRow, subscriber_id)
+    if row is None:
+        return None
+    row.consent_at, row.consent_method, row.consent_source = consent.at, consent.method, consent.source
+    session.flush()
+    return _subscriber(row)
+
+
+def delete_subscriber(session: Session, subscriber_id: int) -> bool:
+    """Erase a subscriber's row; their deliveries stay, with no subscriber (the foreign key sets NULL)."""
+    result = session.execute(delete(SubscriberRow).where(SubscriberRow.id == subscriber_id))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def active_subscribers(session: Session, cadence: str) -> Iterator[Subscriber]:
+    """Every active subscriber of ``cadence`` in id order, fetched in chunks (the sender's list)."""
+    _check(cadence=cadence)
+    return subscribers(session, status="active", cadence=cadence)
+
+
+def subscribers(session: Session, *, status: str | None = None, cadence: str | None = None) -> Iterator[Subscriber]:
+    """Subscribers in id order, optionally of one status and one cadence, fetched in chunks."""
+    _check(status=status, cadence=cadence)
+    return (_subscriber(row) for row in _rows(session, status=status, cadence=cadence))
+
+
+def subscriber_records(
+    session: Session, *, status: str | None = None, cadence: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every column we hold on each subscriber, by column name, in id order: what an export must show.
+
+    Read from the table itself, so a column added later is exported without anyone remembering to.
+    """
+    _check(status=status, cadence=cadence)
+    columns = record_columns()
+    return ({key: getattr(row, key) for key in columns} for row in _rows(session, status=status, cadence=cadence))
+
+
+def record_columns() -> list[str]:
+    """The names of every column of a subscriber, in table order (the keys of ``subscriber_records``)."""
+    return [column.key for column in SubscriberRow.__table__.columns]
+
+
+def status_counts(session: Session) -> dict[tuple[str, str], int]:
+    """How many subscribers there are per (cadence, status)."""
+    query = select(SubscriberRow.cadence, SubscriberRow.status, func.count()).group_by(
+        SubscriberRow.cadence, SubscriberRow.status
+    )
+    return {(cadence, status): count for cadence, status, count in session.execute(query)}
+
+
+def theme_counts(session: Session, status: str = "active") -> dict[str | None, int]:
+    """How many subscribers of ``status`` follow each theme slug; the None key counts those who follow everything."""
+    _check(status=status)
+    counts: Counter[str | None] = Counter()
+    query = (
+        select(SubscriberRow.themes).where(SubscriberRow.status == status).execution_options(yield_per=_STREAM_CHUNK)
+    )
+    # Themes are a JSON list, which SQLite and PostgreSQL unnest differently: count them here instead.
+    for themes in session.scalars(query):
+        if themes is None:
+            counts[None] += 1
+        else:
+            counts.update(themes)
+    return dict(counts)
+
+
+def suppression_reason(session: Session, email: str) -> tuple[str, datetime] | None:
+    """Why and since when ``email`` (normalised) is suppressed, or None if it is not."""
+    row = session.get(SuppressionRow, email_hash(email))
+    return (row.reason, row.created_at) if row is not None else None
+
+
+def suppress(session: Session, email: str, reason: str, now: datetime) -> None:
+    """Keep ``email``'s hash so that it cannot be added again silently; suppressing twice keeps the first."""
+    if session.get(SuppressionRow, email_hash(email)) is None:
+        session.add(SuppressionRow(email_hash=email_hash(email), reason=reason, created_at=now))
+        session.flush()
+
+
+def lift_suppression(session: Session, email: str) -> bool:
+    """Forget ``email``'s suppression (the person asked to subscribe again); whether there was one."""
+    result = session.execute(delete(SuppressionRow).where(SuppressionRow.email_hash == email_hash(email)))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _rows(session: Session, *, status: str | None, cadence: str | None) -> Iterator[SubscriberRow]:
+    query = select(SubscriberRow).order_by(SubscriberRow.id).execution_options(yield_per=_STREAM_CHUNK)
+    if status is not None:
+        query = query.where(SubscriberRow.status == status)
+    if cadence is not None:
+        query = query.where(SubscriberRow.cadence == cadence)
+    yield from session.scalars(query)
+
+
+def _check(*, status: str | None = None, cadence: str | None = None) -> None:
+    # Values come from use cases that validated them; a wrong one here is a programming error, not user input.
+    if status is not None and status not in SUBSCRIBER_STATUSES:
+        raise ValueError(f"unknown subscriber status {status!r}")
+    if cadence is not None and cadence not in CADENCES:
+        raise ValueError(f"unknown cadence {cadence!r}")
+
+
+def _subscriber(row: SubscriberRow) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        language=row.language,
+        themes=None if row.themes is None else tuple(row.themes),
+        cadence=row.cadence,
+        status=row.status,
+        consent=Consent(at=row.consent_at, method=row.consent_method, source=row.consent_source),
+        created_at=row.created_at,
+        confirmed_at=row.confirmed_at,
+    )

@@ -1,0 +1,663 @@
+"""Subscriber use cases: add and import with consent and double opt-in, confirm, unsubscribe, bounce, remove, export.
+
+Every address is checked and normalised here before the store sees it. Rules the use cases keep:
+
+- Only ``active`` subscribers get digests. Someone added without confirmed consent is ``pending`` and is sent a
+  confirmation email with a signed link that expires after 7 days.
+- An address that is unsubscribed, bounced or complained becomes active again only with confirmed consent.
+- ``remove`` erases the row and keeps the SHA-256 of the address as a suppression, so neither an import nor an
+  add brings the person back unless they asked again (``confirmed`` and ``resubscribe``).
+
+Transactions are opened here (one per use case, or one per import); emails are sent after they commit, so a
+slow or failing SMTP server never holds a transaction open or undoes a stored subscriber.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import secrets
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.orm import Session
+
+from syndication.config import Settings
+from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES, Consent, Notice, Subscriber
+from syndication.delivery.smtp import SmtpClient, send_one
+from syndication.errors import ConfigError, DeliveryError, SyndicationError, TokenError
+from syndication.mailing.message import build_message
+from syndication.mailing.render import Links, MailRenderer
+from syndication.pipeline import Service, digest_envelope
+from syndication.store import database
+from syndication.store import subscribers as store
+from syndication.tokens import make_token, read_token, signing_keys
+
+MAX_NAME_LENGTH = 200
+DEFAULT_CADENCE = "weekly"
+IMPORT_COLUMNS = ("email", "name", "themes", "cadence", "language")
+
+# Statuses that end a subscription: only the person's renewed, confirmed consent makes them active again.
+ENDED_STATUSES = ("unsubscribed", "bounced", "complained")
+
+# Bidirectional overrides and isolates can make a name display as something else in lists and headers.
+_BIDI_CONTROLS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+class SubscriberError(SyndicationError):
+    """A subscriber or a change to one was refused; the message names the address and the reason."""
+
+
+# --- Checking what people give us -----------------------------------------------------------------------------
+
+
+def normalise_email(address: str) -> str:
+    """``address`` checked (syntax only, no DNS) and normalised, or SubscriberError naming it.
+
+    The result is ASCII (an internationalised domain in its ``xn--`` form) and lower case throughout, so that one
+    mailbox is one subscriber and one suppression hash whatever case or script it was typed in. Lower-casing the
+    part before the @ is a choice: RFC 5321 lets a server tell ``Ana@`` from ``ana@``, but no mailbox provider
+    does, and two rows for one person would mean two digests. Addresses with non-ASCII before the @ are refused:
+    delivering to them needs SMTPUTF8, which the messages we build do not use.
+    """
+    candidate = address.strip()
+    try:
+        checked = validate_email(candidate, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as error:
+        raise SubscriberError(f"{address!r} is not a valid email address: {error}") from None
+    ascii_email = checked.ascii_email or checked.normalized
+    local, _, domain = ascii_email.rpartition("@")
+    return f"{local.lower()}@{domain.lower()}"
+
+
+def clean_name(name: str) -> str:
+    """A display name on one line: line breaks, tabs and other control characters become spaces or go.
+
+    Refused (SubscriberError) when longer than MAX_NAME_LENGTH characters once cleaned.
+    """
+    normal = unicodedata.normalize("NFC", name)
+    kept = []
+    for char in normal:
+        category = unicodedata.category(char)
+        if char in _BIDI_CONTROLS:
+            continue
+        # Cc: C0/C1 controls (CR, LF, TAB, NUL...); Zl/Zp: Unicode line and paragraph separators.
+        kept.append(" " if category in ("Cc", "Zl", "Zp") else char)
+    cleaned = " ".join("".join(kept).split())
+    if len(cleaned) > MAX_NAME_LENGTH:
+        raise SubscriberError(
+            f"name is {len(cleaned)} characters long (at most {MAX_NAME_LENGTH}): {cleaned[:40]!r}..."
+        )
+    return cleaned
+
+
+def parse_themes(settings: Settings, value: str | Iterable[str]) -> tuple[str, ...] | None:
+    """Theme slugs from ``"a,b"``, ``"a;b"`` or a list, checked against the configured themes, in digest order.
+
+    Nothing given (empty) means every theme and gives None. An unknown slug is refused, naming it.
+    """
+    parts = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
+    chosen = {part.strip().lower() for part in parts if part.strip()}
+    if not chosen:
+        return None
+    known = [theme.slug for theme in settings.themes]
+    unknown = sorted(chosen - set(known))
+    if unknown:
+        raise SubscriberError(f"unknown theme {unknown[0]!r} (known: {', '.join(known) or 'none configured'})")
+    return tuple(slug for slug in known if slug in chosen)
+
+
+def check_cadence(value: str) -> str:
+    """``value`` as one of CADENCES, or SubscriberError."""
+    cadence = value.strip().lower()
+    if cadence not in CADENCES:
+        raise SubscriberError(f"unknown cadence {value!r} (one of {', '.join(CADENCES)})")
+    return cadence
+
+
+def check_language(settings: Settings, value: str) -> str:
+    """``value`` as one of ``[digest] languages`` (as configured, whatever its case), or SubscriberError."""
+    for language in settings.digest.languages:
+        if language.lower() == value.strip().lower().replace("_", "-"):
+            return language
+    raise SubscriberError(f"unknown language {value!r} (digests are written in {', '.join(settings.digest.languages)})")
+
+
+def default_language(settings: Settings) -> str:
+    """The site's language when digests are written in it, else the first digest language."""
+    languages = settings.digest.languages
+    return settings.site.language if settings.site.language in languages else languages[0]
+
+
+def check_status(value: str) -> str:
+    """``value`` as one of SUBSCRIBER_STATUSES, or SubscriberError."""
+    if value not in SUBSCRIBER_STATUSES:
+        raise SubscriberError(f"unknown status {value!r} (one of {', '.join(SUBSCRIBER_STATUSES)})")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What was asked for one address; None fields were not given (defaults for a new subscriber, kept on update).
+
+    ``themes`` is None when not given, ``()`` for every theme.
+    """
+
+    email: str
+    name: str | None
+    themes: tuple[str, ...] | None
+    cadence: str | None
+    language: str | None
+
+
+def _request(
+    settings: Settings,
+    email: str,
+    name: str | None,
+    themes: str | Sequence[str] | None,
+    cadence: str | None,
+    language: str | None,
+) -> _Request:
+    normal = normalise_email(email)
+    try:
+        chosen = None if themes is None else (parse_themes(settings, themes) or ())
+        return _Request(
+            email=normal,
+            name=None if name is None else clean_name(name),
+            themes=chosen,
+            cadence=None if cadence is None else check_cadence(cadence),
+            language=None if language is None else check_language(settings, language),
+        )
+    except SubscriberError as error:
+        raise SubscriberError(f"{normal}: {error}") from None
+
+
+# --- Adding and importing -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """What adding one address did.
+
+    ``action``: ``added``; ``resubscribed`` (a suppressed address, on renewed consent); ``confirmed`` (pending made
+    active); ``reactivated`` (unsubscribed, bounced or complained made active); ``updated`` / ``unchanged`` (an
+    existing subscriber with ``update``); ``exists`` (an existing subscriber, nothing changed).
+    """
+
+    subscriber: Subscriber
+    action: str
+    confirmation_sent: bool = False
+    confirmation_error: str | None = None
+
+
+def add_subscriber(
+    service: Service,
+    email: str,
+    *,
+    name: str | None = None,
+    themes: str | Sequence[str] | None = None,
+    cadence: str | None = None,
+    language: str | None = None,
+    confirmed: bool = False,
+    update: bool = False,
+    resubscribe: bool = False,
+    consent_method: str = "cli",
+    consent_source: str = "command line",
+) -> AddOutcome:
+    """Add one subscriber, or act on the existing one, then send the confirmation email if they are pending.
+
+    ``themes`` None is "not given", empty is "every theme". ``confirmed`` records that the person's consent is
+    confirmed (they become active without the email). An existing address changes only with ``update`` (the
+    preferences given) or ``confirmed`` (pending or ended becomes active); a pending one is sent its confirmation
+    email again. A suppressed (removed) address is refused unless ``confirmed`` and ``resubscribe``.
+    """
+    settings = service.settings
+    if resubscribe and not confirmed:
+        raise SubscriberError("re-subscribing a removed address needs their confirmed consent (--confirmed)")
+    request = _request(settings, email, name, themes, cadence, language)
+    keys = None if confirmed else signing_keys(settings)  # before storing anything: a pending add must send
+    now = service.clock()
+    source = consent_source + (", consent confirmed by the operator" if confirmed else ", double opt-in")
+    consent = Consent(at=now, method=consent_method, source=source)
+    with database.transaction(service.engine) as session:
+        subscriber, action = _apply(
+            session, settings, request, now, consent, confirmed=confirmed, update=update, resubscribe=resubscribe
+        )
+    if subscriber.status != "pending" or keys is None:
+        return AddOutcome(subscriber, action)
+    try:
+        send_confirmation(service, subscriber)
+    except (DeliveryError, ConfigError) as error:  # stored all the same: adding them again sends it again
+        return AddOutcome(subscriber, action, confirmation_error=str(error))
+    return AddOutcome(subscriber, action, confirmation_sent=True)
+
+
+def _apply(
+    session: Session,
+    settings: Settings,
+    request: _Request,
+    now: datetime,
+    consent: Consent,
+    *,
+    confirmed: bool,
+    update: bool,
+    resubscribe: bool,
+    resubscribe_hint: str = " (add it with --confirmed --resubscribe if they asked to subscribe again)",
+) -> tuple[Subscriber, str]:
+    """Add or change one subscriber inside the caller's transaction; SubscriberError when refused."""
+    existing = store.subscriber_by_email(session, request.email)
+    if existing is None:
+        suppressed = store.suppression_reason(session, request.email)
+        action = "added"
+        if suppressed is not None:
+            if not (confirmed and resubscribe):
+                reason, since = suppressed
+                raise SubscriberError(
+                    f"{request.email} was {reason} on {since.date().isoformat()} and is suppressed: not added again"
+                    + resubscribe_hint
+                )
+            store.lift_suppression(session, request.email)
+            action = "resubscribed"
+        subscriber = store.insert_subscriber(
+            session,
+            email=request.email,
+            name=request.name or "",
+            language=request.language or default_language(settings),
+            themes=request.themes or None,
+            cadence=request.cadence or DEFAULT_CADENCE,
+            status="active" if confirmed else "pending",
+            consent=consent,
+            now=now,
+        )
+        return subscriber, action
+
+    if existing.status in ENDED_STATUSES and not confirmed:
+        raise SubscriberError(
+            f"{request.email} is {existing.status} (since {_since(session, existing)}): it becomes active again"
+            " only with their confirmed consent (--confirmed)"
+        )
+    action = "exists"
+    subscriber = existing
+    if update:
+        themes = None if request.themes is None else (request.themes or None)  # () is every theme: stored None
+        changed = (
+            (request.name is not None and request.name != existing.name)
+            or (request.language is not None and request.language != existing.language)
+            or (request.cadence is not None and request.cadence != existing.cadence)
+            or (request.themes is not None and themes != existing.themes)
+        )
+        if changed:
+            updated = store.update_preferences(
+                session,
+                existing.id,
+                name=request.name,
+                language=request.language,
+                cadence=request.cadence,
+                themes=themes,
+                everything=request.themes == (),
+            )
+            assert updated is not None
+            subscriber = updated
+        action = "updated" if changed else "unchanged"
+    if confirmed and existing.status != "active":
+        action = "confirmed" if existing.status == "pending" else "reactivated"
+        store.record_consent(session, existing.id, consent)
+        activated = store.set_status(session, existing.id, "active", now)
+        assert activated is not None
+        subscriber = activated
+    return subscriber, action
+
+
+def _since(session: Session, subscriber: Subscriber) -> str:
+    moment = store.status_since(session, subscriber.id) or subscriber.created_at
+    return moment.date().isoformat()
+
+
+@dataclass
+class ImportReport:
+    """What one import of a CSV file did; ``refused`` and ``send_failures`` name the line of each problem."""
+
+    source: str
+    read: int = 0
+    added: int = 0
+    activated: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    confirmations_sent: int = 0
+    refused: list[Notice] = field(default_factory=list)
+    send_failures: list[Notice] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no row was refused and every confirmation email went out."""
+        return not self.refused and not self.send_failures
+
+
+def import_subscribers(service: Service, path: Path, *, confirmed: bool = False, update: bool = False) -> ImportReport:
+    """Add the subscribers of a CSV file (header ``email,name,themes,cadence,language``; only email is required).
+
+    Each row is checked on its own: a bad one is reported with its line number and the good ones are kept.
+    Rows for existing subscribers change nothing unless ``update`` (the row's columns replace theirs; empty
+    cadence or language cells keep theirs) or ``confirmed`` (pending or ended becomes active). Suppressed
+    addresses are always refused. New subscribers are pending and sent a confirmation email, or active when
+    ``confirmed``. The rows are written in one transaction; emails go out after it commits.
+    """
+    settings = service.settings
+    report = ImportReport(source=str(path))
+    keys = None if confirmed else signing_keys(settings)
+    rows = list(_read_csv(settings, path, report))
+    now = service.clock()
+    to_confirm: list[tuple[int, Subscriber]] = []
+    with database.transaction(service.engine) as session:
+        for line, request in rows:
+            source = f"import of {path.name}, line {line}" + (
+                ", consent confirmed by the operator" if confirmed else ", double opt-in"
+            )
+            try:
+                subscriber, action = _apply(
+                    session,
+                    settings,
+                    request,
+                    now,
+                    Consent(at=now, method="import", source=source),
+                    confirmed=confirmed,
+                    update=update,
+                    resubscribe=False,
+                    resubscribe_hint=" (only 'subscribers add --confirmed --resubscribe' can add it again)",
+                )
+            except SubscriberError as error:
+                report.refused.append(Notice(report.source, f"line {line}", str(error)))
+                continue
+            if action == "added":
+                report.added += 1
+            elif action in ("confirmed", "reactivated"):
+                report.activated += 1
+            elif action == "updated":
+                report.updated += 1
+            else:
+                report.unchanged += 1
+            # Only new addresses are written to: running the same import again must not mail everyone pending.
+            if subscriber.status == "pending" and keys is not None and action == "added":
+                to_confirm.append((line, subscriber))
+    stopped: ConfigError | None = None
+    with SmtpClient(settings.smtp) as client:
+        for line, subscriber in to_confirm:
+            try:
+                if stopped is not None:  # a relay that refuses our settings refuses every message: do not retry
+                    raise stopped
+                send_confirmation(service, subscriber, client=client)
+            except ConfigError as error:
+                stopped = error
+                report.send_failures.append(Notice(report.source, f"line {line}", f"{subscriber.email}: {error}"))
+            except DeliveryError as error:
+                report.send_failures.append(Notice(report.source, f"line {line}", f"{subscriber.email}: {error}"))
+            else:
+                report.confirmations_sent += 1
+    report.refused.sort(key=lambda notice: int(notice.where.removeprefix("line ")))
+    return report
+
+
+def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[tuple[int, _Request]]:
+    """The good rows of the file with their line numbers; bad rows go to ``report.refused``."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte order mark is what spreadsheets write
+    except FileNotFoundError:
+        raise SubscriberError(f"{path}: no such file") from None
+    except UnicodeDecodeError as error:
+        raise SubscriberError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise SubscriberError(f"{path}: cannot be read: {error.strerror}") from None
+    # Lines end only at CR, LF or CRLF, as the csv module expects (str.splitlines would also cut at U+2028).
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [column.strip().lower() for column in next(reader)]
+    except StopIteration:
+        raise SubscriberError(f"{path}: empty file (expected a header row: {','.join(IMPORT_COLUMNS)})") from None
+    except csv.Error as error:
+        raise SubscriberError(f"{path}: line 1: {error}") from None
+    unknown = [column for column in header if column not in IMPORT_COLUMNS]
+    if "email" not in header or unknown or len(set(header)) != len(header):
+        problem = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column"
+        if not unknown and "email" in header:
+            problem = "a column is named twice"
+        raise SubscriberError(
+            f"{path}: line 1: {problem}; the header row names columns among {','.join(IMPORT_COLUMNS)}"
+        )
+    seen: dict[str, int] = {}
+    line = reader.line_num
+    while True:
+        start = line + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            raise SubscriberError(f"{path}: line {start}: {error}") from None
+        line = reader.line_num
+        if not any(cell.strip() for cell in cells):
+            continue
+        report.read += 1
+        if len(cells) > len(header):
+            report.refused.append(
+                Notice(report.source, f"line {start}", f"{len(cells)} fields, the header has {len(header)}")
+            )
+            continue
+        values: dict[str, str] = dict(zip(header, cells, strict=False))
+        try:
+            request = _request(
+                settings,
+                values.get("email", ""),
+                name=values.get("name") if "name" in header else None,
+                themes=values.get("themes", "") if "themes" in header else None,
+                cadence=values.get("cadence", "").strip() or None,
+                language=values.get("language", "").strip() or None,
+            )
+        except SubscriberError as error:
+            report.refused.append(Notice(report.source, f"line {start}", str(error)))
+            continue
+        if request.email in seen:
+            reason = f"{request.email}: the same address as line {seen[request.email]}"
+            report.refused.append(Notice(report.source, f"line {start}", reason))
+            continue
+        seen[request.email] = start
+        yield start, request
+
+
+# --- Signed links ---------------------------------------------------------------------------------------------
+
+
+def token_subject(subscriber: Subscriber) -> str:
+    """What a subscriber's links carry: their id and a check of their address.
+
+    The check keeps an old link from acting on someone else: SQLite may give a new subscriber the id of one
+    erased before, but not their address. Tokens are signed, not encrypted; neither part is a secret.
+    """
+    return f"{subscriber.id}:{store.email_hash(subscriber.email)[:12]}"
+
+
+def subscriber_token(service: Service, purpose: str, subscriber: Subscriber) -> str:
+    """A signed token for one of ``subscriber``'s links (``confirm``, ``unsubscribe``, ``preferences``)."""
+    return make_token(signing_keys(service.settings), purpose, token_subject(subscriber), now=service.clock())
+
+
+def confirm_url(service: Service, subscriber: Subscriber) -> str:
+    """The link that confirms ``subscriber``'s subscription (valid for 7 days)."""
+    return f"{service.settings.site.base_url}/subscribe/confirm/{subscriber_token(service, 'confirm', subscriber)}"
+
+
+def unsubscribe_url(service: Service, subscriber: Subscriber) -> str:
+    """The link that unsubscribes ``subscriber`` (it does not expire)."""
+    return f"{service.settings.site.base_url}/unsubscribe/{subscriber_token(service, 'unsubscribe', subscriber)}"
+
+
+def preferences_url(service: Service, subscriber: Subscriber) -> str:
+    """The link to ``subscriber``'s preferences page (it does not expire)."""
+    return f"{service.settings.site.base_url}/preferences/{subscriber_token(service, 'preferences', subscriber)}"
+
+
+def subscriber_from_token(session: Session, service: Service, purpose: str, token: str) -> Subscriber | None:
+    """The subscriber a token of ``purpose`` was made for; None if they were erased since.
+
+    The subject is ``token_subject``'s "id:check"; a bare id is read too (links made that way cannot tell a
+    reused id apart). Raises TokenError for a forged, expired or other-purpose token.
+    """
+    subject = read_token(signing_keys(service.settings), purpose, token, now=service.clock())
+    identifier, _, check = subject.partition(":")
+    if not identifier.isdigit():
+        raise TokenError(f"this {purpose} link is not valid")
+    subscriber = store.subscriber_by_id(session, int(identifier))
+    if subscriber is None or (check and store.email_hash(subscriber.email)[:12] != check):
+        return None
+    return subscriber
+
+
+# --- Confirmation email ---------------------------------------------------------------------------------------
+
+
+def send_confirmation(service: Service, subscriber: Subscriber, *, client: SmtpClient | None = None) -> None:
+    """Email ``subscriber`` the link that confirms their subscription, in their language.
+
+    Sent over ``client``'s connection when given (an import sends many), else over a connection of its own.
+    Raises DeliveryError when the SMTP server does not take the message (the subscriber stays pending), and
+    ConfigError when the relay or the signing key is not configured right.
+    """
+    settings = service.settings
+    url = confirm_url(service, subscriber)
+    base = settings.site.base_url
+    # The confirmation has no unsubscribe or online copy; the shared layout's links lead to the site instead.
+    links = Links(unsubscribe=url, preferences=f"{base}/", view_online=f"{base}/")
+    email = MailRenderer(settings).render_notice("confirm", subscriber.language, {"confirm_url": url}, links)
+    key = f"confirm.{subscriber.id}.{secrets.token_hex(8)}"
+    envelope = digest_envelope(
+        settings,
+        email,
+        subscriber.email,
+        subscriber.name,
+        service.clock(),
+        key,
+        (("Auto-Submitted", "auto-generated"),),
+    )
+    message = build_message(envelope, email.text, email.html)
+    mail_from = settings.mail.bounce_address or settings.mail.from_address
+    if client is not None:
+        client.send(mail_from, subscriber.email, message)
+    else:
+        send_one(settings.smtp, mail_from, subscriber.email, message)
+
+
+# --- Status changes -------------------------------------------------------------------------------------------
+
+
+def confirm(service: Service, token: str) -> Subscriber:
+    """Activate the pending subscriber a confirmation link was made for; confirming twice changes nothing.
+
+    Raises TokenError for a forged, expired or other-purpose link, and SubscriberError when the subscription
+    was removed or has ended since (an old link does not undo an unsubscribe).
+    """
+    with database.transaction(service.engine) as session:
+        subscriber = subscriber_from_token(session, service, "confirm", token)
+        if subscriber is None:
+            raise SubscriberError("this subscription no longer exists: subscribe again")
+        if subscriber.status in ENDED_STATUSES:
+            raise SubscriberError(f"{subscriber.email} is {subscriber.status}: subscribe again to receive digests")
+        if subscriber.status == "active":
+            return subscriber
+        activated = store.set_status(session, subscriber.id, "active", service.clock())
+        assert activated is not None
+        return activated
+
+
+def unsubscribe(service: Service, token_or_id: str | int) -> Subscriber | None:
+    """Unsubscribe by an unsubscribe link's token or by id; None when there is no such subscriber (any more).
+
+    Idempotent. A bounced or complained subscriber keeps that status: they get nothing either way, and it says
+    more about the address.
+    """
+    with database.transaction(service.engine) as session:
+        if isinstance(token_or_id, int):
+            subscriber = store.subscriber_by_id(session, token_or_id)
+        else:
+            subscriber = subscriber_from_token(session, service, "unsubscribe", token_or_id)
+        if subscriber is None or subscriber.status not in ("pending", "active"):
+            return subscriber
+        return store.set_status(session, subscriber.id, "unsubscribed", service.clock())
+
+
+def mark_bounced(service: Service, subscriber_id: int) -> Subscriber | None:
+    """Stop sending to an address that bounces for good; None when there is no such subscriber.
+
+    Only a pending or active subscriber becomes ``bounced``: an unsubscribe or a complaint says more.
+    """
+    with database.transaction(service.engine) as session:
+        subscriber = store.subscriber_by_id(session, subscriber_id)
+        if subscriber is None or subscriber.status not in ("pending", "active"):
+            return subscriber
+        return store.set_status(session, subscriber_id, "bounced", service.clock())
+
+
+def remove_subscriber(service: Service, email: str) -> str:
+    """Erase everything we hold on an address and suppress it; returns what was done.
+
+    ``removed``: the subscriber was erased (their deliveries stay, with no subscriber). ``suppressed``: there was
+    no subscriber, and the address is now suppressed all the same (the person asked not to be on the list).
+    ``already removed``: it was suppressed before. Only the SHA-256 of the address is kept.
+    """
+    normal = normalise_email(email)
+    now = service.clock()
+    with database.transaction(service.engine) as session:
+        subscriber = store.subscriber_by_email(session, normal)
+        already = store.suppression_reason(session, normal) is not None
+        if subscriber is not None:
+            store.delete_subscriber(session, subscriber.id)
+        store.suppress(session, normal, "removed", now)
+    if subscriber is not None:
+        return "removed"
+    return "already removed" if already else "suppressed"
+
+
+# --- Reading --------------------------------------------------------------------------------------------------
+
+
+def list_subscribers(service: Service, *, status: str | None = None, cadence: str | None = None) -> list[Subscriber]:
+    """Subscribers in id order, optionally of one status and one cadence."""
+    status = None if status is None else check_status(status)
+    cadence = None if cadence is None else check_cadence(cadence)
+    with database.transaction(service.engine) as session:
+        return list(store.subscribers(session, status=status, cadence=cadence))
+
+
+def export_subscribers(service: Service, out: TextIO) -> int:
+    """Write every subscriber as CSV, every column we hold (consent included); returns how many.
+
+    Times are ISO 8601 UTC; ``themes`` are joined with ``;`` and empty for every theme, as import reads them.
+    """
+    columns = store.record_columns()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    count = 0
+    with database.transaction(service.engine) as session:
+        for record in store.subscriber_records(session):
+            writer.writerow([_cell(record[column]) for column in columns])
+            count += 1
+    return count
+
+
+def subscriber_counts(service: Service) -> dict[tuple[str, str], int]:
+    """How many subscribers there are per (cadence, status)."""
+    with database.transaction(service.engine) as session:
+        return store.status_counts(session)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return ";".join(str(item) for item in value)
+    return str(value)

@@ -1,0 +1,111 @@
+"""Signed links: make and read the tokens in confirm, unsubscribe, preferences and view-online URLs.
+
+A token carries a short subject (a subscriber's id, "edition:subscriber", ...) and the time it was made,
+HMAC-SHA256 signed with ``SYNDICATION_SECRET_KEY``. The purpose is the salt, so a token made for one purpose is
+refused for every other; nothing in it can be changed or guessed from an id without the key. Keys rotate through
+``SYNDICATION_OLD_SECRET_KEYS``: links signed with an old key still read, and every new link is signed with the
+current one. This module is the only user of itsdangerous.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+
+from syndication.config import Settings
+from syndication.errors import ConfigError, TokenError
+
+PURPOSES: Final = ("confirm", "unsubscribe", "preferences", "view")
+
+# How long a link stays valid when the caller does not say: a confirmation is asked for now and answered within
+# days; unsubscribe and preferences links sit in old emails and must keep working (None: no expiry).
+DEFAULT_MAX_AGE_SECONDS: Final[dict[str, int | None]] = {
+    "confirm": 7 * 24 * 3600,
+    "unsubscribe": None,
+    "preferences": None,
+    "view": None,
+}
+
+# A key shorter than this could be found by trying keys against one link; refuse it rather than sign with it.
+MIN_KEY_LENGTH: Final = 16
+MAX_SUBJECT_LENGTH: Final = 200
+
+
+def signing_keys(settings: Settings) -> list[str]:
+    """The keys tokens are checked with, the current one (which signs) first, then the retired ones.
+
+    Raises ConfigError when SYNDICATION_SECRET_KEY is not set or a key is too short to be safe.
+    """
+    if settings.secret_key is None or not settings.secret_key.get_secret_value():
+        raise ConfigError("no signing key: set SYNDICATION_SECRET_KEY (a long random string) in the environment")
+    current = settings.secret_key.get_secret_value()
+    if len(current) < MIN_KEY_LENGTH:
+        raise ConfigError(f"SYNDICATION_SECRET_KEY is too short: use at least {MIN_KEY_LENGTH} random characters")
+    old = [key.get_secret_value() for key in settings.old_secret_keys]
+    if any(len(key) < MIN_KEY_LENGTH for key in old):
+        raise ConfigError(
+            f"SYNDICATION_OLD_SECRET_KEYS holds a key shorter than {MIN_KEY_LENGTH} characters: remove it"
+        )
+    return [current, *(key for key in old if key != current)]
+
+
+def make_token(keys: Sequence[str], purpose: str, subject: str, *, now: datetime | None = None) -> str:
+    """A URL-safe token (letters, digits, ``-_.``) for ``subject``, signed with ``keys[0]`` for ``purpose``.
+
+    ``now`` is the signing time (default: the system clock); tests and a service's clock pass their own.
+    """
+    _check_purpose(purpose)
+    if not subject or len(subject) > MAX_SUBJECT_LENGTH:
+        raise ValueError(f"a token subject is 1 to {MAX_SUBJECT_LENGTH} characters, not {len(subject)}")
+    payload = base64.urlsafe_b64encode(subject.encode("utf-8")).rstrip(b"=")
+    return _signer(keys, purpose, now).sign(payload).decode("ascii")
+
+
+def read_token(
+    keys: Sequence[str], purpose: str, token: str, max_age_seconds: int | None = None, *, now: datetime | None = None
+) -> str:
+    """The subject of ``token`` if one of ``keys`` signed it for ``purpose`` and it has not expired.
+
+    ``max_age_seconds`` None means the purpose's default (7 days for ``confirm``, no expiry for the others).
+    Raises TokenError for a forged, altered, expired or other-purpose token, never saying which key was tried.
+    """
+    _check_purpose(purpose)
+    max_age = DEFAULT_MAX_AGE_SECONDS[purpose] if max_age_seconds is None else max_age_seconds
+    try:
+        payload = _signer(keys, purpose, now).unsign(token, max_age=max_age)
+        subject = base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)).decode("utf-8")
+    except SignatureExpired as error:
+        raise TokenError(f"this {purpose} link has expired: ask for a new one") from error
+    except (BadSignature, ValueError) as error:
+        raise TokenError(f"this {purpose} link is not valid (altered, or made for something else)") from error
+    return subject
+
+
+class _ClockedSigner(TimestampSigner):
+    """A TimestampSigner whose "now" can be given, so signing and expiry follow the service's clock."""
+
+    def __init__(self, *args: Any, now: datetime | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._now = now
+
+    def get_timestamp(self) -> int:
+        return super().get_timestamp() if self._now is None else int(self._now.timestamp())
+
+
+def _signer(keys: Sequence[str], purpose: str, now: datetime | None) -> _ClockedSigner:
+    if not keys or not all(keys):
+        raise ConfigError("no signing key: set SYNDICATION_SECRET_KEY (a long random string) in the environment")
+    # The subject is signed as it is (base64url), not through a serializer: itsdangerous' URL-safe serializer
+    # tries zlib on every token, which cost more than the rest of a digest's personalisation.
+    # itsdangerous signs with the last key of the list and accepts every one of them.
+    return _ClockedSigner(list(reversed(keys)), salt=f"syndication.{purpose}", now=now, digest_method=hashlib.sha256)
+
+
+def _check_purpose(purpose: str) -> None:
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown token purpose {purpose!r} (known: {', '.join(PURPOSES)})")

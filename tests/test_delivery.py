@@ -1,0 +1,287 @@
+"""Editions and delivery through a real SMTP server: one message per subscriber, nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from syndication.cli import main
+from syndication.clock import fixed_clock
+from syndication.delivery.sender import Sender, SenderBusy
+from syndication.delivery.smtp import SmtpClient
+from syndication.pipeline import Service, import_file
+from syndication.sending import deliver, plan_edition
+from syndication.store import database, ledger
+from syndication.store import subscribers as subscriber_store
+from syndication.subscriptions import add_subscriber
+from tests.smtp_server import SmtpTestServer, smtp_server
+from tests.support import NOW, post_record, write_jsonl
+
+SINCE, UNTIL = NOW - timedelta(days=7), NOW
+
+
+def sending(service: Service, server: SmtpTestServer, clock: datetime = NOW, **delivery: Any) -> Service:
+    """The service, pointed at ``server``, with a signing key, at ``clock``."""
+    settings = service.settings.model_copy(
+        update={
+            "secret_key": SecretStr("test-signing-key-" + "x" * 16),
+            "smtp": server.settings(timeout_seconds=2.0),
+            "delivery": service.settings.delivery.model_copy(update={"retry_initial_seconds": 60, **delivery}),
+            "mail": service.settings.mail.model_copy(
+                update={"bounce_address": "bounces@news.example.org", "unsubscribe_mailto": "leave@news.example.org"}
+            ),
+        }
+    )
+    return Service(settings, service.engine, fixed_clock(clock))
+
+
+@pytest.fixture
+def audience(service: Service, tmp_path: Path) -> Service:
+    """Posts in the week before NOW on two themes, and four active weekly subscribers (one follows nothing new)."""
+    records = [
+        post_record(1, themes=["climate-action"], published="2024-05-28T10:00:00Z", title="Karachi heat plan"),
+        post_record(2, themes=["resilience"], published="2024-05-29T10:00:00Z", title="Sponge cities"),
+    ]
+    import_file(service, write_jsonl(tmp_path / "posts.jsonl", records))
+    people = [
+        ("ana@example.org", "Ana Pérez", None, "es"),
+        ("bo@example.org", "Bo Li", ["resilience"], "en"),
+        ("kita@example.jp", "北九州市", ["climate-action"], "en"),
+        ("idle@example.org", "Idle", ["circular-economy"], "en"),  # nothing new for them
+    ]
+    for address, name, themes, language in people:
+        add_subscriber(service, address, name=name, themes=themes or [], cadence="weekly", language=language,
+                       confirmed=True)  # fmt: skip
+    return service
+
+
+def test_an_edition_reaches_each_subscriber_once_with_every_header(audience: Service) -> None:
+    with smtp_server() as server:
+        service = sending(audience, server)
+        plan = plan_edition(service, "weekly", SINCE, UNTIL)
+        assert (plan.recipients, plan.queued, plan.nothing_new) == (4, 3, 1)
+        report = deliver(service, SmtpClient, edition_id=plan.edition.id if plan.edition else None)
+        assert (report.sent, report.failed) == (3, 0)
+        assert sorted(m.recipients[0] for m in server.messages) == ["ana@example.org", "bo@example.org",
+                                                                    "kita@example.jp"]  # fmt: skip
+        assert all(m.mail_from == "bounces@news.example.org" for m in server.messages)
+        message = server.received_for("bo@example.org")[0].parsed()
+        assert_headers(message)
+        assert message["To"] == "Bo Li <bo@example.org>"
+        assert message["Subject"] == "1 new post on Resilience"  # only the theme Bo follows
+        spanish = server.received_for("ana@example.org")[0].parsed()
+        assert "artículos nuevos" in spanish["Subject"]
+        unsubscribe = message["List-Unsubscribe"]
+        assert unsubscribe.startswith("<https://news.example.org/unsubscribe/")
+        assert "<mailto:leave@news.example.org?subject=unsubscribe>" in unsubscribe
+        html = message.get_body(("html",))
+        assert html is not None
+        token_url = unsubscribe.split(">", 1)[0][1:]
+        assert token_url in html.get_content()  # the footer link is the recipient's own
+        with database.transaction(service.engine) as session:
+            assert ledger.edition(session, plan.edition.id).status == ledger.SENT  # type: ignore[union-attr]
+
+
+def assert_headers(message: EmailMessage) -> None:
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "List-Id", "List-Unsubscribe"):
+        assert message[name], name
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_the_same_window_again_creates_and_sends_nothing(audience: Service) -> None:
+    with smtp_server() as server:
+        service = sending(audience, server)
+        first = plan_edition(service, "weekly", SINCE, UNTIL)
+        deliver(service, SmtpClient)
+        again = plan_edition(service, "weekly", SINCE, UNTIL)
+        assert not again.created and again.queued == 0
+        assert again.edition is not None and first.edition is not None and again.edition.id == first.edition.id
+        assert deliver(service, SmtpClient).sent == 0
+        assert server.accepted == 3
+
+
+def test_a_dry_run_writes_and_sends_nothing(audience: Service) -> None:
+    with smtp_server() as server:
+        service = sending(audience, server)
+        plan = plan_edition(service, "weekly", SINCE, UNTIL, dry_run=True)
+        assert (plan.recipients, plan.nothing_new, len(plan.variants), plan.posts) == (4, 1, 3, 2)
+        assert plan.edition is None
+        assert server.accepted == 0
+        with database.transaction(service.engine) as session:
+            assert ledger.editions(session) == []
+
+
+def test_temporary_failures_are_retried_with_growing_waits(audience: Service) -> None:
+    everyone = ("ana@example.org", "bo@example.org", "kita@example.jp")
+    with smtp_server(defer=dict.fromkeys(everyone, 2)) as server:  # 451 to the first two attempts of each
+        service = sending(audience, server)
+        plan = plan_edition(service, "weekly", SINCE, UNTIL)
+        assert deliver(service, SmtpClient).deferred == 3
+        assert deliver(service, SmtpClient).handled == 0  # not due yet
+        assert deliver(sending(audience, server, NOW + timedelta(seconds=61)), SmtpClient).deferred == 3
+        assert deliver(sending(audience, server, NOW + timedelta(seconds=150)), SmtpClient).handled == 0  # 120 s
+        later = deliver(sending(audience, server, NOW + timedelta(seconds=182)), SmtpClient)
+        assert later.sent == 3
+        with database.transaction(service.engine) as session:
+            assert ledger.progress(session, plan.edition.id) == {ledger.DELIVERED: 3}  # type: ignore[union-attr]
+
+
+def test_a_permanent_refusal_bounces_and_suppresses_the_subscriber(audience: Service) -> None:
+    with smtp_server(reject=["bo@example.org"]) as server:
+        service = sending(audience, server)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        report = deliver(service, SmtpClient)
+        assert (report.sent, report.bounced) == (2, 1)
+        with database.transaction(service.engine) as session:
+            bo = subscriber_store.subscriber_by_email(session, "bo@example.org")
+            assert bo is not None and bo.status == "bounced"
+        next_week = sending(audience, server, NOW + timedelta(days=7))
+        plan = plan_edition(next_week, "weekly", UNTIL - timedelta(days=14), UNTIL + timedelta(days=1))
+        assert plan.recipients == 3  # Bo is no longer active
+
+
+def test_a_connection_dropped_after_the_data_is_retried_with_the_same_message_id(audience: Service) -> None:
+    with smtp_server(drop=["kita@example.jp"]) as server:
+        service = sending(audience, server)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        assert deliver(service, SmtpClient).deferred == 1
+        dropped_id = server.dropped[0].parsed()["Message-ID"]
+    with smtp_server() as server:
+        assert deliver(sending(audience, server, NOW + timedelta(minutes=2)), SmtpClient).sent == 1
+        assert server.messages[0].parsed()["Message-ID"] == dropped_id
+
+
+def test_a_delivery_deferred_past_the_deadline_fails(audience: Service) -> None:
+    with smtp_server(defer=100) as server:
+        service = sending(audience, server, retry_deadline_hours=0.01)  # 36 seconds
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        report = deliver(service, SmtpClient)
+        assert report.failed == 3 and report.deferred == 0
+
+
+def test_leases_of_a_dead_sender_return_and_a_repeat_offender_is_set_aside(audience: Service) -> None:
+    with smtp_server() as server:
+        service = sending(audience, server, lease_seconds=60, max_crashes=3)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        moment = NOW
+        for crash in range(3):  # a sender claims and dies, three times over
+            with database.transaction(service.engine) as session:
+                claims, poisoned = ledger.claim(session, f"dead-{crash}", moment, lease=timedelta(seconds=60),
+                                                limit=1, max_crashes=3)  # fmt: skip
+            assert len(claims) == 1 or poisoned
+            moment += timedelta(seconds=61)
+        report = deliver(sending(audience, server, moment + timedelta(seconds=61), max_crashes=3), SmtpClient)
+        assert report.poisoned == 1 and report.sent == 2
+        assert server.accepted == 2
+
+
+def test_paused_editions_wait_and_cancelled_ones_never_go(audience: Service) -> None:
+    with smtp_server() as server:
+        service = sending(audience, server)
+        plan = plan_edition(service, "weekly", SINCE, UNTIL)
+        assert plan.edition is not None
+        with database.transaction(service.engine) as session:
+            ledger.set_edition_status(session, plan.edition.id, ledger.PAUSED, NOW)
+        assert deliver(service, SmtpClient).handled == 0
+        with database.transaction(service.engine) as session:
+            ledger.set_edition_status(session, plan.edition.id, ledger.SENDING, NOW)
+        assert deliver(service, SmtpClient).sent == 3
+
+
+def test_someone_who_left_before_the_send_gets_nothing(audience: Service) -> None:
+    with smtp_server() as server:
+        service = sending(audience, server)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        with database.transaction(service.engine) as session:
+            bo = subscriber_store.subscriber_by_email(session, "bo@example.org")
+            assert bo is not None
+            subscriber_store.set_status(session, bo.id, "unsubscribed", NOW)
+        report = deliver(service, SmtpClient)
+        assert report.sent == 2 and report.failed == 1
+        assert not server.received_for("bo@example.org")
+
+
+def test_sqlite_runs_one_sender_at_a_time(audience: Service) -> None:
+    if audience.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL senders share the queue")
+    with smtp_server() as server:
+        service = sending(audience, server)
+        first = Sender(service.settings, service.engine, service.clock, SmtpClient)
+        second = Sender(service.settings, service.engine, service.clock, SmtpClient)
+        with first._single_sender_on_sqlite(), pytest.raises(SenderBusy, match="one sender at a time"):
+            deliver(service, SmtpClient, sender=second)
+
+
+@pytest.fixture
+def cli_config(audience: Service, tmp_path: Path) -> Iterator[tuple[Path, SmtpTestServer]]:
+    with smtp_server() as server:
+        assert audience.settings.config_path is not None
+        text = audience.settings.config_path.read_text("utf-8")
+        text += f'\n[smtp]\nhost = "127.0.0.1"\nport = {server.port}\n'
+        config = tmp_path / "sending.toml"
+        config.write_text(text, "utf-8")
+        yield config, server
+
+
+def test_command_line_send_dry_run_list_and_pause(
+    cli_config: tuple[Path, SmtpTestServer], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, server = cli_config
+    monkeypatch.setenv("SYNDICATION_SECRET_KEY", "cli-signing-key-" + "y" * 16)
+    window = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
+    assert main(["--config", str(config), "digest", "send", "--cadence", "weekly", *window, "--dry-run"]) == 0
+    assert "3 would get a digest, 1 have nothing new" in capsys.readouterr().out
+    assert main(["--config", str(config), "digest", "send", "--cadence", "weekly", *window]) == 0
+    out = capsys.readouterr().out
+    assert "3 deliveries queued" in out and "3 sent" in out
+    assert server.accepted == 3
+    assert main(["--config", str(config), "digest", "send", "--cadence", "weekly", *window]) == 0
+    assert "already existed: 0 deliveries queued" in capsys.readouterr().out
+    assert main(["--config", str(config), "editions", "list"]) == 0
+    assert "3 sent" in capsys.readouterr().out
+    assert main(["--config", str(config), "editions", "pause", "1"]) == 1
+    assert "it cannot be paused" in capsys.readouterr().err
+    assert server.accepted == 3
+
+
+def test_one_click_unsubscribe_through_the_web_app(audience: Service) -> None:
+    import httpx
+
+    from syndication.web.app import create_app
+    from tests.live_server import live_server
+
+    with smtp_server() as server:
+        service = sending(audience, server)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        deliver(service, SmtpClient)
+        message = server.received_for("bo@example.org")[0].parsed()
+    url = message["List-Unsubscribe"].split(">", 1)[0][1:]
+    path = url.removeprefix("https://news.example.org")
+    with live_server(create_app(service.settings)) as web, httpx.Client(base_url=web.url(), timeout=10) as client:
+        page = client.get(path)  # what a link scanner does: nothing changes
+        assert page.status_code == 200 and 'name="List-Unsubscribe" value="One-Click"' in page.text
+        assert status_of(service, "bo@example.org") == "active"
+        forged = client.post(path[:-3] + "abc", data={"List-Unsubscribe": "One-Click"})
+        assert forged.status_code == 400 and status_of(service, "bo@example.org") == "active"
+        done = client.post(path, files={"List-Unsubscribe": (None, "One-Click")})  # multipart, as some send it
+        assert done.status_code == 200 and "You are unsubscribed" in done.text
+        assert not done.cookies and "location" not in done.headers
+        assert status_of(service, "bo@example.org") == "unsubscribed"
+        again = client.post(path, content=b"List-Unsubscribe=One-Click",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert again.status_code == 200
+
+
+def status_of(service: Service, address: str) -> str:
+    with database.transaction(service.engine) as session:
+        subscriber = subscriber_store.subscriber_by_email(session, address)
+    assert subscriber is not None
+    return subscriber.status
