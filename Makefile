@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
+# The demo signs its links with a throwaway key; a real service sets its own in the environment.
+export SYNDICATION_SECRET_KEY ?= demo-only-signing-key-never-use-in-production
 
 .PHONY: setup demo test check lint types bench messages clean
 
@@ -24,8 +26,15 @@ demo: setup
 	$(BIN)/syndication --config $(CONFIG) digest preview --since 2025-10-01 --until 2025-12-01 --format text --out var/preview/digest.txt
 	$(BIN)/syndication --config $(CONFIG) digest preview --since 2025-10-01 --until 2025-12-01 --format eml --out var/preview/digest.eml
 	$(BIN)/syndication --config $(CONFIG) digest preview --since 2025-10-01 --until 2025-12-01 --language es --format html --out var/preview/digest.es.html
+	@mkdir -p var && rm -rf var/outbox
+	@$(BIN)/syndication --config $(CONFIG) mail-sink --port 8025 --outbox var/outbox & echo $$! > var/mail-sink.pid; sleep 2
+	$(BIN)/syndication --config $(CONFIG) subscribers import examples/subscribers.csv --confirmed || true
+	$(BIN)/syndication --config $(CONFIG) digest send --cadence weekly --since 2025-11-01T00:00:00Z --until 2025-12-01T00:00:00Z; \
+	  status=$$?; kill `cat var/mail-sink.pid` 2>/dev/null; rm -f var/mail-sink.pid; sleep 1; exit $$status
 	@echo
 	@echo "Digest preview of the sample posts written to var/preview/ (digest.html, digest.txt, digest.eml, digest.es.html)."
+	@echo "The sample subscribers' digests were delivered through a local SMTP server into var/outbox/:"
+	@ls var/outbox
 	@echo "Feeds written under var/feeds/ (open var/feeds/index.html). Serve them with:"
 	@echo "  $(BIN)/syndication --config $(CONFIG) serve --port 8000   # then http://127.0.0.1:8000/feeds/"
 

@@ -113,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     digest_commands = digest.add_subparsers(title="commands", metavar="COMMAND")
     preview = command("preview", _digest_preview, "render a digest without sending anything", digest_commands)
     preview.add_argument("--themes", metavar="A,B", help="the followed themes (default: everything)")
+    preview.add_argument(
+        "--subscriber", metavar="EMAIL", help="preview as this subscriber sees it (their themes and language)"
+    )
     preview.add_argument("--since", metavar="ISO", type=_timestamp, help="window start (default: 7 days ago)")
     preview.add_argument("--until", metavar="ISO", type=_timestamp, help="window end (default: now)")
     preview.add_argument("--language", metavar="L", help="the reader's language (default: site.language)")
@@ -327,6 +330,17 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
 
     followed = _theme_list(args.themes, settings)
     with Service.open(settings) as service:
+        if args.subscriber:
+            from syndication.store import database
+            from syndication.store.subscribers import subscriber_by_email
+            from syndication.subscriptions import normalise_email
+
+            with database.transaction(service.engine) as session:
+                subscriber = subscriber_by_email(session, normalise_email(args.subscriber))
+            if subscriber is None:
+                raise SyndicationError(f"no subscriber {args.subscriber!r} (see 'syndication subscribers list')")
+            followed = list(subscriber.themes) if subscriber.themes is not None else None
+            args.language = args.language or subscriber.language
         until = args.until or service.clock()
         since = args.since or until - timedelta(days=7)
         if since >= until:

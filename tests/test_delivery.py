@@ -285,3 +285,21 @@ def status_of(service: Service, address: str) -> str:
         subscriber = subscriber_store.subscriber_by_email(session, address)
     assert subscriber is not None
     return subscriber.status
+
+
+def test_preview_as_a_subscriber_uses_their_themes_and_language(
+    audience: Service, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert audience.settings.config_path is not None
+    config = str(audience.settings.config_path)
+    window = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
+    out = tmp_path / "bo.txt"
+    assert main(["--config", config, "digest", "preview", "--subscriber", "BO@example.org", *window,
+                 "--format", "text", "--out", str(out)]) == 0  # fmt: skip
+    text = out.read_text("utf-8")
+    assert text.startswith("1 new post on Resilience") and "Karachi" not in text
+    assert main(["--config", config, "digest", "preview", "--subscriber", "ana@example.org", *window,
+                 "--format", "text", "--out", str(out)]) == 0  # fmt: skip
+    assert out.read_text("utf-8").startswith("2 artículos nuevos")
+    assert main(["--config", config, "digest", "preview", "--subscriber", "nobody@example.org", *window]) == 1
+    assert "no subscriber 'nobody@example.org'" in capsys.readouterr().err
