@@ -9,7 +9,9 @@ from bench import build_feeds, import_posts, render_digests, send_digests, serve
 
 def main() -> int:
     """Run each benchmark in turn; the exit status is the worst of theirs."""
-    statuses: list[int] = [module.main(sys.argv[1:]) for module in (import_posts, build_feeds, serve_feeds, render_digests, send_digests)]
+    statuses: list[int] = [
+        module.main(sys.argv[1:]) for module in (import_posts, build_feeds, serve_feeds, render_digests, send_digests)
+    ]
     return max(statuses)
 
 
