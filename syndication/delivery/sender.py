@@ -100,6 +100,11 @@ class Sender:
         self.transport = transport
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.stop = threading.Event()  # set it (SIGTERM) to finish the messages in flight and stop
+        # SQLite has one writer: this process's sending threads take turns here instead of meeting SQLite's
+        # busy handler, which waits in sleeps of milliseconds. PostgreSQL needs no such turn-taking.
+        self._write_turn: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
         self._rate = _RateLimit(settings.delivery.rate_per_second)
 
     def drain(
@@ -213,7 +218,7 @@ class Sender:
         detail: str = "",
         next_attempt_at: datetime | None = None,
     ) -> None:
-        with self.engine.begin() as connection:  # the outcome and its attempt record commit together
+        with self._write_turn, self.engine.begin() as connection:  # outcome and attempt commit together
             kept = ledger.record(
                 connection, claim.delivery_id, self.owner, self.clock(), status, code=code, detail=detail,
                 next_attempt_at=next_attempt_at,

@@ -11,13 +11,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from syndication.store.schema import Base, DeliveryAttemptRow, DeliveryRow, EditionRow
+from syndication.store.schema import Base, DeliveryAttemptRow, DeliveryRow, EditionRow, UTCDateTime
 
 _deliveries = Base.metadata.tables[DeliveryRow.__tablename__]
 _attempts = Base.metadata.tables[DeliveryAttemptRow.__tablename__]
@@ -154,36 +154,77 @@ def claim(
 ) -> tuple[list[Claim], list[int]]:
     """Lease up to ``limit`` due deliveries of sending editions to ``owner``; returns them and the ids set aside
     as poisoned (their lease ran out ``max_crashes`` times: the sender died holding them each time)."""
+    d = _deliveries
     due = (
-        select(DeliveryRow)
-        .join(EditionRow, EditionRow.id == DeliveryRow.edition_id)
+        select(d.c.id, d.c.edition_id, d.c.subscriber_id, d.c.message_id, d.c.attempts, d.c.status, d.c.crashes)
+        .join(EditionRow, EditionRow.id == d.c.edition_id)
         .where(
             EditionRow.status == SENDING,
             (
-                (DeliveryRow.status.in_((QUEUED, DEFERRED)) & (DeliveryRow.next_attempt_at <= now))
-                | ((DeliveryRow.status == CLAIMED) & (DeliveryRow.lease_until < now))
+                (d.c.status.in_((QUEUED, DEFERRED)) & (d.c.next_attempt_at <= now))
+                | ((d.c.status == CLAIMED) & (d.c.lease_until < now))
             ),
         )
-        .order_by(DeliveryRow.id)
+        .order_by(d.c.id)
         .limit(limit)
     )
     if edition_id is not None:
-        due = due.where(DeliveryRow.edition_id == edition_id)
+        due = due.where(d.c.edition_id == edition_id)
     if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True, of=DeliveryRow)
+        due = due.with_for_update(skip_locked=True, of=d)
     claims: list[Claim] = []
     poisoned: list[int] = []
-    for row in session.scalars(due):
-        if row.status == CLAIMED:  # its sender died (or hung) holding it
-            row.crashes += 1
-            if row.crashes >= max_crashes:
-                row.status, row.lease_owner, row.lease_until = POISONED, None, None
-                row.last_error = f"set aside: the sender stopped {row.crashes} times while holding it"
-                poisoned.append(row.id)
+    crashed: list[int] = []
+    for delivery_id, edition, subscriber_id, message_id, attempts, status, crashes in session.execute(due):
+        if status == CLAIMED:  # its sender died (or hung) holding it
+            if crashes + 1 >= max_crashes:
+                poisoned.append(delivery_id)
                 continue
-        row.status, row.lease_owner, row.lease_until = CLAIMED, owner, now + lease
-        claims.append(Claim(row.id, row.edition_id, row.subscriber_id, row.message_id, row.attempts))
+            crashed.append(delivery_id)
+        claims.append(Claim(delivery_id, edition, subscriber_id, message_id, attempts))
+    # One statement for the whole batch: claiming is on every message's path.
+    if claims:
+        session.execute(
+            update(d)
+            .where(d.c.id.in_([claim.delivery_id for claim in claims]))
+            .values(status=CLAIMED, lease_owner=owner, lease_until=now + lease)
+        )
+    if crashed:
+        session.execute(update(d).where(d.c.id.in_(crashed)).values(crashes=d.c.crashes + 1))
+    if poisoned:
+        session.execute(
+            update(d)
+            .where(d.c.id.in_(poisoned))
+            .values(
+                status=POISONED,
+                lease_owner=None,
+                lease_until=None,
+                crashes=d.c.crashes + 1,
+                last_error=f"set aside: the sender stopped {max_crashes} times while holding it",
+            )
+        )
     return claims, poisoned
+
+
+# Built once: this runs once per message sent, and building the statements cost more than running them.
+_RECORD = (
+    update(_deliveries)
+    .where(
+        _deliveries.c.id == bindparam("delivery_id"),
+        _deliveries.c.lease_owner == bindparam("owner"),
+        _deliveries.c.status == CLAIMED,
+    )
+    .values(
+        status=bindparam("status"),
+        attempts=_deliveries.c.attempts + 1,
+        lease_owner=None,
+        lease_until=None,
+        last_error=bindparam("detail"),
+        sent_at=func.coalesce(bindparam("sent_at", type_=UTCDateTime()), _deliveries.c.sent_at),
+        next_attempt_at=func.coalesce(bindparam("next_at", type_=UTCDateTime()), _deliveries.c.next_attempt_at),
+    )
+)
+_ATTEMPT = insert(_attempts)
 
 
 def record(
@@ -198,27 +239,23 @@ def record(
     next_attempt_at: datetime | None = None,
 ) -> bool:
     """Record an attempt's outcome, if ``owner`` still holds the delivery (a lease lost to another sender is not
-    overwritten). Returns whether it was recorded. Core statements only: this runs once per message sent."""
-    values: dict[str, object] = {
-        "status": status,
-        "attempts": _deliveries.c.attempts + 1,
-        "lease_owner": None,
-        "lease_until": None,
-        "last_error": detail[:1000],
-    }
-    if status == DELIVERED:
-        values["sent_at"] = now
-    if next_attempt_at is not None:
-        values["next_attempt_at"] = next_attempt_at
+    overwritten). Returns whether it was recorded."""
     result = connection.execute(
-        update(_deliveries)
-        .where(_deliveries.c.id == delivery_id, _deliveries.c.lease_owner == owner, _deliveries.c.status == CLAIMED)
-        .values(**values)
+        _RECORD,
+        {
+            "delivery_id": delivery_id,
+            "owner": owner,
+            "status": status,
+            "detail": detail[:1000],
+            "sent_at": now if status == DELIVERED else None,
+            "next_at": next_attempt_at,
+        },
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return False
     connection.execute(
-        insert(_attempts).values(delivery_id=delivery_id, at=now, outcome=status, code=code, detail=detail[:1000])
+        _ATTEMPT,
+        {"delivery_id": delivery_id, "at": now, "outcome": status, "code": code, "detail": detail[:1000]},
     )
     return True
 
