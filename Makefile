@@ -6,7 +6,7 @@ CONFIG ?= config.toml
 # The demo signs its links with a throwaway key; a real service sets its own in the environment.
 export SYNDICATION_SECRET_KEY ?= demo-only-signing-key-never-use-in-production
 
-.PHONY: setup demo test check lint types bench messages clean
+.PHONY: setup demo serve test check lint types bench messages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,11 @@ demo: setup
 	@echo "Digest preview of the sample posts written to var/preview/ (digest.html, digest.txt, digest.eml, digest.es.html)."
 	@echo "The sample subscribers' digests were delivered through a local SMTP server into var/outbox/:"
 	@ls var/outbox
-	@echo "Feeds written under var/feeds/ (open var/feeds/index.html). Serve them with:"
-	@echo "  $(BIN)/syndication --config $(CONFIG) serve --port 8000   # then http://127.0.0.1:8000/feeds/"
+	@echo "Feeds written under var/feeds/ (open var/feeds/index.html). Serve them, and the unsubscribe links, with:"
+	@echo "  make serve   # then http://127.0.0.1:8000/feeds/"
+
+serve: setup
+	$(BIN)/syndication --config $(CONFIG) serve --port 8000
 
 lint: setup
 	$(BIN)/ruff check .

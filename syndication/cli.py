@@ -319,6 +319,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     with Service.open(settings) as service:
         report = publish_feeds(service)  # serve current feeds from the first request on
     print(f"feeds ready in {report.directory}; serving on http://{args.host}:{args.port}/feeds/", file=sys.stderr)
+    if settings.secret_key is None:
+        print("warning: SYNDICATION_SECRET_KEY is not set: unsubscribe links cannot be checked (answered 503)",
+              file=sys.stderr)  # fmt: skip
     serve(settings, args.host, args.port)
     return EXIT_OK
 

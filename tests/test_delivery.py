@@ -303,3 +303,16 @@ def test_preview_as_a_subscriber_uses_their_themes_and_language(
     assert out.read_text("utf-8").startswith("2 artículos nuevos")
     assert main(["--config", config, "digest", "preview", "--subscriber", "nobody@example.org", *window]) == 1
     assert "no subscriber 'nobody@example.org'" in capsys.readouterr().err
+
+
+def test_one_click_without_a_signing_key_is_a_clear_503(audience: Service) -> None:
+    import httpx
+
+    from syndication.web.app import create_app
+    from tests.live_server import live_server
+
+    keyless = audience.settings.model_copy(update={"secret_key": None})
+    with live_server(create_app(keyless)) as web, httpx.Client(base_url=web.url(), timeout=10) as client:
+        answer = client.post("/unsubscribe/bogus", data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 503 and "not available" in answer.text
+    assert "Traceback" not in answer.text and answer.headers["retry-after"] == "3600"

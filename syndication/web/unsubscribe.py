@@ -7,6 +7,7 @@ providers send ``List-Unsubscribe=One-Click`` urlencoded or multipart); the sign
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from html import escape
 
@@ -14,8 +15,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from syndication.errors import TokenError
+from syndication.errors import ConfigError, TokenError
 from syndication.pipeline import Service
+
+log = logging.getLogger(__name__)
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -48,6 +51,11 @@ def routes(service: Callable[[], Service]) -> list[Route]:
         except TokenError as error:
             body = f"<p>{escape(str(error))}</p>"
             return HTMLResponse(PAGE.format(title="This link does not work", body=body), status_code=400)
+        except ConfigError as error:  # no signing key: nobody's link can be checked; say so, don't guess
+            log.error("one-click unsubscribe refused: %s", error)
+            body = "<p>Unsubscribing is not available right now. Please try again later.</p>"
+            return HTMLResponse(PAGE.format(title="Not available", body=body), status_code=503,
+                                headers={"Retry-After": "3600"})  # fmt: skip
         site = escape(service().settings.site.title)
         text = (
             f"<p>You will receive no more emails from {site}.</p>" if subscriber else "<p>You are not subscribed.</p>"
