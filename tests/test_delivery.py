@@ -316,3 +316,31 @@ def test_one_click_without_a_signing_key_is_a_clear_503(audience: Service) -> No
         answer = client.post("/unsubscribe/bogus", data={"List-Unsubscribe": "One-Click"})
     assert answer.status_code == 503 and "not available" in answer.text
     assert "Traceback" not in answer.text and answer.headers["retry-after"] == "3600"
+
+
+def test_sent_digests_are_dkim_signed_over_the_unsubscribe_headers(audience: Service, tmp_path: Path) -> None:
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from syndication.config import DkimSettings
+    from tests.test_dkim import DOMAIN, SELECTOR, published
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    with smtp_server() as server:
+        base = sending(audience, server)
+        dkim_settings = DkimSettings(selector=SELECTOR, domain=DOMAIN, key_file=key_file)
+        service = Service(base.settings.model_copy(update={"dkim": dkim_settings}), base.engine, base.clock)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        assert deliver(service, SmtpClient).sent == 3
+        received = server.received_for("bo@example.org")[0].data
+    assert received.startswith(b"DKIM-Signature:")
+    assert dkim.verify(received, dnsfunc=published(key))
+    header = received.split(b"\r\nFrom:", 1)[0].replace(b"\r\n", b"").replace(b" ", b"").replace(b"\t", b"").lower()
+    tags = dict(tag.split(b"=", 1) for tag in header.removeprefix(b"dkim-signature:").split(b";") if b"=" in tag)
+    signed_headers = set(tags[b"h"].split(b":"))
+    assert {b"list-unsubscribe", b"list-unsubscribe-post", b"from", b"subject"} <= signed_headers
