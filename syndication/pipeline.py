@@ -388,11 +388,12 @@ def _build_feeds(session: Session, output: FeedOutput, job: _FeedJob, feeds: lis
     """Write each feed's subscription documents and the archive pages that are new or changed."""
     config = job.settings.feeds
     done = _FeedsDone()
+    loaded: dict[int, Post] = {}  # a post is in several feeds (site, themes, region, authors): read it once
     for feed in feeds:
         done.feeds += 1
         scope = _scope(feed)
         posts = post_store.newest_posts(session, now=job.now, limit=config.items, theme=scope.theme,
-                                        region=scope.region, author=scope.author)  # fmt: skip
+                                        region=scope.region, author=scope.author, loaded=loaded)  # fmt: skip
         full_pages = post_store.count_published(session, scope, job.now) // config.archive_page_size
         updated = updated_of(posts, job.fallback)
         subscription = {fmt: FeedDocument(job.site, feed, fmt, posts, updated, prev_archive_page=full_pages or None)

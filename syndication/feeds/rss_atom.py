@@ -11,6 +11,7 @@ Atom) and RFC 5005's ``fh:archive`` come from a small feedgen extension.
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
 from typing import Any
@@ -25,6 +26,7 @@ from syndication.feeds.catalog import FeedDocument
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 HISTORY_NS = "http://purl.org/syndication/history/1.0"
+DC_NS = "http://purl.org/dc/elements/1.1/"
 GENERATOR_URI = "https://github.com/syndication/syndication"
 SELF_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 _HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
@@ -76,6 +78,28 @@ class _EntryLinks(BaseEntryExtension):  # type: ignore[misc]
         return item
 
 
+class _Creators(BaseExtension):  # type: ignore[misc]
+    """Declares Dublin Core in RSS, where each item names its authors as ``dc:creator``."""
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"dc": DC_NS}
+
+
+class _EntryCreators(BaseEntryExtension):  # type: ignore[misc]
+    """An RSS item's ``dc:creator`` elements: feedgen's general Dublin Core extension costs a fifth of a build."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def extend_rss(self, item: Any) -> Any:
+        for name in self.names:
+            etree.SubElement(item, f"{{{DC_NS}}}creator").text = name
+        return item
+
+    def extend_atom(self, entry: Any) -> Any:
+        return entry
+
+
 def atom_id(guid: str) -> str:
     """An Atom id for a post: its guid when that is already an IRI, else a stable URN made from it."""
     if _HAS_SCHEME.match(guid):
@@ -83,6 +107,7 @@ def atom_id(guid: str) -> str:
     return "urn:syndication:guid:" + "".join(ch if ch.isalnum() or ch in "-._~" else f"%{ord(ch):02X}" for ch in guid)
 
 
+@functools.lru_cache(maxsize=4096)
 def image_type(url: str) -> str:
     """The media type of an image URL, from its extension (JPEG when unknown)."""
     guessed, _ = mimetypes.guess_type(url.split("?", 1)[0])
@@ -94,7 +119,7 @@ def _generator(document: FeedDocument) -> FeedGenerator:
     site, feed = document.site, document.feed
     generator = FeedGenerator()
     generator.register_extension("history", _HistoryExtension, _EntryLinks, atom=True, rss=True)
-    generator.load_extension("dc", atom=False, rss=True)
+    generator.register_extension("creators", _Creators, _EntryCreators, atom=False, rss=True)
     generator.title(feed.title)
     generator.subtitle(feed.description)
     generator.language(site.language)
@@ -146,8 +171,7 @@ def _add_entry(generator: FeedGenerator, document: FeedDocument, post: Post) -> 
         entry.content(post.content_html, type="html")
     for author in post.authors:
         entry.author({"name": author.name})
-    if post.authors:
-        entry.dc.dc_creator([author.name for author in post.authors])
+    entry.creators.names = [author.name for author in post.authors]
     for slug in post.themes:
         entry.category(term=slug, label=site.theme_name(slug), scheme=site.url("themes/"))
 

@@ -179,8 +179,13 @@ def newest_posts(
     author: str | None = None,
     since: datetime | None = None,
     offset: int = 0,
+    loaded: dict[int, Post] | None = None,
 ) -> list[Post]:
-    """Published posts (``published <= now``), newest first, optionally of one theme, region or author slug."""
+    """Published posts (``published <= now``), newest first, optionally of one theme, region or author slug.
+
+    ``loaded`` is a cache of posts by id shared across calls: a build that reads many overlapping feeds then
+    loads each post once.
+    """
     published, post_id, conditions = Scope(theme, region, author).columns()
     query = select(post_id).where(*conditions, published <= now)
     if since is not None:
@@ -188,7 +193,14 @@ def newest_posts(
     query = query.order_by(published.desc(), post_id.desc()).offset(offset)
     if limit is not None:
         query = query.limit(limit)
-    return _load(session, list(session.scalars(query)))
+    ids = list(session.scalars(query))
+    if loaded is None:
+        return _load(session, ids)
+    missing = [post_id for post_id in ids if post_id not in loaded]
+    if missing:
+        found_ids, found = _load_with_ids(session, missing)
+        loaded.update(zip(found_ids, found, strict=True))
+    return [loaded[post_id] for post_id in ids]
 
 
 def count_published(session: Session, scope: Scope, now: datetime, before: datetime | None = None) -> int:
@@ -336,6 +348,11 @@ _LOAD_LINKS = union_all(
 
 def _load(session: Session, ids: list[int]) -> list[Post]:
     """The posts with these ids, newest first, with their authors, themes and regions (two queries a chunk)."""
+    return _load_with_ids(session, ids)[1]
+
+
+def _load_with_ids(session: Session, ids: list[int]) -> tuple[list[int], list[Post]]:
+    """``_load``, with the id of each post answered alongside it."""
     rows: list[Any] = []
     links: dict[int, tuple[list[Author], list[str], list[str]]] = {i: ([], [], []) for i in ids}
     for chunk in _chunks(ids):
@@ -348,7 +365,9 @@ def _load(session: Session, ids: list[int]) -> list[Post]:
                 (themes if kind == "t" else regions).append(slug)
     rows.sort(key=lambda row: (row[6], row[0]), reverse=True)
     posts = []
+    loaded_ids = []
     for post_id, guid, title, url, summary, content, published, updated, language, image_url, image_alt in rows:
+        loaded_ids.append(post_id)
         authors, themes, regions = links[post_id]
         posts.append(
             Post(
@@ -366,7 +385,7 @@ def _load(session: Session, ids: list[int]) -> list[Post]:
                 image=Image(image_url, image_alt) if image_url else None,
             )
         )
-    return posts
+    return loaded_ids, posts
 
 
 def _chunks(values: list[Any]) -> Iterable[list[Any]]:
