@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from syndication.config import Settings, config_path_from, load_settings
 from syndication.errors import ConfigError, SyndicationError
@@ -108,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     serving = command("serve", _serve, "serve the feeds (and later the web pages) over HTTP")
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serving.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+
+    running = command("run", _run, "run the service: scheduled gathering, feeds, editions and sending, and the web app")
+    running.add_argument("--no-web", action="store_true", help="do not serve the web app from this process")
+    running.add_argument("--host", default="127.0.0.1", help="address the web app listens on (default 127.0.0.1)")
+    running.add_argument("--port", type=int, default=8000, help="port the web app listens on (default 8000)")
+
+    command("status", _status, "show each scheduled job's last and next run, the queue and the last editions")
 
     digest = commands.add_parser("digest", help="preview (and later send) the email digests", parents=[common])
     digest_commands = digest.add_subparsers(title="commands", metavar="COMMAND")
@@ -323,6 +331,74 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print("warning: SYNDICATION_SECRET_KEY is not set: unsubscribe links cannot be checked (answered 503)",
               file=sys.stderr)  # fmt: skip
     serve(settings, args.host, args.port)
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from syndication.delivery.smtp import SmtpClient
+    from syndication.logs import configure_logging
+    from syndication.scheduler import Runner
+
+    configure_logging(settings.logging)
+    runner = Runner(settings, SmtpClient)
+
+    def stop(signum: int, _frame: object) -> None:
+        runner.stop.set()  # the main loop notices, finishes the work in flight and exits
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    web = None
+    if not args.no_web:
+        from syndication.web.app import BackgroundServer
+
+        web = BackgroundServer(settings, args.host, args.port)
+        web.start()
+    try:
+        runner.run_until_stopped()
+    finally:
+        if web is not None:
+            web.stop()
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.pipeline import Service
+    from syndication.scheduler import status_report
+
+    with Service.open(settings) as service:
+        report = status_report(service)
+    zone = ZoneInfo(settings.site.timezone)
+
+    def when(moment: datetime | None) -> str:
+        return f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}" if moment else "-"
+
+    leader = report.leader
+    print(f"scheduler: {leader.summary} since {when(leader.started_at)}" if leader else "scheduler: never ran")
+    print("jobs:")
+    for job in report.jobs:
+        last = job.last
+        state = "never run" if last is None else "running" if last.ok is None else "ok" if last.ok else "FAILED"
+        ran = f"last run {when(last.started_at)} by {last.runner}: {state}, {last.summary}" if last else state
+        upcoming = when(job.next_run)
+        if job.job_id == "deliver":
+            upcoming = f"every {settings.schedule.deliver_interval_seconds} s"  # each process drains the queue
+        print(f"  {job.job_id:<24} next {upcoming:<25} {ran}")
+    print(f"queue: {report.queue_depth} deliveries waiting to be sent")
+    print("editions:")
+    for cadence in report.editions:
+        due = f"next due {when(cadence.next_due)}" if cadence.next_due else "off"
+        if cadence.last is None:
+            print(f"  {cadence.cadence:<8} none yet; {due}")
+            continue
+        edition = cadence.last
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(cadence.deliveries.items())) or "no deliveries"
+        print(f"  {cadence.cadence:<8} #{edition.id} {when(edition.since)} .. {when(edition.until)} {edition.status}"
+              f" ({counts}); {due}")  # fmt: skip
+    for draft in report.stale_drafts:
+        print(f"warning: draft edition {draft.id} ({draft.cadence}) has waited for approval since"
+              f" {when(draft.created_at)}; approve it with 'syndication editions approve {draft.id}'")  # fmt: skip
     return EXIT_OK
 
 

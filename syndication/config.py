@@ -128,6 +128,9 @@ class SmtpSettings(_Section):
 
 class _SourceBase(_Section):
     name: str = Field(pattern=SLUG_PATTERN, description="Unique name of the source, used by --source.")
+    interval_seconds: int | None = Field(
+        None, ge=1, description="How often `syndication run` gathers it (default: schedule.gather_interval_seconds)."
+    )
 
 
 class JsonlSourceSettings(_SourceBase):
@@ -256,6 +259,64 @@ class DigestSettings(_Section):
     max_html_bytes: int = Field(
         100_000, ge=10_000, description="Largest HTML body; Gmail clips messages over 102 KB, so sections are cut."
     )
+    require_approval: bool = Field(
+        False, description="Create each scheduled edition as a draft that an editor approves before it is sent."
+    )
+    approval_emails: tuple[str, ...] = Field(
+        (), description="Editors emailed a preview link when a draft edition waits for approval."
+    )
+    approval_timeout_hours: float = Field(
+        24.0, gt=0, description="A draft still unapproved after this long is reported, and never sent on its own."
+    )
+
+    @field_validator("approval_emails")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            if not re.fullmatch(r"[^@\s<>\"]+@[^@\s<>\"]+", address):
+                raise ValueError(f"{address!r} is not an email address")
+        return value
+
+
+DEFAULT_CADENCES = {"daily": "0 7 * * *", "weekly": "0 8 * * mon", "monthly": "0 8 1 * *"}
+
+
+class ScheduleSettings(_Section):
+    gather_interval_seconds: int = Field(600, ge=1, description="How often each source is gathered.")
+    feeds_interval_seconds: int = Field(
+        3600, ge=1, description="Safety-net feed rebuild (feeds are also rebuilt right after a gather stores posts)."
+    )
+    deliver_interval_seconds: int = Field(
+        60, ge=1, description="How often the delivery queue is drained (retries of deferred deliveries included)."
+    )
+    misfire_grace_seconds: int = Field(
+        3600, ge=1, description="A job missed (service down) is still run when it comes back within this long."
+    )
+    leader_poll_seconds: float = Field(
+        5.0, gt=0, description="How often a waiting process tries to become the scheduler (PostgreSQL)."
+    )
+    cadences: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_CADENCES),
+        description="Crontab per cadence (daily, weekly, monthly) in site.timezone; 'off' disables one.",
+    )
+
+    @field_validator("cadences")
+    @classmethod
+    def _crontabs(cls, value: dict[str, str]) -> dict[str, str]:
+        from syndication.cadences import parse_crontab
+
+        merged = {**DEFAULT_CADENCES, **value}
+        for cadence, crontab in merged.items():
+            if cadence not in DEFAULT_CADENCES:
+                raise ValueError(f"unknown cadence {cadence!r} (expected one of {', '.join(DEFAULT_CADENCES)})")
+            if crontab != "off":
+                parse_crontab(crontab, "UTC")  # raises ValueError naming what is wrong
+        return merged
+
+
+class LoggingSettings(_Section):
+    format: Literal["text", "json"] = Field("text", description="'json' writes one JSON object per log line.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Least severe level logged.")
 
 
 class Settings(_Section):
@@ -273,6 +334,8 @@ class Settings(_Section):
     digest: DigestSettings = DigestSettings()
     delivery: DeliverySettings = DeliverySettings()
     dkim: DkimSettings = DkimSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    logging: LoggingSettings = LoggingSettings()
     secret_key: SecretStr | None = Field(
         None, exclude=True, description="Signing key; only from SYNDICATION_SECRET_KEY, never from the file."
     )
@@ -433,11 +496,15 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
         ("digest", DigestSettings),
         ("delivery", DeliverySettings),
         ("dkim", DkimSettings),
+        ("schedule", ScheduleSettings),
+        ("logging", LoggingSettings),
     ]
     for section, model in sections:
         for name, field in model.model_fields.items():
             annotation = _type_name(field.annotation)
             value = str(field.default) if isinstance(field.default, Path) else field.default
+            if field.default_factory is not None:
+                value = field.default_factory()  # type: ignore[call-arg]
             default = "required" if field.is_required() else repr(value)
             rows.append((f"{section}.{name}", annotation, default, field.description or ""))
     return rows

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote, urlsplit
 
+from syndication.cadences import latest_fire, parse_crontab, window_ending
 from syndication.core.digest import Digest
-from syndication.core.editions import period_before
 from syndication.core.models import CADENCES, Subscriber
 from syndication.delivery.sender import DrainReport, Outgoing, Sender, TransportFactory
 from syndication.errors import SyndicationError
@@ -43,15 +43,32 @@ class SendPlan:
 
 
 def default_window(service: Service, cadence: str) -> tuple[datetime, datetime]:
-    """The period of ``cadence`` that just ended, counted in ``site.timezone``."""
-    return period_before(cadence, service.clock(), service.settings.site.timezone)
+    """The window of ``cadence``'s latest scheduled edition: from its fire time before the last to the last one
+    (``[schedule.cadences]``, in ``site.timezone``), the same window the scheduler gives that edition."""
+    crontab = service.settings.schedule.cadences.get(cadence, "off")
+    if crontab == "off":
+        raise SyndicationError(f"the {cadence} cadence is off in [schedule.cadences]: give --since and --until")
+    trigger = parse_crontab(crontab, service.settings.site.timezone)
+    until = latest_fire(trigger, service.clock())
+    if until is None:
+        raise SyndicationError(f"the {cadence} schedule {crontab!r} has not fired yet")
+    return window_ending(trigger, until)
 
 
 def plan_edition(
-    service: Service, cadence: str, since: datetime, until: datetime, *, dry_run: bool = False
+    service: Service,
+    cadence: str,
+    since: datetime,
+    until: datetime,
+    *,
+    dry_run: bool = False,
+    draft: bool = False,
 ) -> SendPlan:
     """Create the edition of this window (once) and queue one delivery per active subscriber of the cadence
-    who has something new; with ``dry_run`` nothing is written and the plan says what would be sent."""
+    who has something new; with ``dry_run`` nothing is written and the plan says what would be sent.
+
+    A ``draft`` edition is queued but not sent until an editor approves it.
+    """
     if cadence not in CADENCES:
         raise SyndicationError(f"unknown cadence {cadence!r} (expected one of {', '.join(CADENCES)})")
     if since >= until:
@@ -77,7 +94,8 @@ def plan_edition(
         if dry_run:
             plan.edition = ledger.find_edition(session, cadence, since, until)
             return plan
-        plan.edition, plan.created = ledger.create_edition(session, cadence, since, until, service.clock())
+        status = ledger.DRAFT if draft else ledger.SENDING
+        plan.edition, plan.created = ledger.create_edition(session, cadence, since, until, service.clock(), status)
         edition_id = plan.edition.id
         deliveries = [(subscriber_id, _message_id(edition_id, subscriber_id)) for subscriber_id in chosen]
         plan.queued = ledger.queue(session, edition_id, deliveries, service.clock())
@@ -188,3 +206,40 @@ def _dkim_signer(service: Service) -> Callable[[bytes], bytes] | None:
     from syndication.mailing.dkim import signer
 
     return signer(service.settings.dkim)
+
+
+def notify_editors(service: Service, plan: SendPlan) -> list[str]:
+    """Email ``[digest] approval_emails`` that the plan's draft edition waits for approval, with a preview link.
+
+    Returns one line per editor who could not be reached (the draft stays a draft; it is reported, not sent).
+    """
+    from syndication.delivery.smtp import send_one
+    from syndication.mailing.message import build_message
+    from syndication.pipeline import digest_envelope
+
+    settings = service.settings
+    edition = plan.edition
+    assert edition is not None
+    base = settings.site.base_url
+    preview_url = f"{base}/editor/editions/{edition.id}"
+    context = {
+        "cadence": edition.cadence,
+        "since": f"{edition.since:%Y-%m-%d %H:%M} UTC",
+        "until": f"{edition.until:%Y-%m-%d %H:%M} UTC",
+        "recipients": plan.queued,
+        "preview_url": preview_url,
+        "approve_command": f"syndication editions approve {edition.id}",
+    }
+    links = Links(unsubscribe=f"{base}/", preferences=f"{base}/", view_online=preview_url)
+    email = MailRenderer(settings).render_notice("approval", settings.site.language, context, links)
+    mail_from = settings.mail.bounce_address or settings.mail.from_address
+    problems = []
+    for address in settings.digest.approval_emails:
+        key = f"approval.{edition.id}.{secrets.token_hex(6)}"
+        envelope = digest_envelope(settings, email, address, "", service.clock(), key,
+                                   (("Auto-Submitted", "auto-generated"),))  # fmt: skip
+        try:
+            send_one(settings.smtp, mail_from, address, build_message(envelope, email.text, email.html))
+        except SyndicationError as error:
+            problems.append(f"{address}: {error}")
+    return problems

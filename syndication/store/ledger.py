@@ -101,6 +101,24 @@ def editions(session: Session, limit: int = 50) -> list[Edition]:
     return [_edition(row) for row in rows]
 
 
+def last_edition(session: Session, cadence: str) -> Edition | None:
+    """The edition of ``cadence`` whose window ends last."""
+    row = session.scalars(
+        select(EditionRow).where(EditionRow.cadence == cadence).order_by(EditionRow.until.desc()).limit(1)
+    ).first()
+    return _edition(row) if row else None
+
+
+def drafts_created_before(session: Session, moment: datetime) -> list[Edition]:
+    """Drafts still waiting for approval that were created before ``moment``, oldest first."""
+    rows = session.scalars(
+        select(EditionRow)
+        .where(EditionRow.status == DRAFT, EditionRow.created_at < moment)
+        .order_by(EditionRow.created_at)
+    )
+    return [_edition(row) for row in rows]
+
+
 def set_edition_status(session: Session, edition_id: int, status: str, now: datetime) -> None:
     """Move an edition to ``status`` (approval also records when)."""
     values: dict[str, object] = {"status": status}

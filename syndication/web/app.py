@@ -75,3 +75,25 @@ async def _internal_error(request: Request, error: Exception) -> Response:
     # The traceback goes to the log, never to the client: it would show paths, settings and code.
     log.error("%s %s failed", request.method, request.url.path, exc_info=error)
     return PlainTextResponse("Internal server error\n", status_code=500)
+
+
+class BackgroundServer:
+    """The web app under uvicorn in a thread of its own, beside the scheduler (``syndication run``).
+
+    uvicorn installs no signal handlers off the main thread: the caller owns SIGTERM and calls ``stop``.
+    """
+
+    def __init__(self, settings: Settings, host: str, port: int) -> None:
+        config = uvicorn.Config(create_app(settings), host=host, port=port, http="httptools", loop="uvloop",
+                                server_header=False, access_log=False, log_config=None)  # fmt: skip
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
+
+    def start(self) -> None:
+        """Start serving."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the requests in flight and stop."""
+        self._server.should_exit = True
+        self._thread.join(timeout)

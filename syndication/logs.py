@@ -1,0 +1,59 @@
+"""Log output for the long-running service: one line per event, plain text or JSON lines (``[logging] format``).
+
+Fields given with ``extra={"job": ..., ...}`` become keys of the JSON object, so a log collector can count
+deliveries or alert on a failed job without parsing sentences.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import TextIO
+
+from syndication.config import LoggingSettings
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is worth keeping.
+# (uvicorn's ``color_message`` is the message again with terminal colours.)
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
+
+
+class JsonLineFormatter(logging.Formatter):
+    """Formats a record as one JSON object: time, level, logger, message, the extra fields, any traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> None:
+    """Send the service's log records to ``stream`` (standard error) in the configured format and level."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if settings.format == "json":
+        handler.setFormatter(JsonLineFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(settings.level)
+    # APScheduler's per-run lines duplicate ours; Alembic's describe its plugins at every start.
+    for chatty in ("apscheduler", "alembic"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
