@@ -210,6 +210,7 @@ class Runner:
         self.leading = False
         self.zone = ZoneInfo(settings.site.timezone)
         self._feeds_lock = threading.Lock()  # a gather's rebuild and the safety net never build at once
+        self._store_engine: Engine | None = None
         grace = settings.schedule.misfire_grace_seconds
         self.scheduler = BackgroundScheduler(
             timezone=self.zone,
@@ -254,6 +255,7 @@ class Runner:
         self.sender.stop.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        self._dispose_store_engine()
         if self.leading:
             self.leading = False
             self.leadership.release()
@@ -279,7 +281,10 @@ class Runner:
             job_runs.started(session, LEADER, now, self.name)
             job_runs.finished(session, LEADER, now, True, f"{self.name} schedules")
         log.info("this process is now the scheduler", extra={"event": "leader", "runner": self.name})
-        store = SQLAlchemyJobStore(engine=self.service.engine, tablename=JOBSTORE_TABLE)
+        # An engine of its own: the store disposes of its engine when it shuts down, which would orphan the
+        # connections this process still holds (the advisory lock's among them).
+        self._store_engine = database.open_engine(self.settings.database.url)
+        store = SQLAlchemyJobStore(engine=self._store_engine, tablename=JOBSTORE_TABLE)
         self.scheduler.add_jobstore(store, "shared")  # persisted jobs whose time passed run now (within grace)
         wanted = self._leader_jobs()
         for spec in wanted:
@@ -305,7 +310,14 @@ class Runner:
         self.leading = False
         with contextlib.suppress(KeyError):
             self.scheduler.remove_jobstore("shared", shutdown=True)
+        self._dispose_store_engine()
         self.leadership.release()
+
+    def _dispose_store_engine(self) -> None:
+        # Again after the store's own dispose: the scheduler's thread may have returned a connection since.
+        if self._store_engine is not None:
+            self._store_engine.dispose()
+            self._store_engine = None
 
     def _leader_jobs(self) -> list[_JobSpec]:
         schedule = self.settings.schedule
