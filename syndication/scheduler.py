@@ -285,7 +285,8 @@ class Runner:
         # connections this process still holds (the advisory lock's among them).
         self._store_engine = database.open_engine(self.settings.database.url)
         store = SQLAlchemyJobStore(engine=self._store_engine, tablename=JOBSTORE_TABLE)
-        self.scheduler.add_jobstore(store, "shared")  # persisted jobs whose time passed run now (within grace)
+        # Stored jobs whose time passed while no process scheduled run now, once (coalesced), if within grace.
+        self.scheduler.add_jobstore(store, "shared")
         wanted = self._leader_jobs()
         for spec in wanted:
             existing = self.scheduler.get_job(spec.id, jobstore="shared")
@@ -294,17 +295,14 @@ class Runner:
                 # Keep the stored next run time: replacing the job would move a missed 07:00 to tomorrow.
                 timing["next_run_time"] = existing.next_run_time
             elif spec.run_at_start:
+                # Gathering and feeds at once; an edition job that is new (or whose crontab changed) too, so
+                # that an edition due within the grace time is not missed: it works out which windows are due.
                 timing["next_run_time"] = self._now()
             self.scheduler.add_job(spec.func, spec.trigger, args=spec.args, id=spec.id, name=spec.id,
                                    jobstore="shared", replace_existing=True, **timing)  # fmt: skip
         for job in self.scheduler.get_jobs(jobstore="shared"):
             if job.id not in {spec.id for spec in wanted}:
                 job.remove()  # a source or cadence no longer configured
-        for cadence in self.settings.schedule.cadences:
-            if self.settings.schedule.cadences[cadence] != "off":
-                # Catch up at once on an edition that fell due while no process was scheduling (within grace).
-                self.scheduler.add_job(run_edition, args=(cadence,), id=f"catch-up:{cadence}", jobstore="local",
-                                       replace_existing=True)  # fmt: skip
 
     def _stop_leading(self) -> None:
         self.leading = False
@@ -331,7 +329,7 @@ class Runner:
         for cadence, crontab in schedule.cadences.items():
             if crontab != "off":
                 trigger = parse_crontab(crontab, self.settings.site.timezone)
-                specs.append(_JobSpec(f"edition:{cadence}", run_edition, trigger, (cadence,)))
+                specs.append(_JobSpec(f"edition:{cadence}", run_edition, trigger, (cadence,), run_at_start=True))
         return specs
 
     # --- Jobs -----------------------------------------------------------------------------------------------

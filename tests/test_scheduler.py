@@ -267,14 +267,21 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
     return condition()
 
 
-def run_scheduler_at(settings: Settings, moment: datetime, expect_run: bool) -> list[ledger.Edition]:
-    """Start a leading runner at ``moment`` (time-machine moves every clock), let its due jobs run, stop it."""
+def run_scheduler_at(settings: Settings, moment: datetime, *, expect_run: bool) -> list[ledger.Edition]:
+    """Start a leading runner at ``moment`` (time-machine moves every clock), let its due jobs run, stop it.
+
+    When the edition job is not expected to run, the runner waits for the feeds job it starts with instead,
+    which shows the scheduler processed its due jobs.
+    """
     with time_machine.travel(moment, tick=True):
         runner = Runner(settings, SmtpClient, name="restarted")
         try:
             runner.start()
             assert runner.poll_leadership()
-            ran = wait_until(lambda: _last_run(settings, "edition:daily") >= moment)
+            assert wait_until(lambda: _last_run(settings, "feeds") >= moment)
+            ran = wait_until(
+                lambda: _last_run(settings, "edition:daily") >= moment, timeout=1.0 if not expect_run else 20.0
+            )
             assert ran == expect_run
         finally:
             runner.shutdown()
@@ -290,15 +297,38 @@ def _last_run(settings: Settings, job_id: str) -> datetime:
 
 def test_a_service_down_over_the_send_hour_sends_that_edition_once_when_back_within_grace(readers: Settings) -> None:
     settings = scheduled_settings(readers)
-    # First start the evening before: the job store now holds the daily job, next run 2 June 07:00.
+    # First start the evening before: the new job runs once (nothing due: 07:00 is long past the grace time) and
+    # the job store keeps it, next run 2 June 07:00.
     assert run_scheduler_at(settings, local(2026, 6, 1, 20), expect_run=True) == []
-    # Down over 07:00, back at 07:20 (grace is an hour): the persisted job fires once for 1 to 2 June.
+    # Down over 07:00, back at 07:20 (grace is an hour): the stored job fires once for 1 to 2 June.
     editions = run_scheduler_at(settings, local(2026, 6, 2, 7, 20), expect_run=True)
     assert [(e.since, e.until) for e in editions] == [(local(2026, 6, 1, 7), local(2026, 6, 2, 7))]
-    # Restarted again in the same period: no second edition.
-    assert run_scheduler_at(settings, local(2026, 6, 2, 7, 40), expect_run=True) == editions
-    # Down over the next 07:00 beyond the grace time: that window is not sent late.
-    assert run_scheduler_at(settings, local(2026, 6, 3, 9, 30), expect_run=True) == editions
+    # Restarted again in the same period: the stored next run is tomorrow; nothing runs, no second edition.
+    assert run_scheduler_at(settings, local(2026, 6, 2, 7, 40), expect_run=False) == editions
+    # Down over the next 07:00 beyond the grace time: APScheduler counts it missed; that window is not sent late.
+    assert run_scheduler_at(settings, local(2026, 6, 3, 9, 30), expect_run=False) == editions
     with Service.open(settings) as service:
         (daily,) = [job for job in status_report(service).jobs if job.job_id == "edition:daily"]
     assert daily.next_run == local(2026, 6, 4, 7)
+
+
+def test_missed_fire_times_within_grace_run_once_coalesced_and_create_every_window(
+    readers: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = scheduled_settings(readers)
+    settings = settings.model_copy(
+        update={"schedule": settings.schedule.model_copy(update={"misfire_grace_seconds": 3 * 86400})}
+    )
+    first = run_scheduler_at(settings, local(2026, 6, 1, 20), expect_run=True)  # 1 June 07:00 is within grace
+    assert [(e.since, e.until) for e in first] == [(local(2026, 5, 31, 7), local(2026, 6, 1, 7))]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="syndication.scheduler"):
+        editions = run_scheduler_at(settings, local(2026, 6, 4, 7, 30), expect_run=True)  # three fire times missed
+    runs = [r for r in caplog.records if getattr(r, "job", None) == "edition:daily"]
+    assert len(runs) == 1  # coalesced: one run for the three missed fire times
+    assert [(e.since, e.until) for e in editions] == [
+        (local(2026, 5, 31, 7), local(2026, 6, 1, 7)),
+        (local(2026, 6, 1, 7), local(2026, 6, 2, 7)),
+        (local(2026, 6, 2, 7), local(2026, 6, 3, 7)),
+        (local(2026, 6, 3, 7), local(2026, 6, 4, 7)),
+    ]
