@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 CONFIG ?= config.toml
 # The demo signs its links with a throwaway key; a real service sets its own in the environment.
 export SYNDICATION_SECRET_KEY ?= demo-only-signing-key-never-use-in-production
+# The demo's editor, "demo" with the password "demo-editor-password": a throwaway too (syndication editors add NAME
+# makes a real one). A real service sets its own editors in its configuration or the environment.
+export SYNDICATION_EDITORS ?= demo:scrypt$$15$$8$$3$$wBCkQl4aBYzhUm8uEnRveQ$$lWZ8Es5efnihzwz9hGJgRw5NQy0nZQl-r5H-6VUmFEc
 
 .PHONY: setup demo serve test check lint types bench messages clean
 
@@ -35,11 +38,15 @@ demo: setup
 	@echo "Digest preview of the sample posts written to var/preview/ (digest.html, digest.txt, digest.eml, digest.es.html)."
 	@echo "The sample subscribers' digests were delivered through a local SMTP server into var/outbox/:"
 	@ls var/outbox
-	@echo "Feeds written under var/feeds/ (open var/feeds/index.html). Serve them, and the unsubscribe links, with:"
-	@echo "  make serve   # then http://127.0.0.1:8000/feeds/"
+	@echo "Feeds written under var/feeds/ (open var/feeds/index.html). Serve them and the web pages with:"
+	@echo "  make serve   # then http://127.0.0.1:8000/feeds/, /subscribe, /editions/, /themes/ and the editor's"
+	@echo "               # pages at http://127.0.0.1:8000/editor/ (sign in as demo, password demo-editor-password);"
+	@echo "               # emails the pages send (confirmations, tests) land in var/outbox/"
 
 serve: setup
-	$(BIN)/syndication --config $(CONFIG) serve --port 8000
+	@mkdir -p var && ($(BIN)/syndication --config $(CONFIG) mail-sink --port 8025 --outbox var/outbox & echo $$! > var/mail-sink.pid)
+	$(BIN)/syndication --config $(CONFIG) serve --port 8000; status=$$?; kill `cat var/mail-sink.pid` 2>/dev/null; \
+	  rm -f var/mail-sink.pid; exit $$status
 
 lint: setup
 	$(BIN)/ruff check .

@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     building.add_argument("--out", type=Path, metavar="DIR", help="folder to write to (default: [feeds] output_dir)")
     building.add_argument("--full", action="store_true", help="rebuild every document, archive pages included")
 
-    serving = command("serve", _serve, "serve the feeds (and later the web pages) over HTTP")
+    serving = command("serve", _serve, "serve the feeds and the web pages over HTTP")
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serving.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
 
@@ -225,6 +225,19 @@ def _parser() -> argparse.ArgumentParser:
         " not subscribed suppresses it all the same."
     )
     removing.add_argument("email", help="their email address")
+
+    editors = commands.add_parser("editors", help="the people who sign in to the editor pages", parents=[common])
+    editor_commands = editors.add_subparsers(title="commands", metavar="COMMAND")
+    adding_editor = command("add", _editors_add, "make the password hash of an editor", editor_commands)
+    adding_editor.description = (
+        "Ask for a new editor's password (twice; at least 12 characters) and print its scrypt hash as a line for"
+        " [editors.passwords] in the configuration file and as a SYNDICATION_EDITORS value. Nothing is written:"
+        " put the line where the service reads it. There is no default password: without one, nobody signs in."
+    )
+    adding_editor.add_argument("name", help="the editor's sign-in name (letters, digits, '.', '_', '@', '+', '-')")
+    adding_editor.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first line of standard input"
+    )
     return parser
 
 
@@ -330,6 +343,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if settings.secret_key is None:
         print("warning: SYNDICATION_SECRET_KEY is not set: unsubscribe links cannot be checked (answered 503)",
               file=sys.stderr)  # fmt: skip
+    here = f"http://{args.host}:{args.port}"
+    print(f"pages: {here}/subscribe, {here}/editions/, {here}/themes/; editors sign in at {here}/editor/",
+          file=sys.stderr)  # fmt: skip
+    if not settings.editors.passwords:
+        print("warning: no editor is configured: nobody can sign in (syndication editors add NAME)", file=sys.stderr)
     serve(settings, args.host, args.port)
     return EXIT_OK
 
@@ -718,6 +736,39 @@ def _subscribers_remove(args: argparse.Namespace, settings: Settings) -> int:
         "suppressed": f"{email} was not subscribed; suppressed so that it is not added",
         "already removed": f"{email} was removed before; nothing else is held on it",
     }[done])  # fmt: skip
+    return EXIT_OK
+
+
+def _editors_add(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+    import re
+
+    from syndication.config import EDITOR_NAME_PATTERN
+    from syndication.core.passwords import check_new_password, hash_password
+
+    name = args.name
+    if not re.fullmatch(EDITOR_NAME_PATTERN, name):
+        _say_error(SyndicationError(f"{name!r} is not an editor name (letters, digits, '.', '_', '@', '+', '-')"))
+        return EXIT_USAGE
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"new password for {name}: ")
+        try:
+            check_new_password(password)
+        except ValueError as error:
+            raise SyndicationError(f"{name}: {error}; nothing was made") from None
+        if getpass.getpass("the same password again: ") != password:
+            raise SyndicationError(f"{name}: the two passwords differ; nothing was made")
+    try:
+        stored = hash_password(password)
+    except ValueError as error:
+        raise SyndicationError(f"{name}: {error}; nothing was made") from None
+    replaced = " (it replaces the one configured now)" if name in settings.editors.passwords else ""
+    print(f"editor {name}{replaced}: add this to {settings.config_path or 'the configuration file'}:\n\n"
+          f'[editors.passwords]\n"{name}" = "{stored}"\n\n'
+          f"or to the environment (several editors: comma-separated):\n\n"
+          f"SYNDICATION_EDITORS='{name}:{stored}'")  # fmt: skip
     return EXIT_OK
 
 

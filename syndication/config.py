@@ -31,6 +31,7 @@ from syndication.errors import ConfigError
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$"
+EDITOR_NAME_PATTERN = r"[A-Za-z0-9._@+-]{1,100}"
 DEFAULT_CONFIG = "config.toml"
 DEFAULT_DATABASE_URL = "sqlite:///var/syndication.db"
 
@@ -319,6 +320,44 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Least severe level logged.")
 
 
+class EditorSettings(_Section):
+    passwords: dict[str, str] = Field(
+        default_factory=dict,
+        description="Editor name -> password hash made by `syndication editors add NAME` (also SYNDICATION_EDITORS).",
+    )
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long an editor stays signed in.")
+
+    @field_validator("passwords")
+    @classmethod
+    def _hashes(cls, value: dict[str, str]) -> dict[str, str]:
+        from syndication.core.passwords import is_password_hash
+
+        for name, stored in value.items():
+            if not re.fullmatch(EDITOR_NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not an editor name (letters, digits, '.', '_', '@', '+', '-')")
+            if not is_password_hash(stored):
+                raise ValueError(f"{name}: not a password hash made by 'syndication editors add {name}'")
+        return value
+
+
+class WebSettings(_Section):
+    subscribe_per_client_per_hour: int = Field(
+        20, ge=1, description="Subscribe form posts accepted per client address per hour (then 429)."
+    )
+    subscribe_per_address_per_hour: int = Field(
+        5, ge=1, description="Subscribe form posts accepted per email address per hour (then 429)."
+    )
+    confirmations_per_address_per_day: int = Field(
+        3, ge=1, le=50, description="Most emails the subscribe form sends to one address per day (kept in the store)."
+    )
+    logins_per_client_per_hour: int = Field(
+        20, ge=1, description="Editor sign-in attempts accepted per client address per hour (then 429)."
+    )
+    send_on_approve: bool = Field(
+        True, description="Approving or resuming an edition in the editor starts sending it from the web process."
+    )
+
+
 class Settings(_Section):
     """The whole validated configuration."""
 
@@ -336,6 +375,8 @@ class Settings(_Section):
     dkim: DkimSettings = DkimSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     logging: LoggingSettings = LoggingSettings()
+    editors: EditorSettings = EditorSettings()
+    web: WebSettings = WebSettings()
     secret_key: SecretStr | None = Field(
         None, exclude=True, description="Signing key; only from SYNDICATION_SECRET_KEY, never from the file."
     )
@@ -422,6 +463,20 @@ def settings_from_mapping(raw: Mapping[str, Any], path: Path, environ: Mapping[s
         # Comma-separated: keys being rotated out, still accepted when reading links signed before the rotation.
         old_keys = (key.strip() for key in environ["SYNDICATION_OLD_SECRET_KEYS"].split(","))
         data["old_secret_keys"] = tuple(key for key in old_keys if key)
+    if environ.get("SYNDICATION_EDITORS"):
+        # "name:hash,name:hash": editors whose hashes live in the environment rather than the file (they win).
+        editors = data.get("editors", {})
+        if not isinstance(editors, dict):
+            raise ConfigError(f"{path}: [editors] must be a table")
+        passwords = dict(editors.get("passwords", {}))
+        for item in environ["SYNDICATION_EDITORS"].split(","):
+            name, separator, stored = item.strip().partition(":")
+            if not item.strip():
+                continue
+            if not separator or not name or not stored:
+                raise ConfigError(f"SYNDICATION_EDITORS: {name or item!r} is not written NAME:HASH")
+            passwords[name] = stored
+        data["editors"] = {**editors, "passwords": passwords}
     try:
         settings = Settings.model_validate({**data, "config_path": path})
     except ValidationError as error:
@@ -498,6 +553,8 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
         ("dkim", DkimSettings),
         ("schedule", ScheduleSettings),
         ("logging", LoggingSettings),
+        ("editors", EditorSettings),
+        ("web", WebSettings),
     ]
     for section, model in sections:
         for name, field in model.model_fields.items():

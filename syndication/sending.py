@@ -188,13 +188,21 @@ class MessageBuilder:
         )
 
     def _variant(self, edition: ledger.Edition, subscriber: Subscriber) -> RenderedEmail | None:
-        key = (edition.id, subscriber.themes, subscriber.language)
+        return self.edition_email(edition, subscriber.themes, subscriber.language)
+
+    def edition_email(
+        self, edition: ledger.Edition, themes: tuple[str, ...] | None, language: str
+    ) -> RenderedEmail | None:
+        """The edition's email as it is sent to readers of ``themes`` (None: everything) in ``language``, with
+        placeholder links (``.personalised(links)`` puts a reader's in); None when it holds nothing for them.
+        Rendered once per variant; the editor's preview and "view in browser" show exactly this."""
+        key = (edition.id, themes, language)
         if key not in self._variants:
-            digest = compose(self.service, edition.since, edition.until, subscriber.themes)
+            digest = compose(self.service, edition.since, edition.until, themes)
             if digest is None:
                 self._variants[key] = None
             else:
-                rendered = self.renderer.render_digest(digest, subscriber.language, intro=edition.intro or None)
+                rendered = self.renderer.render_digest(digest, language, intro=edition.intro or None)
                 if edition.subject:
                     rendered = RenderedEmail(edition.subject, rendered.preheader, rendered.html, rendered.text,
                                              rendered.language, rendered.links, rendered.problems)  # fmt: skip

@@ -507,6 +507,10 @@ def subscriber_from_token(session: Session, service: Service, purpose: str, toke
     reused id apart). Raises TokenError for a forged, expired or other-purpose token.
     """
     subject = read_token(signing_keys(service.settings), purpose, token, now=service.clock())
+    return _subscriber_of(session, purpose, subject)
+
+
+def _subscriber_of(session: Session, purpose: str, subject: str) -> Subscriber | None:
     identifier, _, check = subject.partition(":")
     if not identifier.isdigit():
         raise TokenError(f"this {purpose} link is not valid")
@@ -514,6 +518,18 @@ def subscriber_from_token(session: Session, service: Service, purpose: str, toke
     if subscriber is None or (check and store.email_hash(subscriber.email)[:12] != check):
         return None
     return subscriber
+
+
+def reader_of_view_link(service: Service, edition_id: int, token: str) -> Subscriber | None:
+    """The subscriber a "view in browser" link of edition ``edition_id`` was made for (its subject is
+    ``"<edition id>/<token_subject>"``); None if they were erased since. TokenError for a link that is forged,
+    made for something else, or made for another edition."""
+    subject = read_token(signing_keys(service.settings), "view", token, now=service.clock())
+    edition, _, reader = subject.partition("/")
+    if edition != str(edition_id):
+        raise TokenError("this view link is for another edition")
+    with database.transaction(service.engine) as session:
+        return _subscriber_of(session, "view", reader)
 
 
 # --- Confirmation email ---------------------------------------------------------------------------------------
@@ -586,6 +602,68 @@ def unsubscribe(service: Service, token_or_id: str | int) -> Subscriber | None:
         if subscriber is None or subscriber.status not in ("pending", "active"):
             return subscriber
         return store.set_status(session, subscriber.id, "unsubscribed", service.clock())
+
+
+def subscriber_for_link(service: Service, purpose: str, token: str) -> Subscriber | None:
+    """The subscriber a link of ``purpose`` was made for (None if erased since); TokenError if it is not valid."""
+    with database.transaction(service.engine) as session:
+        return subscriber_from_token(session, service, purpose, token)
+
+
+def change_preferences(
+    service: Service,
+    token: str,
+    *,
+    themes: str | Sequence[str],
+    cadence: str,
+    language: str,
+    name: str | None = None,
+) -> tuple[Subscriber, bool]:
+    """Set the preferences of the subscriber a preferences link was made for; returns them and whether anything
+    changed. ``themes`` empty means every theme.
+
+    Raises TokenError for a link that is not valid, and SubscriberError for a value that is refused (naming it)
+    or a subscription that was removed or has ended (an old link does not bring it back).
+    """
+    with database.transaction(service.engine) as session:
+        subscriber = subscriber_from_token(session, service, "preferences", token)
+        if subscriber is None:
+            raise SubscriberError("this subscription no longer exists: subscribe again")
+        request = _request(service.settings, subscriber.email, name, themes, cadence, language)
+        if subscriber.status in ENDED_STATUSES:
+            raise SubscriberError(f"{subscriber.email} is {subscriber.status}: subscribe again to receive digests")
+        chosen = request.themes or None  # () is every theme: stored None
+        changed = (
+            chosen != subscriber.themes
+            or request.cadence != subscriber.cadence
+            or request.language != subscriber.language
+            or (request.name is not None and request.name != subscriber.name)
+        )
+        if not changed:
+            return subscriber, False
+        updated = store.update_preferences(
+            session, subscriber.id, name=request.name, language=request.language, cadence=request.cadence,
+            themes=chosen, everything=chosen is None,
+        )  # fmt: skip
+        assert updated is not None
+        return updated, True
+
+
+def send_preferences_notice(service: Service, subscriber: Subscriber, summary: str) -> None:
+    """Email ``subscriber`` that their preferences changed (``summary``: what they receive now), in their
+    language, with their links to change them again or leave. Raises DeliveryError or ConfigError."""
+    settings = service.settings
+    links = Links(
+        unsubscribe=unsubscribe_url(service, subscriber),
+        preferences=preferences_url(service, subscriber),
+        view_online=f"{settings.site.base_url}/",
+    )
+    email = MailRenderer(settings).render_notice("preferences", subscriber.language, {"summary": summary}, links)
+    key = f"preferences.{subscriber.id}.{secrets.token_hex(8)}"
+    envelope = digest_envelope(settings, email, subscriber.email, subscriber.name, service.clock(), key,
+                               (("Auto-Submitted", "auto-generated"),))  # fmt: skip
+    send_one(settings.smtp, settings.mail.bounce_address or settings.mail.from_address, subscriber.email,
+             build_message(envelope, email.text, email.html))  # fmt: skip
 
 
 def mark_bounced(service: Service, subscriber_id: int) -> Subscriber | None:

@@ -20,7 +20,8 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from syndication.config import Settings
 from syndication.errors import ConfigError, TokenError
 
-PURPOSES: Final = ("confirm", "unsubscribe", "preferences", "view")
+# "session" and "csrf" sign the editor's session cookie and every form's CSRF cookie (syndication.web.sessions).
+PURPOSES: Final = ("confirm", "unsubscribe", "preferences", "view", "session", "csrf")
 
 # How long a link stays valid when the caller does not say: a confirmation is asked for now and answered within
 # days; unsubscribe and preferences links sit in old emails and must keep working (None: no expiry).
@@ -29,6 +30,8 @@ DEFAULT_MAX_AGE_SECONDS: Final[dict[str, int | None]] = {
     "unsubscribe": None,
     "preferences": None,
     "view": None,
+    "session": 12 * 3600,  # the web app passes [editors] session_hours
+    "csrf": 24 * 3600,  # a form left open longer is sent again with a fresh token
 }
 
 # A key shorter than this could be found by trying keys against one link; refuse it rather than sign with it.

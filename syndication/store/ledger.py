@@ -11,13 +11,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from syndication.store.schema import Base, DeliveryAttemptRow, DeliveryRow, EditionRow, UTCDateTime
+from syndication.store.schema import Base, DeliveryAttemptRow, DeliveryRow, EditionRow, SubscriberRow, UTCDateTime
 
 _deliveries = Base.metadata.tables[DeliveryRow.__tablename__]
 _attempts = Base.metadata.tables[DeliveryAttemptRow.__tablename__]
@@ -29,6 +29,15 @@ QUEUED, CLAIMED, DELIVERED, DEFERRED, FAILED, BOUNCED, POISONED = (
     "queued", "claimed", "sent", "deferred", "failed", "bounced", "poisoned",
 )  # fmt: skip
 OPEN_DELIVERIES = (QUEUED, CLAIMED, DEFERRED)
+# What an editor (or `editions pause|resume|cancel|approve`) may do to an edition: from which statuses, to which.
+EDITION_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "approve": ((DRAFT,), SENDING),
+    "pause": ((SENDING,), PAUSED),
+    "resume": ((PAUSED,), SENDING),
+    "cancel": ((DRAFT, SENDING, PAUSED), CANCELLED),
+}
+# Deliveries an editor should look at: refused, given up on, set aside, or waiting to be tried again.
+PROBLEM_DELIVERIES = (DEFERRED, FAILED, BOUNCED, POISONED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +306,32 @@ def progress(session: Session, edition_id: int) -> dict[str, int]:
     )
     counts: dict[str, int] = dict(session.execute(query).all())
     return counts
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryProblem:
+    """A delivery that did not go (yet): to whom (None once the subscriber was erased), its status, why."""
+
+    delivery_id: int
+    email: str | None
+    status: str
+    attempts: int
+    detail: str
+    next_attempt_at: datetime
+
+
+def problems(session: Session, edition_id: int, limit: int = 200) -> list[DeliveryProblem]:
+    """The edition's deferred, failed, bounced and poisoned deliveries, the final ones first."""
+    order = case({FAILED: 0, BOUNCED: 0, POISONED: 1}, value=DeliveryRow.status, else_=2)
+    query = (
+        select(DeliveryRow.id, SubscriberRow.email, DeliveryRow.status, DeliveryRow.attempts, DeliveryRow.last_error,
+               DeliveryRow.next_attempt_at)
+        .outerjoin(SubscriberRow, SubscriberRow.id == DeliveryRow.subscriber_id)
+        .where(DeliveryRow.edition_id == edition_id, DeliveryRow.status.in_(PROBLEM_DELIVERIES))
+        .order_by(order, DeliveryRow.id)
+        .limit(limit)
+    )  # fmt: skip
+    return [DeliveryProblem(*row) for row in session.execute(query)]
 
 
 def queue_depth(session: Session, now: datetime) -> int:

@@ -6,10 +6,10 @@ is one index range scan instead of a join and a sort over every post of that the
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -210,3 +210,14 @@ class JobRunRow(Base):
     ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     summary: Mapped[str] = mapped_column(Text, default="")
     runner: Mapped[str] = mapped_column(String(200))
+
+
+class FormEmailRow(Base):
+    """Emails the subscribe form sent to one address (kept as its hash) on one UTC day: the daily cap's count,
+    kept in the store so that it holds across restarts and across processes."""
+
+    __tablename__ = "form_emails"
+
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)

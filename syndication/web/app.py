@@ -4,26 +4,44 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from syndication.config import Settings
 from syndication.pipeline import Service
 from syndication.web import feeds, unsubscribe
+from syndication.web.archive import ArchivePages
+from syndication.web.editor import EditorPages
+from syndication.web.sessions import Cookies
+from syndication.web.subscribe import SubscriberPages
+from syndication.web.templating import Pages
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The whole web app for ``settings``: the feeds under ``/feeds/``, ``/`` sending readers there."""
+    """The whole web app for ``settings``: the feeds under ``/feeds/``, the subscriber's pages (subscribe, confirm,
+    preferences, unsubscribe), the archive, and the editor's pages under ``/editor/``; ``/`` sends readers to the
+    feeds."""
     # No generated API docs: the pages are for readers and editors, not an API to explore.
     store = _Store(settings)
-    app = FastAPI(title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None, on_shutdown=[store.close])
+    pages = Pages(settings, Cookies(settings))
+    editor = EditorPages(store.service, pages)
+    # Senders started by an editor finish the messages in hand before the store closes.
+    on_shutdown = [editor.deliveries.close, store.close]
+    app = FastAPI(title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None, on_shutdown=on_shutdown)
     app.add_exception_handler(Exception, _internal_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error(pages))
+    app.router.routes.extend(pages.asset_routes())
+    app.router.routes.extend(ArchivePages(store.service, pages).routes())  # before /feeds/{path}: editions.atom
     app.include_router(feeds.router(settings))
     app.router.routes.extend(unsubscribe.routes(store.service))
+    app.router.routes.extend(SubscriberPages(store.service, pages).routes())
+    app.router.routes.extend(editor.routes())
     app.add_api_route("/", _home, methods=["GET"], include_in_schema=False)
     return app
 
@@ -69,6 +87,28 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
 async def _home() -> RedirectResponse:
     return RedirectResponse("/feeds/", status_code=307)
+
+
+def _http_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """Unknown paths and methods answered with a page of the site rather than a JSON body."""
+    titles = {404: "Page not found", 405: "Not allowed here"}
+    texts = {404: "There is no page at this address.", 405: "This address does not take this kind of request."}
+
+    async def handle(request: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)
+        headers = dict(error.headers or {})
+        if error.status_code not in titles:
+            return PlainTextResponse(f"{error.detail}\n", status_code=error.status_code, headers=headers)
+        return pages.message(
+            request,
+            titles[error.status_code],
+            [texts[error.status_code]],
+            status=error.status_code,
+            headers=headers,
+            links=[("/subscribe", "Subscribe")],
+        )
+
+    return handle
 
 
 async def _internal_error(request: Request, error: Exception) -> Response:

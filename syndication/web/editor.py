@@ -1,0 +1,671 @@
+"""The editor's pages, behind a sign-in: the dashboard, and each edition as it will be sent, with its controls.
+
+An editor looks at the edition exactly as subscribers will get it (``MessageBuilder.edition_email``: the sender's
+own renderer and variants) at desktop and phone widths, as one subscriber or a theme set and language; fixes the
+subject and intro of a draft or paused edition; sends a test to an address; approves, pauses, resumes or cancels
+it (``ledger.EDITION_ACTIONS``, the command line's rules); and watches the delivery. Approving or resuming starts
+sending from this process (``[web] send_on_approve``), so a site without the scheduler running still sends.
+
+Every post needs the CSRF token; every page but the sign-in needs a session, and sends to the sign-in page
+without one. Form handlers redirect after success (303), so reloading a page never posts twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from syndication.cadences import latest_fire, next_fire, parse_crontab
+from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES
+from syndication.core.passwords import hash_password, verify_password
+from syndication.delivery.sender import Sender, SenderBusy
+from syndication.delivery.smtp import SmtpClient, send_one
+from syndication.errors import ConfigError, DeliveryError, SyndicationError
+from syndication.mailing.dkim import signer
+from syndication.mailing.render import RenderedEmail
+from syndication.pipeline import Service, compose, personalised_message, preview_links
+from syndication.sending import MessageBuilder, deliver
+from syndication.store import database, ledger
+from syndication.store import subscribers as subscriber_store
+from syndication.subscriptions import (
+    SubscriberError,
+    check_language,
+    default_language,
+    normalise_email,
+    parse_themes,
+    subscriber_counts,
+)
+from syndication.web.forms import Form, FormRefused, read_form
+from syndication.web.limits import RateLimit
+from syndication.web.subscribe import FORM_EXPIRED, client_address
+from syndication.web.templating import Pages, email_headers
+
+log = logging.getLogger(__name__)
+
+HOUR: Final = 3600.0
+MAX_SUBJECT: Final = 200
+MAX_INTRO: Final = 5000
+PREVIEW_WIDTHS: Final = (("Desktop", 600), ("Phone", 375))
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+NOTICES: Final = {
+    "approved": "Approved: the edition is sending.",
+    "paused": "Paused: nothing more is sent until you resume.",
+    "resumed": "Resumed: the edition is sending again.",
+    "cancelled": "Cancelled: nothing more of this edition will be sent.",
+    "saved": "Saved the subject and intro.",
+    "unchanged": "Nothing changed.",
+    "tested": "The test was sent.",
+}
+DONE: Final = {"approve": "approved", "pause": "paused", "resume": "resumed", "cancel": "cancelled"}
+
+
+@dataclass
+class Preview:
+    """Whom an edition is previewed as: a subscriber, or a theme set (None: everything) and a language."""
+
+    subscriber: str = ""
+    themes: tuple[str, ...] | None = None
+    language: str = ""
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def query(self) -> str:
+        """The query string that asks for this preview again."""
+        pairs = [("subscriber", self.subscriber)] if self.subscriber else []
+        pairs += [("themes", slug) for slug in self.themes or ()]
+        pairs.append(("language", self.language))
+        return urlencode(pairs)
+
+
+class Deliveries:
+    """Background senders started by approving or resuming an edition: one thread per edition at a time."""
+
+    def __init__(self, service: Callable[[], Service]) -> None:
+        self.service = service
+        self._lock = threading.Lock()
+        self._threads: dict[int, threading.Thread] = {}
+        self._senders: dict[int, Sender] = {}
+
+    def start(self, edition_id: int) -> None:
+        """Start sending ``edition_id`` unless it is being sent from this process already."""
+        with self._lock:
+            running = self._threads.get(edition_id)
+            if running is not None and running.is_alive():
+                return
+            thread = threading.Thread(target=self._send, args=(edition_id,), name=f"edition-{edition_id}", daemon=True)
+            self._threads[edition_id] = thread
+            thread.start()
+
+    def _send(self, edition_id: int) -> None:
+        service = self.service()
+        sender = Sender(service.settings, service.engine, service.clock, SmtpClient)
+        with self._lock:
+            self._senders[edition_id] = sender
+        try:
+            report = deliver(service, SmtpClient, edition_id=edition_id, sender=sender)
+            log.info(
+                "edition %d: %d sent, %d deferred, %d failed, %d bounced",
+                edition_id,
+                report.sent,
+                report.deferred,
+                report.failed,
+                report.bounced,
+            )
+        except SenderBusy as error:  # the scheduler's sender has the store: it sends the edition
+            log.info("edition %d: left to the sender already running: %s", edition_id, error)
+        except SyndicationError as error:
+            log.error("edition %d: sending stopped: %s", edition_id, error)
+        finally:
+            with self._lock:
+                self._senders.pop(edition_id, None)
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Wait for the senders running now to finish (tests, and shutdown after ``stop``)."""
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join(timeout)
+
+    def close(self) -> None:
+        """Ask every sender to stop after the messages in hand, and wait for them (app shutdown)."""
+        with self._lock:
+            for sender in self._senders.values():
+                sender.stop.set()
+        self.wait(timeout=15.0)
+
+
+class EditorPages:
+    """The editor's pages of one site."""
+
+    def __init__(self, service: Callable[[], Service], pages: Pages) -> None:
+        self.service = service
+        self.pages = pages
+        self.settings = pages.settings
+        self.cookies = pages.cookies
+        self.logins = RateLimit(self.settings.web.logins_per_client_per_hour, HOUR)
+        self.deliveries = Deliveries(service)
+
+    def routes(self) -> list[Route]:
+        """The routes of these pages."""
+        return [
+            Route("/editor", self.to_dashboard, methods=["GET"]),
+            Route("/editor/login", self.login_page, methods=["GET"]),
+            Route("/editor/login", self.login, methods=["POST"]),
+            Route("/editor/logout", self.logout, methods=["POST"]),
+            Route("/editor/", self.dashboard, methods=["GET"]),
+            Route("/editor/editions/{edition_id:int}", self.edition_page, methods=["GET"]),
+            Route("/editor/editions/{edition_id:int}/preview", self.preview, methods=["GET"]),
+            Route("/editor/editions/{edition_id:int}/progress.json", self.progress, methods=["GET"]),
+            Route("/editor/editions/{edition_id:int}/text", self.save_text, methods=["POST"]),
+            Route("/editor/editions/{edition_id:int}/test", self.send_test, methods=["POST"]),
+            Route("/editor/editions/{edition_id:int}/{action:str}", self.control, methods=["POST"]),
+        ]
+
+    # --- Signing in and out -----------------------------------------------------------------------------------
+
+    async def to_dashboard(self, request: Request) -> Response:
+        """``/editor`` is ``/editor/``."""
+        return RedirectResponse("/editor/", status_code=303)
+
+    async def login_page(self, request: Request) -> Response:
+        """The sign-in form (an editor already signed in goes on to the dashboard)."""
+        if self.cookies.editor(request):
+            return RedirectResponse(_next_page(request.query_params.get("next", "")), status_code=303)
+        notice = "You are signed out." if request.query_params.get("signed_out") else ""
+        return self._login_page(request, request.query_params.get("next", ""), "", {}, notice=notice)
+
+    async def login(self, request: Request) -> Response:
+        """Check the name and password; on success set the session cookie and go where the editor was going."""
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
+        name, password, wanted = form.text("name"), form.get("password", ""), form.get("next", "")
+        try:
+            csrf_ok = self.cookies.csrf_ok(request, form)
+        except ConfigError as error:
+            return self._not_available(request, error)
+        if not csrf_ok:
+            return self._login_page(request, wanted, name, {"form": FORM_EXPIRED}, status=403)
+        client = client_address(request)
+        if not self.logins.allow(client):
+            retry = self.logins.retry_after(client)
+            return self.pages.message(
+                request,
+                "Too many attempts",
+                [f"Too many sign-in attempts from your connection: try again in {max(1, (retry + 59) // 60)} minutes."],
+                status=429,
+                headers={"Retry-After": str(retry)},
+            )
+        stored = self.settings.editors.passwords.get(name)
+        matches = await run_in_threadpool(verify_password, password, stored or _dummy_hash())
+        if stored is None or not matches:
+            log.warning("editor sign-in refused for %r from %s", name[:100], client)
+            return self._login_page(request, wanted, name, {"password": "Wrong name or password."}, status=400)
+        response = RedirectResponse(_next_page(wanted), status_code=303)
+        self.cookies.start_session(response, name)
+        log.info("editor %s signed in from %s", name, client)
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        """Sign out (a post with the CSRF token, so that no other site can sign an editor out)."""
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
+        refused = self._csrf_refused(request, form, "/editor/")
+        if refused:
+            return refused
+        response = RedirectResponse("/editor/login?signed_out=1", status_code=303)
+        self.cookies.end_session(response)
+        return response
+
+    def _login_page(
+        self, request: Request, wanted: str, name: str, errors: dict[str, str], *, status: int = 200, notice: str = ""
+    ) -> Response:
+        context = {
+            "title": "Sign in",
+            "next": wanted,
+            "name": name,
+            "errors": errors,
+            "notice": notice,
+            "configured": bool(self.settings.editors.passwords),
+        }
+        return self.pages.render(request, "editor_login.html", context, status=status)
+
+    # --- Dashboard --------------------------------------------------------------------------------------------
+
+    async def dashboard(self, request: Request) -> Response:
+        """Posts per theme this period, subscribers per theme and cadence, the next editions, the last ones."""
+        editor = self.cookies.editor(request)
+        if editor is None:
+            return _to_login(request)
+        context = await run_in_threadpool(self._dashboard)
+        return self.pages.render(request, "editor_dashboard.html", context, editor=editor)
+
+    def _dashboard(self) -> dict[str, Any]:
+        service = self.service()
+        now = service.clock()
+        upcoming = []
+        for cadence in CADENCES:
+            crontab = self.settings.schedule.cadences.get(cadence, "off")
+            if crontab == "off":
+                upcoming.append({"cadence": cadence, "off": True})
+                continue
+            trigger = parse_crontab(crontab, self.settings.site.timezone)
+            since = latest_fire(trigger, now)
+            digest = compose(service, since, now) if since is not None else None
+            per_theme: dict[str | None, int] = {}
+            for section in digest.sections if digest else ():
+                per_theme[section.theme.slug if section.theme else None] = section.total
+            upcoming.append(
+                {
+                    "cadence": cadence,
+                    "off": False,
+                    "crontab": crontab,
+                    "since": since,
+                    "goes": next_fire(trigger, now),
+                    "per_theme": per_theme,
+                    "posts": digest.post_count if digest else 0,
+                }
+            )
+        counts = subscriber_counts(service)
+        with database.transaction(service.engine) as session:
+            following = subscriber_store.theme_counts(session)
+            editions = [(e, ledger.progress(session, e.id)) for e in ledger.editions(session, limit=12)]
+        return {
+            "title": "Dashboard",
+            "upcoming": upcoming,
+            "themes": self.settings.themes,
+            "cadences": CADENCES,
+            "statuses": SUBSCRIBER_STATUSES,
+            "counts": counts,
+            "following": following,
+            "editions": editions,
+            "require_approval": self.settings.digest.require_approval,
+        }
+
+    # --- One edition ------------------------------------------------------------------------------------------
+
+    async def edition_page(self, request: Request) -> Response:
+        """The edition as it will be sent, its text, its controls and its delivery."""
+        editor = self.cookies.editor(request)
+        if editor is None:
+            return _to_login(request)
+        edition_id: int = request.path_params["edition_id"]
+        notice = NOTICES.get(request.query_params.get("done", ""), "")
+        if request.query_params.get("done") == "tested":
+            notice = f"The test was sent to {_address_or(request.query_params.get('to', ''), 'the address given')}."
+        return await run_in_threadpool(self._edition_page, request, editor, edition_id, notice, {}, 200, None)
+
+    def _edition_page(
+        self,
+        request: Request,
+        editor: str,
+        edition_id: int,
+        notice: str,
+        errors: dict[str, str],
+        status: int,
+        values: dict[str, str] | None,
+    ) -> Response:
+        service = self.service()
+        with database.transaction(service.engine) as session:
+            edition = ledger.edition(session, edition_id)
+            if edition is None:
+                return self._no_edition(request, editor, edition_id)
+            counts = ledger.progress(session, edition_id)
+            problems = ledger.problems(session, edition_id)
+        preview = self._preview_of(request)
+        email = self._email(service, edition, preview)
+        text = email.personalised(preview_links(self.settings)).text if email else ""
+        context = {
+            "title": f"Edition {edition.id}",
+            "edition": edition,
+            "preview": preview,
+            "email": email,
+            "text_part": text,
+            "widths": PREVIEW_WIDTHS,
+            "preview_src": f"/editor/editions/{edition.id}/preview?{preview.query()}",
+            "progress": _progress(edition, counts),
+            "problems": problems,
+            "actions": [a for a, (before, _) in ledger.EDITION_ACTIONS.items() if edition.status in before],
+            "editable": edition.status in (ledger.DRAFT, ledger.PAUSED),
+            "notice": notice,
+            "errors": {**preview.errors, **errors},
+            "values": values or {"subject": edition.subject, "intro": edition.intro, "address": ""},
+            "themes": self.settings.themes,
+            "languages": self.settings.digest.languages,
+        }
+        return self.pages.render(
+            request, "editor_edition.html", context, status=status, editor=editor, headers={"X-Frame-Options": "DENY"}
+        )
+
+    async def preview(self, request: Request) -> Response:
+        """The edition's HTML email alone (shown in the edition page's frames), with preview links."""
+        editor = self.cookies.editor(request)
+        if editor is None:
+            return _to_login(request)
+        edition_id: int = request.path_params["edition_id"]
+        return await run_in_threadpool(self._preview, request, editor, edition_id)
+
+    def _preview(self, request: Request, editor: str, edition_id: int) -> Response:
+        service = self.service()
+        with database.transaction(service.engine) as session:
+            edition = ledger.edition(session, edition_id)
+        if edition is None:
+            return self._no_edition(request, editor, edition_id)
+        email = self._email(service, edition, self._preview_of(request))
+        if email is None:
+            html = "<!doctype html><p>Nothing in this edition for these readers: they get no email.</p>"
+            return HTMLResponse(html, headers=email_headers(private=True))
+        return HTMLResponse(email.personalised(preview_links(self.settings)).html, headers=email_headers(private=True))
+
+    async def progress(self, request: Request) -> Response:
+        """The delivery counts as JSON, for the edition page's live progress."""
+        if self.cookies.editor(request) is None:
+            return JSONResponse({"error": "sign in first"}, status_code=401, headers={"Cache-Control": "no-store"})
+        edition_id: int = request.path_params["edition_id"]
+
+        def read() -> dict[str, Any] | None:
+            service = self.service()
+            with database.transaction(service.engine) as session:
+                edition = ledger.edition(session, edition_id)
+                return _progress(edition, ledger.progress(session, edition_id)) if edition else None
+
+        found = await run_in_threadpool(read)
+        if found is None:
+            return JSONResponse({"error": f"no edition {edition_id}"}, status_code=404)
+        return JSONResponse(found, headers={"Cache-Control": "no-store"})
+
+    async def save_text(self, request: Request) -> Response:
+        """Save the subject and intro of a draft or paused edition."""
+        checked = await self._checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        editor, edition_id, form = checked
+        subject = " ".join(form.get("subject", "").split())
+        intro = form.get("intro", "").replace("\r\n", "\n").strip()
+        errors = {}
+        if len(subject) > MAX_SUBJECT or _CONTROL.search(subject):
+            errors["subject"] = f"Subject: one line of at most {MAX_SUBJECT} characters."
+        if len(intro) > MAX_INTRO or _CONTROL.search(intro.replace("\n", "")):
+            errors["intro"] = f"Intro: at most {MAX_INTRO} characters of text."
+        if errors:
+            values = {"subject": subject, "intro": intro, "address": ""}
+            return await run_in_threadpool(self._edition_page, request, editor, edition_id, "", errors, 400, values)
+
+        def save() -> str | None:
+            service = self.service()
+            with database.transaction(service.engine) as session:
+                edition = ledger.edition(session, edition_id)
+                if edition is None:
+                    return "missing"
+                if edition.status not in (ledger.DRAFT, ledger.PAUSED):
+                    return f"Edition {edition_id} is {edition.status}: only a draft or paused edition can change."
+                if (edition.subject, edition.intro) == (subject, intro):
+                    return "unchanged"
+                ledger.set_edition_text(session, edition_id, subject=subject, intro=intro)
+            log.info("editor %s changed the text of edition %d", editor, edition_id)
+            return None
+
+        refused = await run_in_threadpool(save)
+        if refused == "missing":
+            return self._no_edition(request, editor, edition_id)
+        if refused and refused != "unchanged":
+            values = {"subject": subject, "intro": intro, "address": ""}
+            return await run_in_threadpool(
+                self._edition_page, request, editor, edition_id, "", {"form": refused}, 409, values
+            )
+        return self._back(edition_id, "unchanged" if refused else "saved", request)
+
+    async def send_test(self, request: Request) -> Response:
+        """Send the edition, as previewed, to one address."""
+        checked = await self._checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        editor, edition_id, form = checked
+        typed = form.text("address")
+        values = {"address": typed}
+        try:
+            address = normalise_email(typed)
+        except SubscriberError:
+            error = {
+                "address": f"Test address: {typed!r} is not an email address."
+                if typed
+                else "Test address: enter the address to send the test to."
+            }
+            return await run_in_threadpool(
+                self._edition_page, request, editor, edition_id, "", error, 400, self._values(edition_id, values)
+            )
+
+        def send() -> str | None:
+            service = self.service()
+            with database.transaction(service.engine) as session:
+                edition = ledger.edition(session, edition_id)
+            if edition is None:
+                return "missing"
+            email = self._email(service, edition, self._preview_of(request))
+            if email is None:
+                return "Nothing in this edition for these readers: there is nothing to send."
+            links = preview_links(self.settings)
+            key = f"test.{edition_id}.{secrets.token_hex(6)}"
+            message = personalised_message(
+                self.settings,
+                email,
+                to_address=address,
+                to_name="",
+                links=links,
+                date=service.clock(),
+                message_key=key,
+                extra=(("X-Syndication-Test", f"edition {edition_id}"),),
+            )
+            sign = signer(self.settings.dkim)
+            mail = self.settings.mail
+            try:
+                send_one(
+                    self.settings.smtp,
+                    mail.bounce_address or mail.from_address,
+                    address,
+                    sign(message) if sign else message,
+                )
+            except DeliveryError as error:
+                return f"The test was not sent to {address}: {error}"
+            log.info("editor %s sent a test of edition %d to %s", editor, edition_id, address)
+            return None
+
+        try:
+            refused = await run_in_threadpool(send)
+        except ConfigError as error:
+            return self._not_available(request, error)
+        if refused == "missing":
+            return self._no_edition(request, editor, edition_id)
+        if refused:
+            return await run_in_threadpool(
+                self._edition_page,
+                request,
+                editor,
+                edition_id,
+                "",
+                {"form": refused},
+                502,
+                self._values(edition_id, values),
+            )
+        return self._back(edition_id, "tested", request, to=address)
+
+    async def control(self, request: Request) -> Response:
+        """Approve, pause, resume or cancel the edition."""
+        action = request.path_params["action"]
+        if action not in ledger.EDITION_ACTIONS:
+            return self.pages.message(request, "No such action", [f"Editions cannot be {action!r}-ed."], status=404)
+        checked = await self._checked_post(request)
+        if isinstance(checked, Response):
+            return checked
+        editor, edition_id, _form = checked
+        before, after = ledger.EDITION_ACTIONS[action]
+
+        def change() -> str | None:
+            service = self.service()
+            with database.transaction(service.engine) as session:
+                edition = ledger.edition(session, edition_id)
+                if edition is None:
+                    return "missing"
+                if edition.status not in before:
+                    return f"Edition {edition_id} is {edition.status}: it cannot be {DONE[action]}."
+                ledger.set_edition_status(session, edition_id, after, service.clock())
+            log.info("editor %s: edition %d %s -> %s", editor, edition_id, edition.status, after)
+            return None
+
+        refused = await run_in_threadpool(change)
+        if refused == "missing":
+            return self._no_edition(request, editor, edition_id)
+        if refused:
+            return await run_in_threadpool(
+                self._edition_page, request, editor, edition_id, "", {"form": refused}, 409, None
+            )
+        if after == ledger.SENDING and self.settings.web.send_on_approve:
+            self.deliveries.start(edition_id)
+        return self._back(edition_id, DONE[action], request)
+
+    # --- Shared -----------------------------------------------------------------------------------------------
+
+    def _preview_of(self, request: Request) -> Preview:
+        """Whom the page previews the edition as, from its query string; errors name what was not understood."""
+        query = request.query_params
+        preview = Preview(language=default_language(self.settings))
+        chosen = query.get("subscriber", "").strip()
+        if chosen:
+            preview.subscriber = chosen
+            try:
+                with database.transaction(self.service().engine) as session:
+                    found = subscriber_store.subscriber_by_email(session, normalise_email(chosen))
+            except SubscriberError:
+                found = None
+            if found is None:
+                preview.errors["subscriber"] = f"Preview as: there is no subscriber {chosen!r}."
+            else:
+                preview.themes, preview.language = found.themes, found.language
+                return preview
+        try:
+            preview.themes = parse_themes(self.settings, query.getlist("themes"))
+        except SubscriberError as error:
+            preview.errors["themes"] = f"Themes: {error}."
+        if query.get("language"):
+            try:
+                preview.language = check_language(self.settings, query["language"])
+            except SubscriberError as error:
+                preview.errors["language"] = f"Language: {error}."
+        return preview
+
+    def _email(self, service: Service, edition: ledger.Edition, preview: Preview) -> RenderedEmail | None:
+        return MessageBuilder(service).edition_email(edition, preview.themes, preview.language)
+
+    def _values(self, edition_id: int, extra: dict[str, str]) -> dict[str, str]:
+        service = self.service()
+        with database.transaction(service.engine) as session:
+            edition = ledger.edition(session, edition_id)
+        return {"subject": edition.subject if edition else "", "intro": edition.intro if edition else "", **extra}
+
+    async def _checked_post(self, request: Request) -> tuple[str, int, Form] | Response:
+        """The editor, edition id and form of a post to an edition, or the answer refusing it."""
+        editor = self.cookies.editor(request)
+        if editor is None:
+            return _to_login(request, back=f"/editor/editions/{request.path_params['edition_id']}")
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
+        refused = self._csrf_refused(request, form, f"/editor/editions/{request.path_params['edition_id']}")
+        if refused:
+            return refused
+        return editor, request.path_params["edition_id"], form
+
+    def _back(self, edition_id: int, done: str, request: Request, **extra: str) -> Response:
+        # Back to the page as it was previewed (the forms carry the preview's query string).
+        query = request.query_params
+        pairs = [(key, value) for key, value in query.multi_items() if key in ("subscriber", "themes", "language")]
+        pairs += [("done", done), *extra.items()]
+        return RedirectResponse(f"/editor/editions/{edition_id}?{urlencode(pairs)}", status_code=303)
+
+    async def _form(self, request: Request) -> Form | Response:
+        try:
+            return await read_form(request)
+        except FormRefused as error:
+            return self.pages.message(
+                request, "This form was not sent right", [error.reason + "."], status=error.status
+            )
+
+    def _csrf_refused(self, request: Request, form: Form, back: str) -> Response | None:
+        try:
+            if self.cookies.csrf_ok(request, form):
+                return None
+        except ConfigError as error:
+            return self._not_available(request, error)
+        return self.pages.message(
+            request, "Please try again", [FORM_EXPIRED], status=403, links=[(back, "Back to the page")]
+        )
+
+    def _no_edition(self, request: Request, editor: str, edition_id: int) -> Response:
+        return self.pages.message(
+            request,
+            "No such edition",
+            [f"There is no edition {edition_id}."],
+            status=404,
+            links=[("/editor/", "Dashboard")],
+            editor=editor,
+        )
+
+    def _not_available(self, request: Request, error: ConfigError) -> Response:
+        log.error("%s %s refused: %s", request.method, request.url.path, error)
+        return self.pages.message(
+            request, "Not available right now", [f"The service is not configured: {error}."], status=503
+        )
+
+
+def _progress(edition: ledger.Edition, counts: dict[str, int]) -> dict[str, Any]:
+    """The edition's delivery in numbers: per status, how many are done (sent or given up on), and a sentence."""
+    total = sum(counts.values())
+    final = (ledger.DELIVERED, ledger.FAILED, ledger.BOUNCED, ledger.POISONED)
+    done = sum(counts.get(status, 0) for status in final)
+    sent = counts.get(ledger.DELIVERED, 0)
+    others = ", ".join(f"{counts[s]} {s}" for s in (*final[1:], ledger.DEFERRED) if counts.get(s))
+    summary = f"{sent} of {total} sent" + (f" ({others})" if others else "")
+    return {"status": edition.status, "counts": counts, "total": total, "done": done, "summary": summary}
+
+
+def _to_login(request: Request, back: str | None = None) -> Response:
+    wanted = back or (request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+    return RedirectResponse(f"/editor/login?next={quote(wanted, safe='/')}", status_code=303)
+
+
+def _next_page(wanted: str) -> str:
+    """Where to go after signing in: an editor page of this site, never elsewhere (no open redirect)."""
+    if (
+        wanted.startswith("/editor/")
+        and not wanted.startswith("//")
+        and "\\" not in wanted
+        and not _CONTROL.search(wanted)
+    ):
+        return wanted
+    return "/editor/"
+
+
+def _address_or(value: str, fallback: str) -> str:
+    """``value`` if it is an email address (the notice repeats it from the URL: nothing else gets shown)."""
+    try:
+        return normalise_email(value)
+    except SubscriberError:
+        return fallback
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked against when the name is unknown, so that a wrong name takes as long as a wrong password."""
+    return hash_password(secrets.token_urlsafe(16))

@@ -1,0 +1,449 @@
+"""The subscriber's pages: the subscribe form (double opt-in), the confirmation page its email links to, and the
+preference centre reached from the signed link in every digest (themes, cadence, language, or leave).
+
+Every change goes through ``syndication.subscriptions``; these handlers read forms, check their CSRF token and
+limits, and say what happened. The subscribe form answers the same page whatever the address (new, pending,
+subscribed, unsubscribed or removed), and does its work after answering, so neither the page nor its timing
+tells whether an address is known. The emails it sends are capped per address per day in the store.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+from babel import Locale, UnknownLocaleError
+from sqlalchemy.exc import IntegrityError
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from syndication.core.models import CADENCES, Subscriber
+from syndication.errors import ConfigError, SyndicationError, TokenError
+from syndication.pipeline import Service
+from syndication.store import database, form_emails
+from syndication.subscriptions import (
+    DEFAULT_CADENCE,
+    SubscriberError,
+    add_subscriber,
+    change_preferences,
+    confirm,
+    default_language,
+    normalise_email,
+    preferences_url,
+    send_confirmation,
+    send_preferences_notice,
+    subscriber_for_link,
+    unsubscribe,
+)
+from syndication.web.forms import Choices, Form, FormRefused, read_choices, read_form
+from syndication.web.limits import RateLimit
+from syndication.web.templating import Pages, page_headers
+
+log = logging.getLogger(__name__)
+
+HOUR = 3600.0
+FORM_EXPIRED = "This form has expired or was not sent from this site: please send it again."
+# Pages reached through a signed link: the token in their URL must not leak to the sites they link to.
+LINK_PAGE = page_headers(referrer="no-referrer")
+
+
+def client_address(request: Request) -> str:
+    """The client's address (uvicorn puts a trusted proxy's X-Forwarded-For in its place)."""
+    return request.client.host if request.client else "unknown"
+
+
+class SubscriberPages:
+    """The subscribe, confirm and preferences pages of one site."""
+
+    def __init__(self, service: Callable[[], Service], pages: Pages) -> None:
+        self.service = service
+        self.pages = pages
+        self.settings = pages.settings
+        web = self.settings.web
+        self.per_client = RateLimit(web.subscribe_per_client_per_hour, HOUR)
+        self.per_address = RateLimit(web.subscribe_per_address_per_hour, HOUR)
+        self.languages = [(code, _language_name(code)) for code in self.settings.digest.languages]
+
+    def routes(self) -> list[Route]:
+        """The routes of these pages."""
+        return [
+            Route("/subscribe", self.subscribe_form, methods=["GET"]),
+            Route("/subscribe", self.subscribe, methods=["POST"]),
+            Route("/subscribe/confirm/{token}", self.confirm_page, methods=["GET"]),
+            Route("/subscribe/confirm/{token}", self.confirm, methods=["POST"]),
+            Route("/preferences/{token}", self.preferences_page, methods=["GET"]),
+            Route("/preferences/{token}", self.save_preferences, methods=["POST"]),
+            Route("/preferences/{token}/unsubscribe", self.leave, methods=["POST"]),
+        ]
+
+    # --- Subscribe --------------------------------------------------------------------------------------------
+
+    async def subscribe_form(self, request: Request) -> Response:
+        """The empty form; ``?themes=a&themes=b`` (the theme pages' links) ticks those themes."""
+        known = {theme.slug for theme in self.settings.themes}
+        query = request.query_params
+        cadence = query.get("cadence", "")
+        chosen = Choices(
+            themes=[slug for slug in query.getlist("themes") if slug in known],
+            cadence=cadence if cadence in CADENCES else DEFAULT_CADENCE,
+            language=default_language(self.settings),
+        )
+        return self._subscribe_page(request, chosen, "", {})
+
+    async def subscribe(self, request: Request) -> Response:
+        """Check the form and the limits, answer "check your inbox", then add and email (after answering)."""
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
+        choices = read_choices(self.settings, form)
+        email = form.text("email")
+        errors: dict[str, str] = {}
+        try:
+            csrf_ok = self.pages.cookies.csrf_ok(request, form)
+        except ConfigError as error:
+            return self._not_available(request, error)
+        if not csrf_ok:
+            errors["form"] = FORM_EXPIRED
+        address = ""
+        try:
+            address = normalise_email(email)
+        except SubscriberError:
+            errors["email"] = (
+                f"Email address: {email!r} is not an email address we can write to."
+                if email
+                else "Email address: please enter your email address."
+            )
+        for key in ("name", "themes", "cadence", "language"):
+            if key in choices.errors:
+                errors[key] = choices.errors[key]
+        if errors:
+            return self._subscribe_page(request, choices, email, errors, status=403 if "form" in errors else 400)
+        client = client_address(request)
+        if not self.per_client.allow(client):
+            return self._too_many(request, self.per_client.retry_after(client), "from your connection")
+        if not self.per_address.allow(address):
+            return self._too_many(request, self.per_address.retry_after(address), "for this address")
+        response = self.pages.message(
+            request,
+            "Check your inbox",
+            [
+                f"If {address} can receive email from us, a message is on its way to it with a link to confirm"
+                " your subscription. The link works for 7 days.",
+                "Nothing arrived? Look in your spam folder, or send the form again later.",
+            ],
+        )
+        response.background = BackgroundTask(self._act_on_subscription, address, choices, client)
+        return response
+
+    def _act_on_subscription(self, address: str, choices: Choices, client: str) -> None:
+        """Add the subscriber and send their email (run after the answer: nothing here reaches the page)."""
+        service = self.service()
+        cap = self.settings.web.confirmations_per_address_per_day
+        try:
+            with database.transaction(service.engine) as session:
+                counted = form_emails.reserve(session, address, service.clock().date(), cap)
+            if not counted:
+                log.info("subscribe form: an address had its %d emails today already; nothing sent", cap)
+                return
+            add = functools.partial(
+                add_subscriber,
+                service,
+                address,
+                name=choices.name or None,
+                themes=choices.themes,
+                cadence=choices.cadence,
+                language=choices.language,
+                consent_method="form",
+                consent_source=f"subscribe page, from {client}",
+            )
+            try:
+                outcome = add()
+            except IntegrityError:  # the same new address posted twice at once: the other post added it
+                outcome = add()
+            if outcome.action == "exists" and outcome.subscriber.status == "active":
+                # Already subscribed: the confirmation link leads to a page with their preferences link.
+                send_confirmation(service, outcome.subscriber)
+            elif outcome.confirmation_error:
+                log.error("subscribe form: the confirmation email was not sent: %s", outcome.confirmation_error)
+        except SubscriberError as error:  # unsubscribed, bounced, removed: nothing is sent, the answer was the same
+            log.info("subscribe form: nothing sent: %s", error)
+        except SyndicationError as error:
+            log.error("subscribe form: %s", error)
+
+    def _subscribe_page(
+        self, request: Request, chosen: Choices, email: str, errors: dict[str, str], *, status: int = 200
+    ) -> Response:
+        context = {"title": "Subscribe", "email": email, "errors": errors, **self._choice_context(chosen)}
+        return self.pages.render(request, "subscribe.html", context, status=status)
+
+    # --- Confirm ----------------------------------------------------------------------------------------------
+
+    async def confirm_page(self, request: Request) -> Response:
+        """The page the confirmation email links to: a button, so that a link scanner confirms nobody."""
+        token = request.path_params["token"]
+        found = await self._subscriber(request, "confirm", token)
+        if isinstance(found, Response):
+            return found
+        if found.status == "active":
+            return self._subscribed(request, found)
+        if found.status != "pending":
+            return self._ended(request, found)
+        context = {"title": "Confirm your subscription", "subscriber": found, "action": f"/subscribe/confirm/{token}"}
+        return self.pages.render(request, "confirm.html", context, headers=LINK_PAGE)
+
+    async def confirm(self, request: Request) -> Response:
+        """Confirm: the pending subscriber becomes active."""
+        token = request.path_params["token"]
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
+        refused = self._csrf_refused(request, form, f"/subscribe/confirm/{token}")
+        if refused:
+            return refused
+        try:
+            subscriber = await run_in_threadpool(confirm, self.service(), token)
+        except TokenError as error:
+            return self._bad_link(request, error)
+        except SubscriberError as error:
+            return self.pages.message(
+                request,
+                "This subscription cannot be confirmed",
+                [_sentence(error)],
+                status=409,
+                links=[("/subscribe", "Subscribe again")],
+                headers=LINK_PAGE,
+            )
+        return self._subscribed(request, subscriber)
+
+    def _subscribed(self, request: Request, subscriber: Subscriber) -> Response:
+        url = preferences_url(self.service(), subscriber)
+        return self.pages.message(
+            request,
+            "You are subscribed",
+            [
+                f"{subscriber.email} receives {self.settings.site.title} {subscriber.cadence}, starting with the next"
+                " edition.",
+                "Every email has links to change your choices or to leave.",
+            ],
+            links=[(url, "Choose your themes, how often and the language")],
+            headers=LINK_PAGE,
+        )
+
+    def _ended(self, request: Request, subscriber: Subscriber) -> Response:
+        return self.pages.message(
+            request,
+            "This subscription has ended",
+            [f"{subscriber.email} is {subscriber.status}: nothing is sent to it."],
+            status=409,
+            links=[("/subscribe", "Subscribe again")],
+            headers=LINK_PAGE,
+        )
+
+    # --- Preferences ------------------------------------------------------------------------------------------
+
+    async def preferences_page(self, request: Request) -> Response:
+        """The preference centre of the subscriber the link was made for."""
+        token = request.path_params["token"]
+        found = await self._subscriber(request, "preferences", token)
+        if isinstance(found, Response):
+            return found
+        if found.status not in ("pending", "active"):
+            return self._ended(request, found)
+        return self._preferences_page(request, token, found, _choices_of(found), {})
+
+    async def save_preferences(self, request: Request) -> Response:
+        """Save the choices; the subscriber is emailed that they changed (after the answer)."""
+        token = request.path_params["token"]
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
+        found = await self._subscriber(request, "preferences", token)
+        if isinstance(found, Response):
+            return found
+        choices = read_choices(self.settings, form)
+        try:
+            csrf_ok = self.pages.cookies.csrf_ok(request, form)
+        except ConfigError as error:
+            return self._not_available(request, error)
+        errors = dict(choices.errors) if csrf_ok else {"form": FORM_EXPIRED, **choices.errors}
+        if errors:
+            status = 400 if csrf_ok else 403
+            return self._preferences_page(request, token, found, choices, errors, status=status)
+        try:
+            subscriber, changed = await run_in_threadpool(
+                lambda: change_preferences(
+                    self.service(),
+                    token,
+                    themes=choices.themes,
+                    cadence=choices.cadence,
+                    language=choices.language,
+                    name=choices.name,
+                )
+            )
+        except TokenError as error:
+            return self._bad_link(request, error)
+        except SubscriberError as error:
+            return self._preferences_page(request, token, found, choices, {"form": _sentence(error)}, status=409)
+        saved = "Saved. " + self._summary(subscriber) if changed else "Nothing changed: these were your choices."
+        response = self._preferences_page(request, token, subscriber, _choices_of(subscriber), {}, saved=saved)
+        if changed:
+            response.background = BackgroundTask(self._notify_change, subscriber)
+        return response
+
+    def _notify_change(self, subscriber: Subscriber) -> None:
+        try:
+            send_preferences_notice(self.service(), subscriber, self._summary(subscriber))
+        except SyndicationError as error:
+            log.error("preferences: the notice of a change was not sent: %s", error)
+
+    async def leave(self, request: Request) -> Response:
+        """Unsubscribe from the preference centre."""
+        token = request.path_params["token"]
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
+        refused = self._csrf_refused(request, form, f"/preferences/{token}")
+        if refused:
+            return refused
+        found = await self._subscriber(request, "preferences", token)
+        if isinstance(found, Response):
+            return found
+        await run_in_threadpool(unsubscribe, self.service(), found.id)
+        return self.pages.message(
+            request,
+            "You are unsubscribed",
+            [f"{found.email} will receive no more emails from {self.settings.site.title}."],
+            links=[("/subscribe", "Changed your mind? Subscribe again")],
+            headers=LINK_PAGE,
+        )
+
+    def _preferences_page(
+        self,
+        request: Request,
+        token: str,
+        subscriber: Subscriber,
+        chosen: Choices,
+        errors: dict[str, str],
+        *,
+        status: int = 200,
+        saved: str = "",
+    ) -> Response:
+        context = {
+            "title": "Your subscription",
+            "subscriber": subscriber,
+            "errors": errors,
+            "saved": saved,
+            "action": f"/preferences/{token}",
+            "unsubscribe_action": f"/preferences/{token}/unsubscribe",
+            **self._choice_context(chosen),
+        }
+        return self.pages.render(request, "preferences.html", context, status=status, headers=LINK_PAGE)
+
+    def _summary(self, subscriber: Subscriber) -> str:
+        names = {theme.slug: theme.name for theme in self.settings.themes}
+        themes = ", ".join(names.get(slug, slug) for slug in subscriber.themes) if subscriber.themes else "every theme"
+        return f"A {subscriber.cadence} digest in {_language_name(subscriber.language)}: {themes}."
+
+    # --- Shared -----------------------------------------------------------------------------------------------
+
+    def _choice_context(self, chosen: Choices) -> dict[str, object]:
+        return {"chosen": chosen, "themes": self.settings.themes, "cadences": CADENCES, "languages": self.languages}
+
+    async def _form(self, request: Request) -> Form | Response:
+        try:
+            return await read_form(request)
+        except FormRefused as error:
+            return self.pages.message(
+                request, "This form was not sent right", [_sentence(error.reason)], status=error.status
+            )
+
+    def _csrf_refused(self, request: Request, form: Form, back: str) -> Response | None:
+        try:
+            if self.pages.cookies.csrf_ok(request, form):
+                return None
+        except ConfigError as error:
+            return self._not_available(request, error)
+        return self.pages.message(
+            request,
+            "Please try again",
+            [FORM_EXPIRED],
+            status=403,
+            links=[(back, "Back to the form")],
+            headers=LINK_PAGE,
+        )
+
+    async def _subscriber(self, request: Request, purpose: str, token: str) -> Subscriber | Response:
+        try:
+            found = await run_in_threadpool(subscriber_for_link, self.service(), purpose, token)
+        except TokenError as error:
+            return self._bad_link(request, error)
+        except ConfigError as error:
+            return self._not_available(request, error)
+        if found is None:
+            return self.pages.message(
+                request,
+                "This subscription no longer exists",
+                ["It was removed. You can subscribe again at any time."],
+                status=404,
+                links=[("/subscribe", "Subscribe")],
+                headers=LINK_PAGE,
+            )
+        return found
+
+    def _bad_link(self, request: Request, error: TokenError) -> Response:
+        return self.pages.message(
+            request,
+            "This link does not work",
+            [_sentence(error)],
+            status=400,
+            links=[("/subscribe", "Subscribe, or get a new link")],
+            headers=LINK_PAGE,
+        )
+
+    def _too_many(self, request: Request, retry_after: int, where: str) -> Response:
+        minutes = max(1, (retry_after + 59) // 60)
+        return self.pages.message(
+            request,
+            "Too many requests",
+            [f"We received too many subscription requests {where}. Please try again in {minutes} minutes."],
+            status=429,
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    def _not_available(self, request: Request, error: ConfigError) -> Response:
+        log.error("%s %s refused: %s", request.method, request.url.path, error)
+        return self.pages.message(
+            request,
+            "Not available right now",
+            ["This page cannot be used right now. Please try again later."],
+            status=503,
+            headers={"Retry-After": "3600"},
+        )
+
+
+def _choices_of(subscriber: Subscriber) -> Choices:
+    return Choices(
+        themes=list(subscriber.themes or ()),
+        cadence=subscriber.cadence,
+        language=subscriber.language,
+        name=subscriber.name,
+    )
+
+
+def _language_name(code: str) -> str:
+    """A language's name in that language ("English", "Español"), or its code when Babel does not know it."""
+    try:
+        name = Locale.parse(code.replace("-", "_")).get_display_name(code.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return code
+    return name[:1].upper() + name[1:] if name else code
+
+
+def _sentence(error: Exception | str) -> str:
+    text = str(error).strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."

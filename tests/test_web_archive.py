@@ -1,0 +1,146 @@
+"""The archive over real HTTP: "view in browser" copies of a sent edition, the public copy, the editions feed,
+and the theme pages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import feedparser
+import pytest
+
+from syndication.core.models import Subscriber
+from syndication.delivery.smtp import SmtpClient
+from syndication.sending import deliver, plan_edition
+from syndication.store import database, ledger
+from syndication.store import subscribers as subscriber_store
+from syndication.subscriptions import add_subscriber, subscriber_token, token_subject
+from syndication.tokens import make_token, signing_keys
+from tests.web_site import WebSite, web_site
+
+SINCE, UNTIL = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def site(tmp_path: Path, database_url: str) -> Iterator[WebSite]:
+    """A site whose weekly edition of May 2024 went to Ana (everything, English) and Bo (resilience, Spanish)."""
+    with web_site(tmp_path, database_url) as running:
+        service = running.service
+        add_subscriber(service, "ana@example.org", name="Ana", cadence="weekly", confirmed=True)
+        add_subscriber(service, "bo@example.org", themes="resilience", cadence="weekly", language="es", confirmed=True)
+        plan = plan_edition(service, "weekly", SINCE, UNTIL)
+        assert plan.queued == 2
+        report = deliver(service, SmtpClient)
+        assert report.sent == 2 and report.finished_editions == [plan.edition.id if plan.edition else 0]
+        yield running
+
+
+def view_link(site: WebSite, address: str) -> str:
+    """The path of the "view in browser" link of the digest ``address`` received."""
+    text = site.smtp.received_for(address)[0].parsed().get_body(("plain",))
+    assert text is not None
+    match = re.search(r"http://127\.0\.0\.1:\d+(/editions/\d+\?t=[A-Za-z0-9._%-]+)", text.get_content())
+    assert match, text.get_content()
+    return match.group(1)
+
+
+def test_view_in_browser_is_the_readers_own_copy(site: WebSite) -> None:
+    with site.client() as client:
+        bo = client.get(view_link(site, "bo@example.org"))
+        ana = client.get(view_link(site, "ana@example.org"))
+    assert bo.status_code == 200 and bo.headers["content-type"].startswith("text/html")
+    policy = bo.headers["content-security-policy"]
+    assert "script-src" not in policy and "default-src 'none'" in policy and "frame-ancestors 'self'" in policy
+    assert bo.headers["cache-control"] == "no-store" and bo.headers["referrer-policy"] == "no-referrer"
+    assert "Sponge streets for São Paulo" in bo.text and "Malmö opens" not in bo.text  # resilience only
+    assert 'lang="es"' in bo.text
+    assert "/preferences/" in bo.text and "/unsubscribe/" in bo.text  # Bo's own links, as in the email
+    assert "Malmö opens a low-emission zone" in ana.text and 'lang="en"' in ana.text
+    assert "Repair cafés &amp; &lt;tool&gt; libraries" in ana.text  # escaped, as in the email
+
+
+def test_the_public_copy_has_every_theme_and_no_personal_link(site: WebSite) -> None:
+    with site.client() as client:
+        public = client.get("/editions/1")
+        listing = client.get("/editions/")
+    assert public.status_code == 200
+    assert public.headers["cache-control"].startswith("public")
+    assert all(title in public.text for title in ("Malmö opens", "Sponge streets", "Repair cafés", "Heat pumps"))
+    assert "/preferences/" not in public.text and "/unsubscribe/" not in public.text
+    assert f"{site.settings.site.base_url}/subscribe" in public.text
+    assert listing.status_code == 200 and 'href="/editions/1"' in listing.text
+    assert 'rel="alternate" type="application/atom+xml"' in listing.text
+
+
+def test_view_links_that_are_forged_or_for_something_else_are_refused(site: WebSite) -> None:
+    keys = signing_keys(site.settings)
+    link = view_link(site, "bo@example.org")
+    token = link.split("?t=", 1)[1]
+    with database.transaction(site.service.engine) as session:
+        draft, _ = ledger.create_edition(session, "daily", SINCE, UNTIL, UNTIL, ledger.DRAFT)
+    bo_subject = token_subject(_subscriber(site, "bo@example.org"))
+    cases = {
+        f"/editions/1?t={token[:-3]}abc": (400, "not valid"),
+        f"/editions/1?t={subscriber_token(site.service, 'preferences', _subscriber(site, 'bo@example.org'))}": (
+            400,
+            "not valid",
+        ),
+        f"/editions/1?t={quote(make_token(keys, 'view', f'{draft.id}/{bo_subject}'))}": (400, "another edition"),
+        f"/editions/{draft.id}?t={quote(make_token(keys, 'view', f'{draft.id}/{bo_subject}'))}": (404, "No such"),
+        f"/editions/{draft.id}": (404, "No such edition"),  # a draft is nobody's to read yet
+        "/editions/999": (404, "No such edition"),
+        "/editions/abc": (404, ""),
+    }
+    with site.client() as client:
+        for path, (status, text) in cases.items():
+            answer = client.get(path)
+            assert answer.status_code == status, (path, answer.text)
+            assert text in answer.text and "Traceback" not in answer.text, path
+
+
+def _subscriber(site: WebSite, address: str) -> Subscriber:
+    with database.transaction(site.service.engine) as session:
+        found = subscriber_store.subscriber_by_email(session, address)
+    assert found is not None
+    return found
+
+
+def test_the_editions_feed_lists_sent_editions_and_answers_304(site: WebSite) -> None:
+    with site.client() as client:
+        answer = client.get("/feeds/editions.atom")
+        again = client.get("/feeds/editions.atom", headers={"If-None-Match": answer.headers["etag"]})
+        other_feed = client.get("/feeds/themes/resilience.atom")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/atom+xml")
+    parsed = feedparser.parse(answer.content)
+    assert not parsed.bozo, parsed.bozo_exception
+    base = site.settings.site.base_url
+    assert [entry.link for entry in parsed.entries] == [f"{base}/editions/1"]
+    assert parsed.entries[0].title.startswith("Weekly digest, 1 May 2024 to 1 Jun 2024")
+    assert parsed.feed.title == "Test Network: editions"
+    assert any(link.rel == "self" and link.href == f"{base}/feeds/editions.atom" for link in parsed.feed.links)
+    assert again.status_code == 304
+    assert other_feed.status_code == 404  # the feed files are not built here: the files' route still answers
+
+
+def test_theme_pages_list_recent_posts_with_their_feeds(site: WebSite) -> None:
+    with site.client() as client:
+        page = client.get("/themes/resilience")
+        unknown = client.get("/themes/astrology")
+        every = client.get("/themes/")
+    assert page.status_code == 200 and "<h1>Resilience</h1>" in page.text
+    for fmt, kind in (
+        ("atom", "application/atom+xml"),
+        ("rss", "application/rss+xml"),
+        ("json", "application/feed+json"),
+    ):
+        assert f'<link rel="alternate" type="{kind}"' in page.text and f"/feeds/themes/resilience.{fmt}" in page.text
+    assert "Sponge streets for São Paulo" in page.text and "Heat pumps in Kraków" in page.text
+    assert "Malmö opens" not in page.text
+    assert "also in Climate action" in page.text
+    assert 'href="/subscribe?themes=resilience"' in page.text
+    assert "set-cookie" not in page.headers  # no form, no cookie
+    assert unknown.status_code == 404 and "No such theme" in unknown.text
+    assert every.status_code == 200 and "2 posts" in every.text
