@@ -371,7 +371,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.no_web:
         from syndication.web.app import BackgroundServer
 
-        web = BackgroundServer(settings, args.host, args.port)
+        web = BackgroundServer(settings, args.host, args.port, wake_sender=runner.wake_deliveries)
         web.start()
     try:
         runner.run_until_stopped()
@@ -570,10 +570,7 @@ def _edition_control(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.pipeline import Service
     from syndication.store import database, ledger
 
-    allowed = {"pause": ({ledger.SENDING}, ledger.PAUSED), "resume": ({ledger.PAUSED}, ledger.SENDING),
-               "cancel": ({ledger.SENDING, ledger.PAUSED, ledger.DRAFT}, ledger.CANCELLED),
-               "approve": ({ledger.DRAFT}, ledger.SENDING)}  # fmt: skip
-    before, after = allowed[args.action]
+    before, after = ledger.EDITION_ACTIONS[args.action]
     with Service.open(settings) as service, database.transaction(service.engine) as session:
         edition = ledger.edition(session, args.edition_id)
         if edition is None:

@@ -354,7 +354,9 @@ class WebSettings(_Section):
         20, ge=1, description="Editor sign-in attempts accepted per client address per hour (then 429)."
     )
     send_on_approve: bool = Field(
-        True, description="Approving or resuming an edition in the editor starts sending it from the web process."
+        True,
+        description="Approving or resuming an edition in the editor starts sending it from the web process "
+        "(under `syndication run` its scheduler sends instead, at once).",
     )
 
 

@@ -294,6 +294,10 @@ class Runner:
             if existing is not None and repr(existing.trigger) == repr(spec.trigger):
                 # Keep the stored next run time: replacing the job would move a missed 07:00 to tomorrow.
                 timing["next_run_time"] = existing.next_run_time
+                if spec.func is run_edition and self._edition_due(spec.args[0]):
+                    # APScheduler stores the next fire time as it starts a run: a leader that died during the
+                    # run left tomorrow's time stored and today's edition unmade. Make it now (within grace).
+                    timing["next_run_time"] = self._now()
             elif spec.run_at_start:
                 # Gathering and feeds at once; an edition job that is new (or whose crontab changed) too, so
                 # that an edition due within the grace time is not missed: it works out which windows are due.
@@ -303,6 +307,14 @@ class Runner:
         for job in self.scheduler.get_jobs(jobstore="shared"):
             if job.id not in {spec.id for spec in wanted}:
                 job.remove()  # a source or cadence no longer configured
+
+    def _edition_due(self, cadence: str) -> bool:
+        """Whether an edition of ``cadence`` is due now (a fire time within grace has no edition yet)."""
+        trigger = parse_crontab(self.settings.schedule.cadences[cadence], self.settings.site.timezone)
+        grace = timedelta(seconds=self.settings.schedule.misfire_grace_seconds)
+        with database.transaction(self.service.engine) as session:
+            last = ledger.last_edition(session, cadence)
+        return bool(due_windows(trigger, self.clock(), grace, last.until if last else None))
 
     def _stop_leading(self) -> None:
         self.leading = False

@@ -332,3 +332,24 @@ def test_missed_fire_times_within_grace_run_once_coalesced_and_create_every_wind
         (local(2026, 6, 2, 7), local(2026, 6, 3, 7)),
         (local(2026, 6, 3, 7), local(2026, 6, 4, 7)),
     ]
+
+
+def test_an_edition_is_created_with_its_deliveries_or_not_at_all(readers: Settings) -> None:
+    # On SQLite a savepoint that opened the transaction used to commit on release, publishing the edition before
+    # its deliveries were queued: a sender finishing editions in between marked it sent with nothing sent.
+    engine = database.open_engine(readers.database.url)
+    try:
+        with pytest.raises(RuntimeError), database.transaction(engine) as session:
+            ledger.create_edition(session, "daily", local(2026, 6, 1, 7), local(2026, 6, 2, 7), local(2026, 6, 2, 7))
+            with database.transaction(engine) as other:
+                assert ledger.last_edition(other, "daily") is None  # not visible before the outer commit
+            raise RuntimeError("queueing failed")
+        with database.transaction(engine) as session:
+            assert ledger.last_edition(session, "daily") is None  # rolled back with the rest
+            first, created = ledger.create_edition(session, "daily", local(2026, 6, 1, 7), local(2026, 6, 2, 7),
+                                                   local(2026, 6, 2, 7))  # fmt: skip
+            again, created_again = ledger.create_edition(session, "daily", local(2026, 6, 1, 7), local(2026, 6, 2, 7),
+                                                         local(2026, 6, 2, 8))  # fmt: skip
+        assert created and not created_again and first == again
+    finally:
+        engine.dispose()

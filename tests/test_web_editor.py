@@ -18,7 +18,9 @@ from starlette.requests import Request
 
 from syndication.cadences import latest_fire, parse_crontab
 from syndication.core.passwords import hash_password
+from syndication.delivery.smtp import SmtpClient
 from syndication.pipeline import preview_links
+from syndication.scheduler import Runner
 from syndication.sending import MessageBuilder, plan_edition
 from syndication.store import database, ledger
 from syndication.subscriptions import add_subscriber
@@ -354,3 +356,28 @@ def test_editors_add_prints_a_hash_that_signs_in_and_nothing_else_does(
         load_settings(write_config(tmp_path, "sqlite:///x.db", '[editors.passwords]\nana = "hunter2"\n'), environ={})
     with pytest.raises(ConfigError, match=r"SYNDICATION_EDITORS: 'ana' is not written NAME:HASH"):
         load_settings(config, environ={"SYNDICATION_EDITORS": "ana"})
+
+
+def test_under_syndication_run_approving_wakes_its_scheduled_sender(tmp_path: Path, database_url: str) -> None:
+    """With the scheduler in the same process, the web app starts no sender of its own: the scheduler's sends."""
+    runners: list[Runner] = []
+    with web_site(tmp_path, database_url, "[schedule]\ndeliver_interval_seconds = 3600\n",
+                  wake_sender=lambda: runners[0].wake_deliveries()) as site:  # fmt: skip
+        add_subscriber(site.service, "ana@example.org", cadence="weekly", confirmed=True)
+        plan = plan_edition(site.service, "weekly", SINCE, UNTIL, draft=True)
+        assert plan.edition is not None
+        runner = Runner(site.settings, SmtpClient, name="run-with-web")
+        runners.append(runner)
+        try:
+            runner.start()  # drains once at start (the draft is not sent), then only every hour, or when woken
+            with site.client() as client:
+                sign_in(client)
+                page = client.get(f"/editor/editions/{plan.edition.id}").text
+                assert form_post(client, f"/editor/editions/{plan.edition.id}/approve", {}, page).status_code == 303
+            assert site.smtp.wait_for(1, timeout=20)
+            assert [m.parsed()["To"] for m in site.smtp.messages] == ["ana@example.org"]
+            assert runner.sender.owner == "run-with-web"
+        finally:
+            runner.shutdown()
+        with database.transaction(site.service.engine) as session:
+            assert ledger.progress(session, plan.edition.id) == {ledger.DELIVERED: 1}

@@ -4,7 +4,7 @@ whose ``site.base_url`` is its own address, so the links in the emails it sends 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +79,11 @@ def web_site(
     *,
     posts: list[dict[str, Any]] | None = None,
     environ: Mapping[str, str] | None = None,
+    wake_sender: Callable[[], None] | None = None,
     **smtp: Any,
 ) -> Iterator[WebSite]:
-    """A running site in ``folder`` on ``database_url``; ``extra`` TOML is added to its configuration."""
+    """A running site in ``folder`` on ``database_url``; ``extra`` TOML is added to its configuration;
+    ``wake_sender`` is given to the app as ``syndication run`` gives it."""
     later = _Later()
     server = LiveServer(later)
     started = False
@@ -96,7 +98,7 @@ def web_site(
                 records = site_posts() if posts is None else posts
                 report = import_file(service, write_jsonl(folder / "posts.jsonl", records))
                 assert report.ok, report
-                later.app = create_app(settings)
+                later.app = create_app(settings, wake_sender)
                 server.start()
                 started = True
                 yield WebSite(settings, server, mail, service)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from syndication.store.schema import Base, DeliveryAttemptRow, DeliveryRow, EditionRow, SubscriberRow, UTCDateTime
@@ -87,15 +87,15 @@ def create_edition(
     existing = find_edition(session, cadence, since, until)
     if existing:
         return existing, False
-    row = EditionRow(cadence=cadence, since=since, until=until, status=status, created_at=now, intro="", subject="")
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        found = find_edition(session, cadence, since, until)
-        assert found is not None
-        return found, False
-    return _edition(row), True
+    # No savepoint: on SQLite (pysqlite) a savepoint that opens the transaction commits on release, which would
+    # publish the edition before its deliveries are queued. ON CONFLICT DO NOTHING settles a race on both stores.
+    values = {"cadence": cadence, "since": since, "until": until, "status": status, "created_at": now,
+              "intro": "", "subject": ""}  # fmt: skip
+    statement = _insert_unless_present(session, EditionRow.__table__, ["cadence", "since", "until"])  # type: ignore[arg-type]
+    created = session.execute(statement.values(**values).returning(EditionRow.id)).first() is not None
+    found = find_edition(session, cadence, since, until)
+    assert found is not None
+    return found, created
 
 
 def edition(session: Session, edition_id: int) -> Edition | None:
@@ -154,14 +154,17 @@ def queue(session: Session, edition_id: int, deliveries: Iterable[tuple[int, str
     ]  # fmt: skip
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = DeliveryRow.__table__
-    statement = insert(table).on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])  # type: ignore[arg-type]
+    statement = _insert_unless_present(session, DeliveryRow.__table__, ["edition_id", "subscriber_id"])  # type: ignore[arg-type]
     before = count_deliveries(session, edition_id)
     for start in range(0, len(rows), 1000):
         session.execute(statement, rows[start : start + 1000])
     return count_deliveries(session, edition_id) - before
+
+
+def _insert_unless_present(session: Session, table: Table, unique: list[str]) -> Any:
+    """An INSERT that leaves a row whose ``unique`` columns are already taken alone, on PostgreSQL and SQLite."""
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=unique)
 
 
 def count_deliveries(session: Session, edition_id: int) -> int:

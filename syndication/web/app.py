@@ -23,14 +23,15 @@ from syndication.web.templating import Pages
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, wake_sender: Callable[[], None] | None = None) -> FastAPI:
     """The whole web app for ``settings``: the feeds under ``/feeds/``, the subscriber's pages (subscribe, confirm,
     preferences, unsubscribe), the archive, and the editor's pages under ``/editor/``; ``/`` sends readers to the
-    feeds."""
+    feeds. ``wake_sender``, given by ``syndication run``, is called when an editor approves or resumes an edition
+    so that the process's own scheduled sender sends it, instead of a second sender started by the web app."""
     # No generated API docs: the pages are for readers and editors, not an API to explore.
     store = _Store(settings)
     pages = Pages(settings, Cookies(settings))
-    editor = EditorPages(store.service, pages)
+    editor = EditorPages(store.service, pages, wake_sender)
     # Senders started by an editor finish the messages in hand before the store closes.
     on_shutdown = [editor.deliveries.close, store.close]
     app = FastAPI(title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None, on_shutdown=on_shutdown)
@@ -123,9 +124,10 @@ class BackgroundServer:
     uvicorn installs no signal handlers off the main thread: the caller owns SIGTERM and calls ``stop``.
     """
 
-    def __init__(self, settings: Settings, host: str, port: int) -> None:
-        config = uvicorn.Config(create_app(settings), host=host, port=port, http="httptools", loop="uvloop",
-                                server_header=False, access_log=False, log_config=None)  # fmt: skip
+    def __init__(self, settings: Settings, host: str, port: int, wake_sender: Callable[[], None] | None = None) -> None:
+        app = create_app(settings, wake_sender)
+        config = uvicorn.Config(app, host=host, port=port, http="httptools", loop="uvloop", server_header=False,
+                                access_log=False, log_config=None)  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
 

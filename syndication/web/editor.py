@@ -148,8 +148,11 @@ class Deliveries:
 class EditorPages:
     """The editor's pages of one site."""
 
-    def __init__(self, service: Callable[[], Service], pages: Pages) -> None:
+    def __init__(
+        self, service: Callable[[], Service], pages: Pages, wake_sender: Callable[[], None] | None = None
+    ) -> None:
         self.service = service
+        self.wake_sender = wake_sender  # under ``syndication run``: its scheduler sends; wake it, start no other
         self.pages = pages
         self.settings = pages.settings
         self.cookies = pages.cookies
@@ -531,7 +534,9 @@ class EditorPages:
             return await run_in_threadpool(
                 self._edition_page, request, editor, edition_id, "", {"form": refused}, 409, None
             )
-        if after == ledger.SENDING and self.settings.web.send_on_approve:
+        if after == ledger.SENDING and self.wake_sender is not None:
+            self.wake_sender()
+        elif after == ledger.SENDING and self.settings.web.send_on_approve:
             self.deliveries.start(edition_id)
         return self._back(edition_id, DONE[action], request)
 
