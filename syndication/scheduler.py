@@ -211,6 +211,7 @@ class Runner:
         self.zone = ZoneInfo(settings.site.timezone)
         self._feeds_lock = threading.Lock()  # a gather's rebuild and the safety net never build at once
         self._store_engine: Engine | None = None
+        self._source_locks: dict[str, threading.Lock] = {}
         grace = settings.schedule.misfire_grace_seconds
         self.scheduler = BackgroundScheduler(
             timezone=self.zone,
@@ -349,7 +350,8 @@ class Runner:
     def gather(self, source: str) -> None:
         """Pull ``source``; rebuild the feeds right away when it stored new or changed posts."""
         stored = False
-        with self._job(f"gather:{source}") as outcome:
+        # One pull of a source at a time: its scheduled job and an edition's last-minute gather may meet.
+        with self._source_locks.setdefault(source, threading.Lock()), self._job(f"gather:{source}") as outcome:
             (report,) = gather(self.service, [source])
             stored = bool(report.added or report.updated)
             outcome.ok = report.failure is None
@@ -371,8 +373,16 @@ class Runner:
                 outcome.summary += f"; the WebSub hub refused {len(report.hub_refused)} pings"
 
     def editions(self, cadence: str) -> None:
-        """Create each due edition of ``cadence`` (as a draft when approval is required) and queue it."""
+        """Gather every source, then create each due edition of ``cadence`` (as a draft when approval is required)
+        and queue it.
+
+        Gathering first puts a post published just before the fire time in its edition: otherwise it would wait
+        for the next gather, after the edition was made, and be in no edition of its window at all.
+        """
         schedule, digest = self.settings.schedule, self.settings.digest
+        if self._edition_due(cadence):
+            for source in self.settings.sources:
+                self.gather(source.name)
         queued = 0
         with self._job(f"edition:{cadence}") as outcome:
             trigger = parse_crontab(schedule.cadences[cadence], self.settings.site.timezone)

@@ -17,10 +17,10 @@ from pydantic import SecretStr
 
 from syndication.cadences import due_windows, latest_fire, next_fire, parse_crontab, window_ending
 from syndication.cli import main
-from syndication.config import Settings, load_settings
+from syndication.config import JsonlSourceSettings, Settings, load_settings
 from syndication.delivery.smtp import SmtpClient
 from syndication.errors import ConfigError
-from syndication.pipeline import Service, import_file, init_store
+from syndication.pipeline import Service, compose, import_file, init_store
 from syndication.scheduler import Runner, status_report
 from syndication.store import database, ledger
 from syndication.subscriptions import add_subscriber
@@ -197,6 +197,23 @@ def test_each_window_gets_one_edition_whoever_runs_it_and_however_late(
         (local(2026, 6, 2, 7), local(2026, 6, 3, 7)),
     ]
     assert all(e.status == ledger.SENDING for e in editions)
+
+
+def test_an_edition_gathers_first_so_a_post_of_its_last_minutes_is_in_it(
+    readers: Settings, runner_factory: Callable[[Settings, MovableClock], Runner], tmp_path: Path
+) -> None:
+    late = post_record(9, published=local(2026, 6, 2, 6, 59).isoformat(), title="Published a minute before seven")
+    desk = JsonlSourceSettings(kind="jsonl", name="desk", path=write_jsonl(tmp_path / "desk.jsonl", [late]))
+    settings = scheduled_settings(readers).model_copy(update={"sources": (desk,)})
+    clock = MovableClock(local(2026, 6, 2, 7, 0, 1))  # the source's own gather has not run since 06:59
+    runner_factory(settings, clock).editions("daily")
+    (edition,) = editions_of(settings)
+    with Service.open(settings, clock) as service:
+        digest = compose(service, edition.since, edition.until, None)
+    assert digest is not None
+    assert "Published a minute before seven" in [
+        item.post.title for section in digest.sections for item in section.items
+    ]
 
 
 def test_approval_holds_the_send_until_an_editor_approves(
