@@ -20,7 +20,7 @@ import secrets
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -44,6 +44,8 @@ IMPORT_COLUMNS = ("email", "name", "themes", "cadence", "language")
 
 # Statuses that end a subscription: only the person's renewed, confirmed consent makes them active again.
 ENDED_STATUSES = ("unsubscribed", "bounced", "complained")
+# Who may come back through the subscribe form, confirming by email: not those who reported the digest as spam.
+REJOINABLE_STATUSES = ("unsubscribed", "bounced")
 
 # Bidirectional overrides and isolates can make a name display as something else in lists and headers.
 _BIDI_CONTROLS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
@@ -507,6 +509,8 @@ def subscriber_from_token(session: Session, service: Service, purpose: str, toke
     reused id apart). Raises TokenError for a forged, expired or other-purpose token.
     """
     subject = read_token(signing_keys(service.settings), purpose, token, now=service.clock())
+    if purpose == "rejoin":
+        subject = subject.rpartition("@")[0]  # "id:check@moment they left" (see rejoin_url)
     return _subscriber_of(session, purpose, subject)
 
 
@@ -535,15 +539,18 @@ def reader_of_view_link(service: Service, edition_id: int, token: str) -> Subscr
 # --- Confirmation email ---------------------------------------------------------------------------------------
 
 
-def send_confirmation(service: Service, subscriber: Subscriber, *, client: SmtpClient | None = None) -> None:
-    """Email ``subscriber`` the link that confirms their subscription, in their language.
+def send_confirmation(
+    service: Service, subscriber: Subscriber, *, client: SmtpClient | None = None, url: str | None = None
+) -> None:
+    """Email ``subscriber`` the link that confirms their subscription (``url``, by default ``confirm_url``), in
+    their language.
 
     Sent over ``client``'s connection when given (an import sends many), else over a connection of its own.
     Raises DeliveryError when the SMTP server does not take the message (the subscriber stays pending), and
     ConfigError when the relay or the signing key is not configured right.
     """
     settings = service.settings
-    url = confirm_url(service, subscriber)
+    url = url or confirm_url(service, subscriber)
     base = settings.site.base_url
     # The confirmation has no unsubscribe or online copy; the shared layout's links lead to the site instead.
     links = Links(unsubscribe=url, preferences=f"{base}/", view_online=f"{base}/")
@@ -584,6 +591,64 @@ def confirm(service: Service, token: str) -> Subscriber:
         if subscriber.status == "active":
             return subscriber
         activated = store.set_status(session, subscriber.id, "active", service.clock())
+        assert activated is not None
+        return activated
+
+
+def rejoin_url(service: Service, subscriber: Subscriber, left_at: datetime) -> str:
+    """The link with which ``subscriber``, who left (or bounced) at ``left_at``, confirms they subscribe again.
+
+    It names the moment they left: once their status changes again (they rejoin, or leave once more), it no
+    longer works, so an old email cannot undo a later unsubscribe. Valid for 7 days, like a confirmation.
+    """
+    subject = f"{token_subject(subscriber)}@{_microseconds(left_at)}"
+    token = make_token(signing_keys(service.settings), "rejoin", subject, now=service.clock())
+    return f"{service.settings.site.base_url}/subscribe/rejoin/{token}"
+
+
+def ask_to_rejoin(service: Service, address: str) -> bool:
+    """Email a confirmation link to ``address`` if it belongs to someone who left or bounced (double opt-in
+    again); True when one was sent. A complaint is final: nobody who reported the digest as spam is asked."""
+    with database.transaction(service.engine) as session:
+        subscriber = store.subscriber_by_email(session, normalise_email(address))
+        left_at = store.status_since(session, subscriber.id) if subscriber else None
+    if subscriber is None or left_at is None or subscriber.status not in REJOINABLE_STATUSES:
+        return False
+    send_confirmation(service, subscriber, url=rejoin_url(service, subscriber, left_at))
+    return True
+
+
+def _microseconds(moment: datetime) -> int:
+    # Exact, unlike a float timestamp: leaving, rejoining and leaving again can happen within one second.
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _rejoin_subject(service: Service, token: str) -> tuple[str, str]:
+    subject = read_token(signing_keys(service.settings), "rejoin", token, now=service.clock())
+    reader, _, left_at = subject.rpartition("@")
+    return reader, left_at
+
+
+def rejoin(service: Service, token: str, *, source: str = "subscribe page") -> Subscriber:
+    """Make the subscriber a rejoin link was made for active again, with their earlier choices and a renewed
+    consent; rejoining twice changes nothing.
+
+    Raises TokenError for a forged, expired or other-purpose link, and SubscriberError when the subscriber was
+    erased, or their status changed since the link was made (a link from before a later unsubscribe).
+    """
+    reader, left_at = _rejoin_subject(service, token)
+    with database.transaction(service.engine) as session:
+        subscriber = _subscriber_of(session, "rejoin", reader)
+        if subscriber is None:
+            raise SubscriberError("this subscription no longer exists: subscribe again")
+        if subscriber.status == "active":
+            return subscriber
+        since = store.status_since(session, subscriber.id)
+        if subscriber.status not in REJOINABLE_STATUSES or since is None or str(_microseconds(since)) != left_at:
+            raise SubscriberError(f"{subscriber.email} changed since this link was made: subscribe again")
+        now = service.clock()
+        store.record_consent(session, subscriber.id, Consent(at=now, method="form", source=f"{source}, double opt-in"))
+        activated = store.set_status(session, subscriber.id, "active", now)
         assert activated is not None
         return activated
 

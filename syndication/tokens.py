@@ -20,13 +20,15 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from syndication.config import Settings
 from syndication.errors import ConfigError, TokenError
 
-# "session" and "csrf" sign the editor's session cookie and every form's CSRF cookie (syndication.web.sessions).
-PURPOSES: Final = ("confirm", "unsubscribe", "preferences", "view", "session", "csrf")
+# "rejoin" confirms that someone who left subscribes again. "session" and "csrf" sign the editor's session cookie
+# and every form's CSRF cookie (syndication.web.sessions).
+PURPOSES: Final = ("confirm", "rejoin", "unsubscribe", "preferences", "view", "session", "csrf")
 
 # How long a link stays valid when the caller does not say: a confirmation is asked for now and answered within
 # days; unsubscribe and preferences links sit in old emails and must keep working (None: no expiry).
 DEFAULT_MAX_AGE_SECONDS: Final[dict[str, int | None]] = {
     "confirm": 7 * 24 * 3600,
+    "rejoin": 7 * 24 * 3600,
     "unsubscribe": None,
     "preferences": None,
     "view": None,

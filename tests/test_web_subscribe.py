@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from syndication.store import database
+from syndication.store import subscribers as subscriber_store
 from syndication.store.schema import FormEmailRow, SubscriberRow
 from syndication.subscriptions import (
     add_subscriber,
@@ -118,12 +119,44 @@ def test_the_answer_is_the_same_whether_or_not_the_address_is_known(site: WebSit
             response = form_post(client, "/subscribe", {**CHOICES, "email": address}, page)
             answers[address] = (response.status_code, response.text.replace(address, "ADDRESS"))
     assert len(set(answers.values())) == 1, "the page differs between known and unknown addresses"
-    wait_for_emails(site.smtp, 2)
+    wait_for_emails(site.smtp, 3)
     time.sleep(0.3)  # the work goes on after each answer: give the others time to send what they would
     recipients = sorted(r for message in site.smtp.messages for r in message.recipients)
-    # Known and subscribed: a confirmation link (leading to their preferences); ended or removed: nothing.
-    assert recipients == ["active@example.org", "new@example.org"]
+    # Known and subscribed: a confirmation link (leading to their preferences); left: a link to rejoin; removed:
+    # nothing (their address is only a hash now).
+    assert recipients == ["active@example.org", "left@example.org", "new@example.org"]
     assert site.status_of("left@example.org") == "unsubscribed" and site.status_of("removed@example.org") is None
+
+
+def test_someone_who_left_comes_back_by_confirming_by_email(site: WebSite) -> None:
+    service = site.service
+    add_subscriber(service, "ana@example.org", themes=["resilience"], cadence="daily", confirmed=True)
+    add_subscriber(service, "spam@example.org", confirmed=True)
+    unsubscribe(service, _id(site, "ana@example.org"))
+    with database.transaction(service.engine) as session:
+        subscriber_store.set_status(session, _id(site, "spam@example.org"), "complained", NOW)
+    with site.client() as client:
+        page = client.get("/subscribe").text
+        for address in ("ana@example.org", "spam@example.org"):
+            assert form_post(client, "/subscribe", {**CHOICES, "email": address}, page).status_code == 200
+        rejoin_path = link_in(site.smtp, "ana@example.org", "subscribe/rejoin")
+        shown = client.get(rejoin_path)  # a link scanner rejoins nobody
+        assert shown.status_code == 200 and "Subscribe again" in shown.text and "Yes, subscribe me" in shown.text
+        assert site.status_of("ana@example.org") == "unsubscribed"
+        done = form_post(client, rejoin_path, {}, shown.text)
+        assert done.status_code == 200 and "You are subscribed" in done.text
+        assert site.status_of("ana@example.org") == "active"
+
+        unsubscribe(service, _id(site, "ana@example.org"))  # left again: the old link does not undo that
+        again = form_post(client, rejoin_path, {}, client.get(rejoin_path).text)
+        assert again.status_code == 409 and "changed since this link was made" in again.text
+        assert site.status_of("ana@example.org") == "unsubscribed"
+    time.sleep(0.3)  # the form's work goes on after its answer
+    assert site.smtp.received_for("spam@example.org") == []  # a spam complaint is final
+    with database.transaction(service.engine) as session:
+        row = session.scalars(select(SubscriberRow).where(SubscriberRow.email == "ana@example.org")).one()
+    assert (row.themes, row.cadence) == (["resilience"], "daily")  # their earlier choices
+    assert row.consent_method == "form" and "double opt-in" in row.consent_source
 
 
 def _id(site: WebSite, address: str) -> int:

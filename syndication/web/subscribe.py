@@ -27,13 +27,16 @@ from syndication.pipeline import Service
 from syndication.store import database, form_emails
 from syndication.subscriptions import (
     DEFAULT_CADENCE,
+    REJOINABLE_STATUSES,
     SubscriberError,
     add_subscriber,
+    ask_to_rejoin,
     change_preferences,
     confirm,
     default_language,
     normalise_email,
     preferences_url,
+    rejoin,
     send_confirmation,
     send_preferences_notice,
     subscriber_for_link,
@@ -75,6 +78,8 @@ class SubscriberPages:
             Route("/subscribe", self.subscribe, methods=["POST"]),
             Route("/subscribe/confirm/{token}", self.confirm_page, methods=["GET"]),
             Route("/subscribe/confirm/{token}", self.confirm, methods=["POST"]),
+            Route("/subscribe/rejoin/{token}", self.rejoin_page, methods=["GET"]),
+            Route("/subscribe/rejoin/{token}", self.rejoin, methods=["POST"]),
             Route("/preferences/{token}", self.preferences_page, methods=["GET"]),
             Route("/preferences/{token}", self.save_preferences, methods=["POST"]),
             Route("/preferences/{token}/unsubscribe", self.leave, methods=["POST"]),
@@ -169,7 +174,13 @@ class SubscriberPages:
                 send_confirmation(service, outcome.subscriber)
             elif outcome.confirmation_error:
                 log.error("subscribe form: the confirmation email was not sent: %s", outcome.confirmation_error)
-        except SubscriberError as error:  # unsubscribed, bounced, removed: nothing is sent, the answer was the same
+        except SubscriberError as error:  # left, bounced, complained or removed: the answer was the same
+            try:
+                if ask_to_rejoin(service, address):  # someone who left may come back, confirming by email
+                    return
+            except SyndicationError as failure:
+                log.error("subscribe form: the rejoin email was not sent: %s", failure)
+                return
             log.info("subscribe form: nothing sent: %s", error)
         except SyndicationError as error:
             log.error("subscribe form: %s", error)
@@ -212,6 +223,45 @@ class SubscriberPages:
             return self.pages.message(
                 request,
                 "This subscription cannot be confirmed",
+                [_sentence(error)],
+                status=409,
+                links=[("/subscribe", "Subscribe again")],
+                headers=LINK_PAGE,
+            )
+        return self._subscribed(request, subscriber)
+
+    # --- Rejoin: someone who left subscribes again ---------------------------------------------------------------
+
+    async def rejoin_page(self, request: Request) -> Response:
+        """The page a rejoin email links to: a button, as for a confirmation."""
+        token = request.path_params["token"]
+        found = await self._subscriber(request, "rejoin", token)
+        if isinstance(found, Response):
+            return found
+        if found.status == "active":
+            return self._subscribed(request, found)
+        if found.status not in REJOINABLE_STATUSES:
+            return self._ended(request, found)
+        context = {"title": "Subscribe again", "subscriber": found, "action": f"/subscribe/rejoin/{token}"}
+        return self.pages.render(request, "confirm.html", context, headers=LINK_PAGE)
+
+    async def rejoin(self, request: Request) -> Response:
+        """Rejoin: the subscriber is active again, with their earlier choices (the next page links to them)."""
+        token = request.path_params["token"]
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
+        refused = self._csrf_refused(request, form, f"/subscribe/rejoin/{token}")
+        if refused:
+            return refused
+        try:
+            subscriber = await run_in_threadpool(rejoin, self.service(), token)
+        except TokenError as error:
+            return self._bad_link(request, error)
+        except SubscriberError as error:
+            return self.pages.message(
+                request,
+                "This link no longer works",
                 [_sentence(error)],
                 status=409,
                 links=[("/subscribe", "Subscribe again")],
