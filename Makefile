@@ -9,7 +9,7 @@ export SYNDICATION_SECRET_KEY ?= demo-only-signing-key-never-use-in-production
 # makes a real one). A real service sets its own editors in its configuration or the environment.
 export SYNDICATION_EDITORS ?= demo:scrypt$$15$$8$$3$$wBCkQl4aBYzhUm8uEnRveQ$$lWZ8Es5efnihzwz9hGJgRw5NQy0nZQl-r5H-6VUmFEc
 
-.PHONY: setup demo serve test check lint types bench messages clean
+.PHONY: setup demo serve run test check lint types bench messages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,10 +42,17 @@ demo: setup
 	@echo "  make serve   # then http://127.0.0.1:8000/feeds/, /subscribe, /editions/, /themes/ and the editor's"
 	@echo "               # pages at http://127.0.0.1:8000/editor/ (sign in as demo, password demo-editor-password);"
 	@echo "               # emails the pages send (confirmations, tests) land in var/outbox/"
+	@echo "or run the whole service, scheduler included (gathering, feeds, editions on schedule, sending):"
+	@echo "  make run     # the same pages, plus 'syndication status' in another terminal shows its jobs"
 
 serve: setup
 	@mkdir -p var && ($(BIN)/syndication --config $(CONFIG) mail-sink --port 8025 --outbox var/outbox & echo $$! > var/mail-sink.pid)
 	$(BIN)/syndication --config $(CONFIG) serve --port 8000; status=$$?; kill `cat var/mail-sink.pid` 2>/dev/null; \
+	  rm -f var/mail-sink.pid; exit $$status
+
+run: setup
+	@mkdir -p var && ($(BIN)/syndication --config $(CONFIG) mail-sink --port 8025 --outbox var/outbox & echo $$! > var/mail-sink.pid)
+	$(BIN)/syndication --config $(CONFIG) run --port 8000; status=$$?; kill `cat var/mail-sink.pid` 2>/dev/null; \
 	  rm -f var/mail-sink.pid; exit $$status
 
 lint: setup
