@@ -20,8 +20,7 @@ from syndication.sending import plan_edition
 from syndication.store import database, ledger
 from syndication.subscriptions import add_subscriber
 from tests.browser import artifact, chromium_browser, requires_chromium
-from tests.smtp_server import SmtpTestServer
-from tests.web_site import EDITOR, PASSWORD, WebSite, web_site
+from tests.web_site import EDITOR, PASSWORD, WebSite, link_in_email, web_site
 
 pytestmark = requires_chromium
 
@@ -57,18 +56,6 @@ def browsing(browser: Browser, site: WebSite, *, width: int, javascript: bool) -
         yield context.new_page(), refused
     finally:
         context.close()
-
-
-def link_from_email(smtp: SmtpTestServer, address: str, path: str) -> str:
-    """The link to ``path`` in the last email ``address`` received (its plain-text part)."""
-    assert smtp.wait_for(1, timeout=10)
-    received = smtp.received_for(address)
-    assert received, f"no email for {address}"
-    body = received[-1].parsed().get_body(("plain",))
-    assert body is not None
-    match = re.search(rf"http://127\.0\.0\.1:\d+/{path}/[A-Za-z0-9._-]+", body.get_content())
-    assert match, body.get_content()
-    return match.group(0)
 
 
 def status_of(site: WebSite, address: str) -> str | None:
@@ -114,7 +101,7 @@ def test_a_subscriber_signs_up_confirms_chooses_and_leaves_without_javascript(br
             page.get_by_label("Email address").press("Enter")  # the keyboard sends the form too
             expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
 
-            page.goto(link_from_email(site.smtp, "lea@example.org", "subscribe/confirm"))
+            page.goto(link_in_email(site.smtp, "lea@example.org", "subscribe/confirm"))
             assert status_of(site, "lea@example.org") == "pending"  # opening the link alone confirms nothing
             page.get_by_role("button", name="Yes, subscribe me").click()
             expect(page.get_by_role("heading", level=1)).to_have_text("You are subscribed")

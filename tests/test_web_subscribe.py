@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from syndication.subscriptions import (
 from syndication.tokens import make_token, signing_keys
 from tests.smtp_server import SmtpTestServer
 from tests.support import NOW
-from tests.web_site import WebSite, csrf_of, form_post, web_site
+from tests.web_site import WebSite, csrf_of, form_post, link_in_email, web_site
 
 CHOICES: dict[str, str | list[str]] = {
     "email": "Zoe@Example.org",
@@ -44,18 +45,8 @@ def site(tmp_path: Path, database_url: str) -> Iterator[WebSite]:
 
 
 def link_in(smtp: SmtpTestServer, address: str, kind: str) -> str:
-    """The path of the ``kind`` link (``subscribe/confirm``, ``preferences``) in the last email to ``address``."""
-    assert smtp.wait_for(len(smtp.messages) or 1)
-    deadline = time.monotonic() + 5
-    while not smtp.received_for(address) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    received = smtp.received_for(address)
-    assert received, f"no email for {address}"
-    body = received[-1].parsed().get_body(("plain",))
-    assert body is not None
-    match = re.search(rf"http://127\.0\.0\.1:\d+(/{kind}/[A-Za-z0-9._-]+)", body.get_content())
-    assert match, body.get_content()
-    return match.group(1)
+    """The path of the ``kind`` link in the last email to ``address``."""
+    return urlsplit(link_in_email(smtp, address, kind)).path
 
 
 def wait_for_emails(smtp: SmtpTestServer, count: int) -> None:

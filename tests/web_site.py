@@ -4,6 +4,7 @@ whose ``site.base_url`` is its own address, so the links in the emails it sends 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -156,3 +157,18 @@ def form_post(
     """Post ``data`` to ``path`` with the CSRF token of ``page`` (by default: the form page at ``path`` itself)."""
     html = page if page is not None else client.get(path).text
     return client.post(path, data={"csrf_token": csrf_of(html), **data}, headers=headers)
+
+
+def link_in_email(smtp: SmtpTestServer, address: str, path: str, timeout: float = 10.0) -> str:
+    """The URL of the ``path`` link (``subscribe/confirm``, ``preferences``) in the last email ``address``
+    received (its plain-text part), waiting for that email: the pages send it after answering."""
+    deadline = time.monotonic() + timeout
+    while not smtp.received_for(address) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    received = smtp.received_for(address)
+    assert received, f"no email for {address}"
+    body = received[-1].parsed().get_body(("plain",))
+    assert body is not None
+    match = re.search(rf"http://127\.0\.0\.1:\d+/{path}/[A-Za-z0-9._-]+", body.get_content())
+    assert match, body.get_content()
+    return match.group(0)

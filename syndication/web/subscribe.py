@@ -195,73 +195,52 @@ class SubscriberPages:
 
     async def confirm_page(self, request: Request) -> Response:
         """The page the confirmation email links to: a button, so that a link scanner confirms nobody."""
-        token = request.path_params["token"]
-        found = await self._subscriber(request, "confirm", token)
-        if isinstance(found, Response):
-            return found
-        if found.status == "active":
-            return self._subscribed(request, found)
-        if found.status != "pending":
-            return self._ended(request, found)
-        context = {"title": "Confirm your subscription", "subscriber": found, "action": f"/subscribe/confirm/{token}"}
-        return self.pages.render(request, "confirm.html", context, headers=LINK_PAGE)
+        return await self._button_page(request, "confirm", ("pending",), "Confirm your subscription")
 
     async def confirm(self, request: Request) -> Response:
         """Confirm: the pending subscriber becomes active."""
-        token = request.path_params["token"]
-        form = await self._form(request)
-        if isinstance(form, Response):
-            return form
-        refused = self._csrf_refused(request, form, f"/subscribe/confirm/{token}")
-        if refused:
-            return refused
-        try:
-            subscriber = await run_in_threadpool(confirm, self.service(), token)
-        except TokenError as error:
-            return self._bad_link(request, error)
-        except SubscriberError as error:
-            return self.pages.message(
-                request,
-                "This subscription cannot be confirmed",
-                [_sentence(error)],
-                status=409,
-                links=[("/subscribe", "Subscribe again")],
-                headers=LINK_PAGE,
-            )
-        return self._subscribed(request, subscriber)
+        return await self._press_button(request, "confirm", confirm, "This subscription cannot be confirmed")
 
     # --- Rejoin: someone who left subscribes again ---------------------------------------------------------------
 
     async def rejoin_page(self, request: Request) -> Response:
         """The page a rejoin email links to: a button, as for a confirmation."""
+        return await self._button_page(request, "rejoin", REJOINABLE_STATUSES, "Subscribe again")
+
+    async def rejoin(self, request: Request) -> Response:
+        """Rejoin: the subscriber is active again, with their earlier choices (the next page links to them)."""
+        return await self._press_button(request, "rejoin", rejoin, "This link no longer works")
+
+    async def _button_page(self, request: Request, purpose: str, waiting: tuple[str, ...], title: str) -> Response:
         token = request.path_params["token"]
-        found = await self._subscriber(request, "rejoin", token)
+        found = await self._subscriber(request, purpose, token)
         if isinstance(found, Response):
             return found
         if found.status == "active":
             return self._subscribed(request, found)
-        if found.status not in REJOINABLE_STATUSES:
+        if found.status not in waiting:
             return self._ended(request, found)
-        context = {"title": "Subscribe again", "subscriber": found, "action": f"/subscribe/rejoin/{token}"}
+        context = {"title": title, "subscriber": found, "action": f"/subscribe/{purpose}/{token}"}
         return self.pages.render(request, "confirm.html", context, headers=LINK_PAGE)
 
-    async def rejoin(self, request: Request) -> Response:
-        """Rejoin: the subscriber is active again, with their earlier choices (the next page links to them)."""
+    async def _press_button(
+        self, request: Request, purpose: str, act: Callable[[Service, str], Subscriber], refusal: str
+    ) -> Response:
         token = request.path_params["token"]
         form = await self._form(request)
         if isinstance(form, Response):
             return form
-        refused = self._csrf_refused(request, form, f"/subscribe/rejoin/{token}")
+        refused = self._csrf_refused(request, form, f"/subscribe/{purpose}/{token}")
         if refused:
             return refused
         try:
-            subscriber = await run_in_threadpool(rejoin, self.service(), token)
+            subscriber = await run_in_threadpool(act, self.service(), token)
         except TokenError as error:
             return self._bad_link(request, error)
         except SubscriberError as error:
             return self.pages.message(
                 request,
-                "This link no longer works",
+                refusal,
                 [_sentence(error)],
                 status=409,
                 links=[("/subscribe", "Subscribe again")],
