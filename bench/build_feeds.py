@@ -29,6 +29,7 @@ from tests.support import post_record, write_jsonl
 
 SUBSCRIPTION_GOAL_S = 5.0
 REBUILD_GOAL_S = 1.0
+ISSUE_BARE_MS = 2.0  # what the issue measured for a bare 50-item feedgen feed when it set the goals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{render_ms:.2f} ms, {render_ms / bare_ms:.1f}x the bare feed",
         f"- every subscription feed, all formats: {subscription_s:.2f} s for {documents} documents "
         f"(goal < {SUBSCRIPTION_GOAL_S:.0f} s): {'PASS' if subscription_s < SUBSCRIPTION_GOAL_S else 'FAIL'}",
+        # The goal was set where feedgen took ~2 ms a bare feed; this shared machine's speed varies day to day.
+        f"- the same goal scaled by this run's bare feedgen feed ({bare_ms:.2f} ms vs the issue's 2 ms): "
+        f"< {SUBSCRIPTION_GOAL_S * bare_ms / ISSUE_BARE_MS:.1f} s; the build is "
+        f"{subscription_s / (SUBSCRIPTION_GOAL_S * bare_ms / ISSUE_BARE_MS):.2f}x that",
         f"- first full archive build: {history_s:.1f} s, {history.archive_pages_written:,} archive documents "
         f"({history.unchanged:,} subscription documents unchanged)",
         f"- rebuild after one new post: {rebuild_s:.3f} s, {len(rebuild.written)} documents rewritten in "
