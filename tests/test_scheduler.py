@@ -370,3 +370,13 @@ def test_an_edition_is_created_with_its_deliveries_or_not_at_all(readers: Settin
         assert created and not created_again and first == again
     finally:
         engine.dispose()
+
+
+def test_run_refuses_to_start_without_a_signing_key(
+    readers: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SYNDICATION_SECRET_KEY", raising=False)
+    config = readers.config_path
+    assert config is not None
+    assert main(["--config", str(config), "run", "--no-web"]) == 2  # at once: no scheduler, no lock taken
+    assert "no signing key: set SYNDICATION_SECRET_KEY" in capsys.readouterr().err
