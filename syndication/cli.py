@@ -358,7 +358,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.delivery.smtp import SmtpClient
     from syndication.logs import configure_logging
     from syndication.scheduler import Runner
-
     from syndication.tokens import signing_keys
 
     signing_keys(settings)  # every digest carries signed links: without a key nothing could ever be sent
