@@ -428,7 +428,7 @@ def _build_feeds(session: Session, output: FeedOutput, job: _FeedJob, feeds: Ite
             continue
         pages = set(range(job.archived.get(feed.path, 0) + 1, full_pages + 1))
         for post in job.changed:
-            if (feed.dimension, feed.slug) in _feeds_touched([post]):
+            if post.published <= job.now and (feed.dimension, feed.slug) in _feeds_touched([post]):
                 before = post_store.count_published(session, scope, job.now, before=post.published)
                 pages.add(before // config.archive_page_size + 1)
         _write_archive_pages(session, output, done, job.site, feed, scope, job.now, sorted(pages), full_pages, config)

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -476,3 +477,43 @@ def test_body_cache_keeps_within_its_budget() -> None:
     assert cache.get(("3.atom", b'"t"')) is None
     cache.put(("big.atom", b'"t"'), bytes(101))  # over an eighth of the budget: not kept
     assert cache.get(("big.atom", b'"t"')) is None
+
+
+def test_last_modified_never_goes_back_when_the_newest_post_leaves_a_feed(tmp_path: Path) -> None:
+    settings = build_site(tmp_path, site_posts())
+    manifest = settings.feeds.output_dir / "manifest.json"
+
+    def last_modified() -> str:
+        value: str = json.loads(manifest.read_text(encoding="utf-8"))["documents"]["all.atom"]["last_modified"]
+        return value
+
+    before = last_modified()
+    with Service.open(settings, fixed_clock(NOW + timedelta(minutes=1))) as service:
+        # The newest post is moved into the future (an editor unpublishes it): the feed's newest date goes back.
+        moved = post_record(21, themes=["climate-action"], published="2030-01-01T00:00:00Z")
+        assert import_file(service, write_jsonl(tmp_path / "moved.jsonl", [moved])).updated == 1
+        publish_feeds(service)
+    after = last_modified()
+    assert parsedate_to_datetime(after) > parsedate_to_datetime(before)
+    with live_server(create_app(settings)) as server, httpx.Client(base_url=server.url(), timeout=10) as client:
+        response = client.get("/feeds/all.atom", headers={**IDENTITY, "If-Modified-Since": before})
+        assert response.status_code == 200  # a reader that only sends If-Modified-Since still sees the change
+        assert "Post number 21" not in response.text and response.headers["last-modified"] == after
+        assert client.get("/feeds/all.atom", headers={**IDENTITY, "If-Modified-Since": after}).status_code == 304
+    with Service.open(settings, fixed_clock(NOW + timedelta(minutes=2))) as service:
+        publish_feeds(service)  # nothing new: the validators stay as they are
+    assert last_modified() == after
+
+
+def test_an_edit_to_a_post_of_the_last_built_batch_reaches_the_feeds(tmp_path: Path) -> None:
+    # The last build's high-water mark is a moment shared by a whole batch: a later edit of one of its posts is
+    # written later, and must not be mistaken for a post that build already saw.
+    settings = build_site(tmp_path, site_posts())
+    with Service.open(settings, fixed_clock(NOW + timedelta(minutes=1))) as service:
+        edited = post_record(
+            21, themes=["climate-action"], title="Post number 21, corrected", updated="2024-05-23T10:00:00Z"
+        )
+        assert import_file(service, write_jsonl(tmp_path / "edited.jsonl", [edited])).updated == 1
+        report = publish_feeds(service)
+    assert "all.atom" in report.written and "themes/climate-action.rss" in report.written
+    assert "Post number 21, corrected" in (settings.feeds.output_dir / "all.atom").read_text(encoding="utf-8")

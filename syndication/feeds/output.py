@@ -1,17 +1,17 @@
 """The feeds folder on disk: atomic writes of changed documents only, and the manifest the web app serves from.
 
 ``manifest.json`` maps each document's path to its strong ETag (from its bytes), Last-Modified (its newest
-item's date), Content-Type and whether it is immutable (a full archive page). It also keeps the build state an
-incremental rebuild starts from. It is written last, so a reader of the folder never sees a manifest naming a
-document that is not there yet.
+item's date, never earlier than the document's last one), Content-Type and whether it is immutable (a full
+archive page). It also keeps the build state an incremental rebuild starts from. It is written last, so a
+reader of the folder never sees a manifest naming a document that is not there yet.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from datetime import datetime
-from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +45,23 @@ class FeedOutput:
     def write(self, path: str, body: bytes, content_type: str, updated: datetime, *, immutable: bool = False) -> bool:
         """Write ``body`` at ``path`` unless the same bytes are already there; True when the file changed."""
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        entry = {
+        target = self.directory / path
+        previous = self.documents.get(path, {})
+        self.touched.add(path)
+        if previous.get("etag") == etag and target.exists():
+            return False  # the same bytes keep their validators, Last-Modified included
+        modified = updated.astimezone(UTC).replace(microsecond=0)
+        before = _http_date(previous.get("last_modified"))
+        if before is not None and modified <= before:
+            # The newest item left the document (unpublished, or moved into the future): its date goes back, but
+            # HTTP's Last-Modified must not, or a reader asking If-Modified-Since would be told nothing changed.
+            modified = before + timedelta(seconds=1)
+        self.documents[path] = {
             "etag": etag,
-            "last_modified": format_datetime(updated, usegmt=True),
+            "last_modified": format_datetime(modified, usegmt=True),
             "content_type": content_type,
             "immutable": immutable,
         }
-        target = self.directory / path
-        unchanged = self.documents.get(path, {}).get("etag") == etag and target.exists()
-        self.documents[path] = entry
-        self.touched.add(path)
-        if unchanged:
-            return False
         write_atomically(target, body)
         return True
 
@@ -69,6 +74,15 @@ class FeedOutput:
         self.state = state
         data = {"version": MANIFEST_VERSION, "state": state, "documents": dict(sorted(self.documents.items()))}
         write_atomically(self.directory / MANIFEST, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
+def _http_date(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parsedate_to_datetime(value).astimezone(UTC)
+    except (TypeError, ValueError):
+        return None
 
 
 def write_atomically(target: Path, body: bytes) -> None:

@@ -259,16 +259,22 @@ def changed_posts(
     published_after: datetime,
     now: datetime,
 ) -> list[Post]:
-    """Published posts the store wrote at or after ``changed_since`` (less the guids ``already_seen`` at exactly
-    that moment), or whose publication time came since ``published_after``: what a feed rebuild must look at."""
-    query = select(_posts.c.id, _posts.c.guid, _posts.c.published).where(
-        _posts.c.published <= now,
-        or_(_posts.c.changed_at >= changed_since, _posts.c.published > published_after),
+    """Posts the store wrote at or after ``changed_since`` (less the guids ``already_seen`` at exactly that
+    moment), or whose publication time came since ``published_after``: what a feed rebuild must look at.
+
+    A post written since and now dated in the future is among them: it was unpublished or rescheduled, and the
+    feeds that showed it must drop it.
+    """
+    query = select(_posts.c.id, _posts.c.guid, _posts.c.published, _posts.c.changed_at).where(
+        or_(
+            _posts.c.changed_at >= changed_since,
+            and_(_posts.c.published > published_after, _posts.c.published <= now),
+        ),
     )
     seen = set(already_seen)
     # Sort out the posts the last build saw before loading any: a whole batch can share one moment.
-    wanted = [post_id for post_id, guid, published in session.execute(query)
-              if guid not in seen or published > published_after]  # fmt: skip
+    wanted = [post_id for post_id, guid, published, changed_at in session.execute(query)
+              if changed_at > changed_since or guid not in seen or published_after < published <= now]  # fmt: skip
     return _load(session, wanted)
 
 
