@@ -271,6 +271,8 @@ def publish_feeds(
                 now=now,
             )
             touched = _feeds_touched(changed)
+            # A feed an edited post left must drop it: rebuild those too.
+            touched |= post_store.departures_since(session, datetime.fromisoformat(previous["changed_through"]))
             feeds_to_build = [
                 feed
                 for feed in feeds

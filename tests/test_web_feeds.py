@@ -517,3 +517,27 @@ def test_an_edit_to_a_post_of_the_last_built_batch_reaches_the_feeds(tmp_path: P
         report = publish_feeds(service)
     assert "all.atom" in report.written and "themes/climate-action.rss" in report.written
     assert "Post number 21, corrected" in (settings.feeds.output_dir / "all.atom").read_text(encoding="utf-8")
+
+
+def test_a_post_moved_to_another_theme_leaves_the_feed_of_the_old_one(tmp_path: Path) -> None:
+    settings = build_site(tmp_path, site_posts())
+    out = settings.feeds.output_dir
+    assert TITLES[4] in feedparser_titles(out / "themes/resilience.atom")
+    with Service.open(settings, fixed_clock(NOW + timedelta(minutes=1))) as service:
+        moved = post_record(4, title=TITLES[4], themes=["climate-action"], regions=["europe"],
+                            updated="2024-05-30T10:00:00Z")  # fmt: skip
+        assert import_file(service, write_jsonl(tmp_path / "moved.jsonl", [moved])).updated == 1
+        report = publish_feeds(service)
+    assert not report.full
+    assert TITLES[4] not in feedparser_titles(out / "themes/resilience.atom")  # the feed it left
+    assert TITLES[4] in feedparser_titles(out / "themes/climate-action.atom")
+    assert TITLES[4] in feedparser_titles(out / "regions/europe.atom")
+    with Service.open(settings, fixed_clock(NOW + timedelta(minutes=2))) as service:
+        assert publish_feeds(service).written == []  # and nothing more to do afterwards
+
+
+def feedparser_titles(path: Path) -> list[str]:
+    """The entry titles of a built feed, as a reader sees them."""
+    import feedparser
+
+    return [entry.title for entry in feedparser.parse(path.read_bytes()).entries]

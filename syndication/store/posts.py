@@ -12,13 +12,22 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from syndication.core.models import Author, Image, Post
-from syndication.store.schema import AuthorRow, Base, PostAuthorRow, PostRegionRow, PostRow, PostThemeRow
+from syndication.store.schema import (
+    AuthorRow,
+    Base,
+    FeedDepartureRow,
+    PostAuthorRow,
+    PostRegionRow,
+    PostRow,
+    PostThemeRow,
+)
 
 _posts = Base.metadata.tables[PostRow.__tablename__]
 _authors = Base.metadata.tables[AuthorRow.__tablename__]
 _post_authors = Base.metadata.tables[PostAuthorRow.__tablename__]
 _post_themes = Base.metadata.tables[PostThemeRow.__tablename__]
 _post_regions = Base.metadata.tables[PostRegionRow.__tablename__]
+_departures = Base.metadata.tables[FeedDepartureRow.__tablename__]
 
 # SQLite allows 32,766 bound parameters per statement; stay well under it for IN lists.
 _IN_CHUNK = 900
@@ -66,11 +75,39 @@ def upsert_posts(session: Session, posts: Sequence[Post], now: datetime, source:
             update(_posts).where(_posts.c.id == bindparam("_id")),
             [{"_id": post_id, **_post_values(post, source, now)} for post_id, post in to_update],
         )
+        _note_departures(session, to_update, now)
         for chunk in _chunks(ids):
             for table in (_post_authors, _post_themes, _post_regions):
                 session.execute(delete(table).where(table.c.post_id.in_(chunk)))
         _insert_links(session, to_update, author_ids)
     return UpsertOutcome(len(to_add), len(to_update), len(posts) - len(to_add) - len(to_update))
+
+
+def _note_departures(session: Session, updates: Sequence[tuple[int, Post]], now: datetime) -> None:
+    """Record the theme, region and author feeds the edited posts leave (their links are about to be replaced)."""
+    kept = {post_id: _feed_keys(post) for post_id, post in updates}
+    left: set[tuple[str, str]] = set()
+    for chunk in _chunks(list(kept)):
+        for post_id, kind, slug, _name, _position in session.execute(_LOAD_LINKS, {"ids": chunk}):
+            key = ({"a": "author", "t": "theme", "r": "region"}[kind], slug)
+            if key not in kept[post_id]:
+                left.add(key)
+    if left:
+        session.execute(insert(_departures), [{"changed_at": now, "dimension": d, "slug": s} for d, s in sorted(left)])
+
+
+def _feed_keys(post: Post) -> set[tuple[str, str]]:
+    return {
+        *(("theme", slug) for slug in post.themes),
+        *(("region", slug) for slug in post.regions),
+        *(("author", author.slug) for author in post.authors),
+    }
+
+
+def departures_since(session: Session, changed_since: datetime) -> set[tuple[str, str]]:
+    """The (dimension, slug) feeds edited posts left at or after ``changed_since``."""
+    query = select(_departures.c.dimension, _departures.c.slug).where(_departures.c.changed_at >= changed_since)
+    return {(dimension, slug) for dimension, slug in session.execute(query)}
 
 
 def _existing_versions(session: Session, guids: list[str]) -> dict[str, tuple[int, datetime]]:

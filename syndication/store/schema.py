@@ -221,3 +221,15 @@ class FormEmailRow(Base):
     email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class FeedDepartureRow(Base):
+    """A theme, region or author feed a post left when an edit took it off (``dimension`` theme/region/author):
+    an incremental feed build rebuilds that feed too, or it would keep showing the post."""
+
+    __tablename__ = "feed_departures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    dimension: Mapped[str] = mapped_column(String(16))
+    slug: Mapped[str] = mapped_column(String(200))
