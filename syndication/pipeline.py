@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import secrets
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from syndication.clock import Clock, system_clock
 from syndication.config import FeedSettings, Settings
 from syndication.core.digest import Digest, compose_digest
 from syndication.core.models import GatherReport, Notice, Post, Region
+from syndication.delivery.smtp import SmtpClient, send_one
 from syndication.errors import SourceError
 from syndication.feeds.catalog import CONTENT_TYPES, FORMATS, Feed, FeedDocument, Format, Site, feeds_of, updated_of
 from syndication.feeds.directory import render_index, render_opml
@@ -576,6 +578,30 @@ def preview_links(settings: Settings) -> Links:
         preferences=f"{base}/preferences/preview",
         view_online=f"{base}/editions/preview",
     )
+
+
+def send_notice(
+    service: Service,
+    email: RenderedEmail,
+    to_address: str,
+    to_name: str,
+    key: str,
+    *,
+    client: SmtpClient | None = None,
+) -> None:
+    """Send one notice (``MailRenderer.render_notice``: a confirmation, a change of preferences, a draft to
+    approve) to one address, marked auto-generated; over ``client``'s connection when given (an import sends
+    many), else over one of its own. ``key`` makes its Message-ID unique. Raises DeliveryError or ConfigError."""
+    settings = service.settings
+    key = f"{key}.{secrets.token_hex(8)}"
+    extra = (("Auto-Submitted", "auto-generated"),)
+    envelope = digest_envelope(settings, email, to_address, to_name, service.clock(), key, extra)
+    message = build_message(envelope, email.text, email.html)
+    mail_from = settings.mail.bounce_address or settings.mail.from_address
+    if client is not None:
+        client.send(mail_from, to_address, message)
+    else:
+        send_one(settings.smtp, mail_from, to_address, message)
 
 
 def digest_envelope(

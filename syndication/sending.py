@@ -19,7 +19,7 @@ from syndication.core.models import CADENCES, Subscriber
 from syndication.delivery.sender import DrainReport, Outgoing, Sender, TransportFactory
 from syndication.errors import SyndicationError
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail
-from syndication.pipeline import Service, compose, personalised_message
+from syndication.pipeline import Service, compose, personalised_message, send_notice
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
 from syndication.subscriptions import preferences_url, token_subject, unsubscribe_url
@@ -221,10 +221,6 @@ def notify_editors(service: Service, plan: SendPlan) -> list[str]:
 
     Returns one line per editor who could not be reached (the draft stays a draft; it is reported, not sent).
     """
-    from syndication.delivery.smtp import send_one
-    from syndication.mailing.message import build_message
-    from syndication.pipeline import digest_envelope
-
     settings = service.settings
     edition = plan.edition
     assert edition is not None
@@ -240,14 +236,10 @@ def notify_editors(service: Service, plan: SendPlan) -> list[str]:
     }
     links = Links(unsubscribe=f"{base}/", preferences=f"{base}/", view_online=preview_url)
     email = MailRenderer(settings).render_notice("approval", settings.site.language, context, links)
-    mail_from = settings.mail.bounce_address or settings.mail.from_address
     problems = []
     for address in settings.digest.approval_emails:
-        key = f"approval.{edition.id}.{secrets.token_hex(6)}"
-        envelope = digest_envelope(settings, email, address, "", service.clock(), key,
-                                   (("Auto-Submitted", "auto-generated"),))  # fmt: skip
         try:
-            send_one(settings.smtp, mail_from, address, build_message(envelope, email.text, email.html))
+            send_notice(service, email, address, "", f"approval.{edition.id}")
         except SyndicationError as error:
             problems.append(f"{address}: {error}")
     return problems

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import secrets
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +28,10 @@ from sqlalchemy.orm import Session
 
 from syndication.config import Settings
 from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES, Consent, Notice, Subscriber
-from syndication.delivery.smtp import SmtpClient, send_one
+from syndication.delivery.smtp import SmtpClient
 from syndication.errors import ConfigError, DeliveryError, SyndicationError, TokenError
-from syndication.mailing.message import build_message
 from syndication.mailing.render import Links, MailRenderer
-from syndication.pipeline import Service, digest_envelope
+from syndication.pipeline import Service, send_notice
 from syndication.store import database
 from syndication.store import subscribers as store
 from syndication.tokens import make_token, read_token, signing_keys
@@ -555,22 +553,7 @@ def send_confirmation(
     # The confirmation has no unsubscribe or online copy; the shared layout's links lead to the site instead.
     links = Links(unsubscribe=url, preferences=f"{base}/", view_online=f"{base}/")
     email = MailRenderer(settings).render_notice("confirm", subscriber.language, {"confirm_url": url}, links)
-    key = f"confirm.{subscriber.id}.{secrets.token_hex(8)}"
-    envelope = digest_envelope(
-        settings,
-        email,
-        subscriber.email,
-        subscriber.name,
-        service.clock(),
-        key,
-        (("Auto-Submitted", "auto-generated"),),
-    )
-    message = build_message(envelope, email.text, email.html)
-    mail_from = settings.mail.bounce_address or settings.mail.from_address
-    if client is not None:
-        client.send(mail_from, subscriber.email, message)
-    else:
-        send_one(settings.smtp, mail_from, subscriber.email, message)
+    send_notice(service, email, subscriber.email, subscriber.name, f"confirm.{subscriber.id}", client=client)
 
 
 # --- Status changes -------------------------------------------------------------------------------------------
@@ -724,11 +707,7 @@ def send_preferences_notice(service: Service, subscriber: Subscriber, summary: s
         view_online=f"{settings.site.base_url}/",
     )
     email = MailRenderer(settings).render_notice("preferences", subscriber.language, {"summary": summary}, links)
-    key = f"preferences.{subscriber.id}.{secrets.token_hex(8)}"
-    envelope = digest_envelope(settings, email, subscriber.email, subscriber.name, service.clock(), key,
-                               (("Auto-Submitted", "auto-generated"),))  # fmt: skip
-    send_one(settings.smtp, settings.mail.bounce_address or settings.mail.from_address, subscriber.email,
-             build_message(envelope, email.text, email.html))  # fmt: skip
+    send_notice(service, email, subscriber.email, subscriber.name, f"preferences.{subscriber.id}")
 
 
 def mark_bounced(service: Service, subscriber_id: int) -> Subscriber | None:
