@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from syndication.clock import Clock, fixed_clock
 from syndication.config import load_settings
@@ -101,3 +102,27 @@ def opened(config: Path, clock: Clock | None = None) -> Iterator[Service]:
 def stored(service: Service) -> dict[str, Post]:
     """Every published post of the store, by guid."""
     return {post.guid: post for post in list_posts(service, limit=None)}
+
+
+T = TypeVar("T")
+
+
+def poll(condition: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
+    """Call ``condition`` until it returns something true or ``timeout`` seconds pass; its last answer.
+
+    For work other threads or processes do while the test waits (a scheduler, a server, a background task).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.1) -> T:
+    """``poll`` that fails naming ``what`` at the deadline, and returns the true answer."""
+    value = poll(condition, timeout, interval)
+    if not value:
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return value

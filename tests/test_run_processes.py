@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -41,33 +41,17 @@ from syndication.store.schema import DeliveryRow, EditionRow, PostRow
 from syndication.subscriptions import add_subscriber
 from tests.conftest import POSTGRES_URL, _postgres_database
 from tests.smtp_server import Received, SmtpTestServer, smtp_server
-from tests.support import post_record, write_config
+from tests.support import post_record, wait_for, write_config
 
 SECRET = "run-process-test-signing-key-" + "r" * 16
 DAILY = "*/3 * * * * *"  # an edition every three seconds
 DAILY_TRIGGER = parse_crontab(DAILY, "Europe/Berlin")
 PERIOD = timedelta(seconds=3)
 GRACE_SECONDS = 20  # a restart or a takeover on a loaded machine is well within it
-DEADLINE = 30.0  # for every wait: generous, as a loaded two-core machine can be slow
 STOP_WITHIN = 8.0  # seconds from SIGTERM to exit
 TAKEOVER_WITHIN = 8.0  # seconds from the leader's SIGKILL to another process leading
 STORED_WELL_BEFORE = timedelta(seconds=1.5)  # a post stored this long before its edition was made is in it
 MESSAGE_ID = re.compile(r"<edition-(\d+)\.(\d+)\.[0-9a-f]+@")
-
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = DEADLINE, interval: float = 0.1) -> T:
-    """Poll ``condition`` until it returns something true, and return that; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
 
 # --- The processes --------------------------------------------------------------------------------------------
 

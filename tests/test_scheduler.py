@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,7 +24,7 @@ from syndication.scheduler import Runner, status_report
 from syndication.store import database, ledger
 from syndication.subscriptions import add_subscriber
 from tests.smtp_server import SmtpTestServer, smtp_server
-from tests.support import post_record, write_config, write_jsonl
+from tests.support import poll, post_record, write_config, write_jsonl
 
 BERLIN = ZoneInfo("Europe/Berlin")
 DAILY = "0 7 * * *"
@@ -274,16 +273,6 @@ def test_status_shows_each_jobs_last_run_the_queue_and_the_last_editions(
 # --- APScheduler itself: persisted jobs across a restart, with time-machine -----------------------------------
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    """Poll ``condition`` until it holds (the scheduler's threads work while the test waits)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def run_scheduler_at(settings: Settings, moment: datetime, *, expect_run: bool) -> list[ledger.Edition]:
     """Start a leading runner at ``moment`` (time-machine moves every clock), let its due jobs run, stop it.
 
@@ -295,10 +284,8 @@ def run_scheduler_at(settings: Settings, moment: datetime, *, expect_run: bool) 
         try:
             runner.start()
             assert runner.poll_leadership()
-            assert wait_until(lambda: _last_run(settings, "feeds") >= moment)
-            ran = wait_until(
-                lambda: _last_run(settings, "edition:daily") >= moment, timeout=1.0 if not expect_run else 20.0
-            )
+            assert poll(lambda: _last_run(settings, "feeds") >= moment, 20.0)
+            ran = poll(lambda: _last_run(settings, "edition:daily") >= moment, timeout=1.0 if not expect_run else 20.0)
             assert ran == expect_run
         finally:
             runner.shutdown()

@@ -25,7 +25,7 @@ from syndication.sending import MessageBuilder, plan_edition
 from syndication.store import database, ledger
 from syndication.subscriptions import add_subscriber
 from syndication.web.sessions import SESSION_COOKIE, Cookies
-from tests.support import post_record
+from tests.support import post_record, wait_for
 from tests.web_site import EDITOR, PASSWORD, WebSite, csrf_of, form_post, site_posts, web_site
 
 SINCE, UNTIL = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)
@@ -288,13 +288,11 @@ def _text(message: EmailMessage) -> str:
 
 
 def _wait_until_sent(client: httpx.Client) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while True:
+    def sent() -> dict[str, Any] | None:
         progress: dict[str, Any] = json.loads(client.get("/editor/editions/1/progress.json").text)
-        if progress["status"] == ledger.SENT or time.monotonic() > deadline:
-            assert progress["status"] == ledger.SENT, progress
-            return progress
-        time.sleep(0.1)
+        return progress if progress["status"] == ledger.SENT else None
+
+    return wait_for(sent, "edition 1 to be sent", timeout=20)
 
 
 def test_pause_resume_and_cancel_follow_the_rules(tmp_path: Path, database_url: str) -> None:

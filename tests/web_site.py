@@ -4,7 +4,6 @@ whose ``site.base_url`` is its own address, so the links in the emails it sends 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from syndication.store import subscribers as subscriber_store
 from syndication.web.app import create_app
 from tests.live_server import LiveServer
 from tests.smtp_server import SmtpTestServer, smtp_server
-from tests.support import FIXTURE_THEMES, post_record, write_jsonl
+from tests.support import FIXTURE_THEMES, poll, post_record, write_jsonl
 
 KEY = "web-test-signing-key-0123456789abcdef"
 EDITOR = "ana"
@@ -162,10 +161,7 @@ def form_post(
 def link_in_email(smtp: SmtpTestServer, address: str, path: str, timeout: float = 10.0) -> str:
     """The URL of the ``path`` link (``subscribe/confirm``, ``preferences``) in the last email ``address``
     received (its plain-text part), waiting for that email: the pages send it after answering."""
-    deadline = time.monotonic() + timeout
-    while not smtp.received_for(address) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    received = smtp.received_for(address)
+    received = poll(lambda: smtp.received_for(address), timeout, interval=0.02)
     assert received, f"no email for {address}"
     body = received[-1].parsed().get_body(("plain",))
     assert body is not None
