@@ -295,7 +295,7 @@ class Runner:
             if existing is not None and repr(existing.trigger) == repr(spec.trigger):
                 # Keep the stored next run time: replacing the job would move a missed 07:00 to tomorrow.
                 timing["next_run_time"] = existing.next_run_time
-                if spec.func is run_edition and self._edition_due(spec.args[0]):
+                if spec.func is run_edition and self._due_windows(spec.args[0], self.clock()):
                     # APScheduler stores the next fire time as it starts a run: a leader that died during the
                     # run left tomorrow's time stored and today's edition unmade. Make it now (within grace).
                     timing["next_run_time"] = self._now()
@@ -309,13 +309,13 @@ class Runner:
             if job.id not in {spec.id for spec in wanted}:
                 job.remove()  # a source or cadence no longer configured
 
-    def _edition_due(self, cadence: str) -> bool:
-        """Whether an edition of ``cadence`` is due now (a fire time within grace has no edition yet)."""
+    def _due_windows(self, cadence: str, now: datetime) -> list[tuple[datetime, datetime]]:
+        """The windows of ``cadence`` whose edition is due at ``now``: fire times within grace with no edition."""
         trigger = parse_crontab(self.settings.schedule.cadences[cadence], self.settings.site.timezone)
         grace = timedelta(seconds=self.settings.schedule.misfire_grace_seconds)
         with database.transaction(self.service.engine) as session:
             last = ledger.last_edition(session, cadence)
-        return bool(due_windows(trigger, self.clock(), grace, last.until if last else None))
+        return due_windows(trigger, now, grace, last.until if last else None)
 
     def _stop_leading(self) -> None:
         self.leading = False
@@ -379,18 +379,14 @@ class Runner:
         Gathering first puts a post published just before the fire time in its edition: otherwise it would wait
         for the next gather, after the edition was made, and be in no edition of its window at all.
         """
-        schedule, digest = self.settings.schedule, self.settings.digest
-        if self._edition_due(cadence):
-            for source in self.settings.sources:
-                self.gather(source.name)
+        digest = self.settings.digest
         queued = 0
         with self._job(f"edition:{cadence}") as outcome:
-            trigger = parse_crontab(schedule.cadences[cadence], self.settings.site.timezone)
             now = self.clock()
-            with database.transaction(self.service.engine) as session:
-                last = ledger.last_edition(session, cadence)
-            windows = due_windows(trigger, now, timedelta(seconds=schedule.misfire_grace_seconds),
-                                  last.until if last else None)  # fmt: skip
+            windows = self._due_windows(cadence, now)
+            if windows:
+                for source in self.settings.sources:
+                    self.gather(source.name)
             lines = []
             for since, until in windows:
                 plan = plan_edition(self.service, cadence, since, until, draft=digest.require_approval)
