@@ -135,10 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     send = command("send", _digest_send, "create the edition of a window and deliver it", digest_commands)
     send.add_argument("--cadence", required=True, choices=("daily", "weekly", "monthly"), help="which digest")
     send.add_argument(
-        "--since", metavar="ISO", type=_timestamp, help="window start (default: the period that just ended)"
+        "--since", metavar="ISO", type=_timestamp, help="window start (default: the fire time before the last)"
     )
     send.add_argument(
-        "--until", metavar="ISO", type=_timestamp, help="window end (default: the period that just ended)"
+        "--until", metavar="ISO", type=_timestamp, help="window end (default: the cadence's last fire time)"
     )
     send.add_argument("--dry-run", action="store_true", help="send nothing; report what would be sent")
 
