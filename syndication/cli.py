@@ -359,9 +359,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.logs import configure_logging
     from syndication.scheduler import Runner
     from syndication.tokens import signing_keys
+    from syndication.workers import start_fork_server
 
     signing_keys(settings)  # every digest carries signed links: without a key nothing could ever be sent
     configure_logging(settings.logging)
+    start_fork_server()  # loads the modules for worker processes now, not during the first large feed build
     runner = Runner(settings, SmtpClient)
 
     def stop(signum: int, _frame: object) -> None:

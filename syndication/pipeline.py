@@ -6,7 +6,6 @@ The command line, the web app and the scheduler call these functions and nothing
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import secrets
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -41,6 +40,7 @@ from syndication.sources.jsonl import read_jsonl_file
 from syndication.sources.normalise import Vocabulary
 from syndication.store import cursors, database
 from syndication.store import posts as post_store
+from syndication.workers import worker_context
 
 
 @dataclass(frozen=True)
@@ -245,65 +245,70 @@ def publish_feeds(
     large store can then serve its subscription documents at once).
     """
     config = service.settings.feeds
-    output = FeedOutput(directory or config.output_dir)
-    site = feed_site(service.settings)
-    now = service.clock()
-    fingerprint = _feed_fingerprint(service.settings)
-    previous = output.state
-    with database.transaction(service.engine) as session:
-        authors = post_store.authors_with_posts(session, now)
-        if not site.regions:
-            site = replace(site, regions=tuple(Region(slug, slug.replace("-", " ").title()) for slug in
-                                               post_store.region_slugs(session, now)))  # fmt: skip
-        feeds = feeds_of(site, authors)
-        incremental = not full and previous.get("fingerprint") == fingerprint
-        report = FeedBuildReport(output.directory, full=not incremental)
-        newest_overall = post_store.newest_posts(session, now=now, limit=1)
-        fallback = newest_overall[0].updated if newest_overall else _EPOCH
-        archived: dict[str, int] = dict(previous.get("archived", {})) if incremental else {}
-        changed: list[Post] = []
-        if incremental:
-            changed = post_store.changed_posts(
-                session,
-                # Posts are written by one gather at a time (the scheduler's leader or a command), so the newest
-                # change the last build saw, with the posts written at that moment, is an exact high-water mark.
-                changed_since=datetime.fromisoformat(previous["changed_through"]),
-                already_seen=previous.get("seen_at_change", []),
-                published_after=datetime.fromisoformat(previous["published_through"]),
-                now=now,
-            )
-            touched = _feeds_touched(changed)
-            # A feed an edited post left must drop it: rebuild those too.
-            touched |= post_store.departures_since(session, datetime.fromisoformat(previous["changed_through"]))
-            feeds_to_build = [
-                feed
-                for feed in feeds
-                if (feed.dimension, feed.slug) in touched
-                or not all(output.knows(feed.document_path(fmt)) for fmt in FORMATS)
-            ]
-        else:
-            feeds_to_build = feeds
-        job = _FeedJob(service.settings, output.directory, site, now, fallback, archived, changed, archives)
-        done = _build_feeds_on_two_cores(session, output, job, feeds_to_build)
-        report.feeds, report.written, report.unchanged = done.feeds, done.written, done.unchanged
-        changed_subscriptions = done.changed_urls
-        archived.update(done.archived)
-        last_change, seen_at_change = post_store.last_change(session)
-    updated = fallback
-    output.write("feeds.opml", render_opml(site, feeds, updated), CONTENT_TYPES["opml"], updated)
-    output.write("index.html", render_index(site, feeds), CONTENT_TYPES["html"], updated)
-    output.save(
-        {
-            "fingerprint": fingerprint,
-            "changed_through": (last_change or _EPOCH).isoformat(),
-            "seen_at_change": seen_at_change,
-            "published_through": now.isoformat(),
-            "archived": archived,
-        }
-    )
+    with FeedOutput(directory or config.output_dir) as output:
+        site = feed_site(service.settings)
+        now = service.clock()
+        fingerprint = _feed_fingerprint(service.settings)
+        previous = output.state
+        with database.transaction(service.engine) as session:
+            authors = post_store.authors_with_posts(session, now)
+            if not site.regions:
+                site = replace(site, regions=tuple(Region(slug, slug.replace("-", " ").title()) for slug in
+                                                   post_store.region_slugs(session, now)))  # fmt: skip
+            feeds = feeds_of(site, authors)
+            incremental = not full and previous.get("fingerprint") == fingerprint
+            report = FeedBuildReport(output.directory, full=not incremental)
+            newest_overall = post_store.newest_posts(session, now=now, limit=1)
+            fallback = newest_overall[0].updated if newest_overall else _EPOCH
+            archived: dict[str, int] = dict(previous.get("archived", {})) if incremental else {}
+            changed, feeds_to_build = _changes_since(session, output, feeds, now) if incremental else ([], feeds)
+            job = _FeedJob(service.settings, output.directory, site, now, fallback, archived, changed, archives)
+            done = _build_feeds_on_two_cores(session, output, job, feeds_to_build)
+            report.feeds, report.written, report.unchanged = done.feeds, done.written, done.unchanged
+            changed_subscriptions = done.changed_urls
+            archived.update(done.archived)
+            last_change, seen_at_change = post_store.last_change(session)
+        updated = fallback
+        output.write("feeds.opml", render_opml(site, feeds, updated), CONTENT_TYPES["opml"], updated)
+        output.write("index.html", render_index(site, feeds), CONTENT_TYPES["html"], updated)
+        output.save(
+            {
+                "fingerprint": fingerprint,
+                "changed_through": (last_change or _EPOCH).isoformat(),
+                "seen_at_change": seen_at_change,
+                "published_through": now.isoformat(),
+                "archived": archived,
+            }
+        )
     if site.hub and changed_subscriptions:
         report.hub_refused = notify_hub(site.hub, changed_subscriptions)
     return report
+
+
+def _changes_since(
+    session: Session, output: FeedOutput, feeds: list[Feed], now: datetime
+) -> tuple[list[Post], list[Feed]]:
+    """The posts changed since the last build, and the feeds to rebuild: those the changes touch or left, and
+    any whose documents are missing."""
+    previous = output.state
+    changed = post_store.changed_posts(
+        session,
+        # Posts are written by one gather at a time (the scheduler's leader or a command), so the newest change
+        # the last build saw, with the posts written at that moment, is an exact high-water mark.
+        changed_since=datetime.fromisoformat(previous["changed_through"]),
+        already_seen=previous.get("seen_at_change", []),
+        published_after=datetime.fromisoformat(previous["published_through"]),
+        now=now,
+    )
+    touched = _feeds_touched(changed)
+    # A feed an edited post left must drop it: rebuild those too.
+    touched |= post_store.departures_since(session, datetime.fromisoformat(previous["changed_through"]))
+    rebuild = [
+        feed
+        for feed in feeds
+        if (feed.dimension, feed.slug) in touched or not all(output.knows(feed.document_path(fmt)) for fmt in FORMATS)
+    ]
+    return changed, rebuild
 
 
 def _scope(feed: Feed) -> post_store.Scope:
@@ -369,7 +374,7 @@ def _build_feeds_on_two_cores(session: Session, output: FeedOutput, job: _FeedJo
     """
     if len(feeds) < _PARALLEL_FROM_FEEDS or (os.cpu_count() or 1) < 2:
         return _build_feeds(session, output, job, feeds)
-    context = multiprocessing.get_context("forkserver")  # never fork a process that may run threads
+    context = worker_context()
     next_feed = context.Value("i", 0)
     with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_share_counter,
                              initargs=(next_feed,)) as pool:  # fmt: skip
@@ -404,9 +409,9 @@ def _claimed(feeds: Sequence[Feed], counter: Any) -> Iterator[Feed]:
 def _build_feeds_in_worker(job: _FeedJob, feeds: list[Feed], documents: dict[str, dict[str, Any]]) -> _FeedsDone:
     engine = database.open_engine(job.settings.database.url)
     try:
-        output = FeedOutput(job.directory, documents=documents)
-        with database.transaction(engine) as session:
+        with FeedOutput(job.directory, documents=documents) as output, database.transaction(engine) as session:
             done = _build_feeds(session, output, job, _claimed(feeds, _next_feed))
+            output.flush()  # the parent writes the manifest: these files must be there first
         done.documents = {path: output.documents[path] for path in output.touched}
         return done
     finally:

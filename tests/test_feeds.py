@@ -352,6 +352,27 @@ def test_a_post_coming_of_age_enters_the_feeds(hostile: Service, tmp_path: Path)
     assert "From the future" in (directory / "all.atom").read_text(encoding="utf-8")
 
 
+def test_a_document_that_cannot_be_written_fails_the_build_and_keeps_the_manifest(
+    hostile: Service, tmp_path: Path
+) -> None:
+    directory = tmp_path / "feeds"
+    build(hostile, directory)
+    manifest = (directory / "manifest.json").read_bytes()
+    # A folder where a document goes: renaming the new file over it fails, as a full disk or a lost permission would.
+    (directory / "all.json").unlink()
+    (directory / "all.json").mkdir()
+    later = Service(hostile.settings, hostile.engine, fixed_clock(NOW + timedelta(hours=1)))
+    import_file(later, write_jsonl(tmp_path / "new.jsonl", [post_record(70, published="2024-05-31T00:00:00Z")]))
+    with pytest.raises(IsADirectoryError):
+        build(later, directory)
+    assert (directory / "manifest.json").read_bytes() == manifest  # the next build starts from the last good one
+    assert not list(directory.rglob("*.tmp"))
+    (directory / "all.json").rmdir()
+    build(later, directory)
+    assert "all.json" in json.loads((directory / "manifest.json").read_bytes())["documents"]
+    assert json.loads((directory / "all.json").read_bytes())["items"][0]["id"] == post_record(70)["guid"]
+
+
 def test_archive_page_size_may_not_exceed_items(tmp_path: Path) -> None:
     from syndication.errors import ConfigError
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +18,7 @@ from syndication.core.models import Post
 from syndication.errors import ItemError, SourceError
 from syndication.sources.base import CursorMoved, PullEvent, Rejected, Warned
 from syndication.sources.normalise import Vocabulary, build_post
+from syndication.workers import worker_context
 
 # The cursor remembers a fingerprint of the file's first bytes, so a replaced file is read from the start.
 _HEAD_BYTES = 4096
@@ -87,8 +87,7 @@ def _map_in_workers(
 ) -> Iterator[list[LineResult]]:
     """``map(parse, chunks)`` in worker processes, in order, with a bounded number of chunks in flight."""
     workers = max(1, (os.cpu_count() or 2) - 1)
-    context = multiprocessing.get_context("forkserver")  # never fork a process that may run threads
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context())
     try:
         pending: deque[Future[list[LineResult]]] = deque()
         for chunk in chunks:
