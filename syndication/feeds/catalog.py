@@ -7,7 +7,7 @@ with the same slug never collide. Archive pages (RFC 5005) live under ``archive/
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -55,6 +55,11 @@ class Site:
     regions: Sequence[Region]
     full_content: bool
     hub: str | None = None
+    _theme_names: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Every item of every feed looks up its themes' names: a dict rather than a scan of the themes.
+        object.__setattr__(self, "_theme_names", {theme.slug: theme.name for theme in self.themes})
 
     def url(self, path: str) -> str:
         """The public URL of a document path."""
@@ -62,7 +67,7 @@ class Site:
 
     def theme_name(self, slug: str) -> str:
         """The human name of a theme slug (the slug itself for a theme no longer configured)."""
-        return next((theme.name for theme in self.themes if theme.slug == slug), slug)
+        return self._theme_names.get(slug, slug)
 
 
 @dataclass(frozen=True, slots=True)
