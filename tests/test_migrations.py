@@ -8,7 +8,9 @@ from alembic import command
 from sqlalchemy import text
 
 from syndication.config import Settings
+from syndication.core.models import Author
 from syndication.store import database
+from syndication.store.posts import newest_posts
 
 
 def test_upgrade_from_the_first_schema_keeps_posts(settings: Settings) -> None:
@@ -37,5 +39,52 @@ def test_upgrade_from_the_first_schema_keeps_posts(settings: Settings) -> None:
         assert row[1] is not None  # rows from before the column count as changed when last updated
         database.upgrade(engine)  # and again: nothing to do, nothing lost
         database.require_current(engine)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_copies_each_posts_links_into_its_row(settings: Settings) -> None:
+    engine = database.open_engine(settings.database.url)
+    try:
+        command.upgrade(database._alembic_config(engine), "0006")
+        when: object = datetime(2024, 1, 2, 3, 4, tzinfo=UTC)
+        if engine.dialect.name == "sqlite":
+            when = "2024-01-02 03:04:00.000000"
+        with engine.begin() as connection:
+            for number in (1, 2):
+                connection.execute(
+                    text(
+                        "INSERT INTO posts (id, guid, source, title, url, summary, content_html, language, image_alt,"
+                        " published, updated, changed_at) VALUES (:id, :guid, 'old', 'Old', 'https://x.example/1',"
+                        " 's', '<p>c</p>', 'en', '', :when, :when, :when)"
+                    ),
+                    {"id": number, "guid": f"g{number}", "when": when},
+                )
+            connection.execute(text("INSERT INTO authors (id, slug, name) VALUES (7, 'bo', 'Bo'), (8, 'ana', 'Ana')"))
+            connection.execute(
+                text(
+                    "INSERT INTO post_authors (post_id, author_id, position, published)"
+                    " VALUES (1, 7, 0, :when), (1, 8, 1, :when)"
+                ),
+                {"when": when},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO post_themes (post_id, theme, position, published)"
+                    " VALUES (1, 'resilience', 1, :when), (1, 'climate-action', 0, :when)"
+                ),
+                {"when": when},
+            )
+            connection.execute(
+                text("INSERT INTO post_regions (post_id, region, position, published) VALUES (1, 'europe', 0, :when)"),
+                {"when": when},
+            )
+        database.upgrade(engine)
+        with database.transaction(engine) as session:
+            posts = {post.guid: post for post in newest_posts(session, now=datetime(2030, 1, 1, tzinfo=UTC))}
+        assert posts["g1"].authors == (Author("bo", "Bo"), Author("ana", "Ana"))
+        assert posts["g1"].themes == ("climate-action", "resilience")
+        assert posts["g1"].regions == ("europe",)
+        assert (posts["g2"].authors, posts["g2"].themes, posts["g2"].regions) == ((), (), ())
     finally:
         engine.dispose()

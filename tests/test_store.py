@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 
 from syndication.core.models import Author, Post
@@ -120,6 +121,45 @@ def test_update_replaces_links_and_keeps_one_row(filled: Service) -> None:
         assert guids(newest_posts(session, now=NOW, author="cy")) == ["g1"]
         assert guids(newest_posts(session, now=NOW, author="ana")) == ["g4", "g3"]
         assert len(newest_posts(session, now=NOW)) == 4
+
+
+def links_in_tables(service: Service) -> dict[str, tuple[tuple[Author, ...], tuple[str, ...], tuple[str, ...]]]:
+    """Every post's authors, themes and regions as the link tables hold them, by guid."""
+    found: dict[str, tuple[list[Author], list[str], list[str]]] = {}
+    with service.engine.connect() as connection:
+        for (guid,) in connection.execute(text("SELECT guid FROM posts")):
+            found[guid] = ([], [], [])
+        query = (
+            "SELECT posts.guid, authors.slug, authors.name FROM post_authors JOIN posts ON posts.id = post_id"
+            " JOIN authors ON authors.id = author_id ORDER BY posts.guid, position"
+        )
+        for guid, slug, name in connection.execute(text(query)):
+            found[guid][0].append(Author(slug, name))
+        for index, table, column in ((1, "post_themes", "theme"), (2, "post_regions", "region")):
+            query = f"SELECT posts.guid, {column} FROM {table} JOIN posts ON posts.id = post_id ORDER BY position"
+            for guid, slug in connection.execute(text(query)):
+                found[guid][index].append(slug)
+    return {guid: (tuple(a), tuple(t), tuple(r)) for guid, (a, t, r) in found.items()}
+
+
+def links_as_loaded(service: Service) -> dict[str, tuple[tuple[Author, ...], tuple[str, ...], tuple[str, ...]]]:
+    with database.transaction(service.engine) as session:
+        posts = newest_posts(session, now=START + timedelta(days=1000), limit=None)
+    return {post.guid: (post.authors, post.themes, post.regions) for post in posts}
+
+
+def test_a_loaded_post_has_the_links_the_tables_hold_after_adds_and_edits(filled: Service) -> None:
+    assert links_as_loaded(filled) == links_in_tables(filled)
+    # Two spellings of one author share a slug: the post credits them once, under the name stored first.
+    respelled = replace(make_post(6, hours=5), authors=(Author("ana", "ANA"), Author("bo", "Bo"), Author("ana", "Ána")))
+    edited = replace(make_post(1, hours=1, themes=("circular-economy",), regions=(), authors=("cy", "ana")),
+                     updated=START + timedelta(days=2))  # fmt: skip
+    with database.transaction(filled.engine) as session:
+        upsert_posts(session, [respelled, edited], NOW)
+    loaded = links_as_loaded(filled)
+    assert loaded == links_in_tables(filled)
+    assert loaded["g6"][0] == (Author("ana", "Ana"), Author("bo", "Bo"))
+    assert loaded["g1"] == ((Author("cy", "Cy"), Author("ana", "Ana")), ("circular-economy",), ())
 
 
 def test_duplicate_guid_in_one_batch_keeps_the_newest(service: Service) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy import (
     Integer,
     Select,
@@ -78,23 +79,23 @@ def upsert_posts(session: Session, posts: Sequence[Post], now: datetime, source:
         elif post.updated > stored[1]:
             to_update.append((stored[0], post))
     changed = [*to_add, *(post for _, post in to_update)]
-    author_ids = _author_ids(session, [author for post in changed for author in post.authors])
+    known = _known_authors(session, [author for post in changed for author in post.authors])
     if to_add:
         # A plain executemany is several times faster than INSERT .. RETURNING in batches; read the ids back.
-        session.execute(insert(_posts), [_post_values(post, source, now) for post in to_add])
+        session.execute(insert(_posts), [_post_values(post, source, now, known) for post in to_add])
         new_ids = _existing_versions(session, [post.guid for post in to_add])
-        _insert_links(session, [(new_ids[post.guid][0], post) for post in to_add], author_ids)
+        _insert_links(session, [(new_ids[post.guid][0], post) for post in to_add], known)
     if to_update:
         ids = [post_id for post_id, _ in to_update]
         session.execute(
             update(_posts).where(_posts.c.id == bindparam("_id")),
-            [{"_id": post_id, **_post_values(post, source, now)} for post_id, post in to_update],
+            [{"_id": post_id, **_post_values(post, source, now, known)} for post_id, post in to_update],
         )
         _note_departures(session, to_update, now)
         for chunk in _chunks(ids):
             for table in (_post_authors, _post_themes, _post_regions):
                 session.execute(delete(table).where(table.c.post_id.in_(chunk)))
-        _insert_links(session, to_update, author_ids)
+        _insert_links(session, to_update, known)
     return UpsertOutcome(len(to_add), len(to_update), len(posts) - len(to_add) - len(to_update))
 
 
@@ -134,23 +135,47 @@ def _existing_versions(session: Session, guids: list[str]) -> dict[str, tuple[in
     return found
 
 
-def _author_ids(session: Session, authors: Iterable[Author]) -> dict[str, int]:
+def _known_authors(session: Session, authors: Iterable[Author]) -> dict[str, tuple[int, str]]:
+    """Each author's id and stored name by slug, adding those the store has not seen (the first spelling stays)."""
     wanted = {author.slug: author.name for author in authors}
-    ids: dict[str, int] = {}
-    for chunk in _chunks(list(wanted)):
-        query = select(AuthorRow.slug, AuthorRow.id).where(AuthorRow.slug.in_(chunk))
-        ids.update(dict(session.execute(query).all()))
-    missing = [slug for slug in wanted if slug not in ids]
+    known: dict[str, tuple[int, str]] = {}
+
+    def read(slugs: list[str]) -> None:
+        for chunk in _chunks(slugs):
+            query = select(AuthorRow.slug, AuthorRow.id, AuthorRow.name).where(AuthorRow.slug.in_(chunk))
+            known.update((slug, (author_id, name)) for slug, author_id, name in session.execute(query))
+
+    read(list(wanted))
+    missing = [slug for slug in wanted if slug not in known]
     if missing:
         session.execute(insert(_authors), [{"slug": slug, "name": wanted[slug]} for slug in missing])
-        for chunk in _chunks(missing):
-            query = select(AuthorRow.slug, AuthorRow.id).where(AuthorRow.slug.in_(chunk))
-            ids.update(dict(session.execute(query).all()))
-    return ids
+        read(missing)
+    return known
 
 
-def _post_values(post: Post, source: str | None, now: datetime) -> dict[str, Any]:
+def _credited(post: Post, known: dict[str, tuple[int, str]]) -> list[tuple[int, Author]]:
+    """The post's authors as stored: by id, under their stored name, each once (two spellings share a slug)."""
+    credited: dict[int, Author] = {}
+    for author in post.authors:
+        author_id, name = known[author.slug]
+        credited.setdefault(author_id, Author(author.slug, name))
+    return list(credited.items())
+
+
+def encode_links(authors: Sequence[Author], themes: Sequence[str], regions: Sequence[str]) -> str:
+    """The ``posts.links`` copy of a post's link table rows (migration 0007 writes the same for older rows)."""
+    return orjson.dumps({"a": [[a.slug, a.name] for a in authors], "t": list(themes), "r": list(regions)}).decode()
+
+
+def _decode_links(links: str) -> tuple[tuple[Author, ...], tuple[str, ...], tuple[str, ...]]:
+    data = orjson.loads(links)
+    return tuple(Author(slug, name) for slug, name in data["a"]), tuple(data["t"]), tuple(data["r"])
+
+
+def _post_values(post: Post, source: str | None, now: datetime, known: dict[str, tuple[int, str]]) -> dict[str, Any]:
+    authors = [author for _, author in _credited(post, known)]
     return {
+        "links": encode_links(authors, post.themes, post.regions),
         "changed_at": now,
         "guid": post.guid,
         "source": source,
@@ -166,22 +191,13 @@ def _post_values(post: Post, source: str | None, now: datetime) -> dict[str, Any
     }
 
 
-def _insert_links(session: Session, posts: Sequence[tuple[int, Post]], author_ids: dict[str, int]) -> None:
+def _insert_links(session: Session, posts: Sequence[tuple[int, Post]], known: dict[str, tuple[int, str]]) -> None:
     authors, themes, regions = [], [], []
     for post_id, post in posts:
-        seen_authors: set[int] = set()
-        for position, author in enumerate(post.authors):
-            author_id = author_ids[author.slug]
-            if author_id not in seen_authors:  # two spellings of one name share a slug: credit once
-                seen_authors.add(author_id)
-                authors.append(
-                    {
-                        "post_id": post_id,
-                        "author_id": author_id,
-                        "position": position,
-                        "published": post.published,
-                    }
-                )
+        authors += [
+            {"post_id": post_id, "author_id": author_id, "position": i, "published": post.published}
+            for i, (author_id, _author) in enumerate(_credited(post, known))
+        ]
         themes += [
             {"post_id": post_id, "theme": theme, "position": i, "published": post.published}
             for i, theme in enumerate(post.themes)
@@ -422,9 +438,9 @@ def theme_counts(session: Session, now: datetime) -> dict[str, int]:
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
 _LOAD_POSTS = select(
     _posts.c.id, _posts.c.guid, _posts.c.title, _posts.c.url, _posts.c.summary, _posts.c.content_html,
-    _posts.c.published, _posts.c.updated, _posts.c.language, _posts.c.image_url, _posts.c.image_alt,
+    _posts.c.published, _posts.c.updated, _posts.c.language, _posts.c.image_url, _posts.c.image_alt, _posts.c.links,
 ).where(_posts.c.id.in_(_IDS))  # fmt: skip
-# Authors, themes and regions of many posts in one round trip, already in each post's order.
+# Authors, themes and regions of many posts from the link tables, already in each post's order.
 _LOAD_LINKS = union_all(
     select(_post_authors.c.post_id, literal("a"), AuthorRow.slug, AuthorRow.name, _post_authors.c.position)
     .join(AuthorRow, AuthorRow.id == _post_authors.c.author_id)
@@ -446,22 +462,15 @@ def _load(session: Session, ids: list[int]) -> list[Post]:
 def _load_with_ids(session: Session, ids: list[int]) -> tuple[list[int], list[Post]]:
     """``_load``, with the id of each post answered alongside it."""
     rows: list[Any] = []
-    links: dict[int, tuple[list[Author], list[str], list[str]]] = {i: ([], [], []) for i in ids}
     connection = session.connection()  # Core statements: the ORM's execution layer would only add time
     for chunk in _chunks(ids):
         rows += connection.execute(_LOAD_POSTS, {"ids": chunk}).all()
-        for post_id, kind, slug, name, _position in connection.execute(_LOAD_LINKS, {"ids": chunk}):
-            authors, themes, regions = links[post_id]
-            if kind == "a":
-                authors.append(Author(slug, name))
-            else:
-                (themes if kind == "t" else regions).append(slug)
     rows.sort(key=lambda row: (row[6], row[0]), reverse=True)
     posts = []
     loaded_ids = []
-    for post_id, guid, title, url, summary, content, published, updated, language, image_url, image_alt in rows:
+    for post_id, guid, title, url, summary, content, published, updated, language, image_url, image_alt, links in rows:
         loaded_ids.append(post_id)
-        authors, themes, regions = links[post_id]
+        authors, themes, regions = _decode_links(links)
         posts.append(
             Post(
                 guid=guid,
@@ -472,9 +481,9 @@ def _load_with_ids(session: Session, ids: list[int]) -> tuple[list[int], list[Po
                 published=published,
                 updated=updated,
                 language=language,
-                authors=tuple(authors),
-                themes=tuple(themes),
-                regions=tuple(regions),
+                authors=authors,
+                themes=themes,
+                regions=regions,
                 image=Image(image_url, image_alt) if image_url else None,
             )
         )

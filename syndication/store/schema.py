@@ -57,6 +57,9 @@ class PostRow(Base):
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
     # When the store last wrote this row: what a feed rebuild looks at to find the feeds that changed.
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # The post's authors, themes and regions as JSON, a copy of its link table rows written with them: loading a
+    # post then reads one row (the link tables are what listings search by).
+    links: Mapped[str] = mapped_column(Text, server_default="")
 
     __table_args__ = (Index("ix_posts_published_id", "published", "id"),)
 
