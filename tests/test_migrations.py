@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from syndication.config import Settings
 from syndication.core.models import Author
@@ -13,14 +15,23 @@ from syndication.store import database
 from syndication.store.posts import newest_posts
 
 
-def test_upgrade_from_the_first_schema_keeps_posts(settings: Settings) -> None:
+@contextmanager
+def store_at(settings: Settings, revision: str) -> Iterator[tuple[Engine, object]]:
+    """An engine on a store migrated only as far as ``revision``, and a moment as raw SQL writes it there."""
     engine = database.open_engine(settings.database.url)
     try:
-        command.upgrade(database._alembic_config(engine), "0001")
+        command.upgrade(database._alembic_config(engine), revision)
         # Raw SQL bypasses the store's UTC type: SQLite keeps naive UTC text, PostgreSQL a timestamptz.
         when: object = datetime(2024, 1, 2, 3, 4, tzinfo=UTC)
         if engine.dialect.name == "sqlite":
             when = "2024-01-02 03:04:00.000000"
+        yield engine, when
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_the_first_schema_keeps_posts(settings: Settings) -> None:
+    with store_at(settings, "0001") as (engine, when):
         with engine.begin() as connection:
             connection.execute(
                 text(
@@ -39,17 +50,10 @@ def test_upgrade_from_the_first_schema_keeps_posts(settings: Settings) -> None:
         assert row[1] is not None  # rows from before the column count as changed when last updated
         database.upgrade(engine)  # and again: nothing to do, nothing lost
         database.require_current(engine)
-    finally:
-        engine.dispose()
 
 
 def test_upgrade_copies_each_posts_links_into_its_row(settings: Settings) -> None:
-    engine = database.open_engine(settings.database.url)
-    try:
-        command.upgrade(database._alembic_config(engine), "0006")
-        when: object = datetime(2024, 1, 2, 3, 4, tzinfo=UTC)
-        if engine.dialect.name == "sqlite":
-            when = "2024-01-02 03:04:00.000000"
+    with store_at(settings, "0006") as (engine, when):
         with engine.begin() as connection:
             for number in (1, 2):
                 connection.execute(
@@ -86,5 +90,3 @@ def test_upgrade_copies_each_posts_links_into_its_row(settings: Settings) -> Non
         assert posts["g1"].themes == ("climate-action", "resilience")
         assert posts["g1"].regions == ("europe",)
         assert (posts["g2"].authors, posts["g2"].themes, posts["g2"].regions) == ((), (), ())
-    finally:
-        engine.dispose()
