@@ -237,8 +237,6 @@ class Scope:
         return {"slug": self.theme or self.region or self.author}
 
 
-EVERYTHING = Scope()
-
 # Listing statements are built once per shape and run with parameters: a feed build runs about a thousand of
 # them, and building and keying a statement cost three times what SQLite takes to answer it.
 _SLUG: BindParameter[str] = bindparam("slug")
