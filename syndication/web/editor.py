@@ -47,9 +47,9 @@ from syndication.subscriptions import (
     parse_themes,
     subscriber_counts,
 )
-from syndication.web.forms import Form, FormRefused, read_form
+from syndication.web.forms import FORM_EXPIRED, Form
 from syndication.web.limits import RateLimit
-from syndication.web.subscribe import FORM_EXPIRED, client_address
+from syndication.web.subscribe import client_address
 from syndication.web.templating import Pages, email_headers
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class EditorPages:
 
     async def login(self, request: Request) -> Response:
         """Check the name and password; on success set the session cookie and go where the editor was going."""
-        form = await self._form(request)
+        form = await self.pages.form(request)
         if isinstance(form, Response):
             return form
         name, password, wanted = form.text("name"), form.get("password", ""), form.get("next", "")
@@ -222,7 +222,7 @@ class EditorPages:
 
     async def logout(self, request: Request) -> Response:
         """Sign out (a post with the CSRF token, so that no other site can sign an editor out)."""
-        form = await self._form(request)
+        form = await self.pages.form(request)
         if isinstance(form, Response):
             return form
         refused = self._csrf_refused(request, form, "/editor/")
@@ -584,7 +584,7 @@ class EditorPages:
         editor = self.cookies.editor(request)
         if editor is None:
             return _to_login(request, back=f"/editor/editions/{request.path_params['edition_id']}")
-        form = await self._form(request)
+        form = await self.pages.form(request)
         if isinstance(form, Response):
             return form
         refused = self._csrf_refused(request, form, f"/editor/editions/{request.path_params['edition_id']}")
@@ -599,23 +599,11 @@ class EditorPages:
         pairs += [("done", done), *extra.items()]
         return RedirectResponse(f"/editor/editions/{edition_id}?{urlencode(pairs)}", status_code=303)
 
-    async def _form(self, request: Request) -> Form | Response:
-        try:
-            return await read_form(request)
-        except FormRefused as error:
-            return self.pages.message(
-                request, "This form was not sent right", [error.reason + "."], status=error.status
-            )
-
     def _csrf_refused(self, request: Request, form: Form, back: str) -> Response | None:
         try:
-            if self.cookies.csrf_ok(request, form):
-                return None
+            return self.pages.csrf_refusal(request, form, (back, "Back to the page"))
         except ConfigError as error:
             return self._not_available(request, error)
-        return self.pages.message(
-            request, "Please try again", [FORM_EXPIRED], status=403, links=[(back, "Back to the page")]
-        )
 
     def _no_edition(self, request: Request, editor: str, edition_id: int) -> Response:
         return self.pages.message(

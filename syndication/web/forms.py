@@ -18,6 +18,9 @@ MAX_FORM_BYTES: Final = 64 * 1024
 MAX_FIELDS: Final = 200
 
 
+FORM_EXPIRED: Final = "This form has expired or was not sent from this site: please send it again."
+
+
 class FormRefused(Exception):
     """A post that is not a form we read: wrong encoding (415) or too large (413)."""
 

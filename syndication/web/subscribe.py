@@ -42,14 +42,13 @@ from syndication.subscriptions import (
     subscriber_for_link,
     unsubscribe,
 )
-from syndication.web.forms import Choices, Form, FormRefused, read_choices, read_form
+from syndication.web.forms import FORM_EXPIRED, Choices, Form, read_choices
 from syndication.web.limits import RateLimit
 from syndication.web.templating import Pages, page_headers
 
 log = logging.getLogger(__name__)
 
 HOUR = 3600.0
-FORM_EXPIRED = "This form has expired or was not sent from this site: please send it again."
 # Pages reached through a signed link: the token in their URL must not leak to the sites they link to.
 LINK_PAGE = page_headers(referrer="no-referrer")
 
@@ -101,7 +100,7 @@ class SubscriberPages:
 
     async def subscribe(self, request: Request) -> Response:
         """Check the form and the limits, answer "check your inbox", then add and email (after answering)."""
-        form = await self._form(request)
+        form = await self.pages.form(request)
         if isinstance(form, Response):
             return form
         choices = read_choices(self.settings, form)
@@ -227,7 +226,7 @@ class SubscriberPages:
         self, request: Request, purpose: str, act: Callable[[Service, str], Subscriber], refusal: str
     ) -> Response:
         token = request.path_params["token"]
-        form = await self._form(request)
+        form = await self.pages.form(request)
         if isinstance(form, Response):
             return form
         refused = self._csrf_refused(request, form, f"/subscribe/{purpose}/{token}")
@@ -287,7 +286,7 @@ class SubscriberPages:
     async def save_preferences(self, request: Request) -> Response:
         """Save the choices; the subscriber is emailed that they changed (after the answer)."""
         token = request.path_params["token"]
-        form = await self._form(request)
+        form = await self.pages.form(request)
         if isinstance(form, Response):
             return form
         found = await self._subscriber(request, "preferences", token)
@@ -332,7 +331,7 @@ class SubscriberPages:
     async def leave(self, request: Request) -> Response:
         """Unsubscribe from the preference centre."""
         token = request.path_params["token"]
-        form = await self._form(request)
+        form = await self.pages.form(request)
         if isinstance(form, Response):
             return form
         refused = self._csrf_refused(request, form, f"/preferences/{token}")
@@ -382,28 +381,11 @@ class SubscriberPages:
     def _choice_context(self, chosen: Choices) -> dict[str, object]:
         return {"chosen": chosen, "themes": self.settings.themes, "cadences": CADENCES, "languages": self.languages}
 
-    async def _form(self, request: Request) -> Form | Response:
-        try:
-            return await read_form(request)
-        except FormRefused as error:
-            return self.pages.message(
-                request, "This form was not sent right", [_sentence(error.reason)], status=error.status
-            )
-
     def _csrf_refused(self, request: Request, form: Form, back: str) -> Response | None:
         try:
-            if self.pages.cookies.csrf_ok(request, form):
-                return None
+            return self.pages.csrf_refusal(request, form, (back, "Back to the form"), headers=LINK_PAGE)
         except ConfigError as error:
             return self._not_available(request, error)
-        return self.pages.message(
-            request,
-            "Please try again",
-            [FORM_EXPIRED],
-            status=403,
-            links=[(back, "Back to the form")],
-            headers=LINK_PAGE,
-        )
 
     async def _subscriber(self, request: Request, purpose: str, token: str) -> Subscriber | Response:
         try:

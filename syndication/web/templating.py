@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from syndication.config import Settings
+from syndication.web.forms import FORM_EXPIRED, Form, FormRefused, read_form
 from syndication.web.sessions import Cookies
 
 TEMPLATES: Final = Path(__file__).resolve().parent.parent.parent / "templates" / "web"
@@ -132,6 +133,23 @@ class Pages:
         """A page that only says something: a title, a few paragraphs of plain text and links onwards."""
         context = {"title": title, "paragraphs": paragraphs, "links": links or []}
         return self.render(request, "message.html", context, status=status, headers=headers, editor=editor)
+
+    async def form(self, request: Request) -> Form | Response:
+        """The request's form, or the page saying why it was refused (encoding, size, sent in part)."""
+        try:
+            return await read_form(request)
+        except FormRefused as error:
+            reason = error.reason[:1].upper() + error.reason[1:] + "."
+            return self.message(request, "This form was not sent right", [reason], status=error.status)
+
+    def csrf_refusal(
+        self, request: Request, form: Form, back: tuple[str, str], *, headers: Mapping[str, str] | None = None
+    ) -> Response | None:
+        """None when the form carries this browser's CSRF token, else the page asking to send it again with a
+        link ``back`` (path, label) to the form. ConfigError when no signing key is configured."""
+        if self.cookies.csrf_ok(request, form):
+            return None
+        return self.message(request, "Please try again", [FORM_EXPIRED], status=403, links=[back], headers=headers)
 
     def asset_routes(self) -> list[Route]:
         """``/assets/<name>``: the stylesheet and the script, cacheable for a year under their versioned URL."""
