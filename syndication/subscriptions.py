@@ -46,6 +46,10 @@ ENDED_STATUSES = ("unsubscribed", "bounced", "complained")
 REJOINABLE_STATUSES = ("unsubscribed", "bounced")
 
 # Bidirectional overrides and isolates can make a name display as something else in lists and headers.
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, CWE-1236): an export
+# writes such a cell after an apostrophe, which spreadsheets read as "text" and hide, and an import takes it off.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_TEXT_MARK = "'"
 _BIDI_CONTROLS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 
 
@@ -447,7 +451,7 @@ def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[
                 Notice(report.source, f"line {start}", f"{len(cells)} fields, the header has {len(header)}")
             )
             continue
-        values: dict[str, str] = dict(zip(header, cells, strict=False))
+        values = {column: spreadsheet_value(cell) for column, cell in zip(header, cells, strict=False)}
         try:
             request = _request(
                 settings,
@@ -781,5 +785,20 @@ def _cell(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, list | tuple):
-        return ";".join(str(item) for item in value)
-    return str(value)
+        return spreadsheet_cell(";".join(str(item) for item in value))
+    return spreadsheet_cell(str(value))
+
+
+def spreadsheet_cell(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs as a formula; ``spreadsheet_value`` gives ``text`` back.
+
+    A cell that already starts with the apostrophe gets a second one, so that the round trip is exact.
+    """
+    return _TEXT_MARK + text if text.startswith((*_FORMULA_STARTS, _TEXT_MARK)) else text
+
+
+def spreadsheet_value(cell: str) -> str:
+    """The text of a CSV cell that ``spreadsheet_cell`` (or a spreadsheet's own text mark) protected."""
+    if len(cell) > 1 and cell[0] == _TEXT_MARK and cell[1] in (*_FORMULA_STARTS, _TEXT_MARK):
+        return cell[1:]
+    return cell

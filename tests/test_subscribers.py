@@ -36,6 +36,7 @@ from syndication.subscriptions import (
     mark_bounced,
     normalise_email,
     remove_subscriber,
+    spreadsheet_value,
     subscriber_token,
     unsubscribe,
     unsubscribe_url,
@@ -626,3 +627,41 @@ def test_import_reads_a_spreadsheet_export_with_a_byte_order_mark(
     assert cli(config, "import", str(path), "--confirmed") == 0
     assert rows(service)["ana@example.org"].name == "Ana Pérez"
     assert import_subscribers(service, path, confirmed=True).unchanged == 1
+
+
+def test_export_cells_never_run_as_spreadsheet_formulas_and_import_reads_them_back(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], service: Service, smtp: SmtpTestServer
+) -> None:
+    hostile = {
+        "=cmd@example.org": '=HYPERLINK("https://evil.example","Click")',
+        "+sum@example.org": "+1+1",
+        "-minus@example.org": "-2+3",
+        "at@example.org": "@SUM(A1)",
+        "quote@example.org": "'=already marked",
+        "plain@example.org": "O'Brien",
+    }
+    for email, name in hostile.items():
+        add_subscriber(service, email, name=name, confirmed=True)
+    assert cli(config, "export") == 0
+    exported = capsys.readouterr().out
+    records = list(csv.DictReader(io.StringIO(exported)))
+    formula_starts = ("=", "+", "-", "@", "\t", "\r")
+    for record in records:
+        for column, cell in record.items():
+            assert not cell.startswith(formula_starts), f"{column} of {record['email']} starts a formula: {cell!r}"
+    names = {spreadsheet_value(record["email"]): record["name"] for record in records}
+    assert names["=cmd@example.org"] == "'" + hostile["=cmd@example.org"]
+    assert names["quote@example.org"] == "''=already marked"
+    assert names["plain@example.org"] == "O'Brien"
+
+    # The exported cells, read back by import, give every address and name as they were.
+    for email in hostile:
+        add_subscriber(service, email, name="Someone else", update=True)
+    path = tmp_path / "from-export.csv"
+    with path.open("w", encoding="utf-8", newline="") as target:
+        writer = csv.writer(target, lineterminator="\n")
+        writer.writerow(["email", "name"])
+        writer.writerows([record["email"], record["name"]] for record in records)
+    assert cli(config, "import", str(path), "--update") == 0
+    assert {email: row.name for email, row in rows(service).items()} == hostile
+    assert [spreadsheet_value(cell) for cell in ("'@x", "'=x", "''x", "'x", "'")] == ["@x", "=x", "'x", "'x", "'"]
