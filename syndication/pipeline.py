@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -201,6 +201,9 @@ def theme_post_counts(service: Service) -> dict[str, int]:
 # --- Feeds -----------------------------------------------------------------------------------------------------
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# How long the feeds an edited post left are remembered. An output directory last built longer ago than this
+# rebuilds every subscription document instead of asking which feeds were left (the answer may be gone).
+DEPARTURES_KEPT = timedelta(days=30)
 
 
 @dataclass
@@ -268,6 +271,7 @@ def publish_feeds(
             changed_subscriptions = done.changed_urls
             archived.update(done.archived)
             last_change, seen_at_change = post_store.last_change(session)
+            post_store.forget_departures(session, before=now - DEPARTURES_KEPT)
         updated = fallback
         output.write("feeds.opml", render_opml(site, feeds, updated), CONTENT_TYPES["opml"], updated)
         output.write("index.html", render_index(site, feeds), CONTENT_TYPES["html"], updated)
@@ -291,18 +295,22 @@ def _changes_since(
     """The posts changed since the last build, and the feeds to rebuild: those the changes touch or left, and
     any whose documents are missing."""
     previous = output.state
+    changed_since = datetime.fromisoformat(previous["changed_through"])
+    last_build = datetime.fromisoformat(previous["published_through"])
     changed = post_store.changed_posts(
         session,
         # Posts are written by one gather at a time (the scheduler's leader or a command), so the newest change
         # the last build saw, with the posts written at that moment, is an exact high-water mark.
-        changed_since=datetime.fromisoformat(previous["changed_through"]),
+        changed_since=changed_since,
         already_seen=previous.get("seen_at_change", []),
-        published_after=datetime.fromisoformat(previous["published_through"]),
+        published_after=last_build,
         now=now,
     )
+    if last_build < now - DEPARTURES_KEPT:
+        return changed, feeds  # the feeds edits left since then may be forgotten: rebuild them all
     touched = _feeds_touched(changed)
     # A feed an edited post left must drop it: rebuild those too.
-    touched |= post_store.departures_since(session, datetime.fromisoformat(previous["changed_through"]))
+    touched |= post_store.departures_since(session, changed_since)
     rebuild = [
         feed
         for feed in feeds

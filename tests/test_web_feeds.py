@@ -17,7 +17,9 @@ import pytest
 
 from syndication.clock import fixed_clock
 from syndication.config import FeedSettings, Settings, load_settings
-from syndication.pipeline import Service, import_file, init_store, publish_feeds
+from syndication.pipeline import DEPARTURES_KEPT, Service, import_file, init_store, publish_feeds
+from syndication.store import database
+from syndication.store import posts as post_store
 from syndication.web.app import create_app
 from syndication.web.feeds import BodyCache, accepts_gzip
 from tests.live_server import LiveServer, live_server
@@ -541,3 +543,21 @@ def feedparser_titles(path: Path) -> list[str]:
     import feedparser
 
     return [entry.title for entry in feedparser.parse(path.read_bytes()).entries]
+
+
+def test_departures_are_forgotten_after_a_while_and_a_late_build_still_drops_the_post(tmp_path: Path) -> None:
+    settings = build_site(tmp_path, site_posts())
+    out = settings.feeds.output_dir
+    with Service.open(settings, fixed_clock(NOW + timedelta(minutes=1))) as service:
+        moved = post_record(4, title=TITLES[4], themes=["climate-action"], updated="2024-05-30T10:00:00Z")
+        assert import_file(service, write_jsonl(tmp_path / "moved.jsonl", [moved])).updated == 1
+    months_later = NOW + DEPARTURES_KEPT + timedelta(days=1)
+    with Service.open(settings, fixed_clock(months_later)) as service:
+        publish_feeds(service, tmp_path / "mirror")  # another output directory: its build prunes what is old
+        with database.transaction(service.engine) as session:
+            assert post_store.departures_since(session, NOW) == set()
+        # The first directory was last built before the move, and the move's departure is gone: it still drops it.
+        report = publish_feeds(service)
+    assert not report.full and "themes/resilience.atom" in report.written
+    assert TITLES[4] not in feedparser_titles(out / "themes/resilience.atom")
+    assert TITLES[4] in feedparser_titles(out / "themes/climate-action.atom")

@@ -126,6 +126,12 @@ def departures_since(session: Session, changed_since: datetime) -> set[tuple[str
     return {(dimension, slug) for dimension, slug in session.execute(query)}
 
 
+def forget_departures(session: Session, before: datetime) -> int:
+    """Delete the departures recorded before ``before``; returns how many went."""
+    result = session.execute(delete(_departures).where(_departures.c.changed_at < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def _existing_versions(session: Session, guids: list[str]) -> dict[str, tuple[int, datetime]]:
     found: dict[str, tuple[int, datetime]] = {}
     for chunk in _chunks(guids):
