@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -112,6 +113,9 @@ def test_the_editions_feed_lists_sent_editions_and_answers_304(site: WebSite) ->
     with site.client() as client:
         answer = client.get("/feeds/editions.atom")
         again = client.get("/feeds/editions.atom", headers={"If-None-Match": answer.headers["etag"]})
+        any_tag = client.get("/feeds/editions.atom", headers={"If-None-Match": "*"})
+        since = client.get("/feeds/editions.atom", headers={"If-Modified-Since": answer.headers["last-modified"]})
+        plain = client.get("/feeds/editions.atom", headers={"Accept-Encoding": "identity"})
         other_feed = client.get("/feeds/themes/resilience.atom")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/atom+xml")
     parsed = feedparser.parse(answer.content)
@@ -121,7 +125,12 @@ def test_the_editions_feed_lists_sent_editions_and_answers_304(site: WebSite) ->
     assert parsed.entries[0].title.startswith("Weekly digest, 1 May 2024 to 1 Jun 2024")
     assert parsed.feed.title == "Test Network: editions"
     assert any(link.rel == "self" and link.href == f"{base}/feeds/editions.atom" for link in parsed.feed.links)
-    assert again.status_code == 304
+    assert again.status_code == 304 and any_tag.status_code == 304 and since.status_code == 304
+    # Like the built feeds: a gzip variant with a tag of its own, and the identity body for those who ask for it.
+    assert answer.headers["content-encoding"] == "gzip" and answer.headers["vary"] == "Accept-Encoding"
+    assert "content-encoding" not in plain.headers and plain.content == answer.content
+    assert plain.headers["etag"] != answer.headers["etag"]
+    assert parsedate_to_datetime(answer.headers["last-modified"]) == datetime(2024, 6, 1, tzinfo=UTC)
     assert other_feed.status_code == 404  # the feed files are not built here: the files' route still answers
 
 

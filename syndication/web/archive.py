@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Final
 
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +34,7 @@ from syndication.pipeline import Service, feed_site, list_posts, theme_post_coun
 from syndication.sending import MessageBuilder
 from syndication.store import database, ledger
 from syndication.subscriptions import default_language, reader_of_view_link
+from syndication.web.feeds import document_of, freshness
 from syndication.web.templating import Pages, email_headers
 
 log = logging.getLogger(__name__)
@@ -126,18 +129,22 @@ class ArchivePages:
 
     async def editions_feed(self, request: Request) -> Response:
         """``/feeds/editions.atom``: the sent editions as an Atom feed."""
-        body = await run_in_threadpool(self._editions_atom)
+        body, updated = await run_in_threadpool(self._editions_atom)
+        # Validated as the built feeds are (weak If-None-Match, If-Modified-Since, a gzip variant of its own).
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        headers = {
-            "ETag": etag,
-            "Cache-Control": f"public, max-age={self.settings.feeds.max_age_seconds}",
-            "X-Content-Type-Options": "nosniff",
-        }
-        if etag in request.headers.get("if-none-match", ""):
-            return Response(status_code=304, headers=headers)
-        return Response(body, media_type=CONTENT_TYPES["atom"], headers=headers)
+        cache_control = f"public, max-age={self.settings.feeds.max_age_seconds}".encode()
+        last_modified = format_datetime(updated.astimezone(UTC), usegmt=True)
+        document = document_of("", etag, last_modified, CONTENT_TYPES["atom"], cache_control)
+        fresh, compress = freshness(request.scope["headers"], document)
+        lines = [(b"etag", document.gzip_etag if compress else document.etag), *document.validators]
+        if fresh:
+            return Response(status_code=304, headers=_header_dict(lines))
+        if compress:
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+            lines.append((b"content-encoding", b"gzip"))
+        return Response(body, headers=_header_dict([*lines, *document.metadata]))
 
-    def _editions_atom(self) -> bytes:
+    def _editions_atom(self) -> tuple[bytes, datetime]:
         site = replace(feed_site(self.settings), full_content=False)
         title = self.settings.site.title
         feed = Feed("site", None, "Editions", f"{title}: editions", f"Every digest {title} sent.", "editions")
@@ -156,7 +163,7 @@ class ArchivePages:
             for edition in self._sent_editions()
         ]
         updated = max((entry.updated for entry in entries), default=_EPOCH)
-        return render_atom(FeedDocument(site, feed, "atom", entries, updated))
+        return render_atom(FeedDocument(site, feed, "atom", entries, updated)), updated
 
     def _sent_editions(self) -> list[ledger.Edition]:
         service = self.service()
@@ -199,3 +206,7 @@ class ArchivePages:
         names = {t.slug: t.name for t in self.settings.themes}
         context = {"title": theme.name, "theme": theme, "posts": posts, "names": names}
         return self.pages.render(request, "theme.html", context, headers={"Cache-Control": "public, max-age=300"})
+
+
+def _header_dict(lines: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in lines}

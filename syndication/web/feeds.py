@@ -123,25 +123,34 @@ class Manifest:
             and isinstance(immutable, bool)
         ):
             return None
-        metadata: list[Header] = [(b"content-type", content_type.encode()), (b"x-content-type-options", b"nosniff")]
+        links: tuple[Header, ...] = ()
         if self._hub:
             # WebSub (section 4) lets the hub and self URLs travel in Link headers too; the feeds carry them as well.
             self_url = f"{self._base_url}/feeds/{name}"
-            metadata.append((b"link", f'<{self._hub}>; rel="hub", <{self_url}>; rel="self"'.encode()))
-        variant = gzip_etag(etag)
-        return Document(
-            file=self._prefix + name.replace("/", os.sep),
-            etag=etag.encode(),
-            gzip_etag=variant.encode(),
-            opaque_tags=(_opaque(etag), _opaque(variant)),
-            last_modified=last_modified.encode(),
-            validators=(
-                (b"cache-control", IMMUTABLE_CACHE_CONTROL.encode() if immutable else self._cache_control),
-                (b"last-modified", last_modified.encode()),
-                (b"vary", b"Accept-Encoding"),
-            ),
-            metadata=tuple(metadata),
-        )
+            links = ((b"link", f'<{self._hub}>; rel="hub", <{self_url}>; rel="self"'.encode()),)
+        cache_control = IMMUTABLE_CACHE_CONTROL.encode() if immutable else self._cache_control
+        return document_of(self._prefix + name.replace("/", os.sep), etag, last_modified, content_type,
+                           cache_control, links)  # fmt: skip
+
+
+def document_of(
+    file: str, etag: str, last_modified: str, content_type: str, cache_control: bytes, extra: tuple[Header, ...] = ()
+) -> Document:
+    """A Document from its validators; ``extra`` header lines go with every 200."""
+    variant = gzip_etag(etag)
+    return Document(
+        file=file,
+        etag=etag.encode(),
+        gzip_etag=variant.encode(),
+        opaque_tags=(_opaque(etag), _opaque(variant)),
+        last_modified=last_modified.encode(),
+        validators=(
+            (b"cache-control", cache_control),
+            (b"last-modified", last_modified.encode()),
+            (b"vary", b"Accept-Encoding"),
+        ),
+        metadata=((b"content-type", content_type.encode()), (b"x-content-type-options", b"nosniff"), *extra),
+    )
 
 
 EMPTY: Final = Manifest(Path(), {}, Settings())
@@ -174,7 +183,7 @@ def http_date_seconds(value: str) -> float | None:
     """Seconds since the epoch of an HTTP-date (any of the three forms RFC 9110 section 5.6.7 admits), or None."""
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a zone offset of many digits
         return None
     # A zone of "-0000" gives a naive datetime, which .timestamp() would read as local time.
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
@@ -312,16 +321,8 @@ class FeedFiles:
         if document is None:
             await _send_plain(send, 404, b"Not found\n")
             return
-        if_none_match, if_modified_since, accept_encoding = _conditional_headers(scope["headers"])
-        compress = accept_encoding is not None and accepts_gzip(accept_encoding)
+        fresh, compress = freshness(scope["headers"], document)
         etag = document.gzip_etag if compress else document.etag
-        # RFC 9110 section 13.2.2: If-Modified-Since counts only when there is no If-None-Match.
-        if if_none_match is not None:
-            fresh = none_match(if_none_match, document)
-        elif if_modified_since is not None:
-            fresh = not_modified_since(if_modified_since, document)
-        else:
-            fresh = False
         if fresh:
             await send(
                 {"type": "http.response.start", "status": 304, "headers": [(b"etag", etag), *document.validators]}
@@ -352,6 +353,18 @@ class FeedFiles:
             headers.append((b"content-encoding", b"gzip"))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def freshness(headers: Iterable[tuple[bytes, bytes]], document: Document) -> tuple[bool, bool]:
+    """Whether a request's conditional headers let it have a 304 for ``document``, and whether it takes gzip."""
+    if_none_match, if_modified_since, accept_encoding = _conditional_headers(headers)
+    compress = accept_encoding is not None and accepts_gzip(accept_encoding)
+    # RFC 9110 section 13.2.2: If-Modified-Since counts only when there is no If-None-Match.
+    if if_none_match is not None:
+        return none_match(if_none_match, document), compress
+    if if_modified_since is not None:
+        return not_modified_since(if_modified_since, document), compress
+    return False, compress
 
 
 def _conditional_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None, bytes | None]:
