@@ -211,6 +211,7 @@ def test_the_edition_page_shows_exactly_what_will_be_sent(site: WebSite) -> None
         nobody = client.get("/editor/editions/1", params={"subscriber": "nobody@example.org"})
         bad_theme = client.get("/editor/editions/1", params={"themes": "astrology"})
         missing = client.get("/editor/editions/99")
+        too_large = [client.get(f"/editor/editions/{2**63}{suffix}") for suffix in ("", "/preview", "/progress.json")]
     assert page.status_code == 200
     assert page.text.count("<iframe") == 2
     assert 'width="600"' in page.text and 'width="375"' in page.text and 'sandbox=""' in page.text
@@ -224,6 +225,7 @@ def test_the_edition_page_shows_exactly_what_will_be_sent(site: WebSite) -> None
     assert "Preview as: there is no subscriber &#39;nobody@example.org&#39;." in nobody.text
     assert "Themes: unknown theme &#39;astrology&#39;" in bad_theme.text
     assert missing.status_code == 404 and "No such edition" in missing.text
+    assert [answer.status_code for answer in too_large] == [404, 404, 404]  # no id that large, not a failed query
 
 
 def _escape(text: str) -> str:

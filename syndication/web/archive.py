@@ -34,6 +34,7 @@ from syndication.pipeline import Service, feed_site, list_posts, theme_post_coun
 from syndication.sending import MessageBuilder
 from syndication.store import database, ledger
 from syndication.subscriptions import default_language, reader_of_view_link
+from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
 from syndication.web.feeds import document_of, freshness
 from syndication.web.templating import Pages, email_headers
 
@@ -59,7 +60,7 @@ class ArchivePages:
         return [
             Route("/feeds/editions.atom", self.editions_feed, methods=["GET"]),
             Route("/editions/", self.editions_page, methods=["GET"]),
-            Route("/editions/{edition_id:int}", self.edition, methods=["GET"]),
+            Route("/editions/{edition_id:row_id}", self.edition, methods=["GET"]),
             Route("/themes/", self.themes_page, methods=["GET"]),
             Route("/themes/{slug}", self.theme_page, methods=["GET"]),
         ]

@@ -47,6 +47,7 @@ from syndication.subscriptions import (
     parse_themes,
     subscriber_counts,
 )
+from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
 from syndication.web.forms import FORM_EXPIRED, Form
 from syndication.web.limits import RateLimit
 from syndication.web.subscribe import client_address
@@ -167,12 +168,12 @@ class EditorPages:
             Route("/editor/login", self.login, methods=["POST"]),
             Route("/editor/logout", self.logout, methods=["POST"]),
             Route("/editor/", self.dashboard, methods=["GET"]),
-            Route("/editor/editions/{edition_id:int}", self.edition_page, methods=["GET"]),
-            Route("/editor/editions/{edition_id:int}/preview", self.preview, methods=["GET"]),
-            Route("/editor/editions/{edition_id:int}/progress.json", self.progress, methods=["GET"]),
-            Route("/editor/editions/{edition_id:int}/text", self.save_text, methods=["POST"]),
-            Route("/editor/editions/{edition_id:int}/test", self.send_test, methods=["POST"]),
-            Route("/editor/editions/{edition_id:int}/{action:str}", self.control, methods=["POST"]),
+            Route("/editor/editions/{edition_id:row_id}", self.edition_page, methods=["GET"]),
+            Route("/editor/editions/{edition_id:row_id}/preview", self.preview, methods=["GET"]),
+            Route("/editor/editions/{edition_id:row_id}/progress.json", self.progress, methods=["GET"]),
+            Route("/editor/editions/{edition_id:row_id}/text", self.save_text, methods=["POST"]),
+            Route("/editor/editions/{edition_id:row_id}/test", self.send_test, methods=["POST"]),
+            Route("/editor/editions/{edition_id:row_id}/{action:str}", self.control, methods=["POST"]),
         ]
 
     # --- Signing in and out -----------------------------------------------------------------------------------
