@@ -269,8 +269,15 @@ def test_one_click_unsubscribe_through_the_web_app(audience: Service) -> None:
         page = client.get(path)  # what a link scanner does: nothing changes
         assert page.status_code == 200 and 'name="List-Unsubscribe" value="One-Click"' in page.text
         assert status_of(service, "bo@example.org") == "active"
+        # The site's own page: its policy forbids framing and inline script, and the token stays in this address.
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"] and not page.cookies
+        assert page.headers["referrer-policy"] == "no-referrer" and page.headers["cache-control"] == "no-store"
+        flood = client.post(path, content=b"List-Unsubscribe=One-Click&" + b"x" * 200_000,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert flood.status_code == 413 and status_of(service, "bo@example.org") == "active"
         forged = client.post(path[:-3] + "abc", data={"List-Unsubscribe": "One-Click"})
         assert forged.status_code == 400 and status_of(service, "bo@example.org") == "active"
+        assert forged.headers["referrer-policy"] == "no-referrer" and "Traceback" not in forged.text
         done = client.post(path, files={"List-Unsubscribe": (None, "One-Click")})  # multipart, as some send it
         assert done.status_code == 200 and "You are unsubscribed" in done.text
         assert not done.cookies and "location" not in done.headers

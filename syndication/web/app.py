@@ -40,7 +40,7 @@ def create_app(settings: Settings, wake_sender: Callable[[], None] | None = None
     app.router.routes.extend(pages.asset_routes())
     app.router.routes.extend(ArchivePages(store.service, pages).routes())  # before /feeds/{path}: editions.atom
     app.include_router(feeds.router(settings))
-    app.router.routes.extend(unsubscribe.routes(store.service))
+    app.router.routes.extend(unsubscribe.routes(store.service, pages))
     app.router.routes.extend(SubscriberPages(store.service, pages).routes())
     app.router.routes.extend(editor.routes())
     app.add_api_route("/", _home, methods=["GET"], include_in_schema=False)

@@ -57,12 +57,9 @@ class Form(Mapping[str, str]):
         return [value for name, value in self.fields if name == key]
 
 
-async def read_form(request: Request) -> Form:
-    """The urlencoded form of ``request`` (an empty post is an empty form); FormRefused for another encoding or
-    a body over MAX_FORM_BYTES."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded" and (kind or request.headers.get("content-length", "0") != "0"):
-        raise FormRefused(415, f"a form is sent as application/x-www-form-urlencoded, not {kind or 'unlabelled'}")
+async def read_body(request: Request) -> bytes:
+    """The body of ``request``, whatever its encoding; FormRefused when it is over MAX_FORM_BYTES (read no
+    further) or was not sent in full."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
         raise FormRefused(413, f"the form is larger than {MAX_FORM_BYTES // 1024} KiB")
@@ -74,6 +71,16 @@ async def read_form(request: Request) -> Form:
                 raise FormRefused(413, f"the form is larger than {MAX_FORM_BYTES // 1024} KiB")
     except ClientDisconnect as error:
         raise FormRefused(400, "the form was not sent in full") from error
+    return bytes(body)
+
+
+async def read_form(request: Request) -> Form:
+    """The urlencoded form of ``request`` (an empty post is an empty form); FormRefused for another encoding or
+    a body over MAX_FORM_BYTES."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded" and (kind or request.headers.get("content-length", "0") != "0"):
+        raise FormRefused(415, f"a form is sent as application/x-www-form-urlencoded, not {kind or 'unlabelled'}")
+    body = await read_body(request)
     try:
         pairs = parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
     except ValueError as error:  # more than MAX_FIELDS fields
