@@ -318,9 +318,15 @@ def test_root_sends_readers_to_the_feeds(client: httpx.Client) -> None:
     response = client.get("/")
     assert response.status_code == 307
     assert response.headers["location"] == "/feeds/"
-    bare = client.get("/feeds")
-    assert bare.status_code == 307
-    assert bare.headers["location"].endswith("/feeds/")
+    # A slash added or taken off, never an absolute address made from the Host the client sent.
+    for path, expected in [
+        ("/feeds", "/feeds/"),
+        ("/subscribe/", "/subscribe"),
+        ("/editor/login/?next=/x", "/editor/login?next=/x"),
+    ]:
+        bare = client.get(path, headers={"Host": "evil.example"})
+        assert (bare.status_code, bare.headers["location"]) == (307, expected), path
+    assert client.get("/feeds/themes/nowhere.atom/").status_code == 404  # no route takes it either way: no loop
 
 
 def test_other_methods_are_refused(client: httpx.Client) -> None:

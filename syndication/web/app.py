@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from syndication.config import Settings
 from syndication.pipeline import Service
@@ -35,6 +36,8 @@ def create_app(settings: Settings, wake_sender: Callable[[], None] | None = None
     # Senders started by an editor finish the messages in hand before the store closes.
     on_shutdown = [editor.deliveries.close, store.close]
     app = FastAPI(title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None, on_shutdown=on_shutdown)
+    # Starlette's own slash redirect writes an absolute Location from the request's Host header; ours is relative.
+    app.router.redirect_slashes = False
     app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(StarletteHTTPException, _http_error(pages))
     app.router.routes.extend(pages.asset_routes())
@@ -98,6 +101,9 @@ def _http_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Respon
     async def handle(request: Request, error: Exception) -> Response:
         assert isinstance(error, StarletteHTTPException)
         headers = dict(error.headers or {})
+        if error.status_code == 404 and (other := _other_slash(request)) is not None:
+            query = request.url.query
+            return RedirectResponse(other + (f"?{query}" if query else ""), status_code=307)
         if error.status_code not in titles:
             return PlainTextResponse(f"{error.detail}\n", status_code=error.status_code, headers=headers)
         return pages.message(
@@ -110,6 +116,20 @@ def _http_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Respon
         )
 
     return handle
+
+
+def _other_slash(request: Request) -> str | None:
+    """The path with its trailing slash added or taken off, when no route takes the path as it is and one takes
+    that (a route that takes the path and answered 404 itself is left alone: no redirect loops)."""
+    path = request.scope["path"]
+    if path == "/":
+        return None
+    routes = request.app.router.routes
+    if any(route.matches(request.scope)[0] != Match.NONE for route in routes):
+        return None
+    other = path[:-1] if path.endswith("/") else path + "/"
+    scope = {**request.scope, "path": other}
+    return other if any(route.matches(scope)[0] == Match.FULL for route in routes) else None
 
 
 async def _internal_error(request: Request, error: Exception) -> Response:
