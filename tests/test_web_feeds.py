@@ -128,6 +128,9 @@ def test_each_document_is_served_with_its_type_and_validators(
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "content-encoding" not in response.headers
     assert "link" not in response.headers  # no WebSub hub configured
+    page = content_type.startswith("text/html")  # the index page is never framed, and runs nothing
+    assert ("frame-ancestors 'none'" in response.headers.get("content-security-policy", "")) == page
+    assert (response.headers.get("x-frame-options") == "DENY") == page
 
 
 def test_the_feeds_hold_the_posts_with_their_titles_intact(client: httpx.Client) -> None:

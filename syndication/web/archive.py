@@ -70,7 +70,7 @@ class ArchivePages:
     async def edition(self, request: Request) -> Response:
         """One edition as its email: a reader's copy with a view token, else the public copy."""
         edition_id: int = request.path_params["edition_id"]
-        token = request.query_params.get("t")
+        token = request.query_params.get("t") or None  # an empty token is no token: the public copy
         try:
             return await run_in_threadpool(self._edition, request, edition_id, token)
         except TokenError as error:

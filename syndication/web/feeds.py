@@ -53,6 +53,12 @@ _ENTITY_TAG = re.compile(rb'(?:W/)?"([^"]*)"')
 _ENTITY_TAG_VALUE = re.compile(r'(?:W/)?"[\x21\x23-\x7e]*"')
 # Header values from the manifest go out as they are, so nothing that could end a header line is let through.
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
+# The built index.html is a static page with its own inline style, no script and no form: never framed.
+_PAGE_HEADERS: Final[tuple[Header, ...]] = (
+    (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none';"
+     b" base-uri 'none'; form-action 'none'"),
+    (b"x-frame-options", b"DENY"),
+)  # fmt: skip
 _SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]+")
 
 
@@ -123,11 +129,11 @@ class Manifest:
             and isinstance(immutable, bool)
         ):
             return None
-        links: tuple[Header, ...] = ()
+        links: tuple[Header, ...] = _PAGE_HEADERS if content_type.startswith("text/html") else ()
         if self._hub:
             # WebSub (section 4) lets the hub and self URLs travel in Link headers too; the feeds carry them as well.
             self_url = f"{self._base_url}/feeds/{name}"
-            links = ((b"link", f'<{self._hub}>; rel="hub", <{self_url}>; rel="self"'.encode()),)
+            links += ((b"link", f'<{self._hub}>; rel="hub", <{self_url}>; rel="self"'.encode()),)
         cache_control = IMMUTABLE_CACHE_CONTROL.encode() if immutable else self._cache_control
         return document_of(self._prefix + name.replace("/", os.sep), etag, last_modified, content_type,
                            cache_control, links)  # fmt: skip
