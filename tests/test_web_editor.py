@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -17,6 +18,7 @@ import pytest
 from starlette.requests import Request
 
 from syndication.cadences import latest_fire, parse_crontab
+from syndication.config import Settings
 from syndication.core.passwords import hash_password
 from syndication.delivery.smtp import SmtpClient
 from syndication.pipeline import preview_links
@@ -107,12 +109,20 @@ def test_sign_in_with_the_right_password_only_and_sign_out(site: WebSite) -> Non
         assert client.get("/editor/").status_code == 200
 
         dashboard = client.get("/editor/").text
+        copied = client.cookies.get(SESSION_COOKIE, path="/editor")
         assert client.post("/editor/logout", data={"csrf_token": "forged"}).status_code == 403
         out = form_post(client, "/editor/logout", {}, dashboard)
         assert out.status_code == 303 and out.headers["location"] == "/editor/login?signed_out=1"
         assert 'syndication_session=""' in out.headers["set-cookie"] and "Max-Age=0" in out.headers["set-cookie"]
         assert client.get("/editor/").status_code == 303
         assert "You are signed out." in client.get("/editor/login?signed_out=1").text
+    # A copy of the signed-out cookie (another device's, a stolen one) signs nobody in either; a new session does.
+    with site.client() as other:
+        other.cookies.set(SESSION_COOKIE, copied or "", path="/editor")
+        assert other.get("/editor/").status_code == 303
+    with site.client() as again:
+        sign_in(again)
+        assert again.get("/editor/").status_code == 200
 
 
 def test_signing_in_goes_only_to_editor_pages_of_this_site(site: WebSite) -> None:
@@ -136,11 +146,11 @@ def test_a_new_password_ends_the_sessions_made_with_the_old_one(site: WebSite) -
         cookie = client.cookies.get(SESSION_COOKIE, path="/editor")
     assert cookie
 
-    def editor_of(settings_cookie: Cookies) -> str | None:
+    def editor_of(settings: Settings) -> str | None:
         scope = {"type": "http", "headers": [(b"cookie", f"{SESSION_COOKIE}={cookie}".encode())]}
-        return settings_cookie.editor(Request(scope))
+        return asyncio.run(Cookies(settings, lambda: site.service).editor(Request(scope)))
 
-    assert editor_of(Cookies(site.settings)) == EDITOR
+    assert editor_of(site.settings) == EDITOR
     changed = site.settings.model_copy(
         update={
             "editors": site.settings.editors.model_copy(
@@ -148,12 +158,12 @@ def test_a_new_password_ends_the_sessions_made_with_the_old_one(site: WebSite) -
             )
         }
     )
-    assert editor_of(Cookies(changed)) is None
+    assert editor_of(changed) is None
     shorter = site.settings.model_copy(
         update={"editors": site.settings.editors.model_copy(update={"session_hours": 1 / 3600})}
     )
     time.sleep(2.1)
-    assert editor_of(Cookies(shorter)) is None  # expired
+    assert editor_of(shorter) is None  # expired
 
 
 # --- Dashboard ------------------------------------------------------------------------------------------------

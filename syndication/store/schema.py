@@ -236,3 +236,13 @@ class FeedDepartureRow(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     dimension: Mapped[str] = mapped_column(String(16))
     slug: Mapped[str] = mapped_column(String(200))
+
+
+class SignedOutSessionRow(Base):
+    """An editor session signed out before it expired, by its random id: its cookie signs nobody in any more,
+    wherever it was copied. Kept until the cookie would have expired anyway."""
+
+    __tablename__ = "signed_out_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

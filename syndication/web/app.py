@@ -31,7 +31,7 @@ def create_app(settings: Settings, wake_sender: Callable[[], None] | None = None
     so that the process's own scheduled sender sends it, instead of a second sender started by the web app."""
     # No generated API docs: the pages are for readers and editors, not an API to explore.
     store = _Store(settings)
-    pages = Pages(settings, Cookies(settings))
+    pages = Pages(settings, Cookies(settings, store.service))
     editor = EditorPages(store.service, pages, wake_sender)
     # Senders started by an editor finish the messages in hand before the store closes.
     on_shutdown = [editor.deliveries.close, store.close]

@@ -184,7 +184,7 @@ class EditorPages:
 
     async def login_page(self, request: Request) -> Response:
         """The sign-in form (an editor already signed in goes on to the dashboard)."""
-        if self.cookies.editor(request):
+        if await self.cookies.editor(request):
             return RedirectResponse(_next_page(request.query_params.get("next", "")), status_code=303)
         notice = "You are signed out." if request.query_params.get("signed_out") else ""
         return self._login_page(request, request.query_params.get("next", ""), "", {}, notice=notice)
@@ -230,7 +230,7 @@ class EditorPages:
         if refused:
             return refused
         response = RedirectResponse("/editor/login?signed_out=1", status_code=303)
-        self.cookies.end_session(response)
+        await self.cookies.end_session(request, response)
         return response
 
     def _login_page(
@@ -250,7 +250,7 @@ class EditorPages:
 
     async def dashboard(self, request: Request) -> Response:
         """Posts per theme this period, subscribers per theme and cadence, the next editions, the last ones."""
-        editor = self.cookies.editor(request)
+        editor = await self.cookies.editor(request)
         if editor is None:
             return _to_login(request)
         context = await run_in_threadpool(self._dashboard)
@@ -302,7 +302,7 @@ class EditorPages:
 
     async def edition_page(self, request: Request) -> Response:
         """The edition as it will be sent, its text, its controls and its delivery."""
-        editor = self.cookies.editor(request)
+        editor = await self.cookies.editor(request)
         if editor is None:
             return _to_login(request)
         edition_id: int = request.path_params["edition_id"]
@@ -355,7 +355,7 @@ class EditorPages:
 
     async def preview(self, request: Request) -> Response:
         """The edition's HTML email alone (shown in the edition page's frames), with preview links."""
-        editor = self.cookies.editor(request)
+        editor = await self.cookies.editor(request)
         if editor is None:
             return _to_login(request)
         edition_id: int = request.path_params["edition_id"]
@@ -375,7 +375,7 @@ class EditorPages:
 
     async def progress(self, request: Request) -> Response:
         """The delivery counts as JSON, for the edition page's live progress."""
-        if self.cookies.editor(request) is None:
+        if await self.cookies.editor(request) is None:
             return JSONResponse({"error": "sign in first"}, status_code=401, headers={"Cache-Control": "no-store"})
         edition_id: int = request.path_params["edition_id"]
 
@@ -582,7 +582,7 @@ class EditorPages:
 
     async def _checked_post(self, request: Request) -> tuple[str, int, Form] | Response:
         """The editor, edition id and form of a post to an edition, or the answer refusing it."""
-        editor = self.cookies.editor(request)
+        editor = await self.cookies.editor(request)
         if editor is None:
             return _to_login(request, back=f"/editor/editions/{request.path_params['edition_id']}")
         form = await self.pages.form(request)

@@ -3,9 +3,9 @@
 Both are signed tokens (``syndication.tokens``, keyed by ``SYNDICATION_SECRET_KEY``; the old keys of a rotation
 still read), ``HttpOnly``, ``SameSite=Lax``, and ``Secure`` whenever ``site.base_url`` is https.
 
-- ``syndication_session`` (path ``/editor``, ``[editors] session_hours``): the editor's name and a fingerprint of
-  their password hash, so that changing a password ends every session opened with the old one. Signing out
-  deletes it.
+- ``syndication_session`` (path ``/editor``, ``[editors] session_hours``): the editor's name, a fingerprint of
+  their password hash (so that changing a password ends every session opened with the old one) and a random
+  session id. Signing out deletes the cookie and records the id in the store, so that no copy of it signs in.
 - ``syndication_csrf`` (path ``/``, until the browser closes; the token inside is refused after a day): a random
   value that every form repeats in a hidden field (the double-submit pattern). A page on another site can make a
   browser post a form here, but cannot read or set this cookie, so it cannot repeat it; ``SameSite=Lax`` keeps
@@ -18,14 +18,18 @@ import hmac
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Final
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from syndication.config import Settings
 from syndication.core.passwords import fingerprint
 from syndication.errors import ConfigError, TokenError
+from syndication.pipeline import Service
+from syndication.store import database, signed_out_sessions
 from syndication.tokens import make_token, read_token, signing_keys
 
 SESSION_COOKIE: Final = "syndication_session"
@@ -60,8 +64,9 @@ class CsrfToken:
 class Cookies:
     """Reads and writes the session and CSRF cookies of one site."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, service: Callable[[], Service]) -> None:
         self.settings = settings
+        self.service = service  # the open store, where signed-out sessions are kept
         self.secure = settings.site.base_url.startswith("https://")
         self.session_seconds = int(settings.editors.session_hours * 3600)
 
@@ -104,25 +109,22 @@ class Cookies:
 
     # --- Editor sessions --------------------------------------------------------------------------------------
 
-    def editor(self, request: Request) -> str | None:
-        """The signed-in editor's name, or None (no cookie, expired, forged, or their password changed since)."""
-        value = request.cookies.get(SESSION_COOKIE)
-        if not value:
+    async def editor(self, request: Request) -> str | None:
+        """The signed-in editor's name, or None (no cookie, expired, forged, signed out, or their password changed
+        since)."""
+        found = self._session(request)
+        if found is None:
             return None
-        try:
-            subject = read_token(self._keys(), "session", value, self.session_seconds)
-        except (TokenError, ConfigError):
-            return None
-        name, _, mark = subject.rpartition(":")
-        stored = self.settings.editors.passwords.get(name)
-        if stored is None or not hmac.compare_digest(mark, fingerprint(stored)):
+        name, session_id = found
+        if await run_in_threadpool(self._is_signed_out, session_id):
             return None
         return name
 
     def start_session(self, response: Response, name: str) -> None:
         """Sign ``name`` in on ``response``, with a new CSRF cookie (no token from before signing in survives)."""
         stored = self.settings.editors.passwords[name]
-        token = make_token(self._keys(), "session", f"{name}:{fingerprint(stored)}")
+        subject = f"{name}:{fingerprint(stored)}:{secrets.token_hex(16)}"
+        token = make_token(self._keys(), "session", subject)
         response.set_cookie(
             SESSION_COOKIE,
             token,
@@ -134,9 +136,40 @@ class Cookies:
         )
         self.set_csrf(response, self._new_csrf())
 
-    def end_session(self, response: Response) -> None:
-        """Sign out: delete the session cookie."""
+    async def end_session(self, request: Request, response: Response) -> None:
+        """Sign out: the session's id is recorded as signed out, and the cookie deleted."""
+        found = self._session(request)
+        if found is not None:
+            await run_in_threadpool(self._sign_out, found[1])
         response.delete_cookie(SESSION_COOKIE, path=SESSION_PATH, secure=self.secure, httponly=True, samesite="lax")
+
+    def _session(self, request: Request) -> tuple[str, str] | None:
+        """The editor's name and session id of a valid session cookie (the store not asked yet)."""
+        value = request.cookies.get(SESSION_COOKIE)
+        if not value:
+            return None
+        try:
+            subject = read_token(self._keys(), "session", value, self.session_seconds)
+        except (TokenError, ConfigError):
+            return None
+        parts = subject.rsplit(":", 2)
+        if len(parts) != 3:
+            return None  # a cookie from before sessions had ids: sign in again
+        name, mark, session_id = parts
+        stored = self.settings.editors.passwords.get(name)
+        if stored is None or not session_id or not hmac.compare_digest(mark, fingerprint(stored)):
+            return None
+        return name, session_id
+
+    def _is_signed_out(self, session_id: str) -> bool:
+        with database.transaction(self.service().engine) as session:
+            return signed_out_sessions.is_signed_out(session, session_id)
+
+    def _sign_out(self, session_id: str) -> None:
+        service = self.service()
+        now = service.clock()
+        with database.transaction(service.engine) as session:
+            signed_out_sessions.sign_out(session, session_id, now + timedelta(seconds=self.session_seconds), now)
 
     def _keys(self) -> list[str]:
         return signing_keys(self.settings)
