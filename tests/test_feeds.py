@@ -465,3 +465,24 @@ def test_a_large_build_split_over_two_processes_writes_the_same_files(
             assert (serial / name).read_bytes() == (parallel / name).read_bytes(), name
     manifests = [json.loads((d / "manifest.json").read_bytes())["documents"] for d in (serial, parallel)]
     assert manifests[0] == manifests[1]
+
+
+def test_long_author_names_get_bounded_slugs_and_feeds_of_their_own(service: Service, tmp_path: Path) -> None:
+    # A slug names a file: a long name (Latin or not) must still make a feed, and two that begin alike two feeds.
+    long_latin = "Departamento de Medio Ambiente y Desarrollo Sostenible " * 3
+    cjk = "北九州市環境局環境未来都市推進室" * 4  # 64 characters: a slug of 320 without the bound
+    names = [long_latin + "de Bogotá", long_latin + "de Medellín", cjk]
+    records = [post_record(90 + i, title=f"Long name {i}", authors=[name]) for i, name in enumerate(names)]
+    import_file(service, write_jsonl(tmp_path / "long.jsonl", records))
+    directory = tmp_path / "feeds"
+    build(service, directory)
+    author_feeds = sorted(path.name for path in (directory / "authors").glob("*.atom"))
+    long_ones = [name for name in author_feeds if len(name) > 60]
+    assert len(long_ones) == 3 and all(len(name.removesuffix(".atom")) <= 100 for name in long_ones)
+    for number, name in enumerate(names):
+        slug = next(n for n in long_ones if _authored(directory / "authors" / n, f"Long name {number}"))
+        assert feedparser.parse((directory / "authors" / slug).read_bytes()).entries[0].author == name.strip()
+
+
+def _authored(path: Path, title: str) -> bool:
+    return any(entry.title == title for entry in feedparser.parse(path.read_bytes()).entries)
