@@ -43,6 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("syndication: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Whoever read our output stopped (``| head``): not an error to report. Later writes (the interpreter
+        # flushing stdout at exit) go nowhere instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a process that SIGPIPE ended
+    except OSError as error:  # a file or folder the command was given, or the configuration names
+        where = f"{error.filename}: " if error.filename is not None else ""
+        _say_error(Exception(f"{where}{error.strerror or error}"))
+        return EXIT_FAILED
     except Exception as error:  # the last guard: a user sees one line, a developer can ask for the traceback
         if os.environ.get("SYNDICATION_DEBUG"):
             raise
@@ -86,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     command("init", _init, "create the store, or upgrade it to this version's schema")
 
     importing = command("import", _import, "import one JSON Lines file of posts")
-    importing.add_argument("file", type=Path, help="JSON Lines file, one post per line")
+    importing.add_argument("file", type=_path, help="JSON Lines file, one post per line")
 
     gathering = command("gather", _gather, "pull new posts from every configured source")
     gathering.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
@@ -97,23 +106,23 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--theme", metavar="SLUG", help="only posts on this theme")
     listing.add_argument("--region", metavar="SLUG", help="only posts about this region")
     listing.add_argument("--since", metavar="ISO", type=_timestamp, help="only posts published after this")
-    listing.add_argument("--limit", type=int, metavar="N", help="at most N posts")
+    listing.add_argument("--limit", type=_count, metavar="N", help="at most N posts")
     listing.add_argument("--json", action="store_true", help="a JSON array in the JSON Lines field names")
 
     feeds = commands.add_parser("feeds", help="build the RSS, Atom and JSON feeds", parents=[common])
     feed_commands = feeds.add_subparsers(title="commands", metavar="COMMAND")
     building = command("build", _feeds_build, "write every feed that changed (or --full: all of them)", feed_commands)
-    building.add_argument("--out", type=Path, metavar="DIR", help="folder to write to (default: [feeds] output_dir)")
+    building.add_argument("--out", type=_path, metavar="DIR", help="folder to write to (default: [feeds] output_dir)")
     building.add_argument("--full", action="store_true", help="rebuild every document, archive pages included")
 
     serving = command("serve", _serve, "serve the feeds and the web pages over HTTP")
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serving.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serving.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000)")
 
     running = command("run", _run, "run the service: scheduled gathering, feeds, editions and sending, and the web app")
     running.add_argument("--no-web", action="store_true", help="do not serve the web app from this process")
     running.add_argument("--host", default="127.0.0.1", help="address the web app listens on (default 127.0.0.1)")
-    running.add_argument("--port", type=int, default=8000, help="port the web app listens on (default 8000)")
+    running.add_argument("--port", type=_port, default=8000, help="port the web app listens on (default 8000)")
 
     command("status", _status, "show each scheduled job's last and next run, the queue and the last editions")
 
@@ -129,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--language", metavar="L", help="the reader's language (default: site.language)")
     preview.add_argument("--intro", metavar="TEXT", help="an editor's note at the top")
     preview.add_argument("--format", choices=("html", "text", "eml"), default="html", help="what to write")
-    preview.add_argument("--out", type=Path, metavar="FILE", help="write to FILE (default: standard output)")
+    preview.add_argument("--out", type=_path, metavar="FILE", help="write to FILE (default: standard output)")
     preview.add_argument("--open", action="store_true", help="open the written file in a browser or mail program")
 
     send = command("send", _digest_send, "create the edition of a window and deliver it", digest_commands)
@@ -146,8 +155,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sink = command("mail-sink", _mail_sink, "a local SMTP server keeping every message as an .eml file (demo)")
     sink.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    sink.add_argument("--port", type=int, default=8025, help="port to listen on (default 8025)")
-    sink.add_argument("--outbox", type=Path, default=Path("var/outbox"), help="folder for the messages")
+    sink.add_argument("--port", type=_port, default=8025, help="port to listen on (default 8025)")
+    sink.add_argument("--outbox", type=_path, default=Path("var/outbox"), help="folder for the messages")
 
     editions = commands.add_parser("editions", help="list and control editions", parents=[common])
     edition_commands = editions.add_subparsers(title="commands", metavar="COMMAND")
@@ -159,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
         ("approve", "send a draft edition"),
     ):
         controlled = command(action, _edition_control, text, edition_commands)
-        controlled.add_argument("edition_id", type=int, metavar="ID", help="the edition (see 'editions list')")
+        controlled.add_argument("edition_id", type=_row_id, metavar="ID", help="the edition (see 'editions list')")
         controlled.set_defaults(action=action)
 
     themes = commands.add_parser("themes", help="show configured themes", parents=[common])
@@ -203,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
         " preferences; empty cadence or language cells keep theirs) or --confirmed (pending, unsubscribed, bounced"
         " or complained become active). Removed addresses are always refused."
     )
-    importing_subscribers.add_argument("file", type=Path, help="CSV file, UTF-8, with a header row")
+    importing_subscribers.add_argument("file", type=_path, help="CSV file, UTF-8, with a header row")
     importing_subscribers.add_argument(
         "--confirmed", action="store_true", help="every row's consent is confirmed: active at once, no emails"
     )
@@ -239,6 +248,34 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from the first line of standard input"
     )
     return parser
+
+
+def _path(value: str) -> Path:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path names nothing")  # Path("") would be the current folder
+    return Path(value)
+
+
+def _bounded_int(value: str, lowest: int, highest: int, what: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not lowest <= number <= highest:
+        raise argparse.ArgumentTypeError(f"{what} is {lowest:,} to {highest:,}, not {value}")
+    return number
+
+
+def _count(value: str) -> int:
+    return _bounded_int(value, 1, 1_000_000, "a count")
+
+
+def _port(value: str) -> int:
+    return _bounded_int(value, 1, 65_535, "a TCP port")
+
+
+def _row_id(value: str) -> int:
+    return _bounded_int(value, 1, 2**63 - 1, "an id")
 
 
 def _timestamp(value: str) -> datetime:
@@ -305,6 +342,8 @@ def _posts_list(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.theme and args.theme not in {t.slug for t in settings.themes}:
         raise SyndicationError(f"unknown theme {args.theme!r} (see 'syndication themes list')")
+    if args.region and settings.regions and args.region not in {r.slug for r in settings.regions}:
+        raise SyndicationError(f"unknown region {args.region!r} (see [[regions]] in the configuration)")
     with Service.open(settings) as service:
         posts = list_posts(service, theme=args.theme, region=args.region, since=args.since, limit=args.limit)
     if args.json:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from syndication.errors import StoreError
@@ -65,7 +65,7 @@ def upgrade(engine: Engine) -> str:
     try:
         command.upgrade(_alembic_config(engine), "head")
         return current_revision(engine) or "none"
-    except OperationalError as error:
+    except DatabaseError as error:  # unreachable, refused, or a file that is not a database
         raise StoreError(f"cannot open the store at {_safe(engine)}: {error.orig}") from error
 
 
