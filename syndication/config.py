@@ -391,6 +391,13 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:
+        if not self.digest.languages:
+            raise ValueError("digest: languages is empty; list at least the site's language")
+        if self.site.language not in self.digest.languages:
+            raise ValueError(
+                f"digest: languages {list(self.digest.languages)} leave out the site's language"
+                f" {self.site.language!r}, which digests fall back to"
+            )
         _refuse_duplicates("themes", [t.slug for t in self.themes], "slug")
         _refuse_duplicates("regions", [r.slug for r in self.regions], "slug")
         _refuse_duplicates("sources", [s.name for s in self.sources], "name")

@@ -5,6 +5,7 @@ traceback."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,23 @@ def test_a_reader_that_stops_reading_is_not_an_error(config: Path, tmp_path: Pat
         err = listing.stderr.read().decode()
         status = listing.wait(timeout=60)
     assert status == 141 and "Traceback" not in err and "internal error" not in err, err
+
+
+def test_digest_send_refuses_what_would_fail_every_message_before_making_an_edition(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNDICATION_SECRET_KEY", "a test key that is long enough to sign with")
+    dkim = '[dkim]\ndomain = "news.example.org"\nselector = "s1"\nkey_file = "missing.pem"\n'
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", dkim)
+    assert main(["--config", str(config), "init"]) == 0
+    assert main(["--config", str(config), "subscribers", "add", "ana@example.org", "--confirmed"]) == 0
+    capsys.readouterr()
+    window = ["--since", "2024-05-01T00:00:00Z", "--until", "2024-06-01T00:00:00Z"]
+    assert main(["--config", str(config), "digest", "send", "--cadence", "weekly", *window]) == 2
+    assert "dkim.key_file" in capsys.readouterr().err
+    monkeypatch.delenv("SYNDICATION_SECRET_KEY")
+    keyless = write_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
+    assert main(["--config", str(keyless), "digest", "send", "--cadence", "weekly", *window]) == 2
+    assert "SYNDICATION_SECRET_KEY" in capsys.readouterr().err
+    with sqlite3.connect(tmp_path / "store.db") as connection:
+        assert connection.execute("SELECT count(*) FROM editions").fetchone() == (0,)

@@ -58,6 +58,8 @@ def _refusal(tmp_path: Path, body: str) -> str:
         ('[[sources]]\nname = "x"\nkind = "feed"\n', "exactly one of 'url' or 'path'"),
         ('secret_key = "in-the-file"\n', "secret_key: not a configuration key"),
         ("[site\n", "not valid TOML"),
+        ("[digest]\nlanguages = []\n", "digest: languages is empty"),
+        ('[digest]\nlanguages = ["es"]\n', "leave out the site's language 'en'"),
     ],
 )
 def test_wrong_file_is_refused_naming_the_key(tmp_path: Path, body: str, expected: str) -> None:
