@@ -490,7 +490,12 @@ def settings_from_mapping(raw: Mapping[str, Any], path: Path, environ: Mapping[s
         settings = Settings.model_validate({**data, "config_path": path})
     except ValidationError as error:
         raise ConfigError(_describe(path, error)) from None
-    return _anchor_paths(settings, path.parent)
+    settings = _anchor_paths(settings, path.parent)
+    templates = settings.digest.templates_dir
+    if templates is not None and not templates.is_dir():
+        # Otherwise every template would silently come from the shipped ones: not what was asked for.
+        raise ConfigError(f"{path}: digest.templates_dir: {templates} is not a folder")
+    return settings
 
 
 def _describe(path: Path, error: ValidationError) -> str:

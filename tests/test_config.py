@@ -59,6 +59,7 @@ def _refusal(tmp_path: Path, body: str) -> str:
         ('secret_key = "in-the-file"\n', "secret_key: not a configuration key"),
         ("[site\n", "not valid TOML"),
         ("[digest]\nlanguages = []\n", "digest: languages is empty"),
+        ('[digest]\ntemplates_dir = "no-such-folder"\n', "no-such-folder is not a folder"),
         ('[digest]\nlanguages = ["es"]\n', "leave out the site's language 'en'"),
     ],
 )
