@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -416,14 +416,14 @@ def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[
         raise SubscriberError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:
         raise SubscriberError(f"{path}: cannot be read: {error.strerror}") from None
-    # Lines end only at CR, LF or CRLF, as the csv module expects (str.splitlines would also cut at U+2028).
-    reader = csv.reader(io.StringIO(text, newline=""))
+    records = _csv_records(text)
     try:
-        header = [column.strip().lower() for column in next(reader)]
+        _, first = next(records)
     except StopIteration:
         raise SubscriberError(f"{path}: empty file (expected a header row: {','.join(IMPORT_COLUMNS)})") from None
-    except csv.Error as error:
-        raise SubscriberError(f"{path}: line 1: {error}") from None
+    if isinstance(first, str):
+        raise SubscriberError(f"{path}: line 1: {first}")
+    header = [column.strip().lower() for column in first]
     unknown = [column for column in header if column not in IMPORT_COLUMNS]
     if "email" not in header or unknown or len(set(header)) != len(header):
         problem = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column"
@@ -433,16 +433,11 @@ def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[
             f"{path}: line 1: {problem}; the header row names columns among {','.join(IMPORT_COLUMNS)}"
         )
     seen: dict[str, int] = {}
-    line = reader.line_num
-    while True:
-        start = line + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as error:
-            raise SubscriberError(f"{path}: line {start}: {error}") from None
-        line = reader.line_num
+    for start, cells in records:
+        if isinstance(cells, str):
+            report.read += 1
+            report.refused.append(Notice(report.source, f"line {start}", cells))
+            continue
         if not any(cell.strip() for cell in cells):
             continue
         report.read += 1
@@ -470,6 +465,74 @@ def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[
             continue
         seen[request.email] = start
         yield start, request
+
+
+class _RanOver(Exception):
+    """Stops a csv reader whose record runs, inside a quoted field, onto lines a refused record already ran over."""
+
+
+def _csv_records(text: str) -> Iterator[tuple[int, list[str] | str]]:
+    """The CSV records of ``text``, each with the line it starts on and its cells, or why it cannot be read.
+
+    A record that cannot be read (a quote never closed, a field over the csv module's limit) is given at the line
+    where it starts, and reading resumes on the next line: a stray quote costs its own row, not the rows after it.
+    """
+    # Cut only at CR, LF or CRLF, as the csv module does (str.splitlines would also cut at U+2028); the line ends
+    # are kept so that quoted fields keep their line breaks.
+    lines = io.StringIO(text, newline="").readlines()
+    start = 0  # index of the line the record being read starts on
+    fed = 0  # index of the next line for the reader
+    ran_over = 0  # a refused record read lines up to this index inside a quoted field...
+    ran_over_reason = ""  # ...and was refused for this
+    at_end = False
+
+    def feed() -> Iterator[str]:
+        nonlocal fed, at_end
+        while fed < len(lines):
+            # Only a quoted field goes on past a line end, and from there the reader reads alike whichever row
+            # opened it: this record would fail as the refused one did. Stopping it keeps the work linear.
+            if start < fed <= ran_over:
+                raise _RanOver
+            fed += 1
+            yield lines[fed - 1]
+        at_end = True
+
+    reader = csv.reader(feed(), strict=True)
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except _RanOver:
+            reason = ran_over_reason
+        except csv.Error as error:
+            reason = _csv_problem(error, ran_on=fed - 1 > start, at_end=at_end)
+            if fed - 1 > ran_over:
+                ran_over, ran_over_reason = fed - 1, reason
+        else:
+            yield start + 1, cells
+            start = fed
+            continue
+        yield start + 1, reason
+        start = fed = start + 1
+        at_end = False
+        reader = csv.reader(feed(), strict=True)
+
+
+def _csv_problem(error: csv.Error, *, ran_on: bool, at_end: bool) -> str:
+    """Why the csv module could not read a record, in our words; ``ran_on``: it ran past the line it starts on."""
+    limit = csv.field_size_limit()
+    if at_end:
+        return "a quoted field is never closed (the quote opened on this line)"
+    if str(error).startswith("field larger than field limit"):
+        # A quote never closed also makes one huge field, of the rows after it.
+        hint = " (is a quote opened on this line never closed?)" if ran_on else ""
+        return f"a field is longer than {limit:,} characters{hint}"
+    if ran_on:  # a quote in a later row was taken for the closing one
+        return "a quoted field is never closed (the quote opened on this line)"
+    if "expected after" in str(error):
+        return "a closing quote must be followed by a comma or the end of the line"
+    return f"not valid CSV: {error}"
 
 
 # --- Signed links ---------------------------------------------------------------------------------------------

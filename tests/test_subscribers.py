@@ -665,3 +665,67 @@ def test_export_cells_never_run_as_spreadsheet_formulas_and_import_reads_them_ba
     assert cli(config, "import", str(path), "--update") == 0
     assert {email: row.name for email, row in rows(service).items()} == hostile
     assert [spreadsheet_value(cell) for cell in ("'@x", "'=x", "''x", "'x", "'")] == ["@x", "=x", "'x", "'x", "'"]
+
+
+def test_an_unclosed_quote_refuses_only_its_own_row(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], service: Service
+) -> None:
+    path = write_csv(
+        tmp_path / "stray-quote.csv",
+        "email,name,themes,cadence,language\n"
+        "good1@example.org,Good One,resilience,weekly,en\n"  # line 2
+        'bad1@example.org,"Unclosed name,resilience,weekly,en\n'  # line 3: the quote is never closed
+        "good2@example.org,Good Two,,daily,es\n"  # line 4
+        '"good3@example.org","Three, the\nThird",,weekly,en\n'  # lines 5-6: its quotes are not taken for line 3's
+        'bad2@example.org,"Also unclosed\n'  # line 7
+        "good4@example.org,Good Four\n",  # line 8
+    )
+    assert cli(config, "import", str(path), "--confirmed") == 1
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if line.startswith("refused: ")] == [
+        f"refused: {path}: line 3: a quoted field is never closed (the quote opened on this line)",
+        f"refused: {path}: line 7: a quoted field is never closed (the quote opened on this line)",
+    ]
+    assert "6 rows read, 4 added, 0 activated, 0 updated, 0 unchanged, 2 refused" in captured.out
+    stored = rows(service)
+    assert sorted(stored) == ["good1@example.org", "good2@example.org", "good3@example.org", "good4@example.org"]
+    assert (stored["good2@example.org"].name, stored["good2@example.org"].language) == ("Good Two", "es")
+    assert stored["good3@example.org"].name == "Three, the Third"
+
+
+def test_an_unclosed_quote_before_a_long_file_keeps_the_rows_after_it(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], service: Service
+) -> None:
+    # More than the csv module's 131,072 characters after the stray quote: the field it opens hits that limit first.
+    people = "".join(f"person{number}@example.org,Person {number} {'x' * 180}\n" for number in range(700))
+    path = write_csv(tmp_path / "long.csv", f'email,name\nbad@example.org,"Unclosed\n{people}')
+    assert cli(config, "import", str(path), "--confirmed") == 1
+    captured = capsys.readouterr()
+    assert f"refused: {path}: line 2: a field is longer than 131,072 characters" in captured.err
+    assert "701 rows read, 700 added, 0 activated, 0 updated, 0 unchanged, 1 refused" in captured.out
+    stored = rows(service)
+    assert len(stored) == 700
+    assert stored["person699@example.org"].name == f"Person 699 {'x' * 180}"
+
+
+def test_an_oversized_field_refuses_only_its_own_row(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], service: Service
+) -> None:
+    path = write_csv(
+        tmp_path / "huge.csv",
+        "email,name\n"
+        "ana@example.org,Ana\n"  # line 2
+        f"big@example.org,{'x' * 2_000_000}\n"  # line 3
+        'bo@example.org,"Bo ""B"" Smith"\n',  # line 4
+    )
+    assert cli(config, "import", str(path), "--confirmed") == 1
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if line.startswith("refused: ")] == [
+        f"refused: {path}: line 3: a field is longer than 131,072 characters",
+    ]
+    assert "Traceback" not in captured.err
+    assert "3 rows read, 2 added, 0 activated, 0 updated, 0 unchanged, 1 refused" in captured.out
+    assert {email: row.name for email, row in rows(service).items()} == {
+        "ana@example.org": "Ana",
+        "bo@example.org": 'Bo "B" Smith',
+    }
