@@ -279,10 +279,12 @@ def _row_id(value: str) -> int:
 
 
 def _timestamp(value: str) -> datetime:
-    from syndication.sources.normalise import parse_timestamp
+    from syndication.sources.normalise import DateOutOfRange, parse_timestamp
 
     try:
         return parse_timestamp(value)[0]
+    except DateOutOfRange:
+        raise argparse.ArgumentTypeError(f"{value!r} is out of range (years 1 to 9999 in UTC)") from None
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 date or time") from None
 

@@ -355,3 +355,159 @@ def test_large_files_parse_in_a_worker_with_the_same_result(
     assert "line 11: malformed JSON" in captured.err
     assert "line 701: invalid URL 'relative/path'" in captured.err
     assert len(exported(initialised, capsys)) == 1297
+
+
+def _line(number: int, **overrides: Any) -> bytes:
+    return json.dumps(post_record(number, **overrides)).encode()
+
+
+def test_unended_last_line_of_an_imported_file_is_read_like_the_others(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_last = tmp_path / "bad_last.jsonl"
+    bad_last.write_bytes(_line(1) + b"\n" + _line(2) + b'\n{"title": 5}')
+    good_last = tmp_path / "good_last.jsonl"
+    good_last.write_bytes(_line(3) + b"\n" + _line(4))
+    assert run(initialised, "import", str(bad_last)) == 1  # nothing will be appended: no next pull to wait for
+    captured = capsys.readouterr()
+    assert "2 added" in captured.out and "1 rejected" in captured.out
+    assert "line 3: title must be a string" in captured.err
+    assert "incomplete" not in captured.err
+    assert run(initialised, "import", str(good_last)) == 0
+    assert "2 read, 2 added" in capsys.readouterr().out
+    assert len(exported(initialised, capsys)) == 4
+
+
+def test_cr_lf_and_crlf_all_end_a_line(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syndication.sources import jsonl
+
+    cr_only = tmp_path / "cr.jsonl"
+    cr_only.write_bytes(_line(1) + b"\r" + _line(2) + b"\r")
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(_line(3) + b"\r\n" + _line(4) + b"\n\r\n{broken\r" + _line(5) + b"\r\n")
+    # Read in one block, then in blocks that part the first CRLF, then in tiny blocks.
+    for block_bytes in (1024 * 1024, len(_line(3)) + 1, 7):
+        monkeypatch.setattr(jsonl, "_BLOCK_BYTES", block_bytes)
+        assert run(initialised, "import", str(cr_only)) == 0
+        captured = capsys.readouterr()
+        assert "2 read" in captured.out and "incomplete" not in captured.err
+        assert run(initialised, "import", str(mixed)) == 1
+        captured = capsys.readouterr()
+        assert "3 read" in captured.out and "1 rejected" in captured.out
+        assert "line 4: malformed JSON" in captured.err  # line 3 is the blank one between the LF and the CRLF
+    assert len(exported(initialised, capsys)) == 5
+
+
+def test_gather_resumes_after_a_crlf_written_in_two_parts(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    feed = tmp_path / "news.jsonl"
+    config = write_config(tmp_path, database_url, f'[[sources]]\nname = "news"\nkind = "jsonl"\npath = "{feed.name}"\n')
+    feed.write_bytes(_line(1) + b"\r")  # the writer has written the CR of its CRLF, not yet the LF
+    assert run(config, "init") == 0
+    assert run(config, "gather") == 0
+    assert "news: 1 read, 1 added" in capsys.readouterr().out
+    with feed.open("ab") as handle:
+        handle.write(b"\n" + _line(2) + b"\r\n{broken\r\n")
+    assert run(config, "gather") == 1
+    captured = capsys.readouterr()
+    assert "news: 1 read, 1 added" in captured.out
+    assert "line 3: malformed JSON" in captured.err  # the late LF ended line 1: it is not a line of its own
+
+
+def test_only_a_regular_file_is_imported(initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    pipe = tmp_path / "pipe.jsonl"
+    os.mkfifo(pipe)  # no writer: opening it must not wait for one
+    for path in ("/dev/zero", str(tmp_path), str(pipe)):
+        assert run(initialised, "import", path) == 1
+        assert f"{path}: cannot be read: not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_an_over_long_line_is_refused_without_losing_the_next(
+    initialised: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    parallel: bool,
+) -> None:
+    from syndication.sources import jsonl
+
+    monkeypatch.setattr(jsonl, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(jsonl, "_BLOCK_BYTES", 256)  # the long line spans many reads, as a 50 MB one would
+    if parallel:
+        monkeypatch.setattr(jsonl, "PARALLEL_FROM_BYTES", 0)
+    source = tmp_path / "long.jsonl"
+    source.write_bytes(
+        _line(1)
+        + b"\n"
+        + _line(2, content_html="x" * 5000)
+        + b"\r\n"
+        + _line(3, content_html="y" * (1000 - len(_line(3, content_html=""))))  # exactly at the cap
+        + b"\n"
+        + _line(4, content_html="z" * 5000)  # over-long and unended
+    )
+    assert run(initialised, "import", str(source)) == 1
+    captured = capsys.readouterr()
+    assert "2 read, 2 added" in captured.out and "2 rejected" in captured.out
+    assert "line 2: longer than 1000 bytes" in captured.err
+    assert "line 4: longer than 1000 bytes" in captured.err
+    assert sorted(row["guid"] for row in exported(initialised, capsys)) == ["urn:test:post:1", "urn:test:post:3"]
+
+
+def test_line_cap_is_stated_in_mib(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from syndication.sources import jsonl
+    from syndication.sources.base import Rejected
+    from syndication.sources.normalise import Vocabulary
+
+    monkeypatch.setattr(jsonl, "MAX_LINE_BYTES", 1024 * 1024)
+    source = tmp_path / "one.jsonl"
+    source.write_bytes(b"x" * (1024 * 1024 + 1) + b"\n")
+    events = list(jsonl.read_jsonl_file(source, Vocabulary(themes=())))
+    assert events[0] == Rejected("line 1", "longer than 1 MiB")
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_a_date_out_of_range_in_utc_is_refused_clearly(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], moment: str
+) -> None:
+    write_jsonl(tmp_path / "dates.jsonl", [post_record(1, published=moment), post_record(2, updated=moment)])
+    assert run(initialised, "import", str(tmp_path / "dates.jsonl")) == 1
+    err = capsys.readouterr().err
+    assert f"line 1: published date {moment!r} is out of range" in err
+    assert f"line 2: updated date {moment!r} is out of range" in err
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error, not a traceback
+        run(initialised, "posts", "list", "--since", moment)
+    assert exited.value.code == 2
+    assert f"argument --since: {moment!r} is out of range" in capsys.readouterr().err
+
+
+def test_parse_timestamp_out_of_range_is_a_value_error() -> None:
+    from syndication.sources.normalise import parse_timestamp
+
+    with pytest.raises(ValueError, match="out of range"):
+        parse_timestamp("9999-12-31T23:59:59-05:00")
+
+
+def test_over_long_title_and_author_name_are_refused(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(
+        tmp_path / "long.jsonl",
+        [
+            post_record(1, title="t" * 1001),
+            post_record(2, authors=["Ana Pérez", "a" * 201]),
+            post_record(3, title="t" * 1000, authors=["a" * 200]),
+        ],
+    )
+    assert run(initialised, "import", str(tmp_path / "long.jsonl")) == 1
+    captured = capsys.readouterr()
+    assert "1 added" in captured.out and "2 rejected" in captured.out
+    assert "line 1: title longer than 1000 characters (1001)" in captured.err
+    assert "line 2: author name longer than 200 characters (201)" in captured.err
+    [row] = exported(initialised, capsys)
+    assert row["guid"] == "urn:test:post:3"

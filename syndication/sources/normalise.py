@@ -25,7 +25,10 @@ from syndication.sources.cleaning import (
     summary_from_html,
 )
 
+# Longer values are refused, not cut: they are not what the writer meant, and names end up in file names.
 MAX_GUID_LENGTH = 2048
+MAX_TITLE_LENGTH = 1000
+MAX_AUTHOR_LENGTH = 200
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 
 
@@ -70,7 +73,7 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
     if not isinstance(fields, Mapping):
         raise ItemError(where, f"not a JSON object (got {type(fields).__name__})")
     warnings: list[str] = []
-    title = single_line(_text(fields, "title", where))
+    title = _bounded(single_line(_text(fields, "title", where)), "title", MAX_TITLE_LENGTH, where)
     if not title:
         raise ItemError(where, "missing title")
     raw_url = single_line(_text(fields, "url", where))
@@ -78,9 +81,7 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
         raise ItemError(where, "missing url")
     if not is_web_url(raw_url):
         raise ItemError(where, f"invalid URL {raw_url!r} (an absolute http or https URL is needed)")
-    guid = single_line(_text(fields, "guid", where)) or raw_url
-    if len(guid) > MAX_GUID_LENGTH:
-        raise ItemError(where, f"guid longer than {MAX_GUID_LENGTH} characters")
+    guid = _bounded(single_line(_text(fields, "guid", where)) or raw_url, "guid", MAX_GUID_LENGTH, where)
     published = _timestamp(fields, "published", where, warnings, required=True)
     assert published is not None
     updated = _timestamp(fields, "updated", where, warnings, required=False) or published
@@ -98,7 +99,7 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
     regions = _slugs(_strings(fields, "regions", where), vocabulary.region_for, "region", warnings)
     authors: list[Author] = []
     for name in _strings(fields, "authors", where):
-        clean = single_line(name)
+        clean = _bounded(single_line(name), "author name", MAX_AUTHOR_LENGTH, where)
         if clean and all(a.slug != slugify(clean) for a in authors):
             authors.append(Author(slugify(clean), clean))
     image = _image(fields.get("image"), raw_url, where, warnings)
@@ -131,6 +132,13 @@ def _slugs(terms: list[str], lookup: Callable[[str], str | None], kind: str, war
     return slugs
 
 
+def _bounded(value: str, name: str, limit: int, where: str) -> str:
+    """``value``, or ItemError when it is longer than ``limit`` characters."""
+    if len(value) > limit:
+        raise ItemError(where, f"{name} longer than {limit} characters ({len(value)})")
+    return value
+
+
 def _text(fields: Mapping[str, Any], key: str, where: str) -> str:
     value = fields.get(key)
     if value is None:
@@ -151,15 +159,30 @@ def _strings(fields: Mapping[str, Any], key: str, where: str) -> list[str]:
     return [item for item in value if item.strip()]
 
 
+class DateOutOfRange(ValueError):
+    """A valid date and offset whose UTC time is before year 1 or after year 9999."""
+
+
 def parse_timestamp(value: str) -> tuple[datetime, bool]:
-    """Parse an ISO 8601 timestamp; returns it in UTC and whether an offset was given. Raises ValueError."""
+    """Parse an ISO 8601 timestamp; returns it in UTC and whether an offset was given.
+
+    Raises ValueError when unparseable, and its subclass DateOutOfRange when out of range in UTC.
+    """
     text = value.strip()
     if not text:
         raise ValueError("empty")
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC), False
-    return moment.astimezone(UTC), True
+    return _in_utc(moment), True
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; DateOutOfRange when that falls outside years 1 to 9999 (an offset at either end)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise DateOutOfRange(f"date {moment.isoformat()} is out of range once in UTC") from None
 
 
 def _timestamp(
@@ -174,13 +197,19 @@ def _timestamp(
         if value.tzinfo is None:
             warnings.append(f"{key} has no time zone offset; taken as UTC")
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return _in_utc(value)
+        except DateOutOfRange:
+            raise ItemError(where, f"{key} date {value.isoformat()} is out of range") from None
     if not isinstance(value, str):
         raise ItemError(where, f"unparseable {key} date {value!r}")
+    shown = single_line(value)[:80]
     try:
         moment, had_offset = parse_timestamp(value)
-    except (ValueError, OverflowError):
-        raise ItemError(where, f"unparseable {key} date {single_line(value)[:80]!r}") from None
+    except DateOutOfRange:
+        raise ItemError(where, f"{key} date {shown!r} is out of range") from None
+    except ValueError:
+        raise ItemError(where, f"unparseable {key} date {shown!r}") from None
     if not had_offset:
         warnings.append(f"{key} {value!r} has no time zone offset; taken as UTC")
     return moment
