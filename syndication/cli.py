@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -23,6 +24,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived (``timeout``, ``systemctl stop``): unwind as Ctrl-C does, so that open transactions roll
+    back and worker processes are shut down, instead of dying at once and leaving them behind."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
@@ -30,10 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    previous = signal.signal(signal.SIGTERM, _terminate)  # `run` and `serve` put their own in place
     try:
         settings = load_settings(config_path_from(getattr(args, "config", None)))
         status: int = args.handler(args, settings)
         return status
+    except _Terminated:
+        print("syndication: terminated", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a shell reports it
     except ConfigError as error:
         _say_error(error)
         return EXIT_USAGE
@@ -60,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _say_error(error: Exception) -> None:

@@ -139,22 +139,29 @@ def _store_events(
     batch: list[Post] = []
     now = service.clock()
     size = service.settings.gather.batch_size
-    for event in events:
-        if isinstance(event, Post):
-            report.seen += 1
-            if event.published > now:
-                report.warnings.append(Notice(report.source, event.guid, "dated in the future; held until then"))
-            batch.append(event)
-            if len(batch) >= size:
-                _store_batch(service, report, batch, source_label, None, None)
+    try:
+        for event in events:
+            if isinstance(event, Post):
+                report.seen += 1
+                if event.published > now:
+                    report.warnings.append(Notice(report.source, event.guid, "dated in the future; held until then"))
+                batch.append(event)
+                if len(batch) >= size:
+                    _store_batch(service, report, batch, source_label, None, None)
+                    batch = []
+            elif isinstance(event, Rejected):
+                report.rejections.append(Notice(report.source, event.where, event.reason))
+            elif isinstance(event, Warned):
+                report.warnings.append(Notice(report.source, event.where, event.message))
+            elif isinstance(event, CursorMoved):
+                _store_batch(service, report, batch, source_label, cursor_key, event)
                 batch = []
-        elif isinstance(event, Rejected):
-            report.rejections.append(Notice(report.source, event.where, event.reason))
-        elif isinstance(event, Warned):
-            report.warnings.append(Notice(report.source, event.where, event.message))
-        elif isinstance(event, CursorMoved):
-            _store_batch(service, report, batch, source_label, cursor_key, event)
-            batch = []
+    finally:
+        # Close the pull here, on this thread, even when interrupted: a source that parses in worker processes
+        # shuts them down as it closes (left to the garbage collector, that could happen on another thread).
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
     if batch:
         _store_batch(service, report, batch, source_label, None, None)
 

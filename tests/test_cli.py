@@ -4,10 +4,13 @@ traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,36 @@ def test_digest_send_refuses_what_would_fail_every_message_before_making_an_edit
     assert "SYNDICATION_SECRET_KEY" in capsys.readouterr().err
     with sqlite3.connect(tmp_path / "store.db") as connection:
         assert connection.execute("SELECT count(*) FROM editions").fetchone() == (0,)
+
+
+def test_sigterm_during_a_large_import_stops_cleanly_and_leaves_no_process(tmp_path: Path) -> None:
+    from bench.generate import write_posts
+
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
+    assert main(["--config", str(config), "init"]) == 0
+    posts = write_posts(tmp_path / "big.jsonl", 30_000)  # over 8 MB: parsed in worker processes
+    command = [sys.executable, "-m", "syndication", "--config", str(config), "import", str(posts)]
+    importing = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        with importing, sqlite3.connect(tmp_path / "store.db", timeout=30) as store:
+            deadline = time.monotonic() + 60
+            # Wait until batches are being stored, so that the signal lands in the middle of the work.
+            while store.execute("SELECT count(*) FROM posts").fetchone()[0] == 0:
+                assert importing.poll() is None and time.monotonic() < deadline, "the import ended before it stored"
+                time.sleep(0.05)
+            importing.send_signal(signal.SIGTERM)
+            _, err = importing.communicate(timeout=60)
+            stored = store.execute("SELECT count(*) FROM posts").fetchone()[0]
+        assert importing.returncode == 143 and err.decode().endswith("syndication: terminated\n"), err.decode()
+        assert 0 < stored < 30_000  # the batches stored so far stay; a second import adds the rest
+        while True:  # the worker processes and the fork server go with it
+            try:
+                os.killpg(importing.pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, "processes of the import are still running"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(importing.pid, signal.SIGKILL)  # a failed run leaves nothing behind either
+    assert main(["--config", str(config), "import", str(posts)]) == 0
