@@ -317,7 +317,7 @@ def test_path_traversal_is_404(site: Site, target: str) -> None:
     assert b"[database]" not in answer
 
 
-def test_root_sends_readers_to_the_feeds(client: httpx.Client) -> None:
+def test_root_sends_readers_to_the_feeds(site: Site, client: httpx.Client) -> None:
     response = client.get("/")
     assert response.status_code == 307
     assert response.headers["location"] == "/feeds/"
@@ -330,6 +330,8 @@ def test_root_sends_readers_to_the_feeds(client: httpx.Client) -> None:
         bare = client.get(path, headers={"Host": "evil.example"})
         assert (bare.status_code, bare.headers["location"]) == (307, expected), path
     assert client.get("/feeds/themes/nowhere.atom/").status_code == 404  # no route takes it either way: no loop
+    status, answer = request_target(site.server.port, "//evil.example/feeds")  # as sent, not as httpx reads it
+    assert status == 404 and b"evil.example" not in answer  # never a Location of "//evil.example/feeds/"
 
 
 def test_other_methods_are_refused(client: httpx.Client) -> None:

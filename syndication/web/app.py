@@ -122,7 +122,7 @@ def _other_slash(request: Request) -> str | None:
     """The path with its trailing slash added or taken off, when no route takes the path as it is and one takes
     that (a route that takes the path and answered 404 itself is left alone: no redirect loops)."""
     path = request.scope["path"]
-    if path == "/":
+    if path == "/" or path.startswith("//"):  # "//host/..." as a Location would leave the site
         return None
     routes = request.app.router.routes
     if any(route.matches(request.scope)[0] != Match.NONE for route in routes):
