@@ -103,16 +103,19 @@ def clean_name(name: str) -> str:
 def parse_themes(settings: Settings, value: str | Iterable[str]) -> tuple[str, ...] | None:
     """Theme slugs from ``"a,b"``, ``"a;b"`` or a list, checked against the configured themes, in digest order.
 
-    Nothing given (empty) means every theme and gives None. An unknown slug is refused, naming it.
+    Nothing given (empty) means every theme and gives None. A theme's aliases stand for it, as they do in posts;
+    an unknown term is refused, naming it.
     """
     parts = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
-    chosen = {part.strip().lower() for part in parts if part.strip()}
-    if not chosen:
+    terms = {part.strip().casefold() for part in parts if part.strip()}
+    if not terms:
         return None
     known = [theme.slug for theme in settings.themes]
-    unknown = sorted(chosen - set(known))
+    slug_of = {term.casefold(): t.slug for t in settings.themes for term in (t.slug, *t.aliases)}
+    unknown = sorted(term for term in terms if term not in slug_of)
     if unknown:
         raise SubscriberError(f"unknown theme {unknown[0]!r} (known: {', '.join(known) or 'none configured'})")
+    chosen = {slug_of[term] for term in terms}
     return tuple(slug for slug in known if slug in chosen)
 
 

@@ -193,6 +193,9 @@ def test_themes_are_kept_in_digest_order(service: Service) -> None:
     outcome = add_subscriber(service, "ana@example.org", themes="circular-economy; Climate-Action", confirmed=True)
     assert outcome.subscriber.themes == ("climate-action", "circular-economy")
     assert add_subscriber(service, "bo@example.org", themes="", confirmed=True).subscriber.themes is None
+    # A theme's aliases stand for it, as they do in posts; a slug and its alias count once.
+    aliased = add_subscriber(service, "cy@example.org", themes="Plastics;adaptation,resilience", confirmed=True)
+    assert aliased.subscriber.themes == ("resilience", "circular-economy")
 
 
 def test_adding_an_existing_address_changes_nothing_unless_update(
