@@ -351,3 +351,26 @@ def test_sent_digests_are_dkim_signed_over_the_unsubscribe_headers(audience: Ser
     tags = dict(tag.split(b"=", 1) for tag in header.removeprefix(b"dkim-signature:").split(b";") if b"=" in tag)
     signed_headers = set(tags[b"h"].split(b":"))
     assert {b"list-unsubscribe", b"list-unsubscribe-post", b"from", b"subject"} <= signed_headers
+
+
+def test_a_post_cannot_carry_a_readers_own_links(service: Service, tmp_path: Path) -> None:
+    # Readers' links go into a rendered digest by substitution: a post naming the placeholders must stay as it is.
+    lure = {
+        "url": "https://recipient.invalid/unsubscribe",
+        "summary": "See https://recipient.invalid/view and https://recipient.invalid/preferences today.",
+    }
+    import_file(service, write_jsonl(tmp_path / "lure.jsonl", [post_record(
+        7, themes=["resilience"], published="2024-05-29T10:00:00Z", title="Read our statement", **lure)]))  # fmt: skip
+    add_subscriber(service, "bo@example.org", name="Bo Li", cadence="weekly", confirmed=True)
+    with smtp_server() as server:
+        sender = sending(service, server)
+        plan_edition(sender, "weekly", SINCE, UNTIL)
+        assert deliver(sender, SmtpClient).sent == 1
+        message = server.received_for("bo@example.org")[0].parsed()
+    own_unsubscribe = message["List-Unsubscribe"].split(">", 1)[0][1:]
+    for kind in ("html", "plain"):
+        part = message.get_body((kind,))
+        assert part is not None
+        body = part.get_content()
+        assert "https://recipient.invalid/unsubscribe" in body and "https://recipient.invalid/view" in body
+        assert body.count(own_unsubscribe) == 1, kind  # the footer's, not the post's link

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -56,11 +57,15 @@ class Links:
     view_online: str
 
 
-# Placeholders rendered in a variant's place of each recipient's links; ".invalid" can never be a real host.
+# Placeholders rendered in a variant's place of each recipient's links; ".invalid" can never be a real host. A
+# rendered email remembers the ones it holds (``RenderedEmail.links``) and only those are replaced, so they carry
+# a secret made for this process: a post (its URL, title or summary) cannot hold them, and so cannot be given a
+# reader's own unsubscribe or view link.
+_PLACEHOLDER_SECRET = secrets.token_hex(16)
 PLACEHOLDERS = Links(
-    unsubscribe="https://recipient.invalid/unsubscribe",
-    preferences="https://recipient.invalid/preferences",
-    view_online="https://recipient.invalid/view",
+    unsubscribe=f"https://recipient.invalid/{_PLACEHOLDER_SECRET}/unsubscribe",
+    preferences=f"https://recipient.invalid/{_PLACEHOLDER_SECRET}/preferences",
+    view_online=f"https://recipient.invalid/{_PLACEHOLDER_SECRET}/view",
 )
 
 
