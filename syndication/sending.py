@@ -7,6 +7,7 @@ the command line, the scheduler and the editor pages call these functions.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,10 +15,12 @@ from datetime import datetime
 from urllib.parse import quote, urlsplit
 
 from syndication.cadences import latest_fire, parse_crontab, window_ending
+from syndication.config import Settings
 from syndication.core.digest import Digest
 from syndication.core.models import CADENCES, Subscriber
 from syndication.delivery.sender import DrainReport, Outgoing, Sender, TransportFactory
 from syndication.errors import SyndicationError
+from syndication.mailing.message import checked, with_phrase
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail
 from syndication.pipeline import Service, compose, personalised_message, send_notice
 from syndication.store import database, ledger
@@ -137,9 +140,7 @@ class MessageBuilder:
         self._editions: dict[int, ledger.Edition | None] = {}
         self._variants: dict[tuple[int, tuple[str, ...] | None, str], RenderedEmail | None] = {}
         self._sign = _dkim_signer(service)
-        base = self.settings.site.base_url
-        domain = urlsplit(base).hostname or "localhost"
-        self.list_id = self.settings.mail.list_id or f"{self.settings.site.title} <news.{domain}>"
+        self.list_id = list_id(self.settings)
 
     def build(self, claims: list[ledger.Claim]) -> list[Outgoing | str]:
         """The message of each claim, or the reason none can be sent; the batch's subscribers in one query."""
@@ -208,6 +209,21 @@ class MessageBuilder:
                                              rendered.language, rendered.links, rendered.problems)  # fmt: skip
                 self._variants[key] = rendered
         return self._variants[key]
+
+
+def list_id(settings: Settings) -> str:
+    """The List-Id header (RFC 2919): ``[mail] list_id`` ("Name <id>" or just the id), else the site's title with
+    an id made from its host; the name encoded as an address's is."""
+    host = urlsplit(settings.site.base_url).hostname or "localhost"
+    written = settings.mail.list_id.strip()
+    match = re.fullmatch(r"(.*?)\s*<([^<>\s]+)>", written)
+    if match:
+        name, identifier = match.group(1).strip().strip('"'), match.group(2)
+    elif written:
+        name, identifier = "", written
+    else:
+        name, identifier = settings.site.title, host if host.startswith("news.") else f"news.{host}"
+    return with_phrase(name, identifier) if name else f"<{checked(identifier)}>"
 
 
 def _dkim_signer(service: Service) -> Callable[[bytes], bytes] | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from email.header import decode_header, make_header
 from email.message import EmailMessage
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +376,38 @@ def test_a_post_cannot_carry_a_readers_own_links(service: Service, tmp_path: Pat
         body = part.get_content()
         assert "https://recipient.invalid/unsubscribe" in body and "https://recipient.invalid/view" in body
         assert body.count(own_unsubscribe) == 1, kind  # the footer's, not the post's link
+
+
+def test_long_and_non_ascii_names_and_titles_make_lines_a_mail_server_takes(service: Service, tmp_path: Path) -> None:
+    import_file(service, write_jsonl(tmp_path / "posts.jsonl", [post_record(
+        8, themes=["resilience"], published="2024-05-29T10:00:00Z")]))  # fmt: skip
+    names = {
+        "globe@example.org": "🌍" * 200,  # a To line of over 1,000 characters unless folded
+        "long@example.org": "Departamento de Medio Ambiente " * 6,  # long ASCII
+        "lure@example.org": "=?utf-8?b?QmFuayA8Y2VvQGJhbmsuY29tPg==?=",  # would read "Bank <ceo@bank.com>"
+        "quote@example.org": 'Evil "Quote", Inc.',
+    }
+    for address, name in names.items():
+        add_subscriber(service, address, name=name, cadence="weekly", confirmed=True)
+    site = service.settings.site.model_copy(update={"title": "Réseau Malmö 北九州市"})
+    titled = Service(service.settings.model_copy(update={"site": site}), service.engine, service.clock)
+    with smtp_server() as server:
+        sender = sending(titled, server)
+        plan_edition(sender, "weekly", SINCE, UNTIL)
+        assert deliver(sender, SmtpClient).sent == len(names)  # the server refuses a line over 998 octets
+        received = {address: server.received_for(address)[0] for address in names}
+    for address, name in names.items():
+        head = received[address].data.split(b"\r\n\r\n", 1)[0]
+        lines = head.split(b"\r\n")
+        assert max(len(line) for line in lines) <= 998
+        start = next(n for n, line in enumerate(lines) if line.startswith(b"To: "))
+        end = next(n for n in range(start + 1, len(lines) + 1) if n == len(lines) or not lines[n].startswith(b" "))
+        assert max(len(line) for line in lines[start:end]) <= 78 + len(address) + 3, address  # folded
+        # Read as RFC 2047 says (the modern parser of the standard library keeps the space between two
+        # encoded-words in a display name; mail clients drop it, as decode_header does).
+        unfolded = {line.split(b": ", 1)[0]: line.split(b": ", 1)[1].decode("ascii")
+                    for line in head.replace(b"\r\n ", b" ").split(b"\r\n")}  # fmt: skip
+        shown, addr_spec = parseaddr(unfolded[b"To"])
+        assert (str(make_header(decode_header(shown))), addr_spec) == (name.strip(), address)
+        list_name, list_id = unfolded[b"List-Id"].rsplit(" ", 1)
+        assert (str(make_header(decode_header(list_name))), list_id) == ("Réseau Malmö 北九州市", "<news.example.org>")

@@ -76,7 +76,9 @@ def header_block(envelope: Envelope) -> bytes:
     ]
     if envelope.reply_to:
         lines.append(("Reply-To", address("", envelope.reply_to)))
-    lines += [(name, checked(value)) for name, value in envelope.extra]
+    for name, value in envelope.extra:
+        checked(value.replace("\r\n ", " "))  # a fold (CRLF, space) continues a header; any other break is refused
+        lines.append((name, value))
     return b"".join(f"{name}: {value}".encode("ascii") + CRLF for name, value in lines)
 
 
@@ -87,8 +89,27 @@ def _date(moment: datetime) -> str:
 
 @lru_cache(maxsize=4096)  # the sender's address and a variant's subject repeat for thousands of messages
 def address(name: str, email: str) -> str:
-    """``Name <email>``, the name RFC 2047-encoded when it is not ASCII."""
-    return formataddr((checked(name), checked(email)), charset="utf-8")
+    """``Name <email>``: see ``with_phrase``; just ``email`` without a name."""
+    return with_phrase(name, email) if name else checked(email)
+
+
+def with_phrase(phrase: str, value: str) -> str:
+    """``phrase <value>``, as an address or a List-Id is written.
+
+    A short ASCII phrase is quoted as needed. Any other one (not ASCII, long, or holding what a mail client
+    would decode as an encoded-word) is RFC 2047-encoded as data, in words of at most 75 characters on lines of
+    their own, so that no header line grows past 78 characters however long the name (a line over 998 is
+    refused by mail servers).
+    """
+    phrase, value = checked(phrase), checked(value)
+    if phrase.isascii() and "=?" not in phrase and len(phrase) <= _PLAIN_PHRASE_LENGTH:
+        return formataddr((phrase, value))
+    encoded = Header(phrase, "utf-8", maxlinelen=76, header_name="Reply-To").encode(linesep="\r\n")
+    return f"{encoded} <{value}>"
+
+
+# Beyond this an ASCII phrase is encoded too, so that it can be folded.
+_PLAIN_PHRASE_LENGTH = 60
 
 
 @lru_cache(maxsize=4096)
