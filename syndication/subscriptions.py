@@ -32,6 +32,7 @@ from syndication.delivery.smtp import SmtpClient
 from syndication.errors import ConfigError, DeliveryError, SyndicationError, TokenError
 from syndication.mailing.render import Links, MailRenderer
 from syndication.pipeline import Service, send_notice
+from syndication.sources.cleaning import BIDI_CONTROLS
 from syndication.store import database
 from syndication.store import subscribers as store
 from syndication.tokens import make_token, read_token, signing_keys
@@ -50,7 +51,6 @@ REJOINABLE_STATUSES = ("unsubscribed", "bounced")
 # writes such a cell after an apostrophe, which spreadsheets read as "text" and hide, and an import takes it off.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _TEXT_MARK = "'"
-_BIDI_CONTROLS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 
 
 class SubscriberError(SyndicationError):
@@ -84,14 +84,9 @@ def clean_name(name: str) -> str:
 
     Refused (SubscriberError) when longer than MAX_NAME_LENGTH characters once cleaned.
     """
-    normal = unicodedata.normalize("NFC", name)
-    kept = []
-    for char in normal:
-        category = unicodedata.category(char)
-        if char in _BIDI_CONTROLS:
-            continue
-        # Cc: C0/C1 controls (CR, LF, TAB, NUL...); Zl/Zp: Unicode line and paragraph separators.
-        kept.append(" " if category in ("Cc", "Zl", "Zp") else char)
+    normal = BIDI_CONTROLS.sub("", unicodedata.normalize("NFC", name))
+    # Cc: C0/C1 controls (CR, LF, TAB, NUL...); Zl/Zp: Unicode line and paragraph separators.
+    kept = [" " if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in normal]
     cleaned = " ".join("".join(kept).split())
     if len(cleaned) > MAX_NAME_LENGTH:
         raise SubscriberError(

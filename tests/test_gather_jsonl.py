@@ -511,3 +511,14 @@ def test_over_long_title_and_author_name_are_refused(
     assert "line 2: author name longer than 200 characters (201)" in captured.err
     [row] = exported(initialised, capsys)
     assert row["guid"] == "urn:test:post:3"
+
+
+def test_bidirectional_controls_leave_titles_and_names(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An override left open turns the rest of a subject line or a reader's list around: posing text.
+    record = post_record(1, title="\u202eStatement\u202c from \u2067the mayor", authors=["\u202eEvil\u2069 Corp"])
+    assert run(initialised, "import", str(write_jsonl(tmp_path / "bidi.jsonl", [record]))) == 0
+    [post] = exported(initialised, capsys)
+    assert post["title"] == "Statement from the mayor"
+    assert post["authors"] == ["Evil Corp"]

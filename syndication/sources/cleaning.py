@@ -40,6 +40,9 @@ SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # Every kind of line break and run of white space, so a one-line field can never carry CR or LF.
 _WHITESPACE = re.compile(r"[\s\u2028\u2029\x85]+")
+# Bidirectional embeddings, overrides and isolates: one left open in a title or a name turns the rest of the line
+# around it (in a subject, a feed reader's list), which lets text pose as something else.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 # A space before block-level tags keeps words apart when the tags are stripped for plain text.
 _WEB_URL = re.compile(
     r"https?://(?:[^/?#\s@]*@)?(?:\[[0-9a-f:.]+\]|[^/?#\s:@\[\]]+)(?::\d*)?(?:[/?#][^\s]*)?\Z", re.IGNORECASE
@@ -57,11 +60,12 @@ def remove_forbidden_characters(text: str) -> str:
 
 
 def single_line(text: str) -> str:
-    """Text for a one-line field (title, name, guid): forbidden characters out, every line break a space."""
-    # Most fields are already clean; isprintable() is false for every control and line-separator character.
+    """Text for a one-line field (title, name, guid): forbidden characters and bidirectional controls out,
+    every line break a space."""
+    # Most fields are already clean; isprintable() is false for every control (bidi ones too) and line separator.
     if text.isprintable() and "  " not in text and text == text.strip():
         return text
-    return _WHITESPACE.sub(" ", remove_forbidden_characters(text)).strip()
+    return _WHITESPACE.sub(" ", BIDI_CONTROLS.sub("", remove_forbidden_characters(text))).strip()
 
 
 def absolute_url(value: str, base: str) -> str | None:
