@@ -522,3 +522,15 @@ def test_bidirectional_controls_leave_titles_and_names(
     [post] = exported(initialised, capsys)
     assert post["title"] == "Statement from the mayor"
     assert post["authors"] == ["Evil Corp"]
+
+
+def test_an_overlong_summary_is_cut_with_a_warning(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = "Malmö São Paulo 北九州市 🌍 " * 2000  # about 50,000 characters
+    assert run(initialised, "import", str(write_jsonl(tmp_path / "long.jsonl", [post_record(1, summary=given)]))) == 0
+    assert "line 1: summary longer than 2000 characters: cut" in capsys.readouterr().err
+    [post] = exported(initialised, capsys)
+    kept = post["summary"].removesuffix("…")
+    assert len(post["summary"]) <= 2001 and post["summary"].endswith("…")
+    assert given.startswith(kept + " ")  # cut between words

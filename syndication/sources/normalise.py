@@ -29,6 +29,7 @@ from syndication.sources.cleaning import (
 MAX_GUID_LENGTH = 2048
 MAX_TITLE_LENGTH = 1000
 MAX_AUTHOR_LENGTH = 200
+MAX_SUMMARY_LENGTH = 2000  # cut rather than refused: a summary only introduces the post
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 
 
@@ -89,6 +90,10 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
         updated = published
     content_html = sanitise_html(_text(fields, "content_html", where), raw_url)
     summary = html_to_text(_text(fields, "summary", where))
+    if len(summary) > MAX_SUMMARY_LENGTH:
+        # A teaser, not the post: shown in every digest and feed item, it must not swell them.
+        summary = summary[:MAX_SUMMARY_LENGTH].rsplit(" ", 1)[0].rstrip(",;:.-–—") + "…"
+        warnings.append(f"summary longer than {MAX_SUMMARY_LENGTH} characters: cut")
     if not summary:
         summary = summary_from_html(content_html, vocabulary.summary_words)
     language = single_line(_text(fields, "language", where)) or vocabulary.language
