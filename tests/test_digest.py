@@ -257,7 +257,7 @@ def test_notices_render_for_later_issues(renderer: MailRenderer) -> None:
     confirm = renderer.render_notice("confirm", "es", {"confirm_url": "https://news.example.org/confirm/abc"})
     assert confirm.subject == "Confirma tu suscripción a Test Network"
     assert 'href="https://news.example.org/confirm/abc"' in confirm.html
-    assert "https://news.example.org/confirm/abc" in confirm.text
+    assert ":\n\nhttps://news.example.org/confirm/abc\n\n" in confirm.text  # the link on a line of its own
 
 
 # --- The message -----------------------------------------------------------------------------------------------
