@@ -286,3 +286,17 @@ def test_images_come_from_image_enclosures_and_media(server: RecordedServer, tmp
         posts = stored(service)
     assert posts["urn:e"].image == Image("https://cdn.example.org/e.png", "")
     assert posts["urn:feed:3"].image is None
+
+
+def test_a_body_that_names_a_local_file_is_never_opened_as_one(
+    server: RecordedServer, tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # feedparser opens bytes that look like a path as a local file: a server could make us publish our own files.
+    secret = tmp_path / "secret.xml"
+    secret.write_bytes(rss_document([rss_item(99, title="SECRET LOCAL FILE")]))
+    server.route("/path.xml", Reply(200, str(secret).encode(), {"Content-Type": RSS}))
+    config = write_config(tmp_path, database_url, extra=feed_source("path", url=server.url("/path.xml")))
+    with opened(config) as service:
+        status, _out, err = gather_cli(config, capsys)
+        assert status == 1 and f"failed: path: {server.url('/path.xml')}: not an RSS or Atom feed" in err
+        assert stored(service) == {}

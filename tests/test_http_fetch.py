@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -237,3 +239,43 @@ def test_a_redirect_to_a_malformed_url_is_a_source_error(server: RecordedServer,
     server.route("/odd", Reply(302, b"", {"Location": location}))
     with pytest.raises(SourceError, match=rf"^{server.url('/odd')}: .*[Ii]nvalid"):
         get(server.url("/odd"))
+
+
+def test_a_redirect_to_a_host_idna_cannot_encode_is_refused(server: RecordedServer) -> None:
+    server.route("/idna", Reply(302, b"", {"Location": "http://xn--/feed"}))
+    with pytest.raises(SourceError, match=r": refused: not a valid URL"):
+        get(server.url("/idna"))
+
+
+def test_a_body_encoded_twice_is_refused_before_it_is_decoded(server: RecordedServer) -> None:
+    twice = gzip.compress(gzip.compress(b"\0" * 1_000_000))  # decoded layer by layer, a bomb grows unseen
+    server.route("/bomb", Reply(200, twice, {"Content-Encoding": "gzip, gzip"}))
+    with pytest.raises(SourceError, match=r"refused: the response is encoded 2 times \(gzip, gzip\)"):
+        get(server.url("/bomb"))
+
+
+def test_headers_trickled_a_line_at_a_time_are_given_up_at_the_timeout() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        stop = threading.Event()
+
+        def trickle() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.wait(0.05):  # each line well within the read timeout, the whole never ending
+                    try:
+                        connection.sendall(b"X-Slow: yes\r\n")
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        began = time.monotonic()
+        try:
+            with pytest.raises(SourceError, match=r"timed out after 0.5 s"):
+                get(f"http://127.0.0.1:{port}/feed", timeout=0.5)
+        finally:
+            stop.set()
+        assert time.monotonic() - began < 5

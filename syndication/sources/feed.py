@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import html
+import io
 import os
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -57,7 +58,7 @@ class FeedSource:
             raise SourceError(f"{path}: cannot be read: {error.strerror or error}") from error
         if len(body) > limit:
             raise SourceError(f"{path}: refused: the file is larger than max_bytes = {limit}")
-        yield from self._entries(feedparser.parse(body), str(path), document=None)
+        yield from self._entries(feedparser.parse(io.BytesIO(body)), str(path), document=None)
         yield CursorMoved(state)
 
     def _pull_url(self, url: str, cursor: Mapping[str, Any]) -> Iterator[PullEvent]:
@@ -77,7 +78,8 @@ class FeedSource:
             return
         # The charset of Content-Type counts; without one, the XML declaration decides.
         headers = {"content-type": result.content_type} if result.content_type else None
-        parsed = feedparser.parse(result.body, response_headers=headers)
+        # A stream, never bytes: feedparser opens bytes that look like a path as a local file.
+        parsed = feedparser.parse(io.BytesIO(result.body), response_headers=headers)
         yield from self._entries(parsed, url, document=result.url)
         state: dict[str, Any] = {"url": url}
         if result.etag:

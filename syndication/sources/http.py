@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from ssl import SSLContext
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -101,11 +102,47 @@ def _with_carrier(reason: str | None, kind: str, carried: ipaddress.IPv4Address)
     return None if reason is None else f"{reason} ({kind} {carried})"
 
 
-class _CheckedBackend(httpcore.SyncBackend):
-    """Resolves a host once, refuses it if any of its addresses is not public, and connects to those addresses."""
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the fetch's deadline: a server that trickles its headers a
+    line at a time, each within the read timeout, is given up like one that trickles its body."""
 
-    def __init__(self, allow_private_networks: bool) -> None:
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float) -> None:
+        self._stream = stream
+        self._deadline = deadline
+
+    def _left(self, timeout: float | None) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("the whole fetch took longer than its timeout")
+        return left if timeout is None else min(timeout, left)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._left(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._stream.start_tls(ssl_context, server_hostname, self._left(timeout)), self._deadline
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _CheckedBackend(httpcore.SyncBackend):
+    """Resolves a host once, refuses it if any of its addresses is not public, and connects to those addresses;
+    every connection ends by ``deadline``."""
+
+    def __init__(self, allow_private_networks: bool, deadline: float) -> None:
         self.allow_private_networks = allow_private_networks
+        self.deadline = deadline
 
     def connect_tcp(
         self,
@@ -132,7 +169,8 @@ class _CheckedBackend(httpcore.SyncBackend):
         for address in addresses:
             try:
                 # The checked address itself is connected to; TLS still names ``host`` (SNI, certificate).
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                stream = super().connect_tcp(address, port, timeout, local_address, socket_options)
+                return _DeadlineStream(stream, self.deadline)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
                 last_error = error
         raise last_error or httpcore.ConnectError(f"{host} has no address")
@@ -141,12 +179,12 @@ class _CheckedBackend(httpcore.SyncBackend):
 class _CheckedTransport(httpx.HTTPTransport):
     """httpx's transport with a connection pool that opens connections only through ``_CheckedBackend``."""
 
-    def __init__(self, allow_private_networks: bool) -> None:
+    def __init__(self, allow_private_networks: bool, deadline: float) -> None:
         context = _tls_context()
         super().__init__(verify=context)
         # httpx offers no public way to choose the network backend: its pool (not yet connected) is replaced.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=context, network_backend=_CheckedBackend(allow_private_networks)
+            ssl_context=context, network_backend=_CheckedBackend(allow_private_networks, deadline)
         )
 
 
@@ -181,7 +219,7 @@ def fetch(
     deadline = time.monotonic() + timeout
     # trust_env off: a proxy from the environment would be connected to without the address check.
     with httpx.Client(
-        transport=_CheckedTransport(allow_private_networks),
+        transport=_CheckedTransport(allow_private_networks, deadline),
         headers=headers,
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
@@ -193,7 +231,7 @@ def fetch(
             _check_scheme(current, where)
             try:
                 response = client.send(client.build_request("GET", current), stream=True)
-            except httpx.InvalidURL as error:
+            except (httpx.InvalidURL, UnicodeError) as error:  # UnicodeError: a host IDNA cannot encode
                 raise SourceError(f"{where}: refused: not a valid URL ({error})") from None
             except _AddressRefused as refusal:
                 raise SourceError(
@@ -246,6 +284,12 @@ def _result(
     elif status >= 300 or status < 200:
         raise SourceError(f"{where}: unexpected HTTP {status} {response.reason_phrase}".rstrip())
     else:
+        codings = [
+            c.strip() for c in headers.get("content-encoding", "").split(",") if c.strip() not in ("", "identity")
+        ]
+        if len(codings) > 1:
+            # Each layer is decoded whole before its size can be counted: two layers of gzip made 2 GB of 1.8 KB.
+            raise SourceError(f"{where}: refused: the response is encoded {len(codings)} times ({', '.join(codings)})")
         body = _read_body(response, max_bytes, where, deadline, timeout, truncate=False)
     return FetchResult(
         url=url,
