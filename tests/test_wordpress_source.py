@@ -189,3 +189,23 @@ def test_a_site_without_the_api_fails_with_a_hint(
         " (is the WordPress REST API enabled at this address?)",
         f"failed: down: {server.url('/other' + POSTS + query)}: HTTP 500 Internal Server Error",
     ]
+
+
+def test_dates_out_of_range_odd_page_counts_and_huge_numbers_fail_no_more_than_their_item_or_source(
+    server: RecordedServer, tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items = [wp_post(1, date_gmt="9999-12-31T23:00:00-05:00"), wp_post(2, modified_gmt="0001-01-01T00:00:00+01:00")]
+    headers = {"Content-Type": "application/json", "X-WP-Total": "2"}
+    server.route(POSTS, Reply(200, json.dumps(items).encode(), {**headers, "X-WP-TotalPages": "²"}))
+    server.route("/huge" + POSTS, Reply(200, b'[{"id": ' + b"1" * 5000 + b"}]", {**headers, "X-WP-TotalPages": "1"}))
+    sources = wordpress_source("wp", server.url(), per_page=10) + wordpress_source("huge", server.url("/huge"))
+    config = write_config(tmp_path, database_url, extra=sources)
+    with opened(config):
+        capsys.readouterr()
+        assert main(["--config", str(config), "gather"]) == 1
+        out, err = capsys.readouterr()
+    assert "internal error" not in err and "Traceback" not in err
+    assert "rejected: wp: post 1 (https://wp.example.org/1/post-1/): unparseable published date" in err
+    assert "rejected: wp: post 2 (https://wp.example.org/2/post-2/): unparseable updated date" in err
+    assert "wp: 0 read, 0 added, 0 updated, 0 unchanged, 2 rejected" in out  # each item alone, and the source ran
+    assert f"failed: huge: {server.url('/huge' + POSTS)}" in err and "not valid JSON" in err

@@ -14,7 +14,7 @@ from syndication.errors import ItemError, SourceError
 from syndication.sources.base import CursorMoved, PullEvent, Rejected, Warned
 from syndication.sources.cleaning import html_to_text, single_line
 from syndication.sources.http import FetchResult, HttpStatusError, fetch
-from syndication.sources.normalise import Vocabulary, build_post
+from syndication.sources.normalise import Vocabulary, build_post, parse_timestamp
 
 POSTS_PATH = "/wp-json/wp/v2/posts"
 # One pull reads at most this many pages; the cursor then carries the next pull on from where it stopped.
@@ -127,7 +127,7 @@ class WordpressSource:
 def _items(result: FetchResult) -> list[Any]:
     try:
         items = json.loads(result.body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except ValueError as error:  # malformed, not UTF-8, or a number of more digits than Python converts
         raise SourceError(f"{result.url}: not valid JSON: {error}") from None
     except RecursionError:
         raise SourceError(f"{result.url}: not valid JSON: nested too deeply") from None
@@ -138,7 +138,8 @@ def _items(result: FetchResult) -> list[Any]:
 
 def _total_pages(result: FetchResult) -> int | None:
     value = result.headers.get("x-wp-totalpages", "").strip()
-    return int(value) if value.isdigit() else None
+    # isdigit() alone takes "²" too; more than nine digits is no page count either.
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None
 
 
 def _api_error(body: bytes) -> tuple[str, str]:
@@ -176,10 +177,9 @@ def _moment(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value.strip():
         return None
     try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return parse_timestamp(value)[0]
+    except ValueError:  # unparseable, or out of range once in UTC
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _iso(moment: datetime) -> str:
