@@ -534,3 +534,15 @@ def test_an_overlong_summary_is_cut_with_a_warning(
     kept = post["summary"].removesuffix("…")
     assert len(post["summary"]) <= 2001 and post["summary"].endswith("…")
     assert given.startswith(kept + " ")  # cut between words
+
+
+def test_characters_no_url_may_hold_are_percent_encoded(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Raw, a quote or an angle bracket breaks the URL out of a plain-text email or a reader's list.
+    record = post_record(1, url='https://news.example.org/p?a=1&b="><script>x</script>|{}')
+    record.pop("guid")
+    assert run(initialised, "import", str(write_jsonl(tmp_path / "odd.jsonl", [record]))) == 0
+    [post] = exported(initialised, capsys)
+    assert post["url"] == "https://news.example.org/p?a=1&b=%22%3E%3Cscript%3Ex%3C/script%3E%7C%7B%7D"
+    assert post["guid"] == post["url"]

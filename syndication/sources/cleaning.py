@@ -105,6 +105,16 @@ def is_web_url(value: str) -> bool:
     return _WEB_URL.match(value) is not None
 
 
+# Characters RFC 3986 leaves out of URLs: browsers send them percent-encoded, and raw they break a URL out of the
+# text around it (a plain-text email, a feed reader's list).
+_NOT_IN_URLS = re.compile(r'["<>\\^`{|}]')
+
+
+def percent_encode_unsafe(url: str) -> str:
+    """``url`` with the characters no URL may hold raw (quotes, angle brackets and the like) percent-encoded."""
+    return _NOT_IN_URLS.sub(lambda match: f"%{ord(match.group()):02X}", url)
+
+
 # The document being sanitised: the reusable cleaner asks it to resolve each relative URL.
 _document: ContextVar[UrlResolver] = ContextVar("document")
 

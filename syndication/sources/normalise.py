@@ -19,6 +19,7 @@ from syndication.sources.cleaning import (
     absolute_url,
     html_to_text,
     is_web_url,
+    percent_encode_unsafe,
     remove_forbidden_characters,
     sanitise_html,
     single_line,
@@ -77,7 +78,7 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
     title = _bounded(single_line(_text(fields, "title", where)), "title", MAX_TITLE_LENGTH, where)
     if not title:
         raise ItemError(where, "missing title")
-    raw_url = single_line(_text(fields, "url", where))
+    raw_url = percent_encode_unsafe(single_line(_text(fields, "url", where)))
     if not raw_url:
         raise ItemError(where, "missing url")
     if not is_web_url(raw_url):
@@ -229,6 +230,7 @@ def _image(value: Any, base: str, where: str, warnings: list[str]) -> Image | No
         warnings.append("image must be an object with a 'url'; image ignored")
         return None
     url = absolute_url(value["url"], base)
+    url = None if url is None else percent_encode_unsafe(url)
     if url is None or not is_web_url(url):
         warnings.append(f"image URL {single_line(value['url'])[:200]!r} is not an http(s) URL; image ignored")
         return None
