@@ -36,7 +36,7 @@ from syndication.store import database, ledger
 from syndication.subscriptions import default_language, reader_of_view_link
 from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
 from syndication.web.feeds import document_of, freshness
-from syndication.web.templating import Pages, email_headers
+from syndication.web.templating import Pages, email_headers, sentence
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,10 @@ class ArchivePages:
         try:
             return await run_in_threadpool(self._edition, request, edition_id, token)
         except TokenError as error:
-            text = str(error)
             return self.pages.message(
                 request,
                 "This link does not work",
-                [text[:1].upper() + text[1:] + "."],
+                [sentence(error)],
                 status=400,
                 links=[(f"/editions/{edition_id}", "The public copy")],
             )

@@ -44,7 +44,7 @@ from syndication.subscriptions import (
 )
 from syndication.web.forms import FORM_EXPIRED, Choices, Form, read_choices
 from syndication.web.limits import RateLimit
-from syndication.web.templating import Pages, page_headers
+from syndication.web.templating import Pages, page_headers, sentence
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class SubscriberPages:
             return self.pages.message(
                 request,
                 refusal,
-                [_sentence(error)],
+                [sentence(error)],
                 status=409,
                 links=[("/subscribe", "Subscribe again")],
                 headers=LINK_PAGE,
@@ -315,7 +315,7 @@ class SubscriberPages:
         except TokenError as error:
             return self._bad_link(request, error)
         except SubscriberError as error:
-            return self._preferences_page(request, token, found, choices, {"form": _sentence(error)}, status=409)
+            return self._preferences_page(request, token, found, choices, {"form": sentence(error)}, status=409)
         saved = "Saved. " + self._summary(subscriber) if changed else "Nothing changed: these were your choices."
         response = self._preferences_page(request, token, subscriber, _choices_of(subscriber), {}, saved=saved)
         if changed:
@@ -409,7 +409,7 @@ class SubscriberPages:
         return self.pages.message(
             request,
             "This link does not work",
-            [_sentence(error)],
+            [sentence(error)],
             status=400,
             links=[("/subscribe", "Subscribe, or get a new link")],
             headers=LINK_PAGE,
@@ -452,9 +452,3 @@ def _language_name(code: str) -> str:
     except (UnknownLocaleError, ValueError):
         return code
     return name[:1].upper() + name[1:] if name else code
-
-
-def _sentence(error: Exception | str) -> str:
-    text = str(error).strip()
-    text = text[:1].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."

@@ -139,8 +139,7 @@ class Pages:
         try:
             return await read_form(request)
         except FormRefused as error:
-            reason = error.reason[:1].upper() + error.reason[1:] + "."
-            return self.message(request, "This form was not sent right", [reason], status=error.status)
+            return self.message(request, "This form was not sent right", [sentence(error.reason)], status=error.status)
 
     def csrf_refusal(
         self, request: Request, form: Form, back: tuple[str, str], *, headers: Mapping[str, str] | None = None
@@ -180,3 +179,10 @@ def _when(moment: datetime | None, zone: ZoneInfo) -> str:
     if moment is None:
         return "never"
     return moment.astimezone(zone).strftime("%a %-d %b %Y, %H:%M %Z")
+
+
+def sentence(error: Exception | str) -> str:
+    """An error's text as a sentence of a page: capitalised, with a full stop."""
+    text = str(error).strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."

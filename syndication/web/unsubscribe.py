@@ -19,7 +19,7 @@ from starlette.routing import Route
 from syndication.errors import ConfigError, TokenError
 from syndication.pipeline import Service
 from syndication.web.forms import FormRefused, read_body
-from syndication.web.templating import Pages
+from syndication.web.templating import Pages, sentence
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,12 @@ def routes(service: Callable[[], Service], pages: Pages) -> list[Route]:
         try:
             await read_body(request)  # whatever encoding the provider used; the token decides, not the body
         except FormRefused as error:
-            reason = error.reason[:1].upper() + error.reason[1:] + "."
-            return pages.message(request, "This request was not sent right", [reason], status=error.status,
-                                 headers=_TOKEN_PAGE)  # fmt: skip
+            return pages.message(request, "This request was not sent right", [sentence(error.reason)],
+                                 status=error.status, headers=_TOKEN_PAGE)  # fmt: skip
         try:
             subscriber = await run_in_threadpool(unsubscribe, service(), request.path_params["token"])
         except TokenError as error:
-            text = str(error)
-            return pages.message(request, "This link does not work", [text[:1].upper() + text[1:] + "."],
+            return pages.message(request, "This link does not work", [sentence(error)],
                                  status=400, headers=_TOKEN_PAGE)  # fmt: skip
         except ConfigError as error:  # no signing key: nobody's link can be checked; say so, don't guess
             log.error("one-click unsubscribe refused: %s", error)
