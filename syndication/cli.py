@@ -414,13 +414,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     from syndication.delivery.smtp import SmtpClient
     from syndication.logs import configure_logging
-    from syndication.mailing.dkim import signer
     from syndication.scheduler import Runner
-    from syndication.tokens import signing_keys
+    from syndication.sending import check_sending
     from syndication.workers import start_fork_server
 
-    signing_keys(settings)  # every digest carries signed links: without a key nothing could ever be sent
-    signer(settings.dkim)  # and a DKIM key that cannot be read would fail every message: say so now
+    check_sending(settings)  # without these nothing could ever be sent: say so now
     configure_logging(settings.logging)
     start_fork_server()  # loads the modules for worker processes now, not during the first large feed build
     runner = Runner(settings, SmtpClient)
@@ -538,14 +536,11 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.delivery.smtp import SmtpClient
-    from syndication.mailing.dkim import signer
     from syndication.pipeline import Service
-    from syndication.sending import default_window, deliver, plan_edition
-    from syndication.tokens import signing_keys
+    from syndication.sending import check_sending, default_window, deliver, plan_edition
 
-    if not args.dry_run:  # what every message needs is checked before any edition is made
-        signing_keys(settings)  # the links in every digest are signed
-        signer(settings.dkim)  # a DKIM key that cannot be read would fail every message
+    if not args.dry_run:
+        check_sending(settings)  # before any edition is made
     with Service.open(settings) as service:
         since, until = default_window(service, args.cadence)
         since, until = args.since or since, args.until or until

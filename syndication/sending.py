@@ -226,6 +226,15 @@ def list_id(settings: Settings) -> str:
     return with_phrase(name, identifier) if name else f"<{checked(identifier)}>"
 
 
+def check_sending(settings: Settings) -> None:
+    """Refuse (ConfigError) what would fail every message: no signing key for the links in every digest, or a
+    DKIM key that cannot be read. Checked before an edition is made or a service starts sending."""
+    from syndication.mailing.dkim import signer
+
+    signing_keys(settings)
+    signer(settings.dkim)
+
+
 def _dkim_signer(service: Service) -> Callable[[bytes], bytes] | None:
     from syndication.mailing.dkim import signer
 

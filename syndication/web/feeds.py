@@ -129,14 +129,14 @@ class Manifest:
             and isinstance(immutable, bool)
         ):
             return None
-        links: tuple[Header, ...] = _PAGE_HEADERS if content_type.startswith("text/html") else ()
+        extra: tuple[Header, ...] = _PAGE_HEADERS if content_type.startswith("text/html") else ()
         if self._hub:
             # WebSub (section 4) lets the hub and self URLs travel in Link headers too; the feeds carry them as well.
             self_url = f"{self._base_url}/feeds/{name}"
-            links += ((b"link", f'<{self._hub}>; rel="hub", <{self_url}>; rel="self"'.encode()),)
+            extra += ((b"link", f'<{self._hub}>; rel="hub", <{self_url}>; rel="self"'.encode()),)
         cache_control = IMMUTABLE_CACHE_CONTROL.encode() if immutable else self._cache_control
         return document_of(self._prefix + name.replace("/", os.sep), etag, last_modified, content_type,
-                           cache_control, links)  # fmt: skip
+                           cache_control, extra)  # fmt: skip
 
 
 def document_of(
