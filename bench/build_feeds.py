@@ -25,14 +25,17 @@ from typing import Any
 
 from bench.generate import bench_themes_toml, write_posts
 from bench.records import record
+from syndication.app.gathering import import_file
+from syndication.app.publishing import publish_feeds
+from syndication.app.service import Service, init_store
 from syndication.clock import Clock
 from syndication.config import load_settings
+from syndication.feeds.build import feed_site
 from syndication.feeds.catalog import FeedDocument, feeds_of
 from syndication.feeds.rss_atom import render_atom
-from syndication.pipeline import Service, feed_site, import_file, init_store, publish_feeds
+from syndication.runtime.workers import worker_context
 from syndication.store import database
 from syndication.store.posts import newest_posts
-from syndication.workers import worker_context
 from tests.support import post_record, write_jsonl
 
 SUBSCRIPTION_GOAL_S = 5.0

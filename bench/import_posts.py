@@ -19,9 +19,10 @@ from sqlalchemy import insert, select
 
 from bench.generate import REGIONS, THEMES, bench_themes_toml, write_posts
 from bench.records import record
+from syndication.app.gathering import import_file
+from syndication.app.service import Service, init_store
 from syndication.clock import fixed_clock
 from syndication.config import load_settings
-from syndication.pipeline import Service, import_file, init_store
 from syndication.store import database
 from syndication.store.posts import newest_posts, posts_in_window
 from syndication.store.schema import AuthorRow, Base

@@ -29,11 +29,13 @@ from pathlib import Path
 
 from bench.generate import THEMES, bench_themes_toml, write_posts
 from bench.records import record
+from syndication.app.digests import compose, personalised_message
+from syndication.app.gathering import import_file
+from syndication.app.service import Service, init_store
 from syndication.clock import fixed_clock
 from syndication.config import Settings, load_settings
 from syndication.core.digest import Digest
 from syndication.mailing.render import PLACEHOLDERS, Links, MailRenderer, RenderedEmail
-from syndication.pipeline import Service, compose, import_file, init_store, personalised_message
 
 GOAL_PER_SECOND = 2_000
 POSTS = 200

@@ -28,12 +28,13 @@ from sqlalchemy import select
 
 from bench.generate import THEMES, bench_themes_toml, write_posts
 from bench.records import record
+from syndication.app.editions import MessageBuilder, deliver, plan_edition
+from syndication.app.gathering import import_file
+from syndication.app.service import Service, init_store
 from syndication.clock import fixed_clock
 from syndication.config import load_settings
 from syndication.core.models import Consent
 from syndication.delivery.smtp import SmtpClient
-from syndication.pipeline import Service, import_file, init_store
-from syndication.sending import MessageBuilder, deliver, plan_edition
 from syndication.store import database, ledger
 from syndication.store.schema import DeliveryRow
 from syndication.store.subscribers import insert_subscriber

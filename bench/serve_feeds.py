@@ -36,9 +36,11 @@ import httpx
 
 from bench.generate import REGIONS, THEMES, bench_themes_toml, write_posts
 from bench.records import record
+from syndication.app.gathering import import_file
+from syndication.app.publishing import publish_feeds
+from syndication.app.service import Service, init_store
 from syndication.clock import fixed_clock
 from syndication.config import Settings, load_settings
-from syndication.pipeline import Service, import_file, init_store, publish_feeds
 from syndication.web.app import create_app
 
 SERVER_TIME_GOAL_MS = 2.0

@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -304,7 +304,7 @@ class ScheduleSettings(_Section):
     @field_validator("cadences")
     @classmethod
     def _crontabs(cls, value: dict[str, str]) -> dict[str, str]:
-        from syndication.cadences import parse_crontab
+        from syndication.scheduling.cadences import parse_crontab
 
         merged = {**DEFAULT_CADENCES, **value}
         for cadence, crontab in merged.items():
@@ -590,3 +590,25 @@ def _type_name(annotation: Any) -> str:
         .replace("|", "or")
         .replace("tuple[str, ...]", "list of str")
     )
+
+
+# A key shorter than this could be found by trying keys against one link; refuse it rather than sign with it.
+MIN_KEY_LENGTH: Final = 16
+
+
+def signing_keys(settings: Settings) -> list[str]:
+    """The keys tokens are checked with, the current one (which signs) first, then the retired ones.
+
+    Raises ConfigError when SYNDICATION_SECRET_KEY is not set or a key is too short to be safe.
+    """
+    if settings.secret_key is None or not settings.secret_key.get_secret_value():
+        raise ConfigError("no signing key: set SYNDICATION_SECRET_KEY (a long random string) in the environment")
+    current = settings.secret_key.get_secret_value()
+    if len(current) < MIN_KEY_LENGTH:
+        raise ConfigError(f"SYNDICATION_SECRET_KEY is too short: use at least {MIN_KEY_LENGTH} random characters")
+    old = [key.get_secret_value() for key in settings.old_secret_keys]
+    if any(len(key) < MIN_KEY_LENGTH for key in old):
+        raise ConfigError(
+            f"SYNDICATION_OLD_SECRET_KEYS holds a key shorter than {MIN_KEY_LENGTH} characters: remove it"
+        )
+    return [current, *(key for key in old if key != current)]

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from syndication.app.service import Service, init_store
 from syndication.clock import fixed_clock
 from syndication.config import Settings, load_settings
-from syndication.pipeline import Service, init_store
 from tests.support import NOW, write_config
 
 POSTGRES_URL = os.environ.get("SYNDICATION_TEST_POSTGRES_URL")

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from syndication.app.gathering import list_posts
+from syndication.app.service import Service, init_store
 from syndication.clock import Clock, fixed_clock
 from syndication.config import load_settings
 from syndication.core.models import Post
-from syndication.pipeline import Service, init_store, list_posts
 
 # The fixed "now" of store tests: after every fixture post, before the far-future ones.
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
-from syndication.sending import plan_edition
+from syndication.app.editions import plan_edition
+from syndication.app.subscribers import add_subscriber
 from syndication.store import database, ledger
-from syndication.subscriptions import add_subscriber
 from tests.browser import artifact, chromium_browser, requires_chromium
 from tests.web_site import EDITOR, PASSWORD, WebSite, link_in_email, web_site
 

@@ -13,15 +13,16 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from syndication.app.editions import deliver, plan_edition
+from syndication.app.gathering import import_file
+from syndication.app.service import Service
+from syndication.app.subscribers import add_subscriber
 from syndication.cli import main
 from syndication.clock import fixed_clock
 from syndication.delivery.sender import Sender, SenderBusy
 from syndication.delivery.smtp import SmtpClient
-from syndication.pipeline import Service, import_file
-from syndication.sending import deliver, plan_edition
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
-from syndication.subscriptions import add_subscriber
 from tests.smtp_server import SmtpTestServer, smtp_server
 from tests.support import NOW, post_record, write_jsonl
 

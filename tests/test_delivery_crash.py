@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from syndication.app.editions import plan_edition
+from syndication.app.gathering import import_file
+from syndication.app.service import Service, init_store
 from syndication.config import load_settings
 from syndication.core.models import Consent
-from syndication.pipeline import Service, import_file, init_store
-from syndication.sending import plan_edition
 from syndication.store import database
 from syndication.store.subscribers import insert_subscriber
 from tests.smtp_server import SmtpTestServer, smtp_server

@@ -12,20 +12,15 @@ from typing import Any
 
 import pytest
 
+from syndication.app.digests import digest_envelope, personalised_message, preview_digest, preview_links
+from syndication.app.gathering import import_file
+from syndication.app.service import Service
 from syndication.cli import main
 from syndication.config import Settings
 from syndication.core.digest import compose_digest
 from syndication.core.models import Author, Image, Post, Theme
 from syndication.mailing.message import Envelope, HeaderInjection, build_message
 from syndication.mailing.render import PLACEHOLDERS, Links, MailRenderer, RenderedEmail, RenderError, check_email
-from syndication.pipeline import (
-    Service,
-    digest_envelope,
-    import_file,
-    personalised_message,
-    preview_digest,
-    preview_links,
-)
 from tests.golden import check_golden
 from tests.support import NOW, post_record, write_config, write_jsonl
 

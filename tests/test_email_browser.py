@@ -16,7 +16,8 @@ from typing import Any, Literal
 import pytest
 from playwright.sync_api import Browser, Page
 
-from syndication.pipeline import DigestPreview, import_file, preview_digest
+from syndication.app.digests import DigestPreview, preview_digest
+from syndication.app.gathering import import_file
 from tests.browser import Requests, Resource, artifact, chromium_browser, open_page, png, requires_chromium
 from tests.support import NOW, opened, post_record, write_config, write_jsonl
 

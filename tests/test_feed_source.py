@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from syndication.app.gathering import gather
 from syndication.cli import main
 from syndication.core.models import Author, Image
-from syndication.pipeline import gather
 from syndication.store import cursors, database
 from tests.recorded import RecordedServer, Reply, atom_document, document, rss_document, rss_item, serving
 from tests.support import opened, stored, write_config

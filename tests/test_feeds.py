@@ -15,10 +15,13 @@ import pytest
 import rnc2rng
 from lxml import etree
 
+from syndication.app.gathering import import_file
+from syndication.app.publishing import publish_feeds
+from syndication.app.service import Service, init_store
 from syndication.cli import main
 from syndication.clock import fixed_clock
 from syndication.config import Settings, load_settings
-from syndication.pipeline import FeedBuildReport, Service, import_file, init_store, publish_feeds
+from syndication.feeds.build import FeedBuildReport
 from tests.golden import check_golden
 from tests.recorded import Reply, serving
 from tests.support import NOW, post_record, write_config, write_jsonl
@@ -451,11 +454,11 @@ def test_feeds_build_command(config_path: Path, tmp_path: Path, capsys: pytest.C
 def test_a_large_build_split_over_two_processes_writes_the_same_files(
     hostile: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import syndication.pipeline as pipeline
+    import syndication.feeds.build as feed_build
 
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     build(hostile, serial)
-    monkeypatch.setattr(pipeline, "_PARALLEL_FROM_FEEDS", 2)  # this store's nine feeds count as many
+    monkeypatch.setattr(feed_build, "_PARALLEL_FROM_FEEDS", 2)  # this store's nine feeds count as many
     report = build(hostile, parallel)
     assert report.feeds == 9 and len(report.written) == 27
     files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
+from syndication.app.gathering import _pull_into_store, list_posts
+from syndication.app.service import Service, init_store
 from syndication.cli import main
 from syndication.clock import fixed_clock
 from syndication.config import load_settings
 from syndication.core.models import Post
 from syndication.errors import SourceError
-from syndication.pipeline import Service, _pull_into_store, init_store, list_posts
 from syndication.sources.base import CursorMoved, PullEvent
 from syndication.store import database
 from tests.support import NOW, post_record, write_config, write_jsonl
@@ -234,7 +235,7 @@ def test_future_post_is_stored_but_not_published_until_its_time(settings: Any, t
     init_store(settings)
     write_jsonl(tmp_path / "f.jsonl", [post_record(1), post_record(2, published="2024-07-01T00:00:00Z")])
     before = Service.open(settings, fixed_clock(NOW))
-    from syndication.pipeline import import_file
+    from syndication.app.gathering import import_file
 
     report = import_file(before, tmp_path / "f.jsonl")
     assert report.added == 2

@@ -33,12 +33,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from syndication.cadences import next_fire, parse_crontab
+from syndication.app.service import Service, init_store
+from syndication.app.subscribers import add_subscriber
 from syndication.config import load_settings
-from syndication.pipeline import Service, init_store
+from syndication.scheduling.cadences import next_fire, parse_crontab
 from syndication.store import database
 from syndication.store.schema import DeliveryRow, EditionRow, PostRow
-from syndication.subscriptions import add_subscriber
 from tests.conftest import POSTGRES_URL, _postgres_database
 from tests.smtp_server import Received, SmtpTestServer, smtp_server
 from tests.support import post_record, wait_for, write_config

@@ -14,15 +14,17 @@ import pytest
 import time_machine
 from pydantic import SecretStr
 
-from syndication.cadences import due_windows, latest_fire, next_fire, parse_crontab, window_ending
+from syndication.app.digests import compose
+from syndication.app.gathering import import_file
+from syndication.app.service import Service, init_store
+from syndication.app.subscribers import add_subscriber
 from syndication.cli import main
 from syndication.config import JsonlSourceSettings, Settings, load_settings
 from syndication.delivery.smtp import SmtpClient
 from syndication.errors import ConfigError
-from syndication.pipeline import Service, compose, import_file, init_store
-from syndication.scheduler import Runner, status_report
+from syndication.scheduling.cadences import due_windows, latest_fire, next_fire, parse_crontab, window_ending
+from syndication.scheduling.runner import Runner, status_report
 from syndication.store import database, ledger
-from syndication.subscriptions import add_subscriber
 from tests.smtp_server import SmtpTestServer, smtp_server
 from tests.support import poll, post_record, write_config, write_jsonl
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 
+from syndication.app.service import Service
 from syndication.core.models import Author, Post
-from syndication.pipeline import Service
 from syndication.store import database
 from syndication.store.posts import newest_posts, posts_in_window, upsert_posts
 from tests.support import NOW

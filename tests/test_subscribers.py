@@ -16,16 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from syndication.cli import main
-from syndication.clock import fixed_clock
-from syndication.config import Settings, load_settings
-from syndication.core.models import Consent
-from syndication.errors import TokenError
-from syndication.pipeline import Service, init_store
-from syndication.store import database
-from syndication.store import subscribers as store
-from syndication.store.schema import DeliveryRow, EditionRow, SubscriberRow, SuppressionRow
-from syndication.subscriptions import (
+from syndication.app.service import Service, init_store
+from syndication.app.subscribers import (
     SubscriberError,
     add_subscriber,
     clean_name,
@@ -41,7 +33,15 @@ from syndication.subscriptions import (
     unsubscribe,
     unsubscribe_url,
 )
-from syndication.tokens import make_token, signing_keys
+from syndication.cli import main
+from syndication.clock import fixed_clock
+from syndication.config import Settings, load_settings, signing_keys
+from syndication.core.models import Consent
+from syndication.core.tokens import make_token
+from syndication.errors import TokenError
+from syndication.store import database
+from syndication.store import subscribers as store
+from syndication.store.schema import DeliveryRow, EditionRow, SubscriberRow, SuppressionRow
 from tests.smtp_server import SmtpTestServer, smtp_server
 from tests.support import NOW, write_config
 

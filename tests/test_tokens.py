@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from syndication.config import load_settings
+from syndication.config import load_settings, signing_keys
+from syndication.core.tokens import PURPOSES, make_token, read_token
 from syndication.errors import ConfigError, TokenError
-from syndication.tokens import PURPOSES, make_token, read_token, signing_keys
 from tests.support import NOW, write_config
 
 KEY = "current-key-0123456789abcdef"

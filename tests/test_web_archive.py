@@ -13,13 +13,14 @@ from urllib.parse import quote
 import feedparser
 import pytest
 
+from syndication.app.editions import deliver, plan_edition
+from syndication.app.subscribers import add_subscriber, subscriber_token, token_subject
+from syndication.config import signing_keys
 from syndication.core.models import Subscriber
+from syndication.core.tokens import make_token
 from syndication.delivery.smtp import SmtpClient
-from syndication.sending import deliver, plan_edition
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
-from syndication.subscriptions import add_subscriber, subscriber_token, token_subject
-from syndication.tokens import make_token, signing_keys
 from tests.web_site import WebSite, web_site
 
 SINCE, UNTIL = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)

@@ -17,15 +17,15 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from syndication.cadences import latest_fire, parse_crontab
+from syndication.app.digests import preview_links
+from syndication.app.editions import MessageBuilder, plan_edition
+from syndication.app.subscribers import add_subscriber
 from syndication.config import Settings
 from syndication.core.passwords import hash_password
 from syndication.delivery.smtp import SmtpClient
-from syndication.pipeline import preview_links
-from syndication.scheduler import Runner
-from syndication.sending import MessageBuilder, plan_edition
+from syndication.scheduling.cadences import latest_fire, parse_crontab
+from syndication.scheduling.runner import Runner
 from syndication.store import database, ledger
-from syndication.subscriptions import add_subscriber
 from syndication.web.sessions import SESSION_COOKIE, Cookies
 from tests.support import post_record, wait_for
 from tests.web_site import EDITOR, PASSWORD, WebSite, csrf_of, form_post, site_posts, web_site

@@ -15,9 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from syndication.app.gathering import import_file
+from syndication.app.publishing import publish_feeds
+from syndication.app.service import Service, init_store
 from syndication.clock import fixed_clock
 from syndication.config import FeedSettings, Settings, load_settings
-from syndication.pipeline import DEPARTURES_KEPT, Service, import_file, init_store, publish_feeds
+from syndication.feeds.build import DEPARTURES_KEPT
 from syndication.store import database
 from syndication.store import posts as post_store
 from syndication.web.app import create_app

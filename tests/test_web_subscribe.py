@@ -14,17 +14,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from syndication.app.subscribers import add_subscriber, remove_subscriber, subscriber_token, token_subject, unsubscribe
+from syndication.config import signing_keys
+from syndication.core.tokens import make_token
 from syndication.store import database
 from syndication.store import subscribers as subscriber_store
 from syndication.store.schema import FormEmailRow, SubscriberRow
-from syndication.subscriptions import (
-    add_subscriber,
-    remove_subscriber,
-    subscriber_token,
-    token_subject,
-    unsubscribe,
-)
-from syndication.tokens import make_token, signing_keys
 from tests.smtp_server import SmtpTestServer
 from tests.support import NOW
 from tests.web_site import WebSite, csrf_of, form_post, link_in_email, web_site

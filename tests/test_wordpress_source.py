@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from syndication.app.gathering import gather
+from syndication.app.service import Service
 from syndication.cli import main
 from syndication.core.models import Author, Image
-from syndication.pipeline import Service, gather
 from syndication.store import cursors, database
 from tests.recorded import RecordedServer, Reply, serving, wordpress_api, wp_post
 from tests.support import opened, stored, write_config

@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from syndication.app.gathering import import_file
+from syndication.app.service import Service, init_store
 from syndication.config import Settings, load_settings
 from syndication.core.passwords import hash_password
-from syndication.pipeline import Service, import_file, init_store
 from syndication.store import database
 from syndication.store import subscribers as subscriber_store
 from syndication.web.app import create_app

@@ -17,9 +17,9 @@ import orjson
 
 from syndication.core.models import Post
 from syndication.errors import ItemError, SourceError
+from syndication.runtime.workers import worker_context
 from syndication.sources.base import CursorMoved, PullEvent, Rejected, Warned
 from syndication.sources.normalise import Vocabulary, build_post
-from syndication.workers import worker_context
 
 # The cursor remembers a fingerprint of the file's first bytes, so a replaced file is read from the start.
 _HEAD_BYTES = 4096

@@ -1,6 +1,6 @@
 """Storing and reading subscribers and suppressions. Functions take a Session and never commit.
 
-Addresses reach this module already checked and normalised (``syndication.subscriptions.normalise_email``);
+Addresses reach this module already checked and normalised (``syndication.app.subscribers.normalise_email``);
 the suppression list holds only their SHA-256, so an erased person leaves no readable address behind.
 """
 

@@ -12,8 +12,8 @@ from fastapi.responses import PlainTextResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from syndication.app.service import Service
 from syndication.config import Settings
-from syndication.pipeline import Service
 from syndication.web import feeds, unsubscribe
 from syndication.web.archive import ArchivePages
 from syndication.web.editor import EditorPages

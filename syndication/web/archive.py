@@ -25,15 +25,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from syndication.app.editions import MessageBuilder
+from syndication.app.gathering import list_posts, theme_post_counts
+from syndication.app.service import Service
+from syndication.app.subscribers import default_language, reader_of_view_link
 from syndication.core.models import Post
 from syndication.errors import ConfigError, TokenError
+from syndication.feeds.build import feed_site
 from syndication.feeds.catalog import CONTENT_TYPES, Feed, FeedDocument
 from syndication.feeds.rss_atom import render_atom
 from syndication.mailing.render import Links
-from syndication.pipeline import Service, feed_site, list_posts, theme_post_counts
-from syndication.sending import MessageBuilder
 from syndication.store import database, ledger
-from syndication.subscriptions import default_language, reader_of_view_link
 from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
 from syndication.web.feeds import document_of, freshness
 from syndication.web.templating import Pages, email_headers, sentence

@@ -27,19 +27,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from syndication.cadences import latest_fire, next_fire, parse_crontab
-from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES
-from syndication.core.passwords import hash_password, verify_password
-from syndication.delivery.sender import Sender, SenderBusy
-from syndication.delivery.smtp import SmtpClient, send_one
-from syndication.errors import ConfigError, DeliveryError, SyndicationError
-from syndication.mailing.dkim import signer
-from syndication.mailing.render import RenderedEmail
-from syndication.pipeline import Service, compose, personalised_message, preview_links
-from syndication.sending import MessageBuilder, deliver
-from syndication.store import database, ledger
-from syndication.store import subscribers as subscriber_store
-from syndication.subscriptions import (
+from syndication.app.digests import compose, personalised_message, preview_links
+from syndication.app.editions import MessageBuilder, deliver
+from syndication.app.service import Service
+from syndication.app.subscribers import (
     SubscriberError,
     check_language,
     default_language,
@@ -47,6 +38,16 @@ from syndication.subscriptions import (
     parse_themes,
     subscriber_counts,
 )
+from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES
+from syndication.core.passwords import hash_password, verify_password
+from syndication.delivery.sender import Sender, SenderBusy
+from syndication.delivery.smtp import SmtpClient, send_one
+from syndication.errors import ConfigError, DeliveryError, SyndicationError
+from syndication.mailing.dkim import signer
+from syndication.mailing.render import RenderedEmail
+from syndication.scheduling.cadences import latest_fire, next_fire, parse_crontab
+from syndication.store import database, ledger
+from syndication.store import subscribers as subscriber_store
 from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
 from syndication.web.forms import FORM_EXPIRED, Form
 from syndication.web.limits import RateLimit

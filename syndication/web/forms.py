@@ -11,8 +11,8 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect, Request
 
+from syndication.app.subscribers import SubscriberError, check_cadence, check_language, clean_name, parse_themes
 from syndication.config import Settings
-from syndication.subscriptions import SubscriberError, check_cadence, check_language, clean_name, parse_themes
 
 MAX_FORM_BYTES: Final = 64 * 1024
 MAX_FIELDS: Final = 200

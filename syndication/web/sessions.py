@@ -1,6 +1,6 @@
 """The only two cookies: the editor's session and the CSRF cookie of every form.
 
-Both are signed tokens (``syndication.tokens``, keyed by ``SYNDICATION_SECRET_KEY``; the old keys of a rotation
+Both are signed tokens (``syndication.core.tokens``, keyed by ``SYNDICATION_SECRET_KEY``; the old keys of a rotation
 still read), ``HttpOnly``, ``SameSite=Lax``, and ``Secure`` whenever ``site.base_url`` is https.
 
 - ``syndication_session`` (path ``/editor``, ``[editors] session_hours``): the editor's name, a fingerprint of
@@ -25,12 +25,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from syndication.config import Settings
+from syndication.app.service import Service
+from syndication.config import Settings, signing_keys
 from syndication.core.passwords import fingerprint
+from syndication.core.tokens import make_token, read_token
 from syndication.errors import ConfigError, TokenError
-from syndication.pipeline import Service
 from syndication.store import database, signed_out_sessions
-from syndication.tokens import make_token, read_token, signing_keys
 
 SESSION_COOKIE: Final = "syndication_session"
 CSRF_COOKIE: Final = "syndication_csrf"

@@ -1,7 +1,7 @@
 """The subscriber's pages: the subscribe form (double opt-in), the confirmation page its email links to, and the
 preference centre reached from the signed link in every digest (themes, cadence, language, or leave).
 
-Every change goes through ``syndication.subscriptions``; these handlers read forms, check their CSRF token and
+Every change goes through ``syndication.app.subscribers``; these handlers read forms, check their CSRF token and
 limits, and say what happened. The subscribe form answers the same page whatever the address (new, pending,
 subscribed, unsubscribed or removed), and does its work after answering, so neither the page nor its timing
 tells whether an address is known. The emails it sends are capped per address per day in the store.
@@ -21,11 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from syndication.core.models import CADENCES, Subscriber
-from syndication.errors import ConfigError, SyndicationError, TokenError
-from syndication.pipeline import Service
-from syndication.store import database, form_emails
-from syndication.subscriptions import (
+from syndication.app.service import Service
+from syndication.app.subscribers import (
     DEFAULT_CADENCE,
     REJOINABLE_STATUSES,
     SubscriberError,
@@ -42,6 +39,9 @@ from syndication.subscriptions import (
     subscriber_for_link,
     unsubscribe,
 )
+from syndication.core.models import CADENCES, Subscriber
+from syndication.errors import ConfigError, SyndicationError, TokenError
+from syndication.store import database, form_emails
 from syndication.web.forms import FORM_EXPIRED, Choices, Form, read_choices
 from syndication.web.limits import RateLimit
 from syndication.web.templating import Pages, page_headers, sentence

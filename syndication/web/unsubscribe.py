@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from syndication.app.service import Service
 from syndication.errors import ConfigError, TokenError
-from syndication.pipeline import Service
 from syndication.web.forms import FormRefused, read_body
 from syndication.web.templating import Pages, sentence
 
@@ -34,7 +34,7 @@ def routes(service: Callable[[], Service], pages: Pages) -> list[Route]:
         return pages.render(request, "unsubscribe.html", context, headers=_TOKEN_PAGE)
 
     async def one_click(request: Request) -> Response:
-        from syndication.subscriptions import unsubscribe
+        from syndication.app.subscribers import unsubscribe
 
         try:
             await read_body(request)  # whatever encoding the provider used; the token decides, not the body

@@ -306,7 +306,7 @@ def _timestamp(value: str) -> datetime:
 
 
 def _init(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import init_store
+    from syndication.app.service import init_store
 
     revision = init_store(settings)
     print(f"store ready at {_safe_url(settings)} (schema {revision})")
@@ -314,14 +314,16 @@ def _init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service, import_file
+    from syndication.app.gathering import import_file
+    from syndication.app.service import Service
 
     with Service.open(settings) as service:
         return _print_reports([import_file(service, args.file)])
 
 
 def _gather(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service, gather
+    from syndication.app.gathering import gather
+    from syndication.app.service import Service
 
     if not settings.sources:
         print("no sources configured ([[sources]] in the configuration file)", file=sys.stderr)
@@ -355,7 +357,8 @@ def _print_reports(reports: Sequence[object]) -> int:
 
 
 def _posts_list(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service, list_posts
+    from syndication.app.gathering import list_posts
+    from syndication.app.service import Service
     from syndication.sources.jsonl import iso_utc, post_as_record
 
     if args.theme and args.theme not in {t.slug for t in settings.themes}:
@@ -376,7 +379,8 @@ def _posts_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _feeds_build(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service, publish_feeds
+    from syndication.app.publishing import publish_feeds
+    from syndication.app.service import Service
 
     with Service.open(settings) as service:
         report = publish_feeds(service, args.out, full=args.full)
@@ -391,7 +395,8 @@ def _feeds_build(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service, publish_feeds
+    from syndication.app.publishing import publish_feeds
+    from syndication.app.service import Service
     from syndication.web.app import serve
 
     with Service.open(settings) as service:
@@ -412,11 +417,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
+    from syndication.app.editions import check_sending
     from syndication.delivery.smtp import SmtpClient
-    from syndication.logs import configure_logging
-    from syndication.scheduler import Runner
-    from syndication.sending import check_sending
-    from syndication.workers import start_fork_server
+    from syndication.runtime.logs import configure_logging
+    from syndication.runtime.workers import start_fork_server
+    from syndication.scheduling.runner import Runner
 
     check_sending(settings)  # without these nothing could ever be sent: say so now
     configure_logging(settings.logging)
@@ -443,8 +448,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service
-    from syndication.scheduler import status_report
+    from syndication.app.service import Service
+    from syndication.scheduling.runner import status_report
 
     with Service.open(settings) as service:
         report = status_report(service)
@@ -484,14 +489,15 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
-    from syndication.pipeline import Service, preview_digest
+    from syndication.app.digests import preview_digest
+    from syndication.app.service import Service
 
     followed = _theme_list(args.themes, settings)
     with Service.open(settings) as service:
         if args.subscriber:
+            from syndication.app.subscribers import normalise_email
             from syndication.store import database
             from syndication.store.subscribers import subscriber_by_email
-            from syndication.subscriptions import normalise_email
 
             with database.transaction(service.engine) as session:
                 subscriber = subscriber_by_email(session, normalise_email(args.subscriber))
@@ -535,9 +541,9 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.editions import check_sending, default_window, deliver, plan_edition
+    from syndication.app.service import Service
     from syndication.delivery.smtp import SmtpClient
-    from syndication.pipeline import Service
-    from syndication.sending import check_sending, default_window, deliver, plan_edition
 
     if not args.dry_run:
         check_sending(settings)  # before any edition is made
@@ -572,9 +578,9 @@ def _mail_sink(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _deliver(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.editions import deliver
+    from syndication.app.service import Service
     from syndication.delivery.smtp import SmtpClient
-    from syndication.pipeline import Service
-    from syndication.sending import deliver
 
     with Service.open(settings) as service:
         report = deliver(service, SmtpClient, on_progress=_progress_printer())
@@ -617,7 +623,7 @@ def _print_drain(report: object) -> int:
 
 
 def _editions_list(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service
+    from syndication.app.service import Service
     from syndication.store import database, ledger
 
     with Service.open(settings) as service, database.transaction(service.engine) as session:
@@ -630,7 +636,7 @@ def _editions_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _edition_control(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service
+    from syndication.app.service import Service
     from syndication.store import database, ledger
 
     before, after = ledger.EDITION_ACTIONS[args.action]
@@ -657,7 +663,8 @@ def _theme_list(value: str | None, settings: Settings) -> list[str] | None:
 
 
 def _themes_list(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service, theme_post_counts
+    from syndication.app.gathering import theme_post_counts
+    from syndication.app.service import Service
 
     with Service.open(settings) as service:
         counts = theme_post_counts(service)
@@ -681,8 +688,8 @@ def _themes_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _subscribers_add(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service
-    from syndication.subscriptions import add_subscriber
+    from syndication.app.service import Service
+    from syndication.app.subscribers import add_subscriber
 
     if args.resubscribe and not args.confirmed:
         _say_error(SyndicationError("--resubscribe needs --confirmed: only their renewed consent brings them back"))
@@ -723,8 +730,8 @@ def _subscribers_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _subscribers_import(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service
-    from syndication.subscriptions import import_subscribers
+    from syndication.app.service import Service
+    from syndication.app.subscribers import import_subscribers
 
     with Service.open(settings) as service:
         report = import_subscribers(service, args.file, confirmed=args.confirmed, update=args.update)
@@ -742,8 +749,8 @@ def _subscribers_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service
-    from syndication.subscriptions import list_subscribers
+    from syndication.app.service import Service
+    from syndication.app.subscribers import list_subscribers
 
     with Service.open(settings) as service:
         found = list_subscribers(service, status=args.status, cadence=args.cadence)
@@ -774,8 +781,8 @@ def _subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _subscribers_export(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service
-    from syndication.subscriptions import export_subscribers
+    from syndication.app.service import Service
+    from syndication.app.subscribers import export_subscribers
 
     with Service.open(settings) as service:
         count = export_subscribers(service, sys.stdout)
@@ -785,8 +792,8 @@ def _subscribers_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _subscribers_remove(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.pipeline import Service
-    from syndication.subscriptions import normalise_email, remove_subscriber
+    from syndication.app.service import Service
+    from syndication.app.subscribers import normalise_email, remove_subscriber
 
     with Service.open(settings) as service:
         done = remove_subscriber(service, args.email)

@@ -1,211 +1,35 @@
-"""The use cases, and the one place that wires the adapters together.
+"""The feed build: which documents changed since the last build, written on two cores, with their archive pages.
 
-The command line, the web app and the scheduler call these functions and nothing else of the adapters.
+Subscription documents hold the newest ``[feeds] items`` posts; older posts stay reachable through RFC 5005
+archive pages. Only documents whose bytes changed are rewritten; dates come from the posts, never the clock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import secrets
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from syndication import __version__
-from syndication.clock import Clock, system_clock
 from syndication.config import FeedSettings, Settings
-from syndication.core.digest import Digest, compose_digest
-from syndication.core.models import GatherReport, Notice, Post, Region
-from syndication.delivery.smtp import SmtpClient, send_one
-from syndication.errors import SourceError
+from syndication.core.models import Post, Region
 from syndication.feeds.catalog import CONTENT_TYPES, FORMATS, Feed, FeedDocument, Format, Site, feeds_of, updated_of
 from syndication.feeds.directory import render_index, render_opml
 from syndication.feeds.json_feed import render_json
 from syndication.feeds.output import FeedOutput
 from syndication.feeds.rss_atom import render_rss_and_atom
 from syndication.feeds.websub import notify_hub
-from syndication.mailing.message import Envelope, build_encoded, build_message
-from syndication.mailing.render import Links, MailRenderer, RenderedEmail
-from syndication.sources import open_source
-from syndication.sources.base import CursorMoved, PullEvent, Rejected, Source, Warned
-from syndication.sources.jsonl import read_jsonl_file
-from syndication.sources.normalise import Vocabulary
-from syndication.store import cursors, database
+from syndication.runtime.workers import worker_context
+from syndication.store import database
 from syndication.store import posts as post_store
-from syndication.workers import worker_context
-
-
-@dataclass(frozen=True)
-class Service:
-    """Settings, an open store and a clock: what every use case needs."""
-
-    settings: Settings
-    engine: Engine
-    clock: Clock = system_clock
-
-    @classmethod
-    def open(cls, settings: Settings, clock: Clock = system_clock, *, require_schema: bool = True) -> Service:
-        """Open the store named by the settings, refusing one that is not initialised."""
-        engine = database.open_engine(settings.database.url)
-        if require_schema:
-            try:
-                database.require_current(engine)
-            except BaseException:
-                engine.dispose()
-                raise
-        return cls(settings, engine, clock)
-
-    def __enter__(self) -> Service:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close every pooled database connection."""
-        self.engine.dispose()
-
-    @property
-    def vocabulary(self) -> Vocabulary:
-        """The themes, regions and defaults the sources check items against."""
-        return Vocabulary(
-            themes=self.settings.theme_list,
-            regions=self.settings.region_list,
-            language=self.settings.site.language,
-            summary_words=self.settings.gather.summary_words,
-        )
-
-
-def init_store(settings: Settings) -> str:
-    """Create or upgrade the store's schema; running it twice is harmless. Returns the schema revision."""
-    engine = database.open_engine(settings.database.url)
-    try:
-        return database.upgrade(engine)
-    finally:
-        engine.dispose()
-
-
-def gather(service: Service, source_names: Sequence[str] | None = None) -> list[GatherReport]:
-    """Pull every configured source (or the named ones) into the store, one report per source."""
-    chosen = [service.settings.source(n) for n in source_names] if source_names else service.settings.sources
-    vocabulary = service.vocabulary
-    return [_pull_into_store(service, open_source(entry, vocabulary)) for entry in chosen]
-
-
-def import_file(service: Service, path: Path) -> GatherReport:
-    """Import one JSON Lines file in full, without touching any source's cursor."""
-    report = GatherReport(source=str(path))
-    try:
-        _store_events(
-            service, report, read_jsonl_file(path, service.vocabulary), source_label="import", cursor_key=None
-        )
-    except SourceError as error:
-        report.failure = str(error)
-    return report
-
-
-def _pull_into_store(service: Service, source: Source) -> GatherReport:
-    report = GatherReport(source=source.name)
-    with database.transaction(service.engine) as session:
-        cursor = cursors.load_cursor(session, source.name)
-    try:
-        _store_events(service, report, source.pull(cursor), source_label=source.name, cursor_key=source.name)
-    except SourceError as error:
-        report.failure = str(error)
-    return report
-
-
-def _store_events(
-    service: Service,
-    report: GatherReport,
-    events: Iterable[PullEvent],
-    *,
-    source_label: str,
-    cursor_key: str | None,
-) -> None:
-    """Store posts in batches, one transaction each; the cursor commits with the last batch only.
-
-    A pull that fails half-way keeps the batches already stored and leaves the cursor where it was, so the
-    next pull reads the rest again (storing is idempotent).
-    """
-    batch: list[Post] = []
-    now = service.clock()
-    size = service.settings.gather.batch_size
-    try:
-        for event in events:
-            if isinstance(event, Post):
-                report.seen += 1
-                if event.published > now:
-                    report.warnings.append(Notice(report.source, event.guid, "dated in the future; held until then"))
-                batch.append(event)
-                if len(batch) >= size:
-                    _store_batch(service, report, batch, source_label, None, None)
-                    batch = []
-            elif isinstance(event, Rejected):
-                report.rejections.append(Notice(report.source, event.where, event.reason))
-            elif isinstance(event, Warned):
-                report.warnings.append(Notice(report.source, event.where, event.message))
-            elif isinstance(event, CursorMoved):
-                _store_batch(service, report, batch, source_label, cursor_key, event)
-                batch = []
-    finally:
-        # Close the pull here, on this thread, even when interrupted: a source that parses in worker processes
-        # shuts them down as it closes (left to the garbage collector, that could happen on another thread).
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
-    if batch:
-        _store_batch(service, report, batch, source_label, None, None)
-
-
-def _store_batch(
-    service: Service,
-    report: GatherReport,
-    batch: list[Post],
-    source_label: str,
-    cursor_key: str | None,
-    cursor: CursorMoved | None,
-) -> None:
-    with database.transaction(service.engine) as session:
-        if batch:
-            outcome = post_store.upsert_posts(session, batch, service.clock(), source_label)
-            report.added += outcome.added
-            report.updated += outcome.updated
-            report.unchanged += outcome.unchanged
-        if cursor_key is not None and cursor is not None:
-            cursors.save_cursor(session, cursor_key, cursor.state, service.clock())
-
-
-def list_posts(
-    service: Service,
-    *,
-    theme: str | None = None,
-    region: str | None = None,
-    since: datetime | None = None,
-    limit: int | None = None,
-) -> list[Post]:
-    """Published posts, newest first, filtered as asked."""
-    with database.transaction(service.engine) as session:
-        return post_store.newest_posts(
-            session, now=service.clock(), limit=limit, theme=theme, region=region, since=since
-        )
-
-
-def theme_post_counts(service: Service) -> dict[str, int]:
-    """Published posts per theme slug."""
-    with database.transaction(service.engine) as session:
-        return post_store.theme_counts(session, service.clock())
-
-
-# --- Feeds -----------------------------------------------------------------------------------------------------
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 # How long the feeds an edited post left are remembered. An output directory last built longer ago than this
@@ -243,8 +67,14 @@ def feed_site(settings: Settings) -> Site:
     )
 
 
-def publish_feeds(
-    service: Service, directory: Path | None = None, *, full: bool = False, archives: bool = True
+def build_feeds(
+    settings: Settings,
+    engine: Engine,
+    now: datetime,
+    directory: Path | None = None,
+    *,
+    full: bool = False,
+    archives: bool = True,
 ) -> FeedBuildReport:
     """Write every feed that changed since the last build (or all of them), then the manifest.
 
@@ -254,13 +84,12 @@ def publish_feeds(
     leaves every file as it was. ``archives=False`` leaves archive pages for a later build (a first build of a
     large store can then serve its subscription documents at once).
     """
-    config = service.settings.feeds
+    config = settings.feeds
     with FeedOutput(directory or config.output_dir) as output:
-        site = feed_site(service.settings)
-        now = service.clock()
-        fingerprint = _feed_fingerprint(service.settings)
+        site = feed_site(settings)
+        fingerprint = _feed_fingerprint(settings)
         previous = output.state
-        with database.transaction(service.engine) as session:
+        with database.transaction(engine) as session:
             authors = post_store.authors_with_posts(session, now)
             if not site.regions:
                 site = replace(site, regions=tuple(Region(slug, slug.replace("-", " ").title()) for slug in
@@ -272,7 +101,7 @@ def publish_feeds(
             fallback = newest_overall[0].updated if newest_overall else _EPOCH
             archived: dict[str, int] = dict(previous.get("archived", {})) if incremental else {}
             changed, feeds_to_build = _changes_since(session, output, feeds, now) if incremental else ([], feeds)
-            job = _FeedJob(service.settings, output.directory, site, now, fallback, archived, changed, archives)
+            job = _FeedJob(settings, output.directory, site, now, fallback, archived, changed, archives)
             done = _build_feeds_on_two_cores(session, output, job, feeds_to_build)
             report.feeds, report.written, report.unchanged = done.feeds, done.written, done.unchanged
             changed_subscriptions = done.changed_urls
@@ -517,133 +346,3 @@ def _feed_fingerprint(settings: Settings) -> str:
         settings.feeds.model_dump_json(exclude={"output_dir", "max_age_seconds"}),
     )
     return hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
-
-
-# --- Digests ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DigestPreview:
-    """A digest as it would be sent: the composition, the rendered email and the complete MIME message."""
-
-    digest: Digest
-    email: RenderedEmail
-    message: bytes
-
-
-def compose(
-    service: Service, since: datetime, until: datetime, followed: Collection[str] | None = None
-) -> Digest | None:
-    """The digest of the window ``(since, until]`` for a reader of ``followed`` themes (None: everything)."""
-    until = min(until, service.clock())  # a post dated in the future is not published yet
-    with database.transaction(service.engine) as session:
-        posts = post_store.posts_in_window(session, since, until, themes=None if followed is None else followed)
-    return compose_digest(
-        posts,
-        service.settings.theme_list,
-        since=since,
-        until=until,
-        followed=followed,
-        section_cap=service.settings.digest.section_cap,
-    )
-
-
-def preview_digest(
-    service: Service,
-    *,
-    since: datetime,
-    until: datetime,
-    followed: Collection[str] | None = None,
-    language: str | None = None,
-    intro: str | None = None,
-    renderer: MailRenderer | None = None,
-) -> DigestPreview | None:
-    """Render a digest without sending anything; None when the window holds nothing for these themes."""
-    digest = compose(service, since, until, followed)
-    if digest is None:
-        return None
-    language = language or service.settings.site.language
-    email = (renderer or MailRenderer(service.settings)).render_digest(
-        digest, language, preview_links(service.settings), intro
-    )
-    envelope = digest_envelope(service.settings, email, "reader@example.invalid", "", until, "preview")
-    return DigestPreview(digest, email, build_message(envelope, email.text, email.html))
-
-
-def personalised_message(
-    settings: Settings,
-    variant: RenderedEmail,
-    *,
-    to_address: str,
-    to_name: str,
-    links: Links,
-    date: datetime,
-    message_key: str,
-    extra: Sequence[tuple[str, str]] = (),
-) -> bytes:
-    """One recipient's complete message from a variant rendered once: substitution, encoding, headers.
-
-    Byte for byte what rendering the digest with this recipient's links would give (the tests hold that).
-    """
-    text_qp, html_qp = variant.encoded_for(links)
-    envelope = digest_envelope(settings, variant, to_address, to_name, date, message_key, extra)
-    return build_encoded(envelope, text_qp, html_qp)
-
-
-def preview_links(settings: Settings) -> Links:
-    """Links that show where a recipient's own links go, for previews and test sends."""
-    base = settings.site.base_url
-    return Links(
-        unsubscribe=f"{base}/unsubscribe/preview",
-        preferences=f"{base}/preferences/preview",
-        view_online=f"{base}/editions/preview",
-    )
-
-
-def send_notice(
-    service: Service,
-    email: RenderedEmail,
-    to_address: str,
-    to_name: str,
-    key: str,
-    *,
-    client: SmtpClient | None = None,
-) -> None:
-    """Send one notice (``MailRenderer.render_notice``: a confirmation, a change of preferences, a draft to
-    approve) to one address, marked auto-generated; over ``client``'s connection when given (an import sends
-    many), else over one of its own. ``key`` makes its Message-ID unique. Raises DeliveryError or ConfigError."""
-    settings = service.settings
-    key = f"{key}.{secrets.token_hex(8)}"
-    extra = (("Auto-Submitted", "auto-generated"),)
-    envelope = digest_envelope(settings, email, to_address, to_name, service.clock(), key, extra)
-    message = build_message(envelope, email.text, email.html)
-    mail_from = settings.mail.bounce_address or settings.mail.from_address
-    if client is not None:
-        client.send(mail_from, to_address, message)
-    else:
-        send_one(settings.smtp, mail_from, to_address, message)
-
-
-def digest_envelope(
-    settings: Settings,
-    email: RenderedEmail,
-    to_address: str,
-    to_name: str,
-    date: datetime,
-    message_key: str,
-    extra: Sequence[tuple[str, str]] = (),
-) -> Envelope:
-    """The headers of one digest message; ``message_key`` makes its Message-ID (stable across retries)."""
-    mail = settings.mail
-    domain = urlsplit(settings.site.base_url).hostname or "localhost"
-    return Envelope(
-        from_address=mail.from_address,
-        from_name=mail.from_name or settings.site.title,
-        to_address=to_address,
-        to_name=to_name,
-        subject=email.subject,
-        date=date,
-        message_id=f"<{message_key}@{domain}>",
-        reply_to=mail.reply_to,
-        extra=tuple(extra),
-    )

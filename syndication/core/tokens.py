@@ -17,7 +17,6 @@ from typing import Any, Final
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 
-from syndication.config import Settings
 from syndication.errors import ConfigError, TokenError
 
 # "rejoin" confirms that someone who left subscribes again. "session" and "csrf" sign the editor's session cookie
@@ -36,27 +35,7 @@ DEFAULT_MAX_AGE_SECONDS: Final[dict[str, int | None]] = {
     "csrf": 24 * 3600,  # a form left open longer is sent again with a fresh token
 }
 
-# A key shorter than this could be found by trying keys against one link; refuse it rather than sign with it.
-MIN_KEY_LENGTH: Final = 16
 MAX_SUBJECT_LENGTH: Final = 200
-
-
-def signing_keys(settings: Settings) -> list[str]:
-    """The keys tokens are checked with, the current one (which signs) first, then the retired ones.
-
-    Raises ConfigError when SYNDICATION_SECRET_KEY is not set or a key is too short to be safe.
-    """
-    if settings.secret_key is None or not settings.secret_key.get_secret_value():
-        raise ConfigError("no signing key: set SYNDICATION_SECRET_KEY (a long random string) in the environment")
-    current = settings.secret_key.get_secret_value()
-    if len(current) < MIN_KEY_LENGTH:
-        raise ConfigError(f"SYNDICATION_SECRET_KEY is too short: use at least {MIN_KEY_LENGTH} random characters")
-    old = [key.get_secret_value() for key in settings.old_secret_keys]
-    if any(len(key) < MIN_KEY_LENGTH for key in old):
-        raise ConfigError(
-            f"SYNDICATION_OLD_SECRET_KEYS holds a key shorter than {MIN_KEY_LENGTH} characters: remove it"
-        )
-    return [current, *(key for key in old if key != current)]
 
 
 def make_token(keys: Sequence[str], purpose: str, subject: str, *, now: datetime | None = None) -> str:

@@ -26,16 +26,17 @@ from typing import TextIO
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.orm import Session
 
-from syndication.config import Settings
+from syndication.app.digests import send_notice
+from syndication.app.service import Service
+from syndication.config import Settings, signing_keys
 from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES, Consent, Notice, Subscriber
+from syndication.core.tokens import make_token, read_token
 from syndication.delivery.smtp import SmtpClient
 from syndication.errors import ConfigError, DeliveryError, SyndicationError, TokenError
 from syndication.mailing.render import Links, MailRenderer
-from syndication.pipeline import Service, send_notice
 from syndication.sources.cleaning import BIDI_CONTROLS
 from syndication.store import database
 from syndication.store import subscribers as store
-from syndication.tokens import make_token, read_token, signing_keys
 
 MAX_NAME_LENGTH = 200
 DEFAULT_CADENCE = "weekly"

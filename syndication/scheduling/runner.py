@@ -9,7 +9,7 @@ beside the database keeps a second ``run`` from scheduling too.
 
 APScheduler 3's defaults are wrong here, so every job is coalesced, runs one instance at a time and keeps
 ``misfire_grace_seconds`` of grace (its default of one second would silently skip a digest delayed a second).
-An edition's window comes from the schedule (``syndication.cadences``), never from the clock at run time, and
+An edition's window comes from the schedule (``syndication.scheduling.cadences``), never from the clock at run time, and
 the store's unique window makes creating it twice impossible, whoever tries.
 """
 
@@ -38,13 +38,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from syndication.cadences import due_windows, next_fire, parse_crontab
+from syndication.app.editions import deliver, notify_editors, plan_edition
+from syndication.app.gathering import gather
+from syndication.app.publishing import publish_feeds
+from syndication.app.service import Service
 from syndication.clock import Clock, system_clock
 from syndication.config import Settings
 from syndication.delivery.sender import Sender, SenderBusy, TransportFactory
 from syndication.errors import SyndicationError
-from syndication.pipeline import Service, gather, publish_feeds
-from syndication.sending import deliver, notify_editors, plan_edition
+from syndication.scheduling.cadences import due_windows, next_fire, parse_crontab
 from syndication.store import database, job_runs, ledger
 
 log = logging.getLogger("syndication.scheduler")

@@ -14,19 +14,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote, urlsplit
 
-from syndication.cadences import latest_fire, parse_crontab, window_ending
-from syndication.config import Settings
+from syndication.app.digests import compose, personalised_message, send_notice
+from syndication.app.service import Service
+from syndication.app.subscribers import preferences_url, token_subject, unsubscribe_url
+from syndication.config import Settings, signing_keys
 from syndication.core.digest import Digest
 from syndication.core.models import CADENCES, Subscriber
+from syndication.core.tokens import make_token
 from syndication.delivery.sender import DrainReport, Outgoing, Sender, TransportFactory
 from syndication.errors import SyndicationError
 from syndication.mailing.message import checked, with_phrase
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail
-from syndication.pipeline import Service, compose, personalised_message, send_notice
+from syndication.scheduling.cadences import latest_fire, parse_crontab, window_ending
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
-from syndication.subscriptions import preferences_url, token_subject, unsubscribe_url
-from syndication.tokens import make_token, signing_keys
 
 
 @dataclass

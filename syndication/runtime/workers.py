@@ -13,7 +13,7 @@ import multiprocessing
 from multiprocessing.context import ForkServerContext
 
 # What the fork server imports before it forks anyone: everything a worker runs is reachable from here.
-PRELOADED = ["syndication.pipeline"]
+PRELOADED = ["syndication.feeds.build", "syndication.sources.jsonl"]
 
 
 def worker_context() -> ForkServerContext:

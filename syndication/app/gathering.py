@@ -1,0 +1,128 @@
+"""Gathering: pull the configured sources (or import a file) into the store, and read the posts back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from syndication.app.service import Service
+from syndication.core.models import GatherReport, Notice, Post
+from syndication.errors import SourceError
+from syndication.sources import open_source
+from syndication.sources.base import CursorMoved, PullEvent, Rejected, Source, Warned
+from syndication.sources.jsonl import read_jsonl_file
+from syndication.store import cursors, database
+from syndication.store import posts as post_store
+
+
+def gather(service: Service, source_names: Sequence[str] | None = None) -> list[GatherReport]:
+    """Pull every configured source (or the named ones) into the store, one report per source."""
+    chosen = [service.settings.source(n) for n in source_names] if source_names else service.settings.sources
+    vocabulary = service.vocabulary
+    return [_pull_into_store(service, open_source(entry, vocabulary)) for entry in chosen]
+
+
+def import_file(service: Service, path: Path) -> GatherReport:
+    """Import one JSON Lines file in full, without touching any source's cursor."""
+    report = GatherReport(source=str(path))
+    try:
+        _store_events(
+            service, report, read_jsonl_file(path, service.vocabulary), source_label="import", cursor_key=None
+        )
+    except SourceError as error:
+        report.failure = str(error)
+    return report
+
+
+def _pull_into_store(service: Service, source: Source) -> GatherReport:
+    report = GatherReport(source=source.name)
+    with database.transaction(service.engine) as session:
+        cursor = cursors.load_cursor(session, source.name)
+    try:
+        _store_events(service, report, source.pull(cursor), source_label=source.name, cursor_key=source.name)
+    except SourceError as error:
+        report.failure = str(error)
+    return report
+
+
+def _store_events(
+    service: Service,
+    report: GatherReport,
+    events: Iterable[PullEvent],
+    *,
+    source_label: str,
+    cursor_key: str | None,
+) -> None:
+    """Store posts in batches, one transaction each; the cursor commits with the last batch only.
+
+    A pull that fails half-way keeps the batches already stored and leaves the cursor where it was, so the
+    next pull reads the rest again (storing is idempotent).
+    """
+    batch: list[Post] = []
+    now = service.clock()
+    size = service.settings.gather.batch_size
+    try:
+        for event in events:
+            if isinstance(event, Post):
+                report.seen += 1
+                if event.published > now:
+                    report.warnings.append(Notice(report.source, event.guid, "dated in the future; held until then"))
+                batch.append(event)
+                if len(batch) >= size:
+                    _store_batch(service, report, batch, source_label, None, None)
+                    batch = []
+            elif isinstance(event, Rejected):
+                report.rejections.append(Notice(report.source, event.where, event.reason))
+            elif isinstance(event, Warned):
+                report.warnings.append(Notice(report.source, event.where, event.message))
+            elif isinstance(event, CursorMoved):
+                _store_batch(service, report, batch, source_label, cursor_key, event)
+                batch = []
+    finally:
+        # Close the pull here, on this thread, even when interrupted: a source that parses in worker processes
+        # shuts them down as it closes (left to the garbage collector, that could happen on another thread).
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+    if batch:
+        _store_batch(service, report, batch, source_label, None, None)
+
+
+def _store_batch(
+    service: Service,
+    report: GatherReport,
+    batch: list[Post],
+    source_label: str,
+    cursor_key: str | None,
+    cursor: CursorMoved | None,
+) -> None:
+    with database.transaction(service.engine) as session:
+        if batch:
+            outcome = post_store.upsert_posts(session, batch, service.clock(), source_label)
+            report.added += outcome.added
+            report.updated += outcome.updated
+            report.unchanged += outcome.unchanged
+        if cursor_key is not None and cursor is not None:
+            cursors.save_cursor(session, cursor_key, cursor.state, service.clock())
+
+
+def list_posts(
+    service: Service,
+    *,
+    theme: str | None = None,
+    region: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[Post]:
+    """Published posts, newest first, filtered as asked."""
+    with database.transaction(service.engine) as session:
+        return post_store.newest_posts(
+            session, now=service.clock(), limit=limit, theme=theme, region=region, since=since
+        )
+
+
+def theme_post_counts(service: Service) -> dict[str, int]:
+    """Published posts per theme slug."""
+    with database.transaction(service.engine) as session:
+        return post_store.theme_counts(session, service.clock())
