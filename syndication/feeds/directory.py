@@ -12,8 +12,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from lxml import etree
 
 from syndication.feeds.catalog import Feed, Site
+from syndication.resources import web_templates
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates" / "web"
+TEMPLATES = web_templates()
 _GROUPS = (("site", "Everything"), ("theme", "Themes"), ("region", "Regions"), ("author", "Authors"))
 
 

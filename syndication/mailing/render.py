@@ -38,9 +38,10 @@ from syndication.config import Settings
 from syndication.core.digest import Digest, with_cap
 from syndication.errors import SyndicationError
 from syndication.mailing.message import PreparedBody
+from syndication.resources import email_templates, message_catalogs
 
-SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates" / "email"
-LOCALES = Path(__file__).resolve().parent / "locales"
+SHIPPED_TEMPLATES = email_templates()
+LOCALES = message_catalogs()
 GMAIL_CLIP_BYTES = 102 * 1024
 
 

@@ -23,10 +23,11 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from syndication.config import Settings
+from syndication.resources import web_templates
 from syndication.web.forms import FORM_EXPIRED, Form, FormRefused, read_form
 from syndication.web.sessions import Cookies
 
-TEMPLATES: Final = Path(__file__).resolve().parent.parent.parent / "templates" / "web"
+TEMPLATES: Final = web_templates()
 ASSETS: Final = {"site.css": "text/css; charset=utf-8", "progress.js": "text/javascript; charset=utf-8"}
 
 # Pages of our own: nothing but our own files, no inline script or style, never framed.
