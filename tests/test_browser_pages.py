@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 
 from syndication.app.editions import plan_edition
 from syndication.app.subscribers import add_subscriber
+from syndication.core.models import EditionStatus
 from syndication.store import database, ledger
 from tests.browser import artifact, chromium_browser, requires_chromium
 from tests.web_site import EDITOR, PASSWORD, WebSite, link_in_email, web_site
@@ -209,7 +210,7 @@ def test_an_editor_previews_tests_approves_and_watches_the_delivery(browser: Bro
         assert refused == []
         with database.transaction(service.engine) as session:
             edition = ledger.edition(session, 1)
-        assert edition is not None and edition.status == ledger.SENT
+        assert edition is not None and edition.status == EditionStatus.SENT
         assert {r for m in site.smtp.messages for r in m.recipients} == {
             "editor@example.org",
             "ana@example.org",

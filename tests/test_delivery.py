@@ -19,6 +19,7 @@ from syndication.app.service import Service
 from syndication.app.subscribers import add_subscriber
 from syndication.cli import main
 from syndication.clock import fixed_clock
+from syndication.core.models import DeliveryStatus, EditionStatus
 from syndication.delivery.sender import Sender, SenderBusy
 from syndication.delivery.smtp import SmtpClient
 from syndication.store import database, ledger
@@ -88,7 +89,7 @@ def test_an_edition_reaches_each_subscriber_once_with_every_header(audience: Ser
         token_url = unsubscribe.split(">", 1)[0][1:]
         assert token_url in html.get_content()  # the footer link is the recipient's own
         with database.transaction(service.engine) as session:
-            assert ledger.edition(session, plan.edition.id).status == ledger.SENT  # type: ignore[union-attr]
+            assert ledger.edition(session, plan.edition.id).status == EditionStatus.SENT  # type: ignore[union-attr]
 
 
 def assert_headers(message: EmailMessage) -> None:
@@ -134,7 +135,7 @@ def test_temporary_failures_are_retried_with_growing_waits(audience: Service) ->
         later = deliver(sending(audience, server, NOW + timedelta(seconds=182)), SmtpClient)
         assert later.sent == 3
         with database.transaction(service.engine) as session:
-            assert ledger.progress(session, plan.edition.id) == {ledger.DELIVERED: 3}  # type: ignore[union-attr]
+            assert ledger.progress(session, plan.edition.id) == {DeliveryStatus.SENT: 3}  # type: ignore[union-attr]
 
 
 def test_a_permanent_refusal_bounces_and_suppresses_the_subscriber(audience: Service) -> None:
@@ -192,10 +193,10 @@ def test_paused_editions_wait_and_cancelled_ones_never_go(audience: Service) -> 
         plan = plan_edition(service, "weekly", SINCE, UNTIL)
         assert plan.edition is not None
         with database.transaction(service.engine) as session:
-            ledger.set_edition_status(session, plan.edition.id, ledger.PAUSED, NOW)
+            ledger.set_edition_status(session, plan.edition.id, EditionStatus.PAUSED, NOW)
         assert deliver(service, SmtpClient).handled == 0
         with database.transaction(service.engine) as session:
-            ledger.set_edition_status(session, plan.edition.id, ledger.SENDING, NOW)
+            ledger.set_edition_status(session, plan.edition.id, EditionStatus.SENDING, NOW)
         assert deliver(service, SmtpClient).sent == 3
 
 

@@ -20,10 +20,12 @@ from syndication.app.service import Service, init_store
 from syndication.app.subscribers import add_subscriber
 from syndication.cli import main
 from syndication.config import JsonlSourceSettings, Settings, load_settings
+from syndication.core.models import Edition, EditionStatus
 from syndication.delivery.smtp import SmtpClient
 from syndication.errors import ConfigError
 from syndication.scheduling.cadences import due_windows, latest_fire, next_fire, parse_crontab, window_ending
-from syndication.scheduling.runner import Runner, status_report
+from syndication.app.status import status_report
+from syndication.scheduling.runner import Runner
 from syndication.store import database, ledger
 from tests.smtp_server import SmtpTestServer, smtp_server
 from tests.support import poll, post_record, write_config, write_jsonl
@@ -170,7 +172,7 @@ def runner_factory() -> Iterator[Callable[[Settings, MovableClock], Runner]]:
         runner.shutdown()
 
 
-def editions_of(settings: Settings, cadence: str = "daily") -> list[ledger.Edition]:
+def editions_of(settings: Settings, cadence: str = "daily") -> list[Edition]:
     """Every edition of ``cadence``, oldest window first."""
     engine = database.open_engine(settings.database.url)
     try:
@@ -197,7 +199,7 @@ def test_each_window_gets_one_edition_whoever_runs_it_and_however_late(
         (local(2026, 6, 1, 7), local(2026, 6, 2, 7)),
         (local(2026, 6, 2, 7), local(2026, 6, 3, 7)),
     ]
-    assert all(e.status == ledger.SENDING for e in editions)
+    assert all(e.status == EditionStatus.SENDING for e in editions)
 
 
 def test_an_edition_gathers_first_so_a_post_of_its_last_minutes_is_in_it(
@@ -227,7 +229,7 @@ def test_approval_holds_the_send_until_an_editor_approves(
         runner = runner_factory(settings, clock)
         runner.editions("daily")
         (draft,) = editions_of(settings)
-        assert draft.status == ledger.DRAFT
+        assert draft.status == EditionStatus.DRAFT
         (notice,) = server.received_for("ed@example.org")
         body = notice.parsed().get_body(("plain",))
         assert body is not None
@@ -252,7 +254,7 @@ def test_approval_holds_the_send_until_an_editor_approves(
         runner.deliveries()
         assert len(server.received_for("ana@example.org")) == 1
         assert len(server.received_for("bo@example.org")) == 1
-        assert editions_of(settings)[0].status == ledger.SENT
+        assert editions_of(settings)[0].status == EditionStatus.SENT
 
 
 def test_status_shows_each_jobs_last_run_the_queue_and_the_last_editions(
@@ -275,7 +277,7 @@ def test_status_shows_each_jobs_last_run_the_queue_and_the_last_editions(
 # --- APScheduler itself: persisted jobs across a restart, with time-machine -----------------------------------
 
 
-def run_scheduler_at(settings: Settings, moment: datetime, *, expect_run: bool) -> list[ledger.Edition]:
+def run_scheduler_at(settings: Settings, moment: datetime, *, expect_run: bool) -> list[Edition]:
     """Start a leading runner at ``moment`` (time-machine moves every clock), let its due jobs run, stop it.
 
     When the edition job is not expected to run, the runner waits for the feeds job it starts with instead,

@@ -16,7 +16,7 @@ import pytest
 from syndication.app.editions import deliver, plan_edition
 from syndication.app.subscribers import add_subscriber, subscriber_token, token_subject
 from syndication.config import signing_keys
-from syndication.core.models import Subscriber
+from syndication.core.models import EditionStatus, Subscriber
 from syndication.core.tokens import make_token
 from syndication.delivery.smtp import SmtpClient
 from syndication.store import database, ledger
@@ -82,7 +82,7 @@ def test_view_links_that_are_forged_or_for_something_else_are_refused(site: WebS
     link = view_link(site, "bo@example.org")
     token = link.split("?t=", 1)[1]
     with database.transaction(site.service.engine) as session:
-        draft, _ = ledger.create_edition(session, "daily", SINCE, UNTIL, UNTIL, ledger.DRAFT)
+        draft, _ = ledger.create_edition(session, "daily", SINCE, UNTIL, UNTIL, EditionStatus.DRAFT)
     bo_subject = token_subject(_subscriber(site, "bo@example.org"))
     cases = {
         f"/editions/1?t={token[:-3]}abc": (400, "not valid"),

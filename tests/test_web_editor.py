@@ -21,6 +21,7 @@ from syndication.app.digests import preview_links
 from syndication.app.editions import MessageBuilder, plan_edition
 from syndication.app.subscribers import add_subscriber
 from syndication.config import Settings
+from syndication.core.models import DeliveryStatus, EditionStatus
 from syndication.core.passwords import hash_password
 from syndication.delivery.smtp import SmtpClient
 from syndication.scheduling.cadences import latest_fire, parse_crontab
@@ -85,7 +86,7 @@ def test_editor_pages_send_the_unknown_to_the_sign_in_page(site: WebSite) -> Non
         csrf = csrf_of(client.get("/subscribe").text)
         client.cookies.set(SESSION_COOKIE, csrf, path="/editor")
         assert client.get("/editor/").status_code == 303
-    assert edition_status(site) == ledger.DRAFT
+    assert edition_status(site) == EditionStatus.DRAFT
 
 
 def test_sign_in_with_the_right_password_only_and_sign_out(site: WebSite) -> None:
@@ -274,7 +275,7 @@ def test_an_editor_fixes_the_text_sends_a_test_and_approves(site: WebSite) -> No
         assert "hello." in _text(test_mail) and "Malmö" in _text(test_mail)
 
         assert client.post("/editor/editions/1/approve", data={"csrf_token": "forged"}).status_code == 403
-        assert edition_status(site) == ledger.DRAFT
+        assert edition_status(site) == EditionStatus.DRAFT
         approved = form_post(client, "/editor/editions/1/approve", {}, after)
         assert approved.status_code == 303 and approved.headers["location"] == "/editor/editions/1?done=approved"
         progress = _wait_until_sent(client)
@@ -302,7 +303,7 @@ def _text(message: EmailMessage) -> str:
 def _wait_until_sent(client: httpx.Client) -> dict[str, Any]:
     def sent() -> dict[str, Any] | None:
         progress: dict[str, Any] = json.loads(client.get("/editor/editions/1/progress.json").text)
-        return progress if progress["status"] == ledger.SENT else None
+        return progress if progress["status"] == EditionStatus.SENT else None
 
     return wait_for(sent, "edition 1 to be sent", timeout=20)
 
@@ -315,13 +316,13 @@ def test_pause_resume_and_cancel_follow_the_rules(tmp_path: Path, database_url: 
         page = client.get("/editor/editions/1").text
         assert ">Pause</button>" not in page and ">Resume</button>" not in page
         steps = [
-            ("pause", 409, ledger.DRAFT),
-            ("approve", 303, ledger.SENDING),
-            ("resume", 409, ledger.SENDING),
-            ("pause", 303, ledger.PAUSED),
-            ("resume", 303, ledger.SENDING),
-            ("cancel", 303, ledger.CANCELLED),
-            ("resume", 409, ledger.CANCELLED),
+            ("pause", 409, EditionStatus.DRAFT),
+            ("approve", 303, EditionStatus.SENDING),
+            ("resume", 409, EditionStatus.SENDING),
+            ("pause", 303, EditionStatus.PAUSED),
+            ("resume", 303, EditionStatus.SENDING),
+            ("cancel", 303, EditionStatus.CANCELLED),
+            ("resume", 409, EditionStatus.CANCELLED),
         ]
         for action, status, after in steps:
             answer = form_post(client, f"/editor/editions/1/{action}", {}, page)
@@ -390,4 +391,4 @@ def test_under_syndication_run_approving_wakes_its_scheduled_sender(tmp_path: Pa
         finally:
             runner.shutdown()
         with database.transaction(site.service.engine) as session:
-            assert ledger.progress(session, plan.edition.id) == {ledger.DELIVERED: 1}
+            assert ledger.progress(session, plan.edition.id) == {DeliveryStatus.SENT: 1}

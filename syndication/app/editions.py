@@ -14,20 +14,36 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote, urlsplit
 
-from syndication.app.digests import compose, personalised_message, send_notice
+from syndication.app.digests import compose, personalised_message, preview_links, send_notice
 from syndication.app.service import Service
-from syndication.app.subscribers import preferences_url, token_subject, unsubscribe_url
+from syndication.app.subscribers import (
+    default_language,
+    mark_bounced,
+    preferences_url,
+    reader_of_view_link,
+    token_subject,
+    unsubscribe_url,
+)
 from syndication.config import Settings, signing_keys
 from syndication.core.digest import Digest
-from syndication.core.models import CADENCES, Subscriber
+from syndication.core.editions import (
+    EDITABLE,
+    TRANSITIONS,
+    EditionAction,
+    check_editable,
+    next_status,
+)
+from syndication.core.models import CADENCES, Edition, EditionStatus, Subscriber
 from syndication.core.tokens import make_token
 from syndication.delivery.sender import DrainReport, Outgoing, Sender, TransportFactory
+from syndication.delivery.smtp import send_one
 from syndication.errors import SyndicationError
 from syndication.mailing.message import checked, with_phrase
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail
 from syndication.scheduling.cadences import latest_fire, parse_crontab, window_ending
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
+from syndication.store.ledger import DeliveryProblem
 
 
 @dataclass
@@ -37,7 +53,7 @@ class SendPlan:
     cadence: str
     since: datetime
     until: datetime
-    edition: ledger.Edition | None
+    edition: Edition | None
     created: bool
     recipients: int = 0
     queued: int = 0
@@ -98,7 +114,7 @@ def plan_edition(
         if dry_run:
             plan.edition = ledger.find_edition(session, cadence, since, until)
             return plan
-        status = ledger.DRAFT if draft else ledger.SENDING
+        status = EditionStatus.DRAFT if draft else EditionStatus.SENDING
         plan.edition, plan.created = ledger.create_edition(session, cadence, since, until, service.clock(), status)
         edition_id = plan.edition.id
         deliveries = [(subscriber_id, _message_id(edition_id, subscriber_id)) for subscriber_id in chosen]
@@ -124,8 +140,7 @@ def deliver(
     builder = MessageBuilder(service)
 
     def bounced(subscriber_id: int) -> None:
-        with database.transaction(service.engine) as session:
-            subscriber_store.set_status(session, subscriber_id, "bounced", service.clock())
+        mark_bounced(service, subscriber_id)
 
     return sender.drain(builder.build, edition_id=edition_id, on_progress=on_progress, on_bounce=bounced)
 
@@ -138,7 +153,7 @@ class MessageBuilder:
         self.settings = service.settings
         self.renderer = MailRenderer(service.settings)
         self.keys = signing_keys(service.settings)
-        self._editions: dict[int, ledger.Edition | None] = {}
+        self._editions: dict[int, Edition | None] = {}
         self._variants: dict[tuple[int, tuple[str, ...] | None, str], RenderedEmail | None] = {}
         self._sign = _dkim_signer(service)
         self.list_id = list_id(self.settings)
@@ -180,7 +195,7 @@ class MessageBuilder:
         )  # fmt: skip
         return Outgoing(claim, subscriber.email, self._sign(message) if self._sign else message)
 
-    def links(self, edition: ledger.Edition, subscriber: Subscriber) -> Links:
+    def links(self, edition: Edition, subscriber: Subscriber) -> Links:
         """The subscriber's signed links for this edition."""
         view = make_token(self.keys, "view", f"{edition.id}/{token_subject(subscriber)}")
         return Links(
@@ -189,12 +204,10 @@ class MessageBuilder:
             view_online=f"{self.settings.site.base_url}/editions/{edition.id}?t={quote(view, safe='')}",
         )
 
-    def _variant(self, edition: ledger.Edition, subscriber: Subscriber) -> RenderedEmail | None:
+    def _variant(self, edition: Edition, subscriber: Subscriber) -> RenderedEmail | None:
         return self.edition_email(edition, subscriber.themes, subscriber.language)
 
-    def edition_email(
-        self, edition: ledger.Edition, themes: tuple[str, ...] | None, language: str
-    ) -> RenderedEmail | None:
+    def edition_email(self, edition: Edition, themes: tuple[str, ...] | None, language: str) -> RenderedEmail | None:
         """The edition's email as it is sent to readers of ``themes`` (None: everything) in ``language``, with
         placeholder links (``.personalised(links)`` puts a reader's in); None when it holds nothing for them.
         Rendered once per variant; the editor's preview and "view in browser" show exactly this."""
@@ -269,3 +282,153 @@ def notify_editors(service: Service, plan: SendPlan) -> list[str]:
         except SyndicationError as error:
             problems.append(f"{address}: {error}")
     return problems
+
+
+# --- Editions as editors see and control them --------------------------------------------------------------------
+
+
+class NoSuchEdition(SyndicationError):
+    """No edition has this id."""
+
+    def __init__(self, edition_id: int) -> None:
+        super().__init__(f"no edition {edition_id}")
+        self.edition_id = edition_id
+
+
+@dataclass(frozen=True)
+class EditionReport:
+    """An edition with its deliveries per status and, when asked for, the deliveries that did not go (yet)."""
+
+    edition: Edition
+    deliveries: dict[str, int]
+    problems: list[DeliveryProblem] = field(default_factory=list)
+
+    @property
+    def actions(self) -> list[EditionAction]:
+        """What may be done to the edition now."""
+        return [action for action, (before, _) in TRANSITIONS.items() if self.edition.status in before]
+
+    @property
+    def editable(self) -> bool:
+        """True when its subject and intro may still change."""
+        return self.edition.status in EDITABLE
+
+
+def find_edition(service: Service, edition_id: int) -> Edition | None:
+    """The edition with this id, if there is one."""
+    with database.transaction(service.engine) as session:
+        return ledger.edition(session, edition_id)
+
+
+def edition_report(service: Service, edition_id: int, *, with_problems: bool = False) -> EditionReport:
+    """The edition, its deliveries per status and (``with_problems``) those that did not go; NoSuchEdition."""
+    with database.transaction(service.engine) as session:
+        edition = ledger.edition(session, edition_id)
+        if edition is None:
+            raise NoSuchEdition(edition_id)
+        problems = ledger.problems(session, edition_id) if with_problems else []
+        return EditionReport(edition, ledger.progress(session, edition_id), problems)
+
+
+def list_editions(service: Service, limit: int = 50) -> list[EditionReport]:
+    """The newest editions first, each with its deliveries per status."""
+    with database.transaction(service.engine) as session:
+        return [EditionReport(e, ledger.progress(session, e.id)) for e in ledger.editions(session, limit=limit)]
+
+
+def sent_editions(service: Service, limit: int) -> list[Edition]:
+    """The sent editions among the newest ``limit``, newest first (the public archive)."""
+    with database.transaction(service.engine) as session:
+        return [e for e in ledger.editions(session, limit=limit) if e.status == EditionStatus.SENT]
+
+
+def change_edition(service: Service, edition_id: int, action: EditionAction) -> tuple[Edition, EditionStatus]:
+    """Approve, pause, resume or cancel an edition; returns it as it was and its new status.
+
+    Raises NoSuchEdition, or EditionRefused when its status does not allow ``action``.
+    """
+    with database.transaction(service.engine) as session:
+        edition = ledger.edition(session, edition_id)
+        if edition is None:
+            raise NoSuchEdition(edition_id)
+        after = next_status(edition, action)
+        ledger.set_edition_status(session, edition_id, after, service.clock())
+    return edition, after
+
+
+def set_edition_text(service: Service, edition_id: int, *, subject: str, intro: str) -> bool:
+    """Set the subject and intro of a draft or paused edition; False when they were already these.
+
+    Raises NoSuchEdition, or EditionRefused when the edition is being sent or is over.
+    """
+    with database.transaction(service.engine) as session:
+        edition = ledger.edition(session, edition_id)
+        if edition is None:
+            raise NoSuchEdition(edition_id)
+        check_editable(edition)
+        if (edition.subject, edition.intro) == (subject, intro):
+            return False
+        ledger.set_edition_text(session, edition_id, subject=subject, intro=intro)
+    return True
+
+
+# --- Reading an edition as its readers get it --------------------------------------------------------------------
+
+
+def edition_email(
+    service: Service, edition: Edition, themes: tuple[str, ...] | None, language: str
+) -> RenderedEmail | None:
+    """The edition's email for readers of ``themes`` (None: everything) in ``language``, with placeholder links;
+    None when it holds nothing for them. Exactly what the sender sends (its renderer and variants)."""
+    return MessageBuilder(service).edition_email(edition, themes, language)
+
+
+def reader_copy(service: Service, edition: Edition, token: str) -> RenderedEmail | None:
+    """The copy a "view in browser" link shows its reader, with their own links; None when the reader was erased
+    or the edition holds nothing for them. Raises TokenError for a link that is not valid for this edition."""
+    reader = reader_of_view_link(service, edition.id, token)
+    if reader is None:
+        return None
+    builder = MessageBuilder(service)
+    email = builder.edition_email(edition, reader.themes, reader.language)
+    return email.personalised(builder.links(edition, reader)) if email is not None else None
+
+
+def public_copy(service: Service, edition: Edition) -> RenderedEmail | None:
+    """The public copy of a sent edition (everything, in the site's language), its links leading to the site."""
+    if edition.status != EditionStatus.SENT:
+        return None
+    email = MessageBuilder(service).edition_email(edition, None, default_language(service.settings))
+    if email is None:
+        return None
+    base = service.settings.site.base_url
+    links = Links(
+        unsubscribe=f"{base}/subscribe", preferences=f"{base}/subscribe", view_online=f"{base}/editions/{edition.id}"
+    )
+    return email.personalised(links)
+
+
+def send_test(
+    service: Service, edition_id: int, address: str, themes: tuple[str, ...] | None, language: str
+) -> RenderedEmail | None:
+    """Send the edition, as readers of ``themes`` in ``language`` get it, to ``address``, with preview links.
+
+    Returns what was sent, or None when the edition holds nothing for those readers (nothing is sent). Raises
+    NoSuchEdition, DeliveryError when the relay refuses it, ConfigError when sending is not configured.
+    """
+    edition = find_edition(service, edition_id)
+    if edition is None:
+        raise NoSuchEdition(edition_id)
+    email = edition_email(service, edition, themes, language)
+    if email is None:
+        return None
+    settings = service.settings
+    key = f"test.{edition_id}.{secrets.token_hex(6)}"
+    message = personalised_message(
+        settings, email, to_address=address, to_name="", links=preview_links(settings), date=service.clock(),
+        message_key=key, extra=(("X-Syndication-Test", f"edition {edition_id}"),),
+    )  # fmt: skip
+    sign = _dkim_signer(service)
+    send_one(settings.smtp, settings.mail.bounce_address or settings.mail.from_address, address,
+             sign(message) if sign else message)  # fmt: skip
+    return email

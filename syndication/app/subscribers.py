@@ -35,7 +35,7 @@ from syndication.delivery.smtp import SmtpClient
 from syndication.errors import ConfigError, DeliveryError, SyndicationError, TokenError
 from syndication.mailing.render import Links, MailRenderer
 from syndication.sources.cleaning import BIDI_CONTROLS
-from syndication.store import database
+from syndication.store import database, form_emails
 from syndication.store import subscribers as store
 
 MAX_NAME_LENGTH = 200
@@ -864,3 +864,24 @@ def spreadsheet_value(cell: str) -> str:
     if len(cell) > 1 and cell[0] == _TEXT_MARK and cell[1] in (*_FORMULA_STARTS, _TEXT_MARK):
         return cell[1:]
     return cell
+
+
+def find_subscriber(service: Service, email: str) -> Subscriber | None:
+    """The subscriber with this address (checked and normalised first); None when there is none.
+
+    Raises SubscriberError when ``email`` is not an address at all.
+    """
+    with database.transaction(service.engine) as session:
+        return store.subscriber_by_email(session, normalise_email(email))
+
+
+def following_counts(service: Service) -> dict[str | None, int]:
+    """How many active subscribers follow each theme slug; the None key counts those who follow everything."""
+    with database.transaction(service.engine) as session:
+        return store.theme_counts(session)
+
+
+def reserve_form_email(service: Service, address: str, cap: int) -> bool:
+    """Count one more email the subscribe form sends to ``address`` today; False when it had ``cap`` already."""
+    with database.transaction(service.engine) as session:
+        return form_emails.reserve(session, address, service.clock().date(), cap)

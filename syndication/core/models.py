@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ class GatherReport:
         return not self.rejections and self.failure is None
 
 
+# The cadences a digest comes in: the one list the CLI's choices, the forms, the schedule and the docs read.
 CADENCES = ("daily", "weekly", "monthly")
 SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 
@@ -129,3 +131,48 @@ class Subscriber:
     consent: Consent
     created_at: datetime
     confirmed_at: datetime | None = None
+
+
+class EditionStatus(StrEnum):
+    """Where an edition is in its life: a draft waits for approval; sending editions are drained; paused and
+    cancelled ones are not; an edition is sent once no delivery of it is open. Stored as these strings."""
+
+    DRAFT = "draft"
+    SENDING = "sending"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    SENT = "sent"
+
+
+class DeliveryStatus(StrEnum):
+    """Where one message of an edition to one subscriber is. Stored as these strings."""
+
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    POISONED = "poisoned"
+
+
+# Deliveries still to be sent (or tried again); an edition with none of these left is sent.
+OPEN_DELIVERIES = (DeliveryStatus.QUEUED, DeliveryStatus.CLAIMED, DeliveryStatus.DEFERRED)
+# Deliveries that are over: sent, or given up on.
+FINAL_DELIVERIES = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.POISONED)
+# Deliveries an editor should look at: refused, given up on, set aside, or waiting to be tried again.
+PROBLEM_DELIVERIES = (DeliveryStatus.DEFERRED, DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.POISONED)
+
+
+@dataclass(frozen=True, slots=True)
+class Edition:
+    """One digest issue of a cadence, for the window ``(since, until]``."""
+
+    id: int
+    cadence: str
+    since: datetime
+    until: datetime
+    status: EditionStatus
+    intro: str
+    subject: str
+    created_at: datetime

@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from syndication.config import Settings, SmtpSettings
+from syndication.core.models import DeliveryStatus
 from syndication.errors import (
     AmbiguousDeliveryError,
     DeliveryError,
@@ -155,7 +156,7 @@ class Sender:
                 unsent.append(claim.delivery_id)
                 continue
             if isinstance(built, str):
-                self._record(claim, ledger.FAILED, report, detail=built)
+                self._record(claim, DeliveryStatus.FAILED, report, detail=built)
                 continue
             sends.append(pool.submit(self._send_and_record, connections, mail_from, built, report, on_bounce))
         for send in sends:
@@ -184,13 +185,13 @@ class Sender:
             self._rate.wait()
             connections.current().send(mail_from, outgoing.recipient, outgoing.message)
         except PermanentDeliveryError as error:
-            self._record(outgoing.claim, ledger.BOUNCED, report, code=error.code, detail=str(error))
+            self._record(outgoing.claim, DeliveryStatus.BOUNCED, report, code=error.code, detail=str(error))
             if on_bounce and outgoing.claim.subscriber_id is not None:
                 on_bounce(outgoing.claim.subscriber_id)
         except DeliveryError as error:
             self._retry_later(outgoing.claim, error, report)
         else:
-            self._record(outgoing.claim, ledger.DELIVERED, report, code=250)
+            self._record(outgoing.claim, DeliveryStatus.SENT, report, code=250)
 
     def _retry_later(self, claim: ledger.Claim, error: DeliveryError, report: DrainReport) -> None:
         config = self.settings.delivery
@@ -201,17 +202,19 @@ class Sender:
         deadline = (started.created_at if started else now) + timedelta(hours=config.retry_deadline_hours)
         kind = "ambiguous" if isinstance(error, AmbiguousDeliveryError) else "temporary"
         if now + timedelta(seconds=wait) > deadline:
-            self._record(claim, ledger.FAILED, report, code=error.code, detail=f"gave up after the deadline: {error}")
+            self._record(
+                claim, DeliveryStatus.FAILED, report, code=error.code, detail=f"gave up after the deadline: {error}"
+            )
             return
         self._record(
-            claim, ledger.DEFERRED, report, code=error.code, detail=f"{kind}: {error}",
+            claim, DeliveryStatus.DEFERRED, report, code=error.code, detail=f"{kind}: {error}",
             next_attempt_at=now + timedelta(seconds=wait),
         )  # fmt: skip
 
     def _record(
         self,
         claim: ledger.Claim,
-        status: str,
+        status: DeliveryStatus,
         report: DrainReport,
         *,
         code: int | None = None,
@@ -223,9 +226,11 @@ class Sender:
                 connection, claim.delivery_id, self.owner, self.clock(), status, code=code, detail=detail,
                 next_attempt_at=next_attempt_at,
             )  # fmt: skip
-        counter = {ledger.DELIVERED: "sent", ledger.DEFERRED: "deferred", ledger.BOUNCED: "bounced"}.get(
-            status, "failed"
-        )
+        counter = {
+            DeliveryStatus.SENT: "sent",
+            DeliveryStatus.DEFERRED: "deferred",
+            DeliveryStatus.BOUNCED: "bounced",
+        }.get(status, "failed")
         with report.lock:
             if not kept:
                 report.lost_leases += 1

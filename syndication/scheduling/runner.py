@@ -16,7 +16,6 @@ the store's unique window makes creating it twice impossible, whoever tries.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import socket
@@ -24,37 +23,29 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import IO, Any, Protocol
+from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Connection, Engine, inspect, text
-from sqlalchemy.engine import make_url
 
+from syndication.app import jobs
 from syndication.app.editions import deliver, notify_editors, plan_edition
 from syndication.app.gathering import gather
 from syndication.app.publishing import publish_feeds
 from syndication.app.service import Service
 from syndication.clock import Clock, system_clock
 from syndication.config import Settings
+from syndication.core.models import EditionStatus
 from syndication.delivery.sender import Sender, SenderBusy, TransportFactory
 from syndication.errors import SyndicationError
-from syndication.scheduling.cadences import due_windows, next_fire, parse_crontab
-from syndication.store import database, job_runs, ledger
+from syndication.scheduling.cadences import parse_crontab
 
 log = logging.getLogger("syndication.scheduler")
-
-JOBSTORE_TABLE = "scheduler_jobs"
-# The advisory lock only the scheduling process holds: "syndic" read as a number, unlikely to meet another app's.
-LEADER_LOCK_KEY = 0x73796E646963
-LEADER = "leader"
 
 # APScheduler's stored jobs name module-level functions; those find the process's runner here.
 _current: Runner | None = None
@@ -86,100 +77,6 @@ def _runner() -> Runner:
     return _current
 
 
-class Leadership(Protocol):
-    """Who schedules: at most one holder at a time."""
-
-    def try_acquire(self) -> bool: ...
-
-    def holds(self) -> bool: ...
-
-    def release(self) -> None: ...
-
-
-class AdvisoryLock:
-    """PostgreSQL: a session advisory lock on a dedicated connection, held for the leader's life."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._connection: Connection | None = None
-
-    def try_acquire(self) -> bool:
-        connection = self.engine.connect()
-        try:
-            got = bool(connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}))
-            connection.commit()
-        except Exception:
-            connection.close()
-            raise
-        if not got:
-            connection.close()
-            return False
-        self._connection = connection
-        return True
-
-    def holds(self) -> bool:
-        # The lock lives as long as its connection: a connection that no longer answers has lost it.
-        if self._connection is None:
-            return False
-        try:
-            self._connection.scalar(text("SELECT 1"))
-            self._connection.commit()
-        except Exception:  # any failure means the lock may be gone: stop scheduling, a poll may win it back
-            log.exception("the scheduler's lock connection failed")
-            self._discard()
-            return False
-        return True
-
-    def release(self) -> None:
-        if self._connection is None:
-            return
-        with contextlib.suppress(Exception):  # closing the connection releases the lock anyway
-            self._connection.scalar(text("SELECT pg_advisory_unlock(:key)"), {"key": LEADER_LOCK_KEY})
-            self._connection.commit()
-        self._discard()
-
-    def _discard(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                self._connection.close()
-            self._connection = None
-
-
-class FileLock:
-    """SQLite: an exclusive lock on a file beside the database, released when the process ends."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: IO[bytes] | None = None
-
-    def try_acquire(self) -> bool:
-        handle = self.path.open("ab")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        self._file = handle
-        return True
-
-    def holds(self) -> bool:
-        return self._file is not None
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-
-
-def leadership_for(engine: Engine) -> Leadership:
-    """The leader election that fits the store: an advisory lock on PostgreSQL, a file lock on SQLite."""
-    if engine.dialect.name == "postgresql":
-        return AdvisoryLock(engine)
-    database_path = make_url(str(engine.url)).database or "memory"
-    return FileLock(Path(f"{database_path}.scheduler.lock"))
-
-
 @dataclass(frozen=True)
 class _JobSpec:
     id: str
@@ -199,7 +96,7 @@ class Runner:
         *,
         clock: Clock = system_clock,
         name: str | None = None,
-        leadership: Leadership | None = None,
+        leadership: jobs.Leadership | None = None,
     ) -> None:
         self.settings = settings
         self.service = Service.open(settings, clock)
@@ -208,11 +105,11 @@ class Runner:
         self.transport = transport
         self.stop = threading.Event()  # set it (SIGTERM) to stop after the work in flight
         self.sender = Sender(settings, self.service.engine, clock, transport, owner=self.name)
-        self.leadership = leadership or leadership_for(self.service.engine)
+        self.leadership = leadership or jobs.open_leadership(self.service)
         self.leading = False
         self.zone = ZoneInfo(settings.site.timezone)
         self._feeds_lock = threading.Lock()  # a gather's rebuild and the safety net never build at once
-        self._store_engine: Engine | None = None
+        self._job_store: jobs.SharedJobStore | None = None
         self._source_locks: dict[str, threading.Lock] = {}
         grace = settings.schedule.misfire_grace_seconds
         self.scheduler = BackgroundScheduler(
@@ -279,15 +176,10 @@ class Runner:
 
     def _start_leading(self) -> None:
         self.leading = True
-        with database.transaction(self.service.engine) as session:
-            now = self.clock()
-            job_runs.started(session, LEADER, now, self.name)
-            job_runs.finished(session, LEADER, now, True, f"{self.name} schedules")
+        jobs.note_leader(self.service, self.name)
         log.info("this process is now the scheduler", extra={"event": "leader", "runner": self.name})
-        # An engine of its own: the store disposes of its engine when it shuts down, which would orphan the
-        # connections this process still holds (the advisory lock's among them).
-        self._store_engine = database.open_engine(self.settings.database.url)
-        store = SQLAlchemyJobStore(engine=self._store_engine, tablename=JOBSTORE_TABLE)
+        self._job_store = jobs.open_shared_job_store(self.service)
+        store = self._job_store.jobstore
         # Stored jobs whose time passed while no process scheduled run now, once (coalesced), if within grace.
         self.scheduler.add_jobstore(store, "shared")
         wanted = self._leader_jobs()
@@ -297,7 +189,7 @@ class Runner:
             if existing is not None and repr(existing.trigger) == repr(spec.trigger):
                 # Keep the stored next run time: replacing the job would move a missed 07:00 to tomorrow.
                 timing["next_run_time"] = existing.next_run_time
-                if spec.func is run_edition and self._due_windows(spec.args[0], self.clock()):
+                if spec.func is run_edition and jobs.windows_due(self.service, spec.args[0], self.clock()):
                     # APScheduler stores the next fire time as it starts a run: a leader that died during the
                     # run left tomorrow's time stored and today's edition unmade. Make it now (within grace).
                     timing["next_run_time"] = self._now()
@@ -311,14 +203,6 @@ class Runner:
             if job.id not in {spec.id for spec in wanted}:
                 job.remove()  # a source or cadence no longer configured
 
-    def _due_windows(self, cadence: str, now: datetime) -> list[tuple[datetime, datetime]]:
-        """The windows of ``cadence`` whose edition is due at ``now``: fire times within grace with no edition."""
-        trigger = parse_crontab(self.settings.schedule.cadences[cadence], self.settings.site.timezone)
-        grace = timedelta(seconds=self.settings.schedule.misfire_grace_seconds)
-        with database.transaction(self.service.engine) as session:
-            last = ledger.last_edition(session, cadence)
-        return due_windows(trigger, now, grace, last.until if last else None)
-
     def _stop_leading(self) -> None:
         self.leading = False
         with contextlib.suppress(KeyError):
@@ -327,10 +211,9 @@ class Runner:
         self.leadership.release()
 
     def _dispose_store_engine(self) -> None:
-        # Again after the store's own dispose: the scheduler's thread may have returned a connection since.
-        if self._store_engine is not None:
-            self._store_engine.dispose()
-            self._store_engine = None
+        if self._job_store is not None:
+            self._job_store.dispose()
+            self._job_store = None
 
     def _leader_jobs(self) -> list[_JobSpec]:
         schedule = self.settings.schedule
@@ -385,7 +268,7 @@ class Runner:
         queued = 0
         with self._job(f"edition:{cadence}") as outcome:
             now = self.clock()
-            windows = self._due_windows(cadence, now)
+            windows = jobs.windows_due(self.service, cadence, now)
             if windows:
                 for source in self.settings.sources:
                     self.gather(source.name)
@@ -398,7 +281,7 @@ class Runner:
                 edition = plan.edition
                 lines.append(f"edition {edition.id} {state} for {window} ({edition.status}, {plan.queued} queued)")
                 queued += plan.queued
-                if plan.created and plan.edition.status == ledger.DRAFT:
+                if plan.created and plan.edition.status == EditionStatus.DRAFT:
                     for problem in notify_editors(self.service, plan):
                         log.warning("could not email an editor about draft %s: %s", plan.edition.id, problem)
             outcome.summary = "; ".join(lines) or "no edition due"
@@ -426,9 +309,7 @@ class Runner:
                 outcome.summary += f"; editions finished: {', '.join(map(str, report.finished_editions))}"
 
     def _report_stale_drafts(self, now: datetime) -> None:
-        limit = timedelta(hours=self.settings.digest.approval_timeout_hours)
-        with database.transaction(self.service.engine) as session:
-            stale = ledger.drafts_created_before(session, now - limit)
+        stale = jobs.stale_drafts(self.service, now)
         for draft in stale:
             log.warning(
                 "edition %s (%s, %s to %s) has waited for approval since %s: it is not sent until approved",
@@ -442,7 +323,7 @@ class Runner:
         outcome = _Outcome()
         started = time.monotonic()
         if not quiet_when_idle:
-            self._note(job_runs.started, job_id, self.clock(), self.name)
+            self._note(jobs.note_started, self.service, job_id, self.name)
         try:
             yield outcome
         except SyndicationError as error:
@@ -456,15 +337,14 @@ class Runner:
             level = logging.DEBUG  # a drain that found nothing, every minute in every process, is noise
         else:
             if quiet_when_idle:
-                self._note(job_runs.started, job_id, self.clock(), self.name)
-            self._note(job_runs.finished, job_id, self.clock(), outcome.ok, outcome.summary)
+                self._note(jobs.note_started, self.service, job_id, self.name)
+            self._note(jobs.note_finished, self.service, job_id, outcome.ok, outcome.summary)
         log.log(level, "%s: %s", job_id, outcome.summary,
                 extra={"job": job_id, "ok": outcome.ok, "seconds": round(seconds, 3), **outcome.fields})  # fmt: skip
 
     def _note(self, write: Callable[..., None], *args: Any) -> None:
         try:
-            with database.transaction(self.service.engine) as session:
-                write(session, *args)
+            write(*args)
         except Exception:  # status bookkeeping must never stop the job itself
             log.exception("could not record a job run")
 
@@ -475,63 +355,3 @@ class _Outcome:
     summary: str = "done"
     idle: bool = False
     fields: dict[str, Any] = field(default_factory=dict)
-
-
-# --- Status ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """One job as ``syndication status`` shows it."""
-
-    job_id: str
-    last: job_runs.JobRun | None
-    next_run: datetime | None
-
-
-@dataclass(frozen=True)
-class EditionStatus:
-    """The last edition of a cadence with its deliveries per status, and when the next one is due."""
-
-    cadence: str
-    last: ledger.Edition | None
-    deliveries: dict[str, int]
-    next_due: datetime | None
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """What ``syndication status`` shows."""
-
-    leader: job_runs.JobRun | None
-    jobs: list[JobStatus]
-    queue_depth: int
-    editions: list[EditionStatus]
-    stale_drafts: list[ledger.Edition]
-
-
-def status_report(service: Service) -> StatusReport:
-    """Each job's last run and next run, the queue depth, and the last edition of each cadence."""
-    settings, now = service.settings, service.clock()
-    next_runs = _stored_next_runs(service.engine)
-    with database.transaction(service.engine) as session:
-        runs = {run.job_id: run for run in job_runs.all_runs(session)}
-        editions = []
-        for cadence, crontab in settings.schedule.cadences.items():
-            last = ledger.last_edition(session, cadence)
-            due = None if crontab == "off" else next_fire(parse_crontab(crontab, settings.site.timezone), now)
-            editions.append(EditionStatus(cadence, last, ledger.progress(session, last.id) if last else {}, due))
-        depth = ledger.queue_depth(session, now)
-        stale = ledger.drafts_created_before(session, now - timedelta(hours=settings.digest.approval_timeout_hours))
-    job_ids = sorted((set(runs) | set(next_runs)) - {LEADER})
-    jobs = [JobStatus(job_id, runs.get(job_id), next_runs.get(job_id)) for job_id in job_ids]
-    return StatusReport(runs.get(LEADER), jobs, depth, editions, stale)
-
-
-def _stored_next_runs(engine: Engine) -> dict[str, datetime | None]:
-    """Next run times from APScheduler's job store table, read directly: no scheduler is started to read it."""
-    if not inspect(engine).has_table(JOBSTORE_TABLE):
-        return {}
-    with engine.connect() as connection:
-        rows = connection.execute(text(f"SELECT id, next_run_time FROM {JOBSTORE_TABLE}"))  # noqa: S608 (a constant)
-        return {job_id: datetime.fromtimestamp(stamp, UTC) if stamp is not None else None for job_id, stamp in rows}

@@ -17,41 +17,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from syndication.core.models import OPEN_DELIVERIES, PROBLEM_DELIVERIES, DeliveryStatus, Edition, EditionStatus
 from syndication.store.schema import Base, DeliveryAttemptRow, DeliveryRow, EditionRow, SubscriberRow, UTCDateTime
 
 _deliveries = Base.metadata.tables[DeliveryRow.__tablename__]
 _attempts = Base.metadata.tables[DeliveryAttemptRow.__tablename__]
-
-# Edition statuses: a draft waits for approval; sending editions are drained; paused and cancelled ones are not.
-DRAFT, SENDING, PAUSED, CANCELLED, SENT = "draft", "sending", "paused", "cancelled", "sent"
-# Delivery statuses.
-QUEUED, CLAIMED, DELIVERED, DEFERRED, FAILED, BOUNCED, POISONED = (
-    "queued", "claimed", "sent", "deferred", "failed", "bounced", "poisoned",
-)  # fmt: skip
-OPEN_DELIVERIES = (QUEUED, CLAIMED, DEFERRED)
-# What an editor (or `editions pause|resume|cancel|approve`) may do to an edition: from which statuses, to which.
-EDITION_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "approve": ((DRAFT,), SENDING),
-    "pause": ((SENDING,), PAUSED),
-    "resume": ((PAUSED,), SENDING),
-    "cancel": ((DRAFT, SENDING, PAUSED), CANCELLED),
-}
-# Deliveries an editor should look at: refused, given up on, set aside, or waiting to be tried again.
-PROBLEM_DELIVERIES = (DEFERRED, FAILED, BOUNCED, POISONED)
-
-
-@dataclass(frozen=True, slots=True)
-class Edition:
-    """One digest issue of a cadence, for the window ``(since, until]``."""
-
-    id: int
-    cadence: str
-    since: datetime
-    until: datetime
-    status: str
-    intro: str
-    subject: str
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +36,9 @@ class Claim:
 
 
 def _edition(row: EditionRow) -> Edition:
-    return Edition(row.id, row.cadence, row.since, row.until, row.status, row.intro, row.subject, row.created_at)
+    return Edition(
+        row.id, row.cadence, row.since, row.until, EditionStatus(row.status), row.intro, row.subject, row.created_at
+    )
 
 
 def find_edition(session: Session, cadence: str, since: datetime, until: datetime) -> Edition | None:
@@ -78,7 +50,7 @@ def find_edition(session: Session, cadence: str, since: datetime, until: datetim
 
 
 def create_edition(
-    session: Session, cadence: str, since: datetime, until: datetime, now: datetime, status: str = SENDING
+    session: Session, cadence: str, since: datetime, until: datetime, now: datetime, status: EditionStatus = EditionStatus.SENDING
 ) -> tuple[Edition, bool]:
     """The edition of this window, created if it did not exist; True when this call created it.
 
@@ -122,16 +94,16 @@ def drafts_created_before(session: Session, moment: datetime) -> list[Edition]:
     """Drafts still waiting for approval that were created before ``moment``, oldest first."""
     rows = session.scalars(
         select(EditionRow)
-        .where(EditionRow.status == DRAFT, EditionRow.created_at < moment)
+        .where(EditionRow.status == EditionStatus.DRAFT, EditionRow.created_at < moment)
         .order_by(EditionRow.created_at)
     )
     return [_edition(row) for row in rows]
 
 
-def set_edition_status(session: Session, edition_id: int, status: str, now: datetime) -> None:
+def set_edition_status(session: Session, edition_id: int, status: EditionStatus, now: datetime) -> None:
     """Move an edition to ``status`` (approval also records when)."""
     values: dict[str, object] = {"status": status}
-    if status == SENDING:
+    if status == EditionStatus.SENDING:
         values["approved_at"] = now
     session.execute(update(EditionRow).where(EditionRow.id == edition_id).values(**values))
 
@@ -148,7 +120,7 @@ def set_edition_text(
 def queue(session: Session, edition_id: int, deliveries: Iterable[tuple[int, str]], now: datetime) -> int:
     """Add one delivery per (subscriber id, Message-ID); one already queued for the edition is left alone."""
     rows = [
-        {"edition_id": edition_id, "subscriber_id": subscriber_id, "status": QUEUED, "attempts": 0, "crashes": 0,
+        {"edition_id": edition_id, "subscriber_id": subscriber_id, "status": DeliveryStatus.QUEUED, "attempts": 0, "crashes": 0,
          "next_attempt_at": now, "message_id": message_id, "last_error": ""}
         for subscriber_id, message_id in deliveries
     ]  # fmt: skip
@@ -189,10 +161,10 @@ def claim(
         select(d.c.id, d.c.edition_id, d.c.subscriber_id, d.c.message_id, d.c.attempts, d.c.status, d.c.crashes)
         .join(EditionRow, EditionRow.id == d.c.edition_id)
         .where(
-            EditionRow.status == SENDING,
+            EditionRow.status == EditionStatus.SENDING,
             (
-                (d.c.status.in_((QUEUED, DEFERRED)) & (d.c.next_attempt_at <= now))
-                | ((d.c.status == CLAIMED) & (d.c.lease_until < now))
+                (d.c.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)) & (d.c.next_attempt_at <= now))
+                | ((d.c.status == DeliveryStatus.CLAIMED) & (d.c.lease_until < now))
             ),
         )
         .order_by(d.c.id)
@@ -206,7 +178,7 @@ def claim(
     poisoned: list[int] = []
     crashed: list[int] = []
     for delivery_id, edition, subscriber_id, message_id, attempts, status, crashes in session.execute(due):
-        if status == CLAIMED:  # its sender died (or hung) holding it
+        if status == DeliveryStatus.CLAIMED:  # its sender died (or hung) holding it
             if crashes + 1 >= max_crashes:
                 poisoned.append(delivery_id)
                 continue
@@ -217,7 +189,7 @@ def claim(
         session.execute(
             update(d)
             .where(d.c.id.in_([claim.delivery_id for claim in claims]))
-            .values(status=CLAIMED, lease_owner=owner, lease_until=now + lease)
+            .values(status=DeliveryStatus.CLAIMED, lease_owner=owner, lease_until=now + lease)
         )
     if crashed:
         session.execute(update(d).where(d.c.id.in_(crashed)).values(crashes=d.c.crashes + 1))
@@ -226,7 +198,7 @@ def claim(
             update(d)
             .where(d.c.id.in_(poisoned))
             .values(
-                status=POISONED,
+                status=DeliveryStatus.POISONED,
                 lease_owner=None,
                 lease_until=None,
                 crashes=d.c.crashes + 1,
@@ -242,7 +214,7 @@ _RECORD = (
     .where(
         _deliveries.c.id == bindparam("delivery_id"),
         _deliveries.c.lease_owner == bindparam("owner"),
-        _deliveries.c.status == CLAIMED,
+        _deliveries.c.status == DeliveryStatus.CLAIMED,
     )
     .values(
         status=bindparam("status"),
@@ -262,7 +234,7 @@ def record(
     delivery_id: int,
     owner: str,
     now: datetime,
-    status: str,
+    status: DeliveryStatus,
     *,
     code: int | None = None,
     detail: str = "",
@@ -277,7 +249,7 @@ def record(
             "owner": owner,
             "status": status,
             "detail": detail[:1000],
-            "sent_at": now if status == DELIVERED else None,
+            "sent_at": now if status == DeliveryStatus.SENT else None,
             "next_at": next_attempt_at,
         },
     )
@@ -296,7 +268,7 @@ def release(session: Session, delivery_ids: Sequence[int], owner: str) -> None:
         session.execute(
             update(DeliveryRow)
             .where(DeliveryRow.id.in_(list(delivery_ids)), DeliveryRow.lease_owner == owner)
-            .values(status=QUEUED, lease_owner=None, lease_until=None)
+            .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None)
         )
 
 
@@ -317,7 +289,7 @@ class DeliveryProblem:
 
     delivery_id: int
     email: str | None
-    status: str
+    status: DeliveryStatus
     attempts: int
     detail: str
     next_attempt_at: datetime
@@ -325,7 +297,11 @@ class DeliveryProblem:
 
 def problems(session: Session, edition_id: int, limit: int = 200) -> list[DeliveryProblem]:
     """The edition's deferred, failed, bounced and poisoned deliveries, the final ones first."""
-    order = case({FAILED: 0, BOUNCED: 0, POISONED: 1}, value=DeliveryRow.status, else_=2)
+    order = case(
+        {DeliveryStatus.FAILED: 0, DeliveryStatus.BOUNCED: 0, DeliveryStatus.POISONED: 1},
+        value=DeliveryRow.status,
+        else_=2,
+    )
     query = (
         select(DeliveryRow.id, SubscriberRow.email, DeliveryRow.status, DeliveryRow.attempts, DeliveryRow.last_error,
                DeliveryRow.next_attempt_at)
@@ -334,7 +310,10 @@ def problems(session: Session, edition_id: int, limit: int = 200) -> list[Delive
         .order_by(order, DeliveryRow.id)
         .limit(limit)
     )  # fmt: skip
-    return [DeliveryProblem(*row) for row in session.execute(query)]
+    return [
+        DeliveryProblem(delivery_id, email, DeliveryStatus(status), attempts, detail, next_at)
+        for delivery_id, email, status, attempts, detail, next_at in session.execute(query)
+    ]
 
 
 def queue_depth(session: Session, now: datetime) -> int:
@@ -343,7 +322,7 @@ def queue_depth(session: Session, now: datetime) -> int:
         select(func.count())
         .select_from(DeliveryRow)
         .join(EditionRow, EditionRow.id == DeliveryRow.edition_id)
-        .where(EditionRow.status == SENDING, DeliveryRow.status.in_(OPEN_DELIVERIES))
+        .where(EditionRow.status == EditionStatus.SENDING, DeliveryRow.status.in_(OPEN_DELIVERIES))
     )
     return session.scalar(query) or 0
 
@@ -355,7 +334,7 @@ def finish_editions(session: Session) -> list[int]:
         .where(DeliveryRow.edition_id == EditionRow.id, DeliveryRow.status.in_(OPEN_DELIVERIES))
         .exists()
     )
-    ids = list(session.scalars(select(EditionRow.id).where(EditionRow.status == SENDING, ~still_open)))
+    ids = list(session.scalars(select(EditionRow.id).where(EditionRow.status == EditionStatus.SENDING, ~still_open)))
     if ids:
-        session.execute(update(EditionRow).where(EditionRow.id.in_(ids)).values(status=SENT))
+        session.execute(update(EditionRow).where(EditionRow.id.in_(ids)).values(status=EditionStatus.SENT))
     return ids

@@ -1,0 +1,57 @@
+"""The edition state machine: what an editor (or ``editions approve|pause|resume|cancel``) may do to an edition.
+
+Every driver changes an edition's status through ``next_status``; the rule is written once, here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+from syndication.core.models import Edition, EditionStatus
+from syndication.errors import SyndicationError
+
+
+class EditionAction(StrEnum):
+    """What can be done to an edition."""
+
+    APPROVE = "approve"
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+
+    @property
+    def done(self) -> str:
+        """The action as a past participle: "approved", "paused"..."""
+        return {"approve": "approved", "pause": "paused", "resume": "resumed", "cancel": "cancelled"}[self.value]
+
+
+# From which statuses each action may be taken, and the status it leads to.
+TRANSITIONS: Final[dict[EditionAction, tuple[tuple[EditionStatus, ...], EditionStatus]]] = {
+    EditionAction.APPROVE: ((EditionStatus.DRAFT,), EditionStatus.SENDING),
+    EditionAction.PAUSE: ((EditionStatus.SENDING,), EditionStatus.PAUSED),
+    EditionAction.RESUME: ((EditionStatus.PAUSED,), EditionStatus.SENDING),
+    EditionAction.CANCEL: ((EditionStatus.DRAFT, EditionStatus.SENDING, EditionStatus.PAUSED), EditionStatus.CANCELLED),
+}
+# An editor may change the subject and intro of an edition that is not being sent.
+EDITABLE: Final = (EditionStatus.DRAFT, EditionStatus.PAUSED)
+# A reader's own copy can be read as soon as it is sent to them; the public copy once the whole edition is sent.
+READABLE: Final = (EditionStatus.SENDING, EditionStatus.PAUSED, EditionStatus.SENT)
+
+
+class EditionRefused(SyndicationError):
+    """An action that the edition's status does not allow; the message names the edition, its status and why."""
+
+
+def next_status(edition: Edition, action: EditionAction) -> EditionStatus:
+    """The status ``action`` moves ``edition`` to, or EditionRefused when its status does not allow it."""
+    allowed, after = TRANSITIONS[action]
+    if edition.status not in allowed:
+        raise EditionRefused(f"edition {edition.id} is {edition.status}: it cannot be {action.done}")
+    return after
+
+
+def check_editable(edition: Edition) -> None:
+    """Refuse (EditionRefused) a change of subject or intro to an edition that is being sent or is over."""
+    if edition.status not in EDITABLE:
+        raise EditionRefused(f"edition {edition.id} is {edition.status}: only a draft or paused edition can change")
