@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from syndication.core.models import Region, Theme
+from syndication.core.models import DEFAULT_SCHEDULES, Region, Theme
 from syndication.errors import ConfigError
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
@@ -175,6 +175,13 @@ class WordpressSourceSettings(_RemoteSourceBase):
 SourceSettings = Annotated[
     JsonlSourceSettings | FeedSourceSettings | WordpressSourceSettings, Field(discriminator="kind")
 ]
+# The kinds of source, each with its settings: the one list the configuration, its errors and the docs read
+# (``syndication.sources.SOURCES`` opens each kind; a test holds the two lists equal).
+SOURCE_KINDS: Final[dict[str, type[JsonlSourceSettings | FeedSourceSettings | WordpressSourceSettings]]] = {
+    "jsonl": JsonlSourceSettings,
+    "feed": FeedSourceSettings,
+    "wordpress": WordpressSourceSettings,
+}
 
 
 class GatherSettings(_Section):
@@ -279,9 +286,6 @@ class DigestSettings(_Section):
         return value
 
 
-DEFAULT_CADENCES = {"daily": "0 7 * * *", "weekly": "0 8 * * mon", "monthly": "0 8 1 * *"}
-
-
 class ScheduleSettings(_Section):
     gather_interval_seconds: int = Field(600, ge=1, description="How often each source is gathered.")
     feeds_interval_seconds: int = Field(
@@ -297,7 +301,7 @@ class ScheduleSettings(_Section):
         5.0, gt=0, description="How often a waiting process tries to become the scheduler (PostgreSQL)."
     )
     cadences: dict[str, str] = Field(
-        default_factory=lambda: dict(DEFAULT_CADENCES),
+        default_factory=lambda: dict(DEFAULT_SCHEDULES),
         description="Crontab per cadence (daily, weekly, monthly) in site.timezone; 'off' disables one.",
     )
 
@@ -306,10 +310,10 @@ class ScheduleSettings(_Section):
     def _crontabs(cls, value: dict[str, str]) -> dict[str, str]:
         from syndication.scheduling.cadences import parse_crontab
 
-        merged = {**DEFAULT_CADENCES, **value}
+        merged = {**DEFAULT_SCHEDULES, **value}
         for cadence, crontab in merged.items():
-            if cadence not in DEFAULT_CADENCES:
-                raise ValueError(f"unknown cadence {cadence!r} (expected one of {', '.join(DEFAULT_CADENCES)})")
+            if cadence not in DEFAULT_SCHEDULES:
+                raise ValueError(f"unknown cadence {cadence!r} (expected one of {', '.join(DEFAULT_SCHEDULES)})")
             if crontab != "off":
                 parse_crontab(crontab, "UTC")  # raises ValueError naming what is wrong
         return merged
@@ -503,7 +507,7 @@ def _describe(path: Path, error: ValidationError) -> str:
     for problem in error.errors():
         location = problem["loc"]
         # Tagged unions add the tag as a location step ("sources.0.jsonl.path"): drop it.
-        parts = [str(p) for p in location if p not in ("jsonl", "feed", "wordpress", "function-after")]
+        parts = [str(p) for p in location if p not in (*SOURCE_KINDS, "function-after")]
         key = ""
         for part in parts:
             key += f"[{part}]" if part.isdigit() else (f".{part}" if key else part)
@@ -511,7 +515,8 @@ def _describe(path: Path, error: ValidationError) -> str:
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
         elif problem["type"] == "union_tag_invalid":
-            message = "unknown kind (expected 'jsonl', 'feed' or 'wordpress')"
+            *others, last = (repr(kind) for kind in SOURCE_KINDS)
+            message = f"unknown kind (expected {', '.join(others)} or {last})"
         lines.append(f"{key}: {message}" if key else message)
     return f"{path}: " + "; ".join(lines)
 

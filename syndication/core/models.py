@@ -102,8 +102,10 @@ class GatherReport:
         return not self.rejections and self.failure is None
 
 
-# The cadences a digest comes in: the one list the CLI's choices, the forms, the schedule and the docs read.
-CADENCES = ("daily", "weekly", "monthly")
+# The cadences a digest comes in, each with its default schedule (a crontab in the site's time zone): the one
+# list the CLI's choices, the forms, ``[schedule] cadences`` and the docs read.
+DEFAULT_SCHEDULES: dict[str, str] = {"daily": "0 7 * * *", "weekly": "0 8 * * mon", "monthly": "0 8 1 * *"}
+CADENCES: tuple[str, ...] = tuple(DEFAULT_SCHEDULES)
 SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 
 

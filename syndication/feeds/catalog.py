@@ -16,6 +16,23 @@ from syndication.core.models import Author, Post, Region, Theme
 Format = Literal["rss", "atom", "json"]
 Dimension = Literal["site", "theme", "region", "author"]
 FORMATS: tuple[Format, ...] = ("rss", "atom", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class FormatLabel:
+    """How a feed format is shown to readers: its name on a page and its media type in autodiscovery links."""
+
+    format: Format
+    label: str
+    media_type: str
+
+
+# The formats as pages list them (Atom first: the richest of the three); one entry per format of FORMATS.
+FORMAT_LABELS: tuple[FormatLabel, ...] = (
+    FormatLabel("atom", "Atom", "application/atom+xml"),
+    FormatLabel("rss", "RSS", "application/rss+xml"),
+    FormatLabel("json", "JSON Feed", "application/feed+json"),
+)
 CONTENT_TYPES: Mapping[str, str] = {
     "rss": "application/rss+xml; charset=utf-8",
     "atom": "application/atom+xml; charset=utf-8",

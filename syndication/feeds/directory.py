@@ -11,7 +11,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from lxml import etree
 
-from syndication.feeds.catalog import Feed, Site
+from syndication.feeds.catalog import FORMAT_LABELS, Feed, Site
 from syndication.resources import web_templates
 
 TEMPLATES = web_templates()
@@ -56,5 +56,6 @@ def render_index(site: Site, feeds: Sequence[Feed], templates: Path = TEMPLATES)
         site=site,
         groups=[(label, members) for label, members in groups if members],
         discoverable=[f for f in feeds if f.dimension in ("site", "theme")],
+        formats=FORMAT_LABELS,
     )
     return html.encode("utf-8")
