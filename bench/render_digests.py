@@ -198,7 +198,7 @@ def fast_path(service: Service, combinations: list[frozenset[str]], subscribers:
     for position, subscriber in enumerate(subscribers):
         links = links_of(base, subscriber.number)
         message = personalised_message(
-            settings,
+            service.mailer,
             variants[subscriber.combination, subscriber.language],
             to_address=subscriber.address,
             to_name=subscriber.name,

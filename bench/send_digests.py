@@ -34,7 +34,6 @@ from syndication.app.service import Service, init_store
 from syndication.clock import fixed_clock
 from syndication.config import load_settings
 from syndication.core.models import Consent
-from syndication.delivery.smtp import SmtpClient
 from syndication.store import database, ledger
 from syndication.store.schema import DeliveryRow
 from syndication.store.subscribers import insert_subscriber
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             plan = plan_edition(service, "weekly", since, until)
             queued_s = time.perf_counter() - started
-            report = deliver(service, SmtpClient)
+            report = deliver(service)
             pipeline_s = time.perf_counter() - started
             assert report.sent == plan.queued, report
             samples = sample_messages(service, plan.edition.id if plan.edition else 0)

@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -241,7 +241,14 @@ class MailSettings(_Section):
         return value
 
 
+# How messages leave: one name per module of syndication/delivery registered in ``delivery.transport.TRANSPORTS``
+# (a test and an assertion there keep the two in step; config does not import delivery).
+TransportName = Literal["smtp"]
+TRANSPORT_NAMES: Final[tuple[str, ...]] = get_args(TransportName)
+
+
 class DeliverySettings(_Section):
+    transport: TransportName = Field("smtp", description="How messages leave: 'smtp' hands each to the [smtp] relay.")
     connections: int = Field(2, ge=1, le=32, description="SMTP connections used in parallel.")
     rate_per_second: float = Field(0.0, ge=0, description="Most messages sent per second (0: no limit).")
     retry_initial_seconds: int = Field(60, ge=1, description="Wait before the first retry of a deferred delivery.")
@@ -250,6 +257,13 @@ class DeliverySettings(_Section):
     lease_seconds: int = Field(300, ge=5, description="A claimed delivery returns to the queue after this long.")
     batch_size: int = Field(100, ge=1, le=10_000, description="Deliveries claimed at a time by a sender.")
     max_crashes: int = Field(3, ge=1, description="Crashes after which a delivery is set aside as poisoned.")
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _known_transport(cls, value: object) -> object:
+        if value not in TRANSPORT_NAMES:
+            raise ValueError(f"unknown transport {value!r} (known: {', '.join(TRANSPORT_NAMES)})")
+        return value
 
 
 class DkimSettings(_Section):

@@ -33,7 +33,7 @@ class ItemError(SyndicationError):
 
 
 class DeliveryError(SyndicationError):
-    """A message could not be handed to the SMTP server. ``code`` is the server's reply code, if it gave one."""
+    """A message could not be handed to the mail transport. ``code`` is the server's reply code, if it gave one."""
 
     def __init__(self, reason: str, code: int | None = None) -> None:
         super().__init__(reason if code is None else f"{code} {reason}")
@@ -54,6 +54,10 @@ class AmbiguousDeliveryError(DeliveryError):
 
     Retried with the same Message-ID, so receivers can drop the duplicate.
     """
+
+
+class SenderBusy(SyndicationError):
+    """Another sender already drains this SQLite store (it sends what is due; try again when it is done)."""
 
 
 class TokenError(SyndicationError):

@@ -20,8 +20,8 @@ from syndication.app.subscribers import add_subscriber
 from syndication.cli import main
 from syndication.clock import fixed_clock
 from syndication.core.models import DeliveryStatus, EditionStatus
-from syndication.delivery.sender import Sender, SenderBusy
-from syndication.delivery.smtp import SmtpClient
+from syndication.delivery.sender import Sender
+from syndication.errors import SenderBusy
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
 from tests.smtp_server import SmtpTestServer, smtp_server
@@ -70,7 +70,7 @@ def test_an_edition_reaches_each_subscriber_once_with_every_header(audience: Ser
         service = sending(audience, server)
         plan = plan_edition(service, "weekly", SINCE, UNTIL)
         assert (plan.recipients, plan.queued, plan.nothing_new) == (4, 3, 1)
-        report = deliver(service, SmtpClient, edition_id=plan.edition.id if plan.edition else None)
+        report = deliver(service, edition_id=plan.edition.id if plan.edition else None)
         assert (report.sent, report.failed) == (3, 0)
         assert sorted(m.recipients[0] for m in server.messages) == ["ana@example.org", "bo@example.org",
                                                                     "kita@example.jp"]  # fmt: skip
@@ -104,11 +104,11 @@ def test_the_same_window_again_creates_and_sends_nothing(audience: Service) -> N
     with smtp_server() as server:
         service = sending(audience, server)
         first = plan_edition(service, "weekly", SINCE, UNTIL)
-        deliver(service, SmtpClient)
+        deliver(service)
         again = plan_edition(service, "weekly", SINCE, UNTIL)
         assert not again.created and again.queued == 0
         assert again.edition is not None and first.edition is not None and again.edition.id == first.edition.id
-        assert deliver(service, SmtpClient).sent == 0
+        assert deliver(service).sent == 0
         assert server.accepted == 3
 
 
@@ -128,11 +128,11 @@ def test_temporary_failures_are_retried_with_growing_waits(audience: Service) ->
     with smtp_server(defer=dict.fromkeys(everyone, 2)) as server:  # 451 to the first two attempts of each
         service = sending(audience, server)
         plan = plan_edition(service, "weekly", SINCE, UNTIL)
-        assert deliver(service, SmtpClient).deferred == 3
-        assert deliver(service, SmtpClient).handled == 0  # not due yet
-        assert deliver(sending(audience, server, NOW + timedelta(seconds=61)), SmtpClient).deferred == 3
-        assert deliver(sending(audience, server, NOW + timedelta(seconds=150)), SmtpClient).handled == 0  # 120 s
-        later = deliver(sending(audience, server, NOW + timedelta(seconds=182)), SmtpClient)
+        assert deliver(service).deferred == 3
+        assert deliver(service).handled == 0  # not due yet
+        assert deliver(sending(audience, server, NOW + timedelta(seconds=61))).deferred == 3
+        assert deliver(sending(audience, server, NOW + timedelta(seconds=150))).handled == 0  # 120 s
+        later = deliver(sending(audience, server, NOW + timedelta(seconds=182)))
         assert later.sent == 3
         with database.transaction(service.engine) as session:
             assert ledger.progress(session, plan.edition.id) == {DeliveryStatus.SENT: 3}  # type: ignore[union-attr]
@@ -142,7 +142,7 @@ def test_a_permanent_refusal_bounces_and_suppresses_the_subscriber(audience: Ser
     with smtp_server(reject=["bo@example.org"]) as server:
         service = sending(audience, server)
         plan_edition(service, "weekly", SINCE, UNTIL)
-        report = deliver(service, SmtpClient)
+        report = deliver(service)
         assert (report.sent, report.bounced) == (2, 1)
         with database.transaction(service.engine) as session:
             bo = subscriber_store.subscriber_by_email(session, "bo@example.org")
@@ -156,10 +156,10 @@ def test_a_connection_dropped_after_the_data_is_retried_with_the_same_message_id
     with smtp_server(drop=["kita@example.jp"]) as server:
         service = sending(audience, server)
         plan_edition(service, "weekly", SINCE, UNTIL)
-        assert deliver(service, SmtpClient).deferred == 1
+        assert deliver(service).deferred == 1
         dropped_id = server.dropped[0].parsed()["Message-ID"]
     with smtp_server() as server:
-        assert deliver(sending(audience, server, NOW + timedelta(minutes=2)), SmtpClient).sent == 1
+        assert deliver(sending(audience, server, NOW + timedelta(minutes=2))).sent == 1
         assert server.messages[0].parsed()["Message-ID"] == dropped_id
 
 
@@ -167,7 +167,7 @@ def test_a_delivery_deferred_past_the_deadline_fails(audience: Service) -> None:
     with smtp_server(defer=100) as server:
         service = sending(audience, server, retry_deadline_hours=0.01)  # 36 seconds
         plan_edition(service, "weekly", SINCE, UNTIL)
-        report = deliver(service, SmtpClient)
+        report = deliver(service)
         assert report.failed == 3 and report.deferred == 0
 
 
@@ -182,7 +182,7 @@ def test_leases_of_a_dead_sender_return_and_a_repeat_offender_is_set_aside(audie
                                                 limit=1, max_crashes=3)  # fmt: skip
             assert len(claims) == 1 or poisoned
             moment += timedelta(seconds=61)
-        report = deliver(sending(audience, server, moment + timedelta(seconds=61), max_crashes=3), SmtpClient)
+        report = deliver(sending(audience, server, moment + timedelta(seconds=61), max_crashes=3))
         assert report.poisoned == 1 and report.sent == 2
         assert server.accepted == 2
 
@@ -194,10 +194,10 @@ def test_paused_editions_wait_and_cancelled_ones_never_go(audience: Service) -> 
         assert plan.edition is not None
         with database.transaction(service.engine) as session:
             ledger.set_edition_status(session, plan.edition.id, EditionStatus.PAUSED, NOW)
-        assert deliver(service, SmtpClient).handled == 0
+        assert deliver(service).handled == 0
         with database.transaction(service.engine) as session:
             ledger.set_edition_status(session, plan.edition.id, EditionStatus.SENDING, NOW)
-        assert deliver(service, SmtpClient).sent == 3
+        assert deliver(service).sent == 3
 
 
 def test_someone_who_left_before_the_send_gets_nothing(audience: Service) -> None:
@@ -208,7 +208,7 @@ def test_someone_who_left_before_the_send_gets_nothing(audience: Service) -> Non
             bo = subscriber_store.subscriber_by_email(session, "bo@example.org")
             assert bo is not None
             subscriber_store.set_status(session, bo.id, "unsubscribed", NOW)
-        report = deliver(service, SmtpClient)
+        report = deliver(service)
         assert report.sent == 2 and report.failed == 1
         assert not server.received_for("bo@example.org")
 
@@ -218,10 +218,10 @@ def test_sqlite_runs_one_sender_at_a_time(audience: Service) -> None:
         pytest.skip("PostgreSQL senders share the queue")
     with smtp_server() as server:
         service = sending(audience, server)
-        first = Sender(service.settings, service.engine, service.clock, SmtpClient)
-        second = Sender(service.settings, service.engine, service.clock, SmtpClient)
+        first = Sender(service.settings, service.engine, service.clock, service.mailer)
+        second = Sender(service.settings, service.engine, service.clock, service.mailer)
         with first._single_sender_on_sqlite(), pytest.raises(SenderBusy, match="one sender at a time"):
-            deliver(service, SmtpClient, sender=second)
+            deliver(service, sender=second)
 
 
 @pytest.fixture
@@ -265,7 +265,7 @@ def test_one_click_unsubscribe_through_the_web_app(audience: Service) -> None:
     with smtp_server() as server:
         service = sending(audience, server)
         plan_edition(service, "weekly", SINCE, UNTIL)
-        deliver(service, SmtpClient)
+        deliver(service)
         message = server.received_for("bo@example.org")[0].parsed()
     url = message["List-Unsubscribe"].split(">", 1)[0][1:]
     path = url.removeprefix("https://news.example.org")
@@ -347,7 +347,7 @@ def test_sent_digests_are_dkim_signed_over_the_unsubscribe_headers(audience: Ser
         dkim_settings = DkimSettings(selector=SELECTOR, domain=DOMAIN, key_file=key_file)
         service = Service(base.settings.model_copy(update={"dkim": dkim_settings}), base.engine, base.clock)
         plan_edition(service, "weekly", SINCE, UNTIL)
-        assert deliver(service, SmtpClient).sent == 3
+        assert deliver(service).sent == 3
         received = server.received_for("bo@example.org")[0].data
     assert received.startswith(b"DKIM-Signature:")
     assert dkim.verify(received, dnsfunc=published(key))
@@ -369,7 +369,7 @@ def test_a_post_cannot_carry_a_readers_own_links(service: Service, tmp_path: Pat
     with smtp_server() as server:
         sender = sending(service, server)
         plan_edition(sender, "weekly", SINCE, UNTIL)
-        assert deliver(sender, SmtpClient).sent == 1
+        assert deliver(sender).sent == 1
         message = server.received_for("bo@example.org")[0].parsed()
     own_unsubscribe = message["List-Unsubscribe"].split(">", 1)[0][1:]
     for kind in ("html", "plain"):
@@ -396,7 +396,7 @@ def test_long_and_non_ascii_names_and_titles_make_lines_a_mail_server_takes(serv
     with smtp_server() as server:
         sender = sending(titled, server)
         plan_edition(sender, "weekly", SINCE, UNTIL)
-        assert deliver(sender, SmtpClient).sent == len(names)  # the server refuses a line over 998 octets
+        assert deliver(sender).sent == len(names)  # the server refuses a line over 998 octets
         received = {address: server.received_for(address)[0] for address in names}
     for address, name in names.items():
         head = received[address].data.split(b"\r\n\r\n", 1)[0]

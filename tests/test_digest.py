@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from syndication.app.digests import digest_envelope, personalised_message, preview_digest, preview_links
+from syndication.app.digests import personalised_message, preview_digest, preview_links
 from syndication.app.gathering import import_file
 from syndication.app.service import Service
 from syndication.cli import main
 from syndication.config import Settings
 from syndication.core.digest import compose_digest
 from syndication.core.models import Author, Image, Post, Theme
+from syndication.delivery.mailer import Mailer
 from syndication.mailing.message import Envelope, HeaderInjection, build_message
 from syndication.mailing.render import PLACEHOLDERS, Links, MailRenderer, RenderedEmail, RenderError, check_email
 from tests.golden import check_golden
@@ -203,7 +204,9 @@ def test_hostile_post_content_cannot_break_the_email(renderer: MailRenderer) -> 
     assert "&lt;script&gt;" in rendered.html and "&amp; &lt;b&gt;bold&lt;/b&gt; Malmö" in rendered.html
     assert '<script>alert("x")</script> & <b>bold</b> Malmö' in rendered.text
     message = build_message(
-        digest_envelope(renderer.settings, rendered, "r@example.org", "R", UNTIL, "k"), rendered.text, rendered.html
+        Mailer(renderer.settings).envelope("r@example.org", "R", rendered.subject, key="k", date=UNTIL),
+        rendered.text,
+        rendered.html,
     )
     parsed = email.message_from_bytes(message, policy=email.policy.default)
     assert parsed["Subject"] == rendered.subject
@@ -273,15 +276,15 @@ def links_for(token: str) -> Links:
 
 def test_fast_path_gives_exactly_the_message_a_full_render_gives(renderer: MailRenderer) -> None:
     digest = digest_of(post(1, 1, "resilience", "climate-action", title="São Paulo & 北九州市 🌍"), post(2, 2))
-    settings = renderer.settings
+    mailer = Mailer(renderer.settings)
     for language in ("en", "es"):
         variant = renderer.render_digest(digest, language)  # once, with placeholder links
         for address, name, token in RECIPIENTS:
             extra = (("List-Unsubscribe", f"<{links_for(token).unsubscribe}>"),)
-            fast = personalised_message(settings, variant, to_address=address, to_name=name, links=links_for(token),
+            fast = personalised_message(mailer, variant, to_address=address, to_name=name, links=links_for(token),
                                         date=UNTIL, message_key=f"e1.{token}", extra=extra)  # fmt: skip
             full = renderer.render_digest(digest, language, links_for(token))
-            envelope = digest_envelope(settings, full, address, name, UNTIL, f"e1.{token}", extra)
+            envelope = mailer.envelope(address, name, full.subject, key=f"e1.{token}", date=UNTIL, extra=extra)
             assert fast == build_message(envelope, full.text, full.html), (language, address)
 
 
@@ -289,7 +292,7 @@ def test_message_lines_encodings_and_structure(renderer: MailRenderer) -> None:
     long_title = "Malmö São Paulo 北九州市 " + "x" * 1500  # one very long line in both parts
     rendered = renderer.render_digest(digest_of(post(1, 1, "resilience", title=long_title)), "en")
     settings = renderer.settings
-    message = personalised_message(settings, rendered, to_address="kita@example.jp", to_name="北九州市 役所",
+    message = personalised_message(Mailer(settings), rendered, to_address="kita@example.jp", to_name="北九州市 役所",
                                    links=links_for("t"), date=UNTIL, message_key="e1.t")  # fmt: skip
     lines = message.split(b"\r\n")
     assert max(len(line) for line in lines) <= 78

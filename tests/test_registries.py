@@ -20,7 +20,7 @@ def test_every_source_kind_the_configuration_accepts_has_an_adapter() -> None:
 
 
 def test_every_cadence_has_a_default_schedule_and_the_configuration_knows_each() -> None:
-    assert CADENCES == tuple(DEFAULT_SCHEDULES)
+    assert tuple(DEFAULT_SCHEDULES) == CADENCES
     assert list(Settings().schedule.cadences) == list(CADENCES)
 
 

@@ -17,14 +17,13 @@ from pydantic import SecretStr
 from syndication.app.digests import compose
 from syndication.app.gathering import import_file
 from syndication.app.service import Service, init_store
+from syndication.app.status import status_report
 from syndication.app.subscribers import add_subscriber
 from syndication.cli import main
 from syndication.config import JsonlSourceSettings, Settings, load_settings
 from syndication.core.models import Edition, EditionStatus
-from syndication.delivery.smtp import SmtpClient
 from syndication.errors import ConfigError
 from syndication.scheduling.cadences import due_windows, latest_fire, next_fire, parse_crontab, window_ending
-from syndication.app.status import status_report
 from syndication.scheduling.runner import Runner
 from syndication.store import database, ledger
 from tests.smtp_server import SmtpTestServer, smtp_server
@@ -163,7 +162,7 @@ def runner_factory() -> Iterator[Callable[[Settings, MovableClock], Runner]]:
     made: list[Runner] = []
 
     def make(settings: Settings, clock: MovableClock) -> Runner:
-        runner = Runner(settings, SmtpClient, clock=clock, name=f"test-{len(made)}")
+        runner = Runner(settings, clock=clock, name=f"test-{len(made)}")
         made.append(runner)
         return runner
 
@@ -284,7 +283,7 @@ def run_scheduler_at(settings: Settings, moment: datetime, *, expect_run: bool) 
     which shows the scheduler processed its due jobs.
     """
     with time_machine.travel(moment, tick=True):
-        runner = Runner(settings, SmtpClient, name="restarted")
+        runner = Runner(settings, name="restarted")
         try:
             runner.start()
             assert runner.poll_leadership()

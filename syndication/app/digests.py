@@ -1,7 +1,9 @@
-"""Digests: what a window holds for a reader, previews, and the notices the service sends.
+"""Digests and notices as messages: what a window holds for a reader, previews, each reader's message, and the
+notices (confirmation, preferences, approval request) the service sends.
 
 A digest is composed from the store (``core.digest``), rendered once per variant (``mailing.render``) and
-personalised per reader by substitution; every message leaves through the service's one ``Mailer``.
+personalised per reader by substitution. Every message gets its headers from the service's one
+:class:`~syndication.delivery.mailer.Mailer` and leaves through it, DKIM-signed when ``[dkim]`` is configured.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from syndication.app.service import Service
 from syndication.config import Settings
 from syndication.core.digest import Digest, compose_digest
-from syndication.delivery.smtp import SmtpClient, send_one
-from syndication.mailing.message import Envelope, build_encoded, build_message
+from syndication.delivery.mailer import Mailer
+from syndication.delivery.transport import Transport
+from syndication.mailing.message import build_encoded, build_message
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail
 from syndication.store import database
 from syndication.store import posts as post_store
@@ -66,12 +68,12 @@ def preview_digest(
     email = (renderer or MailRenderer(service.settings)).render_digest(
         digest, language, preview_links(service.settings), intro
     )
-    envelope = digest_envelope(service.settings, email, "reader@example.invalid", "", until, "preview")
+    envelope = service.mailer.envelope("reader@example.invalid", "", email.subject, key="preview", date=until)
     return DigestPreview(digest, email, build_message(envelope, email.text, email.html))
 
 
 def personalised_message(
-    settings: Settings,
+    mailer: Mailer,
     variant: RenderedEmail,
     *,
     to_address: str,
@@ -81,12 +83,13 @@ def personalised_message(
     message_key: str,
     extra: Sequence[tuple[str, str]] = (),
 ) -> bytes:
-    """One recipient's complete message from a variant rendered once: substitution, encoding, headers.
+    """One recipient's complete message (not yet sealed) from a variant rendered once: substitution, encoding,
+    and ``mailer``'s headers; ``message_key`` makes its Message-ID (stable across retries).
 
     Byte for byte what rendering the digest with this recipient's links would give (the tests hold that).
     """
     text_qp, html_qp = variant.encoded_for(links)
-    envelope = digest_envelope(settings, variant, to_address, to_name, date, message_key, extra)
+    envelope = mailer.envelope(to_address, to_name, variant.subject, key=message_key, date=date, extra=extra)
     return build_encoded(envelope, text_qp, html_qp)
 
 
@@ -107,43 +110,13 @@ def send_notice(
     to_name: str,
     key: str,
     *,
-    client: SmtpClient | None = None,
+    connection: Transport | None = None,
 ) -> None:
     """Send one notice (``MailRenderer.render_notice``: a confirmation, a change of preferences, a draft to
-    approve) to one address, marked auto-generated; over ``client``'s connection when given (an import sends
-    many), else over one of its own. ``key`` makes its Message-ID unique. Raises DeliveryError or ConfigError."""
-    settings = service.settings
-    key = f"{key}.{secrets.token_hex(8)}"
+    approve) to one address, marked auto-generated, through the service's Mailer (so DKIM-signed when
+    configured); over ``connection`` (from ``service.mailer.connect()``: an import sends many) when given, else
+    over one of its own. ``key`` makes its Message-ID unique. Raises DeliveryError or ConfigError."""
+    mailer = service.mailer
     extra = (("Auto-Submitted", "auto-generated"),)
-    envelope = digest_envelope(settings, email, to_address, to_name, service.clock(), key, extra)
-    message = build_message(envelope, email.text, email.html)
-    mail_from = settings.mail.bounce_address or settings.mail.from_address
-    if client is not None:
-        client.send(mail_from, to_address, message)
-    else:
-        send_one(settings.smtp, mail_from, to_address, message)
-
-
-def digest_envelope(
-    settings: Settings,
-    email: RenderedEmail,
-    to_address: str,
-    to_name: str,
-    date: datetime,
-    message_key: str,
-    extra: Sequence[tuple[str, str]] = (),
-) -> Envelope:
-    """The headers of one digest message; ``message_key`` makes its Message-ID (stable across retries)."""
-    mail = settings.mail
-    domain = urlsplit(settings.site.base_url).hostname or "localhost"
-    return Envelope(
-        from_address=mail.from_address,
-        from_name=mail.from_name or settings.site.title,
-        to_address=to_address,
-        to_name=to_name,
-        subject=email.subject,
-        date=date,
-        message_id=f"<{message_key}@{domain}>",
-        reply_to=mail.reply_to,
-        extra=tuple(extra),
-    )
+    envelope = mailer.envelope(to_address, to_name, email.subject, key=f"{key}.{secrets.token_hex(8)}", extra=extra)
+    mailer.send(to_address, build_message(envelope, email.text, email.html), connection=connection)

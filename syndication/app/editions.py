@@ -1,8 +1,9 @@
 """Sending digests: an edition per cadence and window, one delivery per subscriber with something new, drained
-through SMTP. Running it again for the same window creates nothing and sends nothing twice.
+through the service's Mailer. Running it again for the same window creates nothing and sends nothing twice.
 
-The one place that wires the ledger, the subscribers, the renderer and the SMTP client together for sending;
-the command line, the scheduler and the editor pages call these functions.
+The one place that wires the ledger, the subscribers, the renderer and the sender together for sending; the
+command line, the scheduler and the editor pages call these functions (``open_sender`` for a driver that keeps
+a sender, so that it can stop it).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from syndication.core.editions import (
 )
 from syndication.core.models import CADENCES, Edition, EditionStatus, Subscriber
 from syndication.core.tokens import make_token
-from syndication.delivery.sender import DrainReport, Outgoing, Sender, TransportFactory
-from syndication.delivery.smtp import send_one
+from syndication.delivery.mailer import Mailer
+from syndication.delivery.sender import DrainReport, Outgoing, Sender
 from syndication.errors import SyndicationError
 from syndication.mailing.message import checked, with_phrase
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail
@@ -127,16 +128,23 @@ def _message_id(edition_id: int, subscriber_id: int) -> str:
     return f"edition-{edition_id}.{subscriber_id}.{secrets.token_hex(6)}"
 
 
+def open_sender(service: Service, owner: str | None = None) -> Sender:
+    """A sender of the service's queue through its Mailer, for a driver that keeps one (to ``stop`` it, or to
+    drain again later); ``owner`` names it in the claims it holds (default: host, process and thread)."""
+    return Sender(service.settings, service.engine, service.clock, service.mailer, owner=owner)
+
+
 def deliver(
     service: Service,
-    transport: TransportFactory,
     *,
     edition_id: int | None = None,
     on_progress: Callable[[DrainReport], None] | None = None,
     sender: Sender | None = None,
 ) -> DrainReport:
-    """Send every due delivery (retries included) of sending editions, or of one edition."""
-    sender = sender or Sender(service.settings, service.engine, service.clock, transport)
+    """Send every due delivery (retries included) of sending editions, or of one edition, through the service's
+    Mailer; with ``sender`` (from ``open_sender``) through that one. Raises SenderBusy when another sender drains
+    this SQLite store, ConfigError when sending is not configured right."""
+    sender = sender or open_sender(service)
     builder = MessageBuilder(service)
 
     def bounced(subscriber_id: int) -> None:
@@ -146,16 +154,19 @@ def deliver(
 
 
 class MessageBuilder:
-    """Builds each claimed delivery's message: the variant once, then the recipient's parts by substitution."""
+    """Builds each claimed delivery's message: the variant once, then the recipient's parts by substitution.
+
+    The messages are not signed here: the Mailer seals each as it leaves.
+    """
 
     def __init__(self, service: Service) -> None:
         self.service = service
         self.settings = service.settings
+        self.mailer = service.mailer
         self.renderer = MailRenderer(service.settings)
         self.keys = signing_keys(service.settings)
         self._editions: dict[int, Edition | None] = {}
         self._variants: dict[tuple[int, tuple[str, ...] | None, str], RenderedEmail | None] = {}
-        self._sign = _dkim_signer(service)
         self.list_id = list_id(self.settings)
 
     def build(self, claims: list[ledger.Claim]) -> list[Outgoing | str]:
@@ -190,10 +201,10 @@ class MessageBuilder:
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         )
         message = personalised_message(
-            self.settings, variant, to_address=subscriber.email, to_name=subscriber.name, links=links,
+            self.mailer, variant, to_address=subscriber.email, to_name=subscriber.name, links=links,
             date=edition.until, message_key=claim.message_id, extra=extra,
         )  # fmt: skip
-        return Outgoing(claim, subscriber.email, self._sign(message) if self._sign else message)
+        return Outgoing(claim, subscriber.email, message)
 
     def links(self, edition: Edition, subscriber: Subscriber) -> Links:
         """The subscriber's signed links for this edition."""
@@ -243,16 +254,8 @@ def list_id(settings: Settings) -> str:
 def check_sending(settings: Settings) -> None:
     """Refuse (ConfigError) what would fail every message: no signing key for the links in every digest, or a
     DKIM key that cannot be read. Checked before an edition is made or a service starts sending."""
-    from syndication.mailing.dkim import signer
-
     signing_keys(settings)
-    signer(settings.dkim)
-
-
-def _dkim_signer(service: Service) -> Callable[[bytes], bytes] | None:
-    from syndication.mailing.dkim import signer
-
-    return signer(service.settings.dkim)
+    Mailer(settings).check()
 
 
 def notify_editors(service: Service, plan: SendPlan) -> list[str]:
@@ -411,7 +414,8 @@ def public_copy(service: Service, edition: Edition) -> RenderedEmail | None:
 def send_test(
     service: Service, edition_id: int, address: str, themes: tuple[str, ...] | None, language: str
 ) -> RenderedEmail | None:
-    """Send the edition, as readers of ``themes`` in ``language`` get it, to ``address``, with preview links.
+    """Send the edition, as readers of ``themes`` in ``language`` get it, to ``address``, with preview links,
+    through the service's Mailer (DKIM-signed when configured).
 
     Returns what was sent, or None when the edition holds nothing for those readers (nothing is sent). Raises
     NoSuchEdition, DeliveryError when the relay refuses it, ConfigError when sending is not configured.
@@ -422,13 +426,10 @@ def send_test(
     email = edition_email(service, edition, themes, language)
     if email is None:
         return None
-    settings = service.settings
     key = f"test.{edition_id}.{secrets.token_hex(6)}"
     message = personalised_message(
-        settings, email, to_address=address, to_name="", links=preview_links(settings), date=service.clock(),
-        message_key=key, extra=(("X-Syndication-Test", f"edition {edition_id}"),),
+        service.mailer, email, to_address=address, to_name="", links=preview_links(service.settings),
+        date=service.clock(), message_key=key, extra=(("X-Syndication-Test", f"edition {edition_id}"),),
     )  # fmt: skip
-    sign = _dkim_signer(service)
-    send_one(settings.smtp, settings.mail.bounce_address or settings.mail.from_address, address,
-             sign(message) if sign else message)  # fmt: skip
+    service.mailer.send(address, message)
     return email

@@ -1,13 +1,16 @@
-"""The service every use case runs in: the settings, an open store and a clock."""
+"""The service every use case runs in: the settings, an open store, a clock and the one exit for mail."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from syndication.clock import Clock, system_clock
 from syndication.config import Settings
+from syndication.delivery.mailer import Mailer
 from syndication.sources.normalise import Vocabulary
 from syndication.store import database
 
@@ -42,6 +45,11 @@ class Service:
         """Close every pooled database connection."""
         self.engine.dispose()
 
+    @cached_property
+    def mailer(self) -> Mailer:
+        """The service's one Mailer: every message it sends leaves through it (made on first use)."""
+        return Mailer(self.settings, self.clock)
+
     @property
     def vocabulary(self) -> Vocabulary:
         """The themes, regions and defaults the sources check items against."""
@@ -60,3 +68,8 @@ def init_store(settings: Settings) -> str:
         return database.upgrade(engine)
     finally:
         engine.dispose()
+
+
+def store_location(settings: Settings) -> str:
+    """The store's database URL with its password hidden (``***``), for messages such as ``init``'s."""
+    return make_url(settings.database.url).render_as_string(hide_password=True)

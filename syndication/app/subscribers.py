@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from syndication.app.digests import send_notice
@@ -31,7 +32,7 @@ from syndication.app.service import Service
 from syndication.config import Settings, signing_keys
 from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES, Consent, Notice, Subscriber
 from syndication.core.tokens import make_token, read_token
-from syndication.delivery.smtp import SmtpClient
+from syndication.delivery.transport import Transport
 from syndication.errors import ConfigError, DeliveryError, SyndicationError, TokenError
 from syndication.mailing.render import Links, MailRenderer
 from syndication.sources.cleaning import BIDI_CONTROLS
@@ -227,10 +228,25 @@ def add_subscriber(
     now = service.clock()
     source = consent_source + (", consent confirmed by the operator" if confirmed else ", double opt-in")
     consent = Consent(at=now, method=consent_method, source=source)
-    with database.transaction(service.engine) as session:
-        subscriber, action = _apply(
-            session, settings, request, now, consent, confirmed=confirmed, update=update, resubscribe=resubscribe
-        )
+    for attempt in (1, 2):
+        try:
+            with database.transaction(service.engine) as session:
+                subscriber, action = _apply(
+                    session,
+                    settings,
+                    request,
+                    now,
+                    consent,
+                    confirmed=confirmed,
+                    update=update,
+                    resubscribe=resubscribe,
+                )
+            break
+        except IntegrityError:
+            # The same new address added at the same moment elsewhere (the form posted twice): the store refused the
+            # second insert, and trying again finds the first one. A second refusal is a real error.
+            if attempt == 2:
+                raise
     if subscriber.status != "pending" or keys is None:
         return AddOutcome(subscriber, action)
     try:
@@ -388,12 +404,13 @@ def import_subscribers(service: Service, path: Path, *, confirmed: bool = False,
             if subscriber.status == "pending" and keys is not None and action == "added":
                 to_confirm.append((line, subscriber))
     stopped: ConfigError | None = None
-    with SmtpClient(settings.smtp) as client:
+    connection = service.mailer.connect()  # one connection for every confirmation (opened on the first send)
+    try:
         for line, subscriber in to_confirm:
             try:
                 if stopped is not None:  # a relay that refuses our settings refuses every message: do not retry
                     raise stopped
-                send_confirmation(service, subscriber, client=client)
+                send_confirmation(service, subscriber, connection=connection)
             except ConfigError as error:
                 stopped = error
                 report.send_failures.append(Notice(report.source, f"line {line}", f"{subscriber.email}: {error}"))
@@ -401,6 +418,8 @@ def import_subscribers(service: Service, path: Path, *, confirmed: bool = False,
                 report.send_failures.append(Notice(report.source, f"line {line}", f"{subscriber.email}: {error}"))
             else:
                 report.confirmations_sent += 1
+    finally:
+        connection.close()
     report.refused.sort(key=lambda notice: int(notice.where.removeprefix("line ")))
     return report
 
@@ -604,12 +623,13 @@ def reader_of_view_link(service: Service, edition_id: int, token: str) -> Subscr
 
 
 def send_confirmation(
-    service: Service, subscriber: Subscriber, *, client: SmtpClient | None = None, url: str | None = None
+    service: Service, subscriber: Subscriber, *, connection: Transport | None = None, url: str | None = None
 ) -> None:
     """Email ``subscriber`` the link that confirms their subscription (``url``, by default ``confirm_url``), in
-    their language.
+    their language, through the service's Mailer (DKIM-signed when configured).
 
-    Sent over ``client``'s connection when given (an import sends many), else over a connection of its own.
+    Sent over ``connection`` (from ``service.mailer.connect()``) when given (an import sends many), else over a
+    connection of its own.
     Raises DeliveryError when the SMTP server does not take the message (the subscriber stays pending), and
     ConfigError when the relay or the signing key is not configured right.
     """
@@ -619,7 +639,7 @@ def send_confirmation(
     # The confirmation has no unsubscribe or online copy; the shared layout's links lead to the site instead.
     links = Links(unsubscribe=url, preferences=f"{base}/", view_online=f"{base}/")
     email = MailRenderer(settings).render_notice("confirm", subscriber.language, {"confirm_url": url}, links)
-    send_notice(service, email, subscriber.email, subscriber.name, f"confirm.{subscriber.id}", client=client)
+    send_notice(service, email, subscriber.email, subscriber.name, f"confirm.{subscriber.id}", connection=connection)
 
 
 # --- Status changes -------------------------------------------------------------------------------------------
@@ -765,7 +785,8 @@ def change_preferences(
 
 def send_preferences_notice(service: Service, subscriber: Subscriber, summary: str) -> None:
     """Email ``subscriber`` that their preferences changed (``summary``: what they receive now), in their
-    language, with their links to change them again or leave. Raises DeliveryError or ConfigError."""
+    language, with their links to change them again or leave, through the service's Mailer (DKIM-signed when
+    configured). Raises DeliveryError or ConfigError."""
     settings = service.settings
     links = Links(
         unsubscribe=unsubscribe_url(service, subscriber),

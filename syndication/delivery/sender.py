@@ -1,10 +1,15 @@
-"""Draining the delivery queue: claim a batch, build each message from its variant, send, record what happened.
+"""Draining the delivery queue: claim a batch, have each message built, send it through the Mailer, record what
+happened.
 
-Nothing is lost and nothing is sent twice, within one rule: a delivery is marked sent only after the server's
-final 250, in its own transaction, right after that reply. A sender killed between the two can have the
-messages in flight at that moment sent again by the next run (with the same Message-ID, so receivers can drop
-the copy): at most ``connections`` messages. Claims are leases; rows held by a dead sender return to the queue
-when the lease runs out, and a delivery whose sender died ``max_crashes`` times is set aside as poisoned.
+Every message leaves through the service's one :class:`~syndication.delivery.mailer.Mailer`, which signs it and
+owns the transport, over ``[delivery] connections`` connections it opens (one per sending thread).
+
+Nothing is lost and nothing is sent twice, within one rule: a delivery is marked sent only after the transport
+accepted it (the SMTP server's final 250), in its own transaction, right after that reply. A sender killed
+between the two can have the messages in flight at that moment sent again by the next run (with the same
+Message-ID, so receivers can drop the copy): at most ``connections`` messages. Claims are leases; rows held by a
+dead sender return to the queue when the lease runs out, and a delivery whose sender died ``max_crashes`` times
+is set aside as poisoned.
 """
 
 from __future__ import annotations
@@ -20,36 +25,26 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from syndication.config import Settings, SmtpSettings
+from syndication.config import Settings
 from syndication.core.models import DeliveryStatus
+from syndication.delivery.mailer import Mailer
+from syndication.delivery.transport import Transport
 from syndication.errors import (
     AmbiguousDeliveryError,
     DeliveryError,
     PermanentDeliveryError,
-    SyndicationError,
+    SenderBusy,
 )
 from syndication.store import database, ledger
 
 
-class Transport(Protocol):
-    """What the sender needs of an SMTP connection (``syndication.delivery.smtp.SmtpClient``)."""
-
-    def send(self, mail_from: str, recipient: str, message: bytes) -> None: ...
-
-    def close(self) -> None: ...
-
-
-TransportFactory = Callable[[SmtpSettings], Transport]
-
-
 @dataclass(frozen=True)
 class Outgoing:
-    """One built message for one claimed delivery."""
+    """One built message (not yet sealed: the Mailer signs it as it leaves) for one claimed delivery."""
 
     claim: ledger.Claim
     recipient: str
@@ -75,30 +70,26 @@ class DrainReport:
         return self.sent + self.deferred + self.failed + self.bounced
 
 
-class SenderBusy(SyndicationError):
-    """Another sender already drains this SQLite store."""
-
-
 # Builds the messages of a batch of claims: each a message, or why none can be built.
 Builder = Callable[[list[ledger.Claim]], "list[Outgoing | str]"]
 
 
 class Sender:
-    """Drains the queue of one store with ``[delivery] connections`` SMTP connections in parallel."""
+    """Drains the queue of one store with ``[delivery] connections`` connections of ``mailer`` in parallel."""
 
     def __init__(
         self,
         settings: Settings,
         engine: Engine,
         clock: Callable[[], datetime],
-        transport: TransportFactory,
+        mailer: Mailer,
         *,
         owner: str | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.clock = clock
-        self.transport = transport
+        self.mailer = mailer
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.stop = threading.Event()  # set it (SIGTERM) to finish the messages in flight and stop
         # SQLite has one writer: this process's sending threads take turns here instead of meeting SQLite's
@@ -116,10 +107,15 @@ class Sender:
         on_progress: Callable[[DrainReport], None] | None = None,
         on_bounce: Callable[[int], None] | None = None,
     ) -> DrainReport:
-        """Send every due delivery (of one edition, or all); returns when none is due or ``stop`` is set."""
+        """Send every due delivery (of one edition, or all); returns when none is due or ``stop`` is set.
+
+        Raises SenderBusy when another sender drains this SQLite store, ConfigError (before claiming anything)
+        when the DKIM key cannot be used.
+        """
         config = self.settings.delivery
         report = DrainReport()
-        with self._single_sender_on_sqlite(), _Connections(self.transport, self.settings.smtp) as connections:
+        self.mailer.check()  # a DKIM key that cannot be read would fail every message: refuse before claiming any
+        with self._single_sender_on_sqlite(), _Connections(self.mailer.connect) as connections:
             pool = ThreadPoolExecutor(max_workers=config.connections, thread_name_prefix="smtp")
             try:
                 while not self.stop.is_set():
@@ -148,7 +144,6 @@ class Sender:
         on_progress: Callable[[DrainReport], None] | None,
         on_bounce: Callable[[int], None] | None,
     ) -> None:
-        mail_from = self.settings.mail.bounce_address or self.settings.mail.from_address
         sends: list[Future[None]] = []
         unsent: list[int] = []
         for claim, built in zip(claims, build(claims), strict=True):
@@ -158,7 +153,7 @@ class Sender:
             if isinstance(built, str):
                 self._record(claim, DeliveryStatus.FAILED, report, detail=built)
                 continue
-            sends.append(pool.submit(self._send_and_record, connections, mail_from, built, report, on_bounce))
+            sends.append(pool.submit(self._send_and_record, connections, built, report, on_bounce))
         for send in sends:
             send.result()
             if on_progress:
@@ -170,7 +165,6 @@ class Sender:
     def _send_and_record(
         self,
         connections: _Connections,
-        mail_from: str,
         outgoing: Outgoing,
         report: DrainReport,
         on_bounce: Callable[[int], None] | None,
@@ -183,7 +177,7 @@ class Sender:
             return
         try:
             self._rate.wait()
-            connections.current().send(mail_from, outgoing.recipient, outgoing.message)
+            self.mailer.send(outgoing.recipient, outgoing.message, connection=connections.current())
         except PermanentDeliveryError as error:
             self._record(outgoing.claim, DeliveryStatus.BOUNCED, report, code=error.code, detail=str(error))
             if on_bounce and outgoing.claim.subscriber_id is not None:
@@ -260,11 +254,10 @@ class Sender:
 
 
 class _Connections:
-    """One SMTP connection per sending thread, reused across messages, all closed at the end."""
+    """One connection (``connect()``) per sending thread, reused across messages, all closed at the end."""
 
-    def __init__(self, factory: TransportFactory, settings: SmtpSettings) -> None:
-        self._factory = factory
-        self._settings = settings
+    def __init__(self, connect: Callable[[], Transport]) -> None:
+        self._connect = connect
         self._local = threading.local()
         self._all: list[Transport] = []
         self._lock = threading.Lock()
@@ -272,7 +265,7 @@ class _Connections:
     def current(self) -> Transport:
         transport: Transport | None = getattr(self._local, "transport", None)
         if transport is None:
-            transport = self._factory(self._settings)
+            transport = self._connect()
             self._local.transport = transport
             with self._lock:
                 self._all.append(transport)

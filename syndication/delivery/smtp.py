@@ -1,4 +1,5 @@
-"""Handing messages to the SMTP relay: the only module that speaks SMTP (the only importer of smtplib).
+"""The ``smtp`` transport: handing messages to the SMTP relay; the only module that speaks SMTP (the only importer
+of smtplib). Only the Mailer (``syndication.delivery.mailer``) opens an :class:`SmtpClient`.
 
 Every message goes in its own transaction with exactly one recipient, so a refusal always belongs to one
 address and can never pass unnoticed among accepted ones. The protocol is driven command by command
@@ -312,7 +313,7 @@ def send_one(
     local_hostname: str | None = None,
     tls_context: ssl.SSLContext | None = None,
 ) -> None:
-    """Send one message over a connection of its own (confirmation emails, test sends)."""
+    """Send one message over a connection of its own (for trying a relay; the service sends through its Mailer)."""
     with SmtpClient(settings, local_hostname=local_hostname, tls_context=tls_context) as client:
         client.send(mail_from, recipient, message)
 

@@ -34,15 +34,14 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syndication.app import jobs
-from syndication.app.editions import deliver, notify_editors, plan_edition
+from syndication.app.editions import deliver, notify_editors, open_sender, plan_edition
 from syndication.app.gathering import gather
 from syndication.app.publishing import publish_feeds
 from syndication.app.service import Service
 from syndication.clock import Clock, system_clock
 from syndication.config import Settings
 from syndication.core.models import EditionStatus
-from syndication.delivery.sender import Sender, SenderBusy, TransportFactory
-from syndication.errors import SyndicationError
+from syndication.errors import SenderBusy, SyndicationError
 from syndication.scheduling.cadences import parse_crontab
 
 log = logging.getLogger("syndication.scheduler")
@@ -92,7 +91,6 @@ class Runner:
     def __init__(
         self,
         settings: Settings,
-        transport: TransportFactory,
         *,
         clock: Clock = system_clock,
         name: str | None = None,
@@ -102,9 +100,8 @@ class Runner:
         self.service = Service.open(settings, clock)
         self.clock = clock
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.transport = transport
         self.stop = threading.Event()  # set it (SIGTERM) to stop after the work in flight
-        self.sender = Sender(settings, self.service.engine, clock, transport, owner=self.name)
+        self.sender = open_sender(self.service, owner=self.name)  # through the service's Mailer
         self.leadership = leadership or jobs.open_leadership(self.service)
         self.leading = False
         self.zone = ZoneInfo(settings.site.timezone)
@@ -294,7 +291,7 @@ class Runner:
         """Send every due delivery of sending editions (retries included)."""
         with self._job("deliver", quiet_when_idle=True) as outcome:
             try:
-                report = deliver(self.service, self.transport, sender=self.sender)
+                report = deliver(self.service, sender=self.sender)
             except SenderBusy as busy:
                 outcome.summary = f"skipped: {busy}"
                 return

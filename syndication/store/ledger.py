@@ -50,7 +50,12 @@ def find_edition(session: Session, cadence: str, since: datetime, until: datetim
 
 
 def create_edition(
-    session: Session, cadence: str, since: datetime, until: datetime, now: datetime, status: EditionStatus = EditionStatus.SENDING
+    session: Session,
+    cadence: str,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    status: EditionStatus = EditionStatus.SENDING,
 ) -> tuple[Edition, bool]:
     """The edition of this window, created if it did not exist; True when this call created it.
 
@@ -120,8 +125,8 @@ def set_edition_text(
 def queue(session: Session, edition_id: int, deliveries: Iterable[tuple[int, str]], now: datetime) -> int:
     """Add one delivery per (subscriber id, Message-ID); one already queued for the edition is left alone."""
     rows = [
-        {"edition_id": edition_id, "subscriber_id": subscriber_id, "status": DeliveryStatus.QUEUED, "attempts": 0, "crashes": 0,
-         "next_attempt_at": now, "message_id": message_id, "last_error": ""}
+        {"edition_id": edition_id, "subscriber_id": subscriber_id, "status": DeliveryStatus.QUEUED, "attempts": 0,
+         "crashes": 0, "next_attempt_at": now, "message_id": message_id, "last_error": ""}
         for subscriber_id, message_id in deliveries
     ]  # fmt: skip
     if not rows:

@@ -1,0 +1,118 @@
+"""The one exit for outbound mail: every message the service sends gets its envelope here, is sealed and leaves.
+
+A :class:`Mailer` belongs to the service (``Service.mailer``). Whatever the message (a digest, an editor's test
+send, a confirmation, a preferences notice, an approval request), the Mailer writes the headers every message
+carries the same way (From, To, Subject, Date, Message-ID, Reply-To), gives the envelope sender, signs with DKIM
+when ``[dkim]`` is configured (the key read once per Mailer) and hands the bytes to the transport ``[delivery]
+transport`` names. It is the only caller of a transport: the queue's sender sends over connections it opens
+with :meth:`Mailer.connect`, a notice over one of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from syndication.clock import Clock, system_clock
+from syndication.config import Settings
+from syndication.delivery.transport import Transport, TransportFactory, transport_factory
+from syndication.mailing.message import Envelope
+
+Signer = Callable[[bytes], bytes]
+
+
+class Mailer:
+    """Envelopes, DKIM signatures and the transport of ``settings``; ``clock`` dates messages sent now.
+
+    ``transport`` replaces the configured transport's factory (tests and benchmarks). Thread-safe: the sender's
+    threads share one Mailer, each with a connection of its own.
+    """
+
+    def __init__(
+        self, settings: Settings, clock: Clock = system_clock, *, transport: TransportFactory | None = None
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._open = transport or transport_factory(settings)
+        #: The domain of every Message-ID: the host of ``[site] base_url``.
+        self.domain = urlsplit(settings.site.base_url).hostname or "localhost"
+        self._signer: Signer | None = None
+        self._signer_loaded = False
+        self._signer_lock = threading.Lock()
+
+    @property
+    def envelope_sender(self) -> str:
+        """The envelope sender (MAIL FROM) of every message: ``[mail] bounce_address``, else the From address."""
+        mail = self.settings.mail
+        return mail.bounce_address or mail.from_address
+
+    def message_id(self, key: str) -> str:
+        """The Message-ID made from ``key`` (unique per message, and the same on every retry of a delivery)."""
+        return f"<{key}@{self.domain}>"
+
+    def envelope(
+        self,
+        to_address: str,
+        to_name: str,
+        subject: str,
+        *,
+        key: str,
+        date: datetime | None = None,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> Envelope:
+        """The headers of one message to ``to_address``: From (``[mail]``, named after the site unless
+        ``from_name`` is set), Reply-To, ``date`` (default: now), the Message-ID of ``key``, then ``extra``."""
+        mail = self.settings.mail
+        return Envelope(
+            from_address=mail.from_address,
+            from_name=mail.from_name or self.settings.site.title,
+            to_address=to_address,
+            to_name=to_name,
+            subject=subject,
+            date=self.clock() if date is None else date,
+            message_id=self.message_id(key),
+            reply_to=mail.reply_to,
+            extra=tuple(extra),
+        )
+
+    def check(self) -> None:
+        """Read the DKIM key now: ConfigError when ``[dkim]`` names one that cannot be used (else nothing)."""
+        self._load_signer()
+
+    def seal(self, message: bytes) -> bytes:
+        """``message`` as it leaves: with a DKIM-Signature in front when ``[dkim] domain`` is set."""
+        sign = self._load_signer()
+        return sign(message) if sign is not None else message
+
+    def connect(self) -> Transport:
+        """A connection of the configured transport to send many messages over (one thread's); close it after."""
+        return self._open(self.settings)
+
+    def send(self, recipient: str, message: bytes, connection: Transport | None = None) -> None:
+        """Seal ``message`` and hand it over for ``recipient``, over ``connection`` or else a one-off connection.
+
+        Returns once the transport accepted it; raises TemporaryDeliveryError, PermanentDeliveryError or
+        AmbiguousDeliveryError when it did not, ConfigError when the configuration keeps any message from going.
+        """
+        sealed = self.seal(message)
+        if connection is not None:
+            connection.send(self.envelope_sender, recipient, sealed)
+            return
+        one_off = self.connect()
+        try:
+            one_off.send(self.envelope_sender, recipient, sealed)
+        finally:
+            one_off.close()
+
+    def _load_signer(self) -> Signer | None:
+        if self._signer_loaded:
+            return self._signer
+        with self._signer_lock:
+            if not self._signer_loaded:
+                from syndication.mailing.dkim import signer  # dkimpy is imported only when mail is sent
+
+                self._signer = signer(self.settings.dkim)
+                self._signer_loaded = True
+        return self._signer
