@@ -1,0 +1,34 @@
+"""Posts as the drivers read and write them: timestamps typed by a person, and stored posts as JSON Lines records
+(the import's field names, so that an export can be imported again)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from syndication.core.models import Post
+from syndication.sources.jsonl import iso_utc, post_as_record
+from syndication.sources.normalise import DateOutOfRange
+from syndication.sources.normalise import parse_timestamp as _parse_timestamp
+
+__all__ = ["DateOutOfRange", "iso_time", "parse_timestamp", "post_records"]
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO 8601 date or time in UTC, as posts' dates are read (no offset: UTC).
+
+    Raises ValueError when ``text`` is not one, and its subclass DateOutOfRange when it falls outside years 1 to
+    9999 in UTC.
+    """
+    return _parse_timestamp(text)[0]
+
+
+def iso_time(moment: datetime) -> str:
+    """``2024-05-01T10:00:00Z``: ``moment`` in UTC with the Z suffix, as posts' dates are written."""
+    return iso_utc(moment)
+
+
+def post_records(posts: Iterable[Post]) -> list[dict[str, Any]]:
+    """Each post as a JSON Lines record with the import's field names."""
+    return [post_as_record(post) for post in posts]

@@ -1,0 +1,134 @@
+"""The digest commands: ``digest preview`` renders one without sending, ``digest send`` makes a window's edition
+and sends it, ``deliver`` sends whatever is due."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from syndication.cli.arguments import Commands, add_command, add_group, path, timestamp
+from syndication.cli.output import EXIT_OK, print_drain, progress_printer
+from syndication.config import Settings
+from syndication.core.models import CADENCES
+from syndication.errors import SyndicationError
+
+
+def register(commands: Commands, common: argparse.ArgumentParser) -> None:
+    """Declare ``digest preview``, ``digest send`` and ``deliver``."""
+    digest_commands = add_group(commands, "digest", "preview (and later send) the email digests", common)
+    preview = add_command(
+        digest_commands, "preview", _digest_preview, "render a digest without sending anything", common
+    )
+    preview.add_argument("--themes", metavar="A,B", help="the followed themes (default: everything)")
+    preview.add_argument(
+        "--subscriber", metavar="EMAIL", help="preview as this subscriber sees it (their themes and language)"
+    )
+    preview.add_argument("--since", metavar="ISO", type=timestamp, help="window start (default: 7 days ago)")
+    preview.add_argument("--until", metavar="ISO", type=timestamp, help="window end (default: now)")
+    preview.add_argument("--language", metavar="L", help="the reader's language (default: site.language)")
+    preview.add_argument("--intro", metavar="TEXT", help="an editor's note at the top")
+    preview.add_argument("--format", choices=("html", "text", "eml"), default="html", help="what to write")
+    preview.add_argument("--out", type=path, metavar="FILE", help="write to FILE (default: standard output)")
+    preview.add_argument("--open", action="store_true", help="open the written file in a browser or mail program")
+
+    send = add_command(digest_commands, "send", _digest_send, "create the edition of a window and deliver it", common)
+    send.add_argument("--cadence", required=True, choices=CADENCES, help="which digest")
+    send.add_argument(
+        "--since", metavar="ISO", type=timestamp, help="window start (default: the fire time before the last)"
+    )
+    send.add_argument(
+        "--until", metavar="ISO", type=timestamp, help="window end (default: the cadence's last fire time)"
+    )
+    send.add_argument("--dry-run", action="store_true", help="send nothing; report what would be sent")
+
+    add_command(
+        commands, "deliver", _deliver, "send every due delivery, retries included, without creating an edition", common
+    )
+
+
+def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from syndication.app.digests import preview_digest
+    from syndication.app.service import Service
+    from syndication.app.subscribers import parse_themes
+
+    followed = parse_themes(settings, args.themes) if args.themes else None  # slugs or aliases; None: everything
+    with Service.open(settings) as service:
+        if args.subscriber:
+            from syndication.app.subscribers import find_subscriber
+
+            subscriber = find_subscriber(service, args.subscriber)
+            if subscriber is None:
+                raise SyndicationError(f"no subscriber {args.subscriber!r} (see 'syndication subscribers list')")
+            followed = subscriber.themes
+            args.language = args.language or subscriber.language
+        until = args.until or service.clock()
+        since = args.since or until - timedelta(days=7)
+        if since >= until:
+            raise SyndicationError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
+        preview = preview_digest(
+            service, since=since, until=until, followed=followed, language=args.language, intro=args.intro
+        )
+    if preview is None:
+        print(f"no digest: nothing was published between {since.isoformat()} and {until.isoformat()}"
+              + (f" on {', '.join(sorted(followed))}" if followed else ""), file=sys.stderr)  # fmt: skip
+        return EXIT_OK
+    body = {"html": preview.email.html.encode("utf-8"), "text": preview.email.text.encode("utf-8"),
+            "eml": preview.message}[args.format]  # fmt: skip
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(body)
+    else:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+    digest = preview.digest
+    print(
+        f"digest: {preview.email.subject!r}: {digest.post_count} posts in {len(digest.sections)} sections"
+        f" ({digest.shown_count} shown), HTML {len(preview.email.html.encode('utf-8')):,} bytes"
+        + (f", written to {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    for problem in preview.email.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if args.open and args.out:
+        import webbrowser
+
+        webbrowser.open(args.out.resolve().as_uri())
+    return EXIT_OK
+
+
+def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.editions import check_sending, default_window, deliver, plan_edition
+    from syndication.app.service import Service
+
+    if not args.dry_run:
+        check_sending(settings)  # before any edition is made
+    with Service.open(settings) as service:
+        since, until = default_window(service, args.cadence)
+        since, until = args.since or since, args.until or until
+        plan = plan_edition(service, args.cadence, since, until, dry_run=args.dry_run)
+        window = f"{since.isoformat()} to {until.isoformat()}"
+        if args.dry_run:
+            state = f"edition {plan.edition.id} exists ({plan.edition.status})" if plan.edition else "no edition yet"
+            print(
+                f"dry run, {args.cadence} {window}: {state}; {plan.recipients} active subscribers,"
+                f" {plan.recipients - plan.nothing_new} would get a digest, {plan.nothing_new} have nothing new;"
+                f" {len(plan.variants)} variants; up to {plan.posts} posts; nothing sent"
+            )
+            return EXIT_OK
+        assert plan.edition is not None
+        made = "created" if plan.created else "already existed"
+        print(f"edition {plan.edition.id} ({args.cadence}, {window}) {made}: {plan.queued} deliveries queued,"
+              f" {plan.nothing_new} subscribers with nothing new")  # fmt: skip
+        report = deliver(service, edition_id=plan.edition.id, on_progress=progress_printer())
+    return print_drain(report)
+
+
+def _deliver(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.editions import deliver
+    from syndication.app.service import Service
+
+    with Service.open(settings) as service:
+        report = deliver(service, on_progress=progress_printer())
+    return print_drain(report)

@@ -1,0 +1,56 @@
+"""The editions commands: ``editions list`` shows the newest editions, ``editions approve|pause|resume|cancel``
+changes one as the edition state machine allows."""
+
+from __future__ import annotations
+
+import argparse
+
+from syndication.cli.arguments import Commands, add_command, add_group, row_id
+from syndication.cli.output import EXIT_OK
+from syndication.config import Settings
+from syndication.errors import SyndicationError
+
+_ACTIONS = (
+    ("pause", "stop sending an edition for now"),
+    ("resume", "send a paused edition again"),
+    ("cancel", "never send the rest of an edition"),
+    ("approve", "send a draft edition"),
+)
+
+
+def register(commands: Commands, common: argparse.ArgumentParser) -> None:
+    """Declare ``editions list`` and one ``editions ACTION ID`` per action on an edition."""
+    edition_commands = add_group(commands, "editions", "list and control editions", common)
+    add_command(edition_commands, "list", _editions_list, "the newest editions with their delivery counts", common)
+    for action, text in _ACTIONS:
+        controlled = add_command(edition_commands, action, _edition_control, text, common)
+        controlled.add_argument("edition_id", type=row_id, metavar="ID", help="the edition (see 'editions list')")
+        controlled.set_defaults(action=action)
+
+
+def _editions_list(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.editions import list_editions
+    from syndication.app.service import Service
+
+    with Service.open(settings) as service:
+        reports = list_editions(service)
+    for report in reports:
+        edition = report.edition
+        summary = ", ".join(f"{count} {status}" for status, count in sorted(report.deliveries.items()))
+        window = f"{edition.since:%Y-%m-%d %H:%M} .. {edition.until:%Y-%m-%d %H:%M}"
+        print(f"{edition.id:>5}  {edition.cadence:<8} {window}  {edition.status:<9} {summary or 'no deliveries'}")
+    return EXIT_OK
+
+
+def _edition_control(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.editions import NoSuchEdition, change_edition
+    from syndication.app.service import Service
+    from syndication.core.editions import EditionAction
+
+    with Service.open(settings) as service:
+        try:
+            edition, after = change_edition(service, args.edition_id, EditionAction(args.action))
+        except NoSuchEdition:
+            raise SyndicationError(f"no edition {args.edition_id} (see 'syndication editions list')") from None
+    print(f"edition {args.edition_id}: {edition.status} -> {after}")
+    return EXIT_OK

@@ -1,0 +1,130 @@
+"""The posts commands: ``import`` and ``gather`` bring posts in, ``posts list`` and ``themes list`` show them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from syndication.cli.arguments import Commands, add_command, add_group, count, path, timestamp
+from syndication.cli.output import EXIT_FAILED, EXIT_OK
+from syndication.config import Settings
+from syndication.errors import SyndicationError
+
+if TYPE_CHECKING:
+    from syndication.core.models import GatherReport
+
+
+def register(commands: Commands, common: argparse.ArgumentParser) -> None:
+    """Declare ``import``, ``gather``, ``posts list`` and ``themes list``."""
+    importing = add_command(commands, "import", _import, "import one JSON Lines file of posts", common)
+    importing.add_argument("file", type=path, help="JSON Lines file, one post per line")
+
+    gathering = add_command(commands, "gather", _gather, "pull new posts from every configured source", common)
+    gathering.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
+
+    post_commands = add_group(commands, "posts", "show stored posts", common)
+    listing = add_command(post_commands, "list", _posts_list, "list published posts, newest first", common)
+    listing.add_argument("--theme", metavar="SLUG", help="only posts on this theme")
+    listing.add_argument("--region", metavar="SLUG", help="only posts about this region")
+    listing.add_argument("--since", metavar="ISO", type=timestamp, help="only posts published after this")
+    listing.add_argument("--limit", type=count, metavar="N", help="at most N posts")
+    listing.add_argument("--json", action="store_true", help="a JSON array in the JSON Lines field names")
+
+    theme_commands = add_group(commands, "themes", "show configured themes", common)
+    theme_listing = add_command(
+        theme_commands, "list", _themes_list, "list the configured themes with their post counts", common
+    )
+    theme_listing.add_argument("--json", action="store_true", help="a JSON array")
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.gathering import import_file
+    from syndication.app.service import Service
+
+    with Service.open(settings) as service:
+        return _print_reports([import_file(service, args.file)])
+
+
+def _gather(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.gathering import gather
+    from syndication.app.service import Service
+
+    if not settings.sources:
+        print("no sources configured ([[sources]] in the configuration file)", file=sys.stderr)
+        return EXIT_OK
+    with Service.open(settings) as service:
+        return _print_reports(gather(service, args.source))
+
+
+def _print_reports(reports: Sequence[GatherReport]) -> int:
+    out, err = sys.stdout, sys.stderr
+    status = EXIT_OK
+    for report in reports:
+        for warning in report.warnings:
+            print(f"warning: {warning}", file=err)
+        for rejection in report.rejections:
+            print(f"rejected: {rejection}", file=err)
+        if report.failure:
+            print(f"failed: {report.source}: {report.failure}", file=err)
+        print(
+            f"{report.source}: {report.seen} read, {report.added} added, {report.updated} updated,"
+            f" {report.unchanged} unchanged, {len(report.rejections)} rejected"
+            + (", source failed" if report.failure else ""),
+            file=out,
+        )
+        if not report.ok:
+            status = EXIT_FAILED
+    return status
+
+
+def _posts_list(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.gathering import list_posts
+    from syndication.app.posts import iso_time, post_records
+    from syndication.app.service import Service
+    from syndication.app.subscribers import parse_themes
+
+    theme = None
+    if args.theme:
+        chosen = parse_themes(settings, [args.theme])  # one theme, or one of its aliases; refused when unknown
+        theme = chosen[0] if chosen else None
+    if args.region and settings.regions and args.region not in {r.slug for r in settings.regions}:
+        raise SyndicationError(f"unknown region {args.region!r} (see [[regions]] in the configuration)")
+    with Service.open(settings) as service:
+        posts = list_posts(service, theme=theme, region=args.region, since=args.since, limit=args.limit)
+    if args.json:
+        json.dump(post_records(posts), sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return EXIT_OK
+    for post in posts:
+        themes = ",".join(post.themes) or "-"
+        print(f"{iso_time(post.published)}  {post.title}  [{themes}]  {post.url}")
+    print(f"{len(posts)} post{'s' if len(posts) != 1 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _themes_list(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.gathering import theme_post_counts
+    from syndication.app.service import Service
+
+    with Service.open(settings) as service:
+        counts = theme_post_counts(service)
+    if args.json:
+        rows = [
+            {
+                "slug": t.slug,
+                "name": t.name,
+                "description": t.description,
+                "aliases": list(t.aliases),
+                "posts": counts.get(t.slug, 0),
+            }
+            for t in settings.themes
+        ]
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return EXIT_OK
+    for theme in settings.themes:
+        print(f"{theme.slug:<24} {counts.get(theme.slug, 0):>6} posts  {theme.name}")
+    return EXIT_OK

@@ -1,0 +1,152 @@
+"""The service commands: ``init`` sets up the store, ``serve`` and ``run`` run the service, ``status`` shows
+what it did and will do, and ``mail-sink`` stands in for a mail relay in the demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from syndication.cli.arguments import Commands, add_command, path, port
+from syndication.cli.output import EXIT_OK
+from syndication.config import Settings
+
+
+def register(commands: Commands, common: argparse.ArgumentParser) -> None:
+    """Declare ``init``, ``serve``, ``run``, ``status`` and ``mail-sink``."""
+    add_command(commands, "init", _init, "create the store, or upgrade it to this version's schema", common)
+
+    serving = add_command(commands, "serve", _serve, "serve the feeds and the web pages over HTTP", common)
+    serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serving.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
+
+    running = add_command(
+        commands, "run", _run,
+        "run the service: scheduled gathering, feeds, editions and sending, and the web app", common,
+    )  # fmt: skip
+    running.add_argument("--no-web", action="store_true", help="do not serve the web app from this process")
+    running.add_argument("--host", default="127.0.0.1", help="address the web app listens on (default 127.0.0.1)")
+    running.add_argument("--port", type=port, default=8000, help="port the web app listens on (default 8000)")
+
+    add_command(
+        commands, "status", _status,
+        "show each scheduled job's last and next run, the queue and the last editions", common,
+    )  # fmt: skip
+
+    sink = add_command(
+        commands, "mail-sink", _mail_sink, "a local SMTP server keeping every message as an .eml file (demo)", common
+    )
+    sink.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sink.add_argument("--port", type=port, default=8025, help="port to listen on (default 8025)")
+    sink.add_argument("--outbox", type=path, default=Path("var/outbox"), help="folder for the messages")
+
+
+def _init(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.service import init_store, store_location
+
+    revision = init_store(settings)
+    print(f"store ready at {store_location(settings)} (schema {revision})")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.publishing import publish_feeds
+    from syndication.app.service import Service
+    from syndication.web.app import serve
+
+    with Service.open(settings) as service:
+        report = publish_feeds(service)  # serve current feeds from the first request on
+    print(f"feeds ready in {report.directory}; serving on http://{args.host}:{args.port}/feeds/", file=sys.stderr)
+    if settings.secret_key is None:
+        print("warning: SYNDICATION_SECRET_KEY is not set: unsubscribe links cannot be checked (answered 503)",
+              file=sys.stderr)  # fmt: skip
+    here = f"http://{args.host}:{args.port}"
+    print(f"pages: {here}/subscribe, {here}/editions/, {here}/themes/; editors sign in at {here}/editor/",
+          file=sys.stderr)  # fmt: skip
+    if not settings.editors.passwords:
+        print("warning: no editor is configured: nobody can sign in (syndication editors add NAME)", file=sys.stderr)
+    serve(settings, args.host, args.port)
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from syndication.app.editions import check_sending
+    from syndication.runtime.logs import configure_logging
+    from syndication.runtime.workers import start_fork_server
+    from syndication.scheduling.runner import Runner
+
+    check_sending(settings)  # without these nothing could ever be sent: say so now
+    configure_logging(settings.logging)
+    start_fork_server()  # loads the modules for worker processes now, not during the first large feed build
+    runner = Runner(settings)
+
+    def stop(signum: int, _frame: object) -> None:
+        runner.stop.set()  # the main loop notices, finishes the work in flight and exits
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    web = None
+    if not args.no_web:
+        from syndication.web.app import BackgroundServer
+
+        web = BackgroundServer(settings, args.host, args.port, wake_sender=runner.wake_deliveries)
+        web.start()
+    try:
+        runner.run_until_stopped()
+    finally:
+        if web is not None:
+            web.stop()
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from zoneinfo import ZoneInfo
+
+    from syndication.app.service import Service
+    from syndication.app.status import status_report
+
+    with Service.open(settings) as service:
+        report = status_report(service)
+    zone = ZoneInfo(settings.site.timezone)
+
+    def when(moment: datetime | None) -> str:
+        return f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}" if moment else "-"
+
+    leader = report.leader
+    print(f"scheduler: {leader.summary} since {when(leader.started_at)}" if leader else "scheduler: never ran")
+    print("jobs:")
+    for job in report.jobs:
+        last = job.last
+        state = "never run" if last is None else "running" if last.ok is None else "ok" if last.ok else "FAILED"
+        ran = f"last run {when(last.started_at)} by {last.runner}: {state}, {last.summary}" if last else state
+        upcoming = when(job.next_run)
+        if job.job_id == "deliver":
+            upcoming = f"every {settings.schedule.deliver_interval_seconds} s"  # each process drains the queue
+        print(f"  {job.job_id:<24} next {upcoming:<25} {ran}")
+    print(f"queue: {report.queue_depth} deliveries waiting to be sent")
+    print("editions:")
+    for cadence in report.editions:
+        due = f"next due {when(cadence.next_due)}" if cadence.next_due else "off"
+        if cadence.last is None:
+            print(f"  {cadence.cadence:<8} none yet; {due}")
+            continue
+        edition = cadence.last
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(cadence.deliveries.items())) or "no deliveries"
+        print(f"  {cadence.cadence:<8} #{edition.id} {when(edition.since)} .. {when(edition.until)} {edition.status}"
+              f" ({counts}); {due}")  # fmt: skip
+    for draft in report.stale_drafts:
+        print(f"warning: draft edition {draft.id} ({draft.cadence}) has waited for approval since"
+              f" {when(draft.created_at)}; approve it with 'syndication editions approve {draft.id}'")  # fmt: skip
+    return EXIT_OK
+
+
+def _mail_sink(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.outbox import run_mail_sink
+
+    print(f"mail sink on {args.host}:{args.port}, keeping messages in {args.outbox} (Ctrl-C stops)", file=sys.stderr)
+    kept = run_mail_sink(args.host, args.port, args.outbox)
+    print(f"mail sink stopped: {kept} messages kept in {args.outbox}", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,192 @@
+"""The subscribers commands: ``subscribers add``, ``import``, ``list``, ``export`` and ``remove``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from syndication.cli.arguments import Commands, Handler, add_command, add_group, path
+from syndication.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say_error
+from syndication.config import Settings
+from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES
+from syndication.errors import SyndicationError
+
+
+def register(commands: Commands, common: argparse.ArgumentParser) -> None:
+    """Declare ``subscribers add|import|list|export|remove``."""
+    subscriber_commands = add_group(commands, "subscribers", "manage the people who receive digests", common)
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        return add_command(subscriber_commands, name, handler, help_text, common)
+
+    adding = command("add", _subscribers_add, "add a subscriber (or change one with --update)")
+    adding.description = (
+        "Add a subscriber. Without --confirmed they are pending and are sent a confirmation email whose link (valid"
+        " 7 days) makes them active; only active subscribers get digests. An address that exists already is left as"
+        " it is (exit 1) unless --update (change the preferences given) or --confirmed (a pending, unsubscribed,"
+        " bounced or complained address becomes active); a pending one is sent its confirmation email again."
+        " A removed address is refused unless --confirmed --resubscribe."
+    )
+    adding.add_argument("email", help="their email address")
+    adding.add_argument("--name", metavar="NAME", help="their name, on one line")
+    adding.add_argument("--themes", metavar="A,B", help="theme slugs to follow (default or '': every theme)")
+    adding.add_argument("--cadence", choices=CADENCES, help="how often they get a digest (default: weekly)")
+    adding.add_argument("--language", metavar="L", help="language of their digests (default: site.language)")
+    adding.add_argument(
+        "--confirmed", action="store_true", help="their consent is confirmed: active at once, no confirmation email"
+    )
+    adding.add_argument("--update", action="store_true", help="if the address exists, change the preferences given")
+    adding.add_argument(
+        "--resubscribe", action="store_true", help="with --confirmed: add again an address that was removed"
+    )
+    importing_subscribers = command("import", _subscribers_import, "add the subscribers of a CSV file")
+    importing_subscribers.description = (
+        "Add the subscribers of a CSV file with a header row naming columns among email,name,themes,cadence,language"
+        " (only email is required; themes separated by ';' or ','; an empty themes cell means every theme). Each row"
+        " is checked on its own: bad rows are reported with their line number and the good ones are kept (exit 1 if"
+        " any row was refused). New subscribers are pending and sent a confirmation email, or active with"
+        " --confirmed. Existing subscribers are left as they are unless --update (the row's cells replace their"
+        " preferences; empty cadence or language cells keep theirs) or --confirmed (pending, unsubscribed, bounced"
+        " or complained become active). Removed addresses are always refused."
+    )
+    importing_subscribers.add_argument("file", type=path, help="CSV file, UTF-8, with a header row")
+    importing_subscribers.add_argument(
+        "--confirmed", action="store_true", help="every row's consent is confirmed: active at once, no emails"
+    )
+    importing_subscribers.add_argument(
+        "--update", action="store_true", help="change the preferences of existing subscribers to the file's"
+    )
+    subscriber_listing = command("list", _subscribers_list, "list subscribers, oldest first")
+    subscriber_listing.add_argument("--status", choices=SUBSCRIBER_STATUSES, help="only subscribers of this status")
+    subscriber_listing.add_argument("--cadence", choices=CADENCES, help="only subscribers of this cadence")
+    subscriber_listing.add_argument("--json", action="store_true", help="a JSON array")
+    command("export", _subscribers_export, "write everything held on every subscriber as CSV")
+    removing = command(
+        "remove", _subscribers_remove, "erase a subscriber and keep their address from being added again"
+    )
+    removing.description = (
+        "Erase everything held on an address (their deliveries stay, without them) and keep only its SHA-256, so"
+        " that no import or add brings it back unless 'add --confirmed --resubscribe'. Removing an address that is"
+        " not subscribed suppresses it all the same."
+    )
+    removing.add_argument("email", help="their email address")
+
+
+def _subscribers_add(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.service import Service
+    from syndication.app.subscribers import add_subscriber
+
+    if args.resubscribe and not args.confirmed:
+        say_error(SyndicationError("--resubscribe needs --confirmed: only their renewed consent brings them back"))
+        return EXIT_USAGE
+    with Service.open(settings) as service:
+        outcome = add_subscriber(
+            service,
+            args.email,
+            name=args.name,
+            themes=args.themes,
+            cadence=args.cadence,
+            language=args.language,
+            confirmed=args.confirmed,
+            update=args.update,
+            resubscribe=args.resubscribe,
+        )
+    subscriber = outcome.subscriber
+    email, status = subscriber.email, subscriber.status
+    said = {
+        "added": f"added {email} ({status})",
+        "resubscribed": f"added {email} again ({status}); its suppression is lifted",
+        "confirmed": f"confirmed {email} ({status})",
+        "reactivated": f"{email} is {status} again",
+        "updated": f"updated the preferences of {email} ({status})",
+        "unchanged": f"{email} already has these preferences ({status})",
+        "exists": f"{email} is already subscribed ({status}); nothing changed (--update changes preferences)",
+    }[outcome.action]
+    if outcome.action == "exists" and status == "pending":
+        said = f"{email} is already subscribed and pending (not confirmed yet)"
+    if outcome.confirmation_sent:
+        said += "; confirmation email sent" + (" again" if outcome.action != "added" else "")
+    print(said)
+    if outcome.confirmation_error:
+        print(f"syndication: error: the confirmation email to {email} was not sent: {outcome.confirmation_error}"
+              " (add the address again to resend it)", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    return EXIT_FAILED if outcome.action == "exists" and not outcome.confirmation_sent else EXIT_OK
+
+
+def _subscribers_import(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.service import Service
+    from syndication.app.subscribers import import_subscribers
+
+    with Service.open(settings) as service:
+        report = import_subscribers(service, args.file, confirmed=args.confirmed, update=args.update)
+    for notice in report.refused:
+        print(f"refused: {notice}", file=sys.stderr)
+    for notice in report.send_failures:
+        print(f"not sent: {notice}", file=sys.stderr)
+    print(
+        f"{report.source}: {report.read} rows read, {report.added} added, {report.activated} activated,"
+        f" {report.updated} updated, {report.unchanged} unchanged, {len(report.refused)} refused;"
+        f" {report.confirmations_sent} confirmation emails sent"
+        + (f", {len(report.send_failures)} not sent" if report.send_failures else "")
+    )
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.service import Service
+    from syndication.app.subscribers import list_subscribers
+
+    with Service.open(settings) as service:
+        found = list_subscribers(service, status=args.status, cadence=args.cadence)
+    if args.json:
+        rows = [
+            {
+                "id": s.id,
+                "email": s.email,
+                "name": s.name,
+                "language": s.language,
+                "themes": None if s.themes is None else list(s.themes),
+                "cadence": s.cadence,
+                "status": s.status,
+                "consent": {"at": s.consent.at.isoformat(), "method": s.consent.method, "source": s.consent.source},
+                "created_at": s.created_at.isoformat(),
+                "confirmed_at": s.confirmed_at.isoformat() if s.confirmed_at else None,
+            }
+            for s in found
+        ]
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return EXIT_OK
+    for s in found:
+        themes = ",".join(s.themes) if s.themes is not None else "(every theme)"
+        print(f"{s.id:>6}  {s.email}  {s.status}  {s.cadence}  {s.language}  {themes}  {s.name}".rstrip())
+    print(f"{len(found)} subscriber{'s' if len(found) != 1 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _subscribers_export(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.service import Service
+    from syndication.app.subscribers import export_subscribers
+
+    with Service.open(settings) as service:
+        count = export_subscribers(service, sys.stdout)
+    sys.stdout.flush()
+    print(f"{count} subscriber{'s' if count != 1 else ''} exported", file=sys.stderr)
+    return EXIT_OK
+
+
+def _subscribers_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.service import Service
+    from syndication.app.subscribers import normalise_email, remove_subscriber
+
+    with Service.open(settings) as service:
+        done = remove_subscriber(service, args.email)
+    email = normalise_email(args.email)
+    print({
+        "removed": f"removed {email}: erased, and suppressed so that it is not added again",
+        "suppressed": f"{email} was not subscribed; suppressed so that it is not added",
+        "already removed": f"{email} was removed before; nothing else is held on it",
+    }[done])  # fmt: skip
+    return EXIT_OK
