@@ -18,7 +18,6 @@ from syndication.app.subscribers import add_subscriber, subscriber_token, token_
 from syndication.config import signing_keys
 from syndication.core.models import EditionStatus, Subscriber
 from syndication.core.tokens import make_token
-from syndication.delivery.smtp import SmtpClient
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
 from tests.web_site import WebSite, web_site
@@ -35,7 +34,7 @@ def site(tmp_path: Path, database_url: str) -> Iterator[WebSite]:
         add_subscriber(service, "bo@example.org", themes="resilience", cadence="weekly", language="es", confirmed=True)
         plan = plan_edition(service, "weekly", SINCE, UNTIL)
         assert plan.queued == 2
-        report = deliver(service, SmtpClient)
+        report = deliver(service)
         assert report.sent == 2 and report.finished_editions == [plan.edition.id if plan.edition else 0]
         yield running
 

@@ -23,7 +23,6 @@ from syndication.app.subscribers import add_subscriber
 from syndication.config import Settings
 from syndication.core.models import DeliveryStatus, EditionStatus
 from syndication.core.passwords import hash_password
-from syndication.delivery.smtp import SmtpClient
 from syndication.scheduling.cadences import latest_fire, parse_crontab
 from syndication.scheduling.runner import Runner
 from syndication.store import database, ledger
@@ -377,7 +376,7 @@ def test_under_syndication_run_approving_wakes_its_scheduled_sender(tmp_path: Pa
         add_subscriber(site.service, "ana@example.org", cadence="weekly", confirmed=True)
         plan = plan_edition(site.service, "weekly", SINCE, UNTIL, draft=True)
         assert plan.edition is not None
-        runner = Runner(site.settings, SmtpClient, name="run-with-web")
+        runner = Runner(site.settings, name="run-with-web")
         runners.append(runner)
         try:
             runner.start()  # drains once at start (the draft is not sent), then only every hour, or when woken

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
+from syndication.app.editions import sent_editions
 from syndication.app.service import Service
-from syndication.feeds.build import FeedBuildReport, build_feeds
+from syndication.core.models import Edition, Post
+from syndication.feeds.build import FeedBuildReport, build_feeds, feed_site
+from syndication.feeds.catalog import CONTENT_TYPES, Feed, FeedDocument
+from syndication.feeds.rss_atom import render_atom
+
+# The feed of editions before any was sent: a fixed date, so that its validators do not change by the minute.
+_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RenderedFeed:
+    """A feed document served as it is made: its bytes, media type and when it last changed."""
+
+    body: bytes
+    content_type: str
+    updated: datetime
 
 
 def publish_feeds(
@@ -16,3 +36,34 @@ def publish_feeds(
     ``directory`` defaults to ``[feeds] output_dir``; ``archives=False`` leaves archive pages for a later build.
     """
     return build_feeds(service.settings, service.engine, service.clock(), directory, full=full, archives=archives)
+
+
+def editions_feed(
+    service: Service, *, title_of: Callable[[Edition], str], window_of: Callable[[Edition], str], limit: int
+) -> RenderedFeed:
+    """The sent editions among the newest ``limit`` as an Atom document, written by the feeds' own writer.
+
+    Each entry links to the edition's page; ``title_of`` and ``window_of`` ("1 May 2025 to 8 May 2025") write an
+    edition's title and period as the archive's pages do.
+    """
+    settings = service.settings
+    site = replace(feed_site(settings), full_content=False)  # a summary per edition: the page is the content
+    title = settings.site.title
+    feed = Feed("site", None, "Editions", f"{title}: editions", f"Every digest {title} sent.", "editions")
+    base = settings.site.base_url
+    entries = [
+        Post(
+            guid=f"{base}/editions/{edition.id}",
+            title=title_of(edition),
+            url=f"{base}/editions/{edition.id}",
+            summary=f"The {edition.cadence} digest of {title}: what was published {window_of(edition)}.",
+            content_html="",
+            published=edition.until,
+            updated=edition.until,
+            language=settings.site.language,
+        )
+        for edition in sent_editions(service, limit)
+    ]
+    updated = max((entry.updated for entry in entries), default=_EPOCH)
+    body = render_atom(FeedDocument(site, feed, "atom", entries, updated))
+    return RenderedFeed(body, CONTENT_TYPES["atom"], updated)

@@ -14,10 +14,12 @@ from starlette.routing import Match
 
 from syndication.app.service import Service
 from syndication.config import Settings
+from syndication.errors import SyndicationError
 from syndication.web import feeds, unsubscribe
 from syndication.web.archive import ArchivePages
 from syndication.web.editor import EditorPages
-from syndication.web.sessions import Cookies
+from syndication.web.errors import MAPPED_ERRORS, PageError, page_of
+from syndication.web.sessions import SESSION_PATH, Cookies
 from syndication.web.subscribe import SubscriberPages
 from syndication.web.templating import Pages
 
@@ -40,6 +42,8 @@ def create_app(settings: Settings, wake_sender: Callable[[], None] | None = None
     app.router.redirect_slashes = False
     app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(StarletteHTTPException, _http_error(pages))
+    for error_type in (PageError, *MAPPED_ERRORS):
+        app.add_exception_handler(error_type, _page_error(pages))
     app.router.routes.extend(pages.asset_routes())
     app.router.routes.extend(ArchivePages(store.service, pages).routes())  # before /feeds/{path}: editions.atom
     app.include_router(feeds.router(settings))
@@ -116,6 +120,35 @@ def _http_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Respon
         )
 
     return handle
+
+
+def _page_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """The one answer to a handler's PageError and to the app-layer errors that have a page (``page_of``): the
+    site's message page, with the editor's navigation on the editor's pages."""
+
+    async def handle(request: Request, error: Exception) -> Response:
+        page = page_of(error, request.method, request.url.path)
+        return pages.message(
+            request,
+            page.title,
+            list(page.paragraphs),
+            status=page.status,
+            links=list(page.links),
+            headers=page.headers,
+            editor=await _editor_of(pages, request),
+        )
+
+    return handle
+
+
+async def _editor_of(pages: Pages, request: Request) -> str | None:
+    """The signed-in editor on an editor's page (the session cookie goes nowhere else), or None."""
+    if not request.url.path.startswith(SESSION_PATH + "/"):
+        return None
+    try:
+        return await pages.cookies.editor(request)
+    except SyndicationError:  # the page says what went wrong; the store failing too must not hide it
+        return None
 
 
 def _other_slash(request: Request) -> str | None:

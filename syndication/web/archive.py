@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import format_datetime
 from typing import Final
 
@@ -25,28 +23,20 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from syndication.app.editions import MessageBuilder
+from syndication.app.editions import find_edition, public_copy, reader_copy, sent_editions
 from syndication.app.gathering import list_posts, theme_post_counts
+from syndication.app.publishing import editions_feed
 from syndication.app.service import Service
-from syndication.app.subscribers import default_language, reader_of_view_link
-from syndication.core.models import Post
-from syndication.errors import ConfigError, TokenError
-from syndication.feeds.build import feed_site
-from syndication.feeds.catalog import CONTENT_TYPES, Feed, FeedDocument
-from syndication.feeds.rss_atom import render_atom
-from syndication.mailing.render import Links
-from syndication.store import database, ledger
+from syndication.core.editions import READABLE
+from syndication.core.models import Edition
+from syndication.errors import TokenError
 from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
+from syndication.web.errors import PageError, sentence
 from syndication.web.feeds import document_of, freshness
-from syndication.web.templating import Pages, email_headers, sentence
-
-log = logging.getLogger(__name__)
+from syndication.web.templating import Pages, email_headers
 
 ARCHIVE_SIZE: Final = 100
 THEME_PAGE_POSTS: Final = 20
-# A reader's own copy exists as soon as it is sent to them; the public copy once the whole edition is sent.
-READABLE: Final = (ledger.SENDING, ledger.PAUSED, ledger.SENT)
-_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class ArchivePages:
@@ -74,69 +64,46 @@ class ArchivePages:
         edition_id: int = request.path_params["edition_id"]
         token = request.query_params.get("t") or None  # an empty token is no token: the public copy
         try:
-            return await run_in_threadpool(self._edition, request, edition_id, token)
-        except TokenError as error:
-            return self.pages.message(
-                request,
+            return await run_in_threadpool(self._edition, edition_id, token)
+        except TokenError as error:  # the link's own edition has a public copy to offer instead
+            raise PageError(
+                400,
                 "This link does not work",
                 [sentence(error)],
-                status=400,
                 links=[(f"/editions/{edition_id}", "The public copy")],
-            )
-        except ConfigError as error:
-            log.error("GET %s refused: %s", request.url.path, error)
-            return self.pages.message(request, "Not available right now", ["Please try again later."], status=503)
+            ) from error
 
-    def _edition(self, request: Request, edition_id: int, token: str | None) -> Response:
+    def _edition(self, edition_id: int, token: str | None) -> Response:
         service = self.service()
-        with database.transaction(service.engine) as session:
-            edition = ledger.edition(session, edition_id)
+        edition = find_edition(service, edition_id)
         if edition is None or edition.status not in READABLE:
-            return self._no_edition(request, edition_id)
-        builder = MessageBuilder(service)
-        base = self.settings.site.base_url
+            raise _no_edition(edition_id)
         if token is not None:
-            reader = reader_of_view_link(service, edition_id, token)
-            if reader is not None:
-                email = builder.edition_email(edition, reader.themes, reader.language)
-                if email is not None:
-                    mine = email.personalised(builder.links(edition, reader))
-                    return HTMLResponse(mine.html, headers=email_headers(private=True))
-        if edition.status != ledger.SENT:
-            return self._no_edition(request, edition_id)
-        public = builder.edition_email(edition, None, default_language(self.settings))
-        if public is None:
-            return self._no_edition(request, edition_id)
-        links = Links(
-            unsubscribe=f"{base}/subscribe",
-            preferences=f"{base}/subscribe",
-            view_online=f"{base}/editions/{edition_id}",
-        )
-        return HTMLResponse(public.personalised(links).html, headers=email_headers(private=False))
-
-    def _no_edition(self, request: Request, edition_id: int) -> Response:
-        return self.pages.message(
-            request,
-            "No such edition",
-            [f"There is no sent edition {edition_id}."],
-            status=404,
-            links=[("/editions/", "Every past edition")],
-        )
+            mine = reader_copy(service, edition, token)
+            if mine is not None:
+                return HTMLResponse(mine.html, headers=email_headers(private=True))
+        public = public_copy(service, edition)
+        if public is None:  # not sent to everyone yet, or nothing in it for a reader of everything
+            raise _no_edition(edition_id)
+        return HTMLResponse(public.html, headers=email_headers(private=False))
 
     async def editions_page(self, request: Request) -> Response:
         """The sent editions, newest first."""
-        editions = await run_in_threadpool(self._sent_editions)
+        editions = await run_in_threadpool(lambda: sent_editions(self.service(), ARCHIVE_SIZE))
         context = {"title": "Past editions", "editions": [(e, self._title(e)) for e in editions]}
         return self.pages.render(request, "editions.html", context, headers={"Cache-Control": "public, max-age=300"})
 
     async def editions_feed(self, request: Request) -> Response:
         """``/feeds/editions.atom``: the sent editions as an Atom feed."""
-        body, updated = await run_in_threadpool(self._editions_atom)
+        rendered = await run_in_threadpool(
+            lambda: editions_feed(self.service(), title_of=self._title, window_of=self._window, limit=ARCHIVE_SIZE)
+        )
+        body = rendered.body
         # Validated as the built feeds are (weak If-None-Match, If-Modified-Since, a gzip variant of its own).
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         cache_control = f"public, max-age={self.settings.feeds.max_age_seconds}".encode()
-        last_modified = format_datetime(updated.astimezone(UTC), usegmt=True)
-        document = document_of("", etag, last_modified, CONTENT_TYPES["atom"], cache_control)
+        last_modified = format_datetime(rendered.updated.astimezone(UTC), usegmt=True)
+        document = document_of("", etag, last_modified, rendered.content_type, cache_control)
         fresh, compress = freshness(request.scope["headers"], document)
         lines = [(b"etag", document.gzip_etag if compress else document.etag), *document.validators]
         if fresh:
@@ -146,36 +113,10 @@ class ArchivePages:
             lines.append((b"content-encoding", b"gzip"))
         return Response(body, headers=_header_dict([*lines, *document.metadata]))
 
-    def _editions_atom(self) -> tuple[bytes, datetime]:
-        site = replace(feed_site(self.settings), full_content=False)
-        title = self.settings.site.title
-        feed = Feed("site", None, "Editions", f"{title}: editions", f"Every digest {title} sent.", "editions")
-        base = self.settings.site.base_url
-        entries = [
-            Post(
-                guid=f"{base}/editions/{edition.id}",
-                title=self._title(edition),
-                url=f"{base}/editions/{edition.id}",
-                summary=f"The {edition.cadence} digest of {title}: what was published {self._window(edition)}.",
-                content_html="",
-                published=edition.until,
-                updated=edition.until,
-                language=self.settings.site.language,
-            )
-            for edition in self._sent_editions()
-        ]
-        updated = max((entry.updated for entry in entries), default=_EPOCH)
-        return render_atom(FeedDocument(site, feed, "atom", entries, updated)), updated
-
-    def _sent_editions(self) -> list[ledger.Edition]:
-        service = self.service()
-        with database.transaction(service.engine) as session:
-            return [e for e in ledger.editions(session, limit=ARCHIVE_SIZE) if e.status == ledger.SENT]
-
-    def _title(self, edition: ledger.Edition) -> str:
+    def _title(self, edition: Edition) -> str:
         return edition.subject or f"{edition.cadence.capitalize()} digest, {self._window(edition)}"
 
-    def _window(self, edition: ledger.Edition) -> str:
+    def _window(self, edition: Edition) -> str:
         day = self.pages.environment.filters["day"]
         return f"{day(edition.since)} to {day(edition.until)}"
 
@@ -183,7 +124,7 @@ class ArchivePages:
 
     async def themes_page(self, request: Request) -> Response:
         """Every theme with its number of posts."""
-        counts = await run_in_threadpool(theme_post_counts, self.service())
+        counts = await run_in_threadpool(lambda: theme_post_counts(self.service()))
         themes = [(theme, counts.get(theme.slug, 0)) for theme in self.settings.themes]
         return self.pages.render(
             request,
@@ -197,17 +138,21 @@ class ArchivePages:
         slug = request.path_params["slug"]
         theme = next((t for t in self.settings.themes if t.slug == slug), None)
         if theme is None:
-            return self.pages.message(
-                request,
-                "No such theme",
-                [f"There is no theme {slug!r}."],
-                status=404,
-                links=[("/themes/", "Every theme")],
-            )
+            raise PageError(404, "No such theme", [f"There is no theme {slug!r}."], links=[("/themes/", "Every theme")])
         posts = await run_in_threadpool(lambda: list_posts(self.service(), theme=slug, limit=THEME_PAGE_POSTS))
         names = {t.slug: t.name for t in self.settings.themes}
         context = {"title": theme.name, "theme": theme, "posts": posts, "names": names}
         return self.pages.render(request, "theme.html", context, headers={"Cache-Control": "public, max-age=300"})
+
+
+def _no_edition(edition_id: int) -> PageError:
+    """The answer for an edition that does not exist or cannot be read (yet): the same, so as to tell nothing."""
+    return PageError(
+        404,
+        "No such edition",
+        [f"There is no sent edition {edition_id}."],
+        links=[("/editions/", "Every past edition")],
+    )
 
 
 def _header_dict(lines: list[tuple[bytes, bytes]]) -> dict[str, str]:

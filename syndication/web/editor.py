@@ -1,10 +1,12 @@
 """The editor's pages, behind a sign-in: the dashboard, and each edition as it will be sent, with its controls.
 
-An editor looks at the edition exactly as subscribers will get it (``MessageBuilder.edition_email``: the sender's
-own renderer and variants) at desktop and phone widths, as one subscriber or a theme set and language; fixes the
-subject and intro of a draft or paused edition; sends a test to an address; approves, pauses, resumes or cancels
-it (``ledger.EDITION_ACTIONS``, the command line's rules); and watches the delivery. Approving or resuming starts
+An editor looks at the edition exactly as subscribers will get it (``edition_email``: the sender's own renderer
+and variants) at desktop and phone widths, as one subscriber or a theme set and language; fixes the subject and
+intro of a draft or paused edition; sends a test to an address; approves, pauses, resumes or cancels it
+(``syndication.core.editions``, the command line's rules); and watches the delivery. Approving or resuming starts
 sending from this process (``[web] send_on_approve``), so a site without the scheduler running still sends.
+Every use case is ``syndication.app``'s; a refusal it raises is answered by the app's one error handler, except
+where the edition page is shown again with the refusal beside the form.
 
 Every post needs the CSRF token; every page but the sign-in needs a session, and sends to the sign-in page
 without one. Form handlers redirect after success (303), so reloading a page never posts twice.
@@ -27,28 +29,41 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from syndication.app.digests import compose, personalised_message, preview_links
-from syndication.app.editions import MessageBuilder, deliver
+from syndication.app.dashboard import dashboard
+from syndication.app.digests import preview_links
+from syndication.app.editions import (
+    NoSuchEdition,
+    change_edition,
+    deliver,
+    edition_email,
+    edition_report,
+    find_edition,
+    open_sender,
+    set_edition_text,
+)
+from syndication.app.editions import send_test as send_test_email
 from syndication.app.service import Service
 from syndication.app.subscribers import (
     SubscriberError,
     check_language,
     default_language,
+    find_subscriber,
     normalise_email,
     parse_themes,
-    subscriber_counts,
 )
-from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES
+from syndication.core.editions import EditionAction, EditionRefused
+from syndication.core.models import (
+    CADENCES,
+    FINAL_DELIVERIES,
+    SUBSCRIBER_STATUSES,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+)
 from syndication.core.passwords import hash_password, verify_password
-from syndication.delivery.sender import Sender, SenderBusy
-from syndication.delivery.smtp import SmtpClient, send_one
-from syndication.errors import ConfigError, DeliveryError, SyndicationError
-from syndication.mailing.dkim import signer
-from syndication.mailing.render import RenderedEmail
-from syndication.scheduling.cadences import latest_fire, next_fire, parse_crontab
-from syndication.store import database, ledger
-from syndication.store import subscribers as subscriber_store
+from syndication.errors import DeliveryError, SenderBusy, SyndicationError
 from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
+from syndication.web.errors import PageError, sentence
 from syndication.web.forms import FORM_EXPIRED, Form
 from syndication.web.limits import RateLimit
 from syndication.web.subscribe import client_address
@@ -70,7 +85,6 @@ NOTICES: Final = {
     "unchanged": "Nothing changed.",
     "tested": "The test was sent.",
 }
-DONE: Final = {"approve": "approved", "pause": "paused", "resume": "resumed", "cancel": "cancelled"}
 
 
 @dataclass
@@ -97,7 +111,7 @@ class Deliveries:
         self.service = service
         self._lock = threading.Lock()
         self._threads: dict[int, threading.Thread] = {}
-        self._senders: dict[int, Sender] = {}
+        self._stops: dict[int, threading.Event] = {}  # each running sender's stop: set, it stops after its batch
 
     def start(self, edition_id: int) -> None:
         """Start sending ``edition_id`` unless it is being sent from this process already."""
@@ -111,11 +125,11 @@ class Deliveries:
 
     def _send(self, edition_id: int) -> None:
         service = self.service()
-        sender = Sender(service.settings, service.engine, service.clock, SmtpClient)
+        sender = open_sender(service)
         with self._lock:
-            self._senders[edition_id] = sender
+            self._stops[edition_id] = sender.stop
         try:
-            report = deliver(service, SmtpClient, edition_id=edition_id, sender=sender)
+            report = deliver(service, edition_id=edition_id, sender=sender)
             log.info(
                 "edition %d: %d sent, %d deferred, %d failed, %d bounced",
                 edition_id,
@@ -130,7 +144,7 @@ class Deliveries:
             log.error("edition %d: sending stopped: %s", edition_id, error)
         finally:
             with self._lock:
-                self._senders.pop(edition_id, None)
+                self._stops.pop(edition_id, None)
 
     def wait(self, timeout: float = 30.0) -> None:
         """Wait for the senders running now to finish (tests, and shutdown after ``stop``)."""
@@ -142,8 +156,8 @@ class Deliveries:
     def close(self) -> None:
         """Ask every sender to stop after the messages in hand, and wait for them (app shutdown)."""
         with self._lock:
-            for sender in self._senders.values():
-                sender.stop.set()
+            for stop in self._stops.values():
+                stop.set()
         self.wait(timeout=15.0)
 
 
@@ -193,23 +207,16 @@ class EditorPages:
     async def login(self, request: Request) -> Response:
         """Check the name and password; on success set the session cookie and go where the editor was going."""
         form = await self.pages.form(request)
-        if isinstance(form, Response):
-            return form
         name, password, wanted = form.text("name"), form.get("password", ""), form.get("next", "")
-        try:
-            csrf_ok = self.cookies.csrf_ok(request, form)
-        except ConfigError as error:
-            return self._not_available(request, error)
-        if not csrf_ok:
+        if not self.cookies.csrf_ok(request, form):
             return self._login_page(request, wanted, name, {"form": FORM_EXPIRED}, status=403)
         client = client_address(request)
         if not self.logins.allow(client):
             retry = self.logins.retry_after(client)
-            return self.pages.message(
-                request,
+            raise PageError(
+                429,
                 "Too many attempts",
                 [f"Too many sign-in attempts from your connection: try again in {max(1, (retry + 59) // 60)} minutes."],
-                status=429,
                 headers={"Retry-After": str(retry)},
             )
         stored = self.settings.editors.passwords.get(name)
@@ -225,11 +232,7 @@ class EditorPages:
     async def logout(self, request: Request) -> Response:
         """Sign out (a post with the CSRF token, so that no other site can sign an editor out)."""
         form = await self.pages.form(request)
-        if isinstance(form, Response):
-            return form
-        refused = self._csrf_refused(request, form, "/editor/")
-        if refused:
-            return refused
+        self._check_csrf(request, form, "/editor/")
         response = RedirectResponse("/editor/login?signed_out=1", status_code=303)
         await self.cookies.end_session(request, response)
         return response
@@ -258,44 +261,16 @@ class EditorPages:
         return self.pages.render(request, "editor_dashboard.html", context, editor=editor)
 
     def _dashboard(self) -> dict[str, Any]:
-        service = self.service()
-        now = service.clock()
-        upcoming = []
-        for cadence in CADENCES:
-            crontab = self.settings.schedule.cadences.get(cadence, "off")
-            if crontab == "off":
-                upcoming.append({"cadence": cadence, "off": True})
-                continue
-            trigger = parse_crontab(crontab, self.settings.site.timezone)
-            since = latest_fire(trigger, now)
-            digest = compose(service, since, now) if since is not None else None
-            per_theme: dict[str | None, int] = {}
-            for section in digest.sections if digest else ():
-                per_theme[section.theme.slug if section.theme else None] = section.total
-            upcoming.append(
-                {
-                    "cadence": cadence,
-                    "off": False,
-                    "crontab": crontab,
-                    "since": since,
-                    "goes": next_fire(trigger, now),
-                    "per_theme": per_theme,
-                    "posts": digest.post_count if digest else 0,
-                }
-            )
-        counts = subscriber_counts(service)
-        with database.transaction(service.engine) as session:
-            following = subscriber_store.theme_counts(session)
-            editions = [(e, ledger.progress(session, e.id)) for e in ledger.editions(session, limit=12)]
+        board = dashboard(self.service())
         return {
             "title": "Dashboard",
-            "upcoming": upcoming,
+            "upcoming": board.upcoming,
             "themes": self.settings.themes,
             "cadences": CADENCES,
             "statuses": SUBSCRIBER_STATUSES,
-            "counts": counts,
-            "following": following,
-            "editions": editions,
+            "counts": board.subscribers,
+            "following": board.following,
+            "editions": [(report.edition, report.deliveries) for report in board.editions],
             "require_approval": self.settings.digest.require_approval,
         }
 
@@ -323,14 +298,10 @@ class EditorPages:
         values: dict[str, str] | None,
     ) -> Response:
         service = self.service()
-        with database.transaction(service.engine) as session:
-            edition = ledger.edition(session, edition_id)
-            if edition is None:
-                return self._no_edition(request, editor, edition_id)
-            counts = ledger.progress(session, edition_id)
-            problems = ledger.problems(session, edition_id)
+        report = edition_report(service, edition_id, with_problems=True)
+        edition = report.edition
         preview = self._preview_of(request)
-        email = self._email(service, edition, preview)
+        email = edition_email(service, edition, preview.themes, preview.language)
         text = email.personalised(preview_links(self.settings)).text if email else ""
         context = {
             "title": f"Edition {edition.id}",
@@ -340,10 +311,10 @@ class EditorPages:
             "text_part": text,
             "widths": PREVIEW_WIDTHS,
             "preview_src": f"/editor/editions/{edition.id}/preview?{preview.query()}",
-            "progress": _progress(edition, counts),
-            "problems": problems,
-            "actions": [a for a, (before, _) in ledger.EDITION_ACTIONS.items() if edition.status in before],
-            "editable": edition.status in (ledger.DRAFT, ledger.PAUSED),
+            "progress": _progress(edition, report.deliveries),
+            "problems": report.problems,
+            "actions": report.actions,
+            "editable": report.editable,
             "notice": notice,
             "errors": {**preview.errors, **errors},
             "values": values or {"subject": edition.subject, "intro": edition.intro, "address": ""},
@@ -360,15 +331,15 @@ class EditorPages:
         if editor is None:
             return _to_login(request)
         edition_id: int = request.path_params["edition_id"]
-        return await run_in_threadpool(self._preview, request, editor, edition_id)
+        return await run_in_threadpool(self._preview, request, edition_id)
 
-    def _preview(self, request: Request, editor: str, edition_id: int) -> Response:
+    def _preview(self, request: Request, edition_id: int) -> Response:
         service = self.service()
-        with database.transaction(service.engine) as session:
-            edition = ledger.edition(session, edition_id)
+        edition = find_edition(service, edition_id)
         if edition is None:
-            return self._no_edition(request, editor, edition_id)
-        email = self._email(service, edition, self._preview_of(request))
+            raise NoSuchEdition(edition_id)
+        preview = self._preview_of(request)
+        email = edition_email(service, edition, preview.themes, preview.language)
         if email is None:
             html = "<!doctype html><p>Nothing in this edition for these readers: they get no email.</p>"
             return HTMLResponse(html, headers=email_headers(private=True))
@@ -379,17 +350,11 @@ class EditorPages:
         if await self.cookies.editor(request) is None:
             return JSONResponse({"error": "sign in first"}, status_code=401, headers={"Cache-Control": "no-store"})
         edition_id: int = request.path_params["edition_id"]
-
-        def read() -> dict[str, Any] | None:
-            service = self.service()
-            with database.transaction(service.engine) as session:
-                edition = ledger.edition(session, edition_id)
-                return _progress(edition, ledger.progress(session, edition_id)) if edition else None
-
-        found = await run_in_threadpool(read)
-        if found is None:
+        try:
+            report = await run_in_threadpool(lambda: edition_report(self.service(), edition_id))
+        except NoSuchEdition:  # asked for by the page's script: answered in JSON, as every answer here is
             return JSONResponse({"error": f"no edition {edition_id}"}, status_code=404)
-        return JSONResponse(found, headers={"Cache-Control": "no-store"})
+        return JSONResponse(_progress(report.edition, report.deliveries), headers={"Cache-Control": "no-store"})
 
     async def save_text(self, request: Request) -> Response:
         """Save the subject and intro of a draft or paused edition."""
@@ -408,29 +373,18 @@ class EditorPages:
             values = {"subject": subject, "intro": intro, "address": ""}
             return await run_in_threadpool(self._edition_page, request, editor, edition_id, "", errors, 400, values)
 
-        def save() -> str | None:
-            service = self.service()
-            with database.transaction(service.engine) as session:
-                edition = ledger.edition(session, edition_id)
-                if edition is None:
-                    return "missing"
-                if edition.status not in (ledger.DRAFT, ledger.PAUSED):
-                    return f"Edition {edition_id} is {edition.status}: only a draft or paused edition can change."
-                if (edition.subject, edition.intro) == (subject, intro):
-                    return "unchanged"
-                ledger.set_edition_text(session, edition_id, subject=subject, intro=intro)
-            log.info("editor %s changed the text of edition %d", editor, edition_id)
-            return None
-
-        refused = await run_in_threadpool(save)
-        if refused == "missing":
-            return self._no_edition(request, editor, edition_id)
-        if refused and refused != "unchanged":
+        try:
+            changed = await run_in_threadpool(
+                lambda: set_edition_text(self.service(), edition_id, subject=subject, intro=intro)
+            )
+        except EditionRefused as error:  # shown beside the form, the text as the editor wrote it
             values = {"subject": subject, "intro": intro, "address": ""}
             return await run_in_threadpool(
-                self._edition_page, request, editor, edition_id, "", {"form": refused}, 409, values
+                self._edition_page, request, editor, edition_id, "", {"form": sentence(error)}, 409, values
             )
-        return self._back(edition_id, "unchanged" if refused else "saved", request)
+        if changed:
+            log.info("editor %s changed the text of edition %d", editor, edition_id)
+        return self._back(edition_id, "saved" if changed else "unchanged", request)
 
     async def send_test(self, request: Request) -> Response:
         """Send the edition, as previewed, to one address."""
@@ -453,46 +407,18 @@ class EditorPages:
             )
 
         def send() -> str | None:
-            service = self.service()
-            with database.transaction(service.engine) as session:
-                edition = ledger.edition(session, edition_id)
-            if edition is None:
-                return "missing"
-            email = self._email(service, edition, self._preview_of(request))
-            if email is None:
-                return "Nothing in this edition for these readers: there is nothing to send."
-            links = preview_links(self.settings)
-            key = f"test.{edition_id}.{secrets.token_hex(6)}"
-            message = personalised_message(
-                self.settings,
-                email,
-                to_address=address,
-                to_name="",
-                links=links,
-                date=service.clock(),
-                message_key=key,
-                extra=(("X-Syndication-Test", f"edition {edition_id}"),),
-            )
-            sign = signer(self.settings.dkim)
-            mail = self.settings.mail
+            """The test sent; None, or why it was not sent (shown beside the form)."""
+            preview = self._preview_of(request)
             try:
-                send_one(
-                    self.settings.smtp,
-                    mail.bounce_address or mail.from_address,
-                    address,
-                    sign(message) if sign else message,
-                )
+                sent = send_test_email(self.service(), edition_id, address, preview.themes, preview.language)
             except DeliveryError as error:
                 return f"The test was not sent to {address}: {error}"
+            if sent is None:
+                return "Nothing in this edition for these readers: there is nothing to send."
             log.info("editor %s sent a test of edition %d to %s", editor, edition_id, address)
             return None
 
-        try:
-            refused = await run_in_threadpool(send)
-        except ConfigError as error:
-            return self._not_available(request, error)
-        if refused == "missing":
-            return self._no_edition(request, editor, edition_id)
+        refused = await run_in_threadpool(send)
         if refused:
             return await run_in_threadpool(
                 self._edition_page,
@@ -508,39 +434,27 @@ class EditorPages:
 
     async def control(self, request: Request) -> Response:
         """Approve, pause, resume or cancel the edition."""
-        action = request.path_params["action"]
-        if action not in ledger.EDITION_ACTIONS:
-            return self.pages.message(request, "No such action", [f"Editions cannot be {action!r}-ed."], status=404)
+        named = request.path_params["action"]
+        try:
+            action = EditionAction(named)
+        except ValueError:
+            raise PageError(404, "No such action", [f"Editions cannot be {named!r}-ed."]) from None
         checked = await self._checked_post(request)
         if isinstance(checked, Response):
             return checked
         editor, edition_id, _form = checked
-        before, after = ledger.EDITION_ACTIONS[action]
-
-        def change() -> str | None:
-            service = self.service()
-            with database.transaction(service.engine) as session:
-                edition = ledger.edition(session, edition_id)
-                if edition is None:
-                    return "missing"
-                if edition.status not in before:
-                    return f"Edition {edition_id} is {edition.status}: it cannot be {DONE[action]}."
-                ledger.set_edition_status(session, edition_id, after, service.clock())
-            log.info("editor %s: edition %d %s -> %s", editor, edition_id, edition.status, after)
-            return None
-
-        refused = await run_in_threadpool(change)
-        if refused == "missing":
-            return self._no_edition(request, editor, edition_id)
-        if refused:
+        try:
+            edition, after = await run_in_threadpool(lambda: change_edition(self.service(), edition_id, action))
+        except EditionRefused as error:  # the edition page again, saying why, with what can be done instead
             return await run_in_threadpool(
-                self._edition_page, request, editor, edition_id, "", {"form": refused}, 409, None
+                self._edition_page, request, editor, edition_id, "", {"form": sentence(error)}, 409, None
             )
-        if after == ledger.SENDING and self.wake_sender is not None:
+        log.info("editor %s: edition %d %s -> %s", editor, edition_id, edition.status, after)
+        if after == EditionStatus.SENDING and self.wake_sender is not None:
             self.wake_sender()
-        elif after == ledger.SENDING and self.settings.web.send_on_approve:
+        elif after == EditionStatus.SENDING and self.settings.web.send_on_approve:
             self.deliveries.start(edition_id)
-        return self._back(edition_id, DONE[action], request)
+        return self._back(edition_id, action.done, request)
 
     # --- Shared -----------------------------------------------------------------------------------------------
 
@@ -552,9 +466,8 @@ class EditorPages:
         if chosen:
             preview.subscriber = chosen
             try:
-                with database.transaction(self.service().engine) as session:
-                    found = subscriber_store.subscriber_by_email(session, normalise_email(chosen))
-            except SubscriberError:
+                found = find_subscriber(self.service(), chosen)
+            except SubscriberError:  # not an address at all: no subscriber either
                 found = None
             if found is None:
                 preview.errors["subscriber"] = f"Preview as: there is no subscriber {chosen!r}."
@@ -572,13 +485,8 @@ class EditorPages:
                 preview.errors["language"] = f"Language: {error}."
         return preview
 
-    def _email(self, service: Service, edition: ledger.Edition, preview: Preview) -> RenderedEmail | None:
-        return MessageBuilder(service).edition_email(edition, preview.themes, preview.language)
-
     def _values(self, edition_id: int, extra: dict[str, str]) -> dict[str, str]:
-        service = self.service()
-        with database.transaction(service.engine) as session:
-            edition = ledger.edition(session, edition_id)
+        edition = find_edition(self.service(), edition_id)
         return {"subject": edition.subject if edition else "", "intro": edition.intro if edition else "", **extra}
 
     async def _checked_post(self, request: Request) -> tuple[str, int, Form] | Response:
@@ -587,11 +495,7 @@ class EditorPages:
         if editor is None:
             return _to_login(request, back=f"/editor/editions/{request.path_params['edition_id']}")
         form = await self.pages.form(request)
-        if isinstance(form, Response):
-            return form
-        refused = self._csrf_refused(request, form, f"/editor/editions/{request.path_params['edition_id']}")
-        if refused:
-            return refused
+        self._check_csrf(request, form, f"/editor/editions/{request.path_params['edition_id']}")
         return editor, request.path_params["edition_id"], form
 
     def _back(self, edition_id: int, done: str, request: Request, **extra: str) -> Response:
@@ -601,36 +505,17 @@ class EditorPages:
         pairs += [("done", done), *extra.items()]
         return RedirectResponse(f"/editor/editions/{edition_id}?{urlencode(pairs)}", status_code=303)
 
-    def _csrf_refused(self, request: Request, form: Form, back: str) -> Response | None:
-        try:
-            return self.pages.csrf_refusal(request, form, (back, "Back to the page"))
-        except ConfigError as error:
-            return self._not_available(request, error)
-
-    def _no_edition(self, request: Request, editor: str, edition_id: int) -> Response:
-        return self.pages.message(
-            request,
-            "No such edition",
-            [f"There is no edition {edition_id}."],
-            status=404,
-            links=[("/editor/", "Dashboard")],
-            editor=editor,
-        )
-
-    def _not_available(self, request: Request, error: ConfigError) -> Response:
-        log.error("%s %s refused: %s", request.method, request.url.path, error)
-        return self.pages.message(
-            request, "Not available right now", [f"The service is not configured: {error}."], status=503
-        )
+    def _check_csrf(self, request: Request, form: Form, back: str) -> None:
+        self.pages.check_csrf(request, form, (back, "Back to the page"))
 
 
-def _progress(edition: ledger.Edition, counts: dict[str, int]) -> dict[str, Any]:
+def _progress(edition: Edition, counts: dict[str, int]) -> dict[str, Any]:
     """The edition's delivery in numbers: per status, how many are done (sent or given up on), and a sentence."""
     total = sum(counts.values())
-    final = (ledger.DELIVERED, ledger.FAILED, ledger.BOUNCED, ledger.POISONED)
-    done = sum(counts.get(status, 0) for status in final)
-    sent = counts.get(ledger.DELIVERED, 0)
-    others = ", ".join(f"{counts[s]} {s}" for s in (*final[1:], ledger.DEFERRED) if counts.get(s))
+    done = sum(counts.get(status, 0) for status in FINAL_DELIVERIES)
+    sent = counts.get(DeliveryStatus.SENT, 0)
+    given_up = [status for status in FINAL_DELIVERIES if status != DeliveryStatus.SENT]
+    others = ", ".join(f"{counts[s]} {s}" for s in (*given_up, DeliveryStatus.DEFERRED) if counts.get(s))
     summary = f"{sent} of {total} sent" + (f" ({others})" if others else "")
     return {"status": edition.status, "counts": counts, "total": total, "done": done, "summary": summary}
 

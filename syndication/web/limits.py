@@ -2,7 +2,7 @@
 
 Memory is bounded: keys whose window has passed are dropped as new ones come, and past ``max_keys`` the least
 recently seen key goes first. Per process and forgotten on restart, which suits a burst limit; the cap that must
-hold across restarts (emails to one address per day) is kept in the store (``syndication.store.form_emails``).
+hold across restarts (emails to one address per day) is kept in the store (``reserve_form_email``).
 """
 
 from __future__ import annotations

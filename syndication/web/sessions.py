@@ -18,19 +18,18 @@ import hmac
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Final
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from syndication.app.editors import is_signed_out, sign_out
 from syndication.app.service import Service
 from syndication.config import Settings, signing_keys
 from syndication.core.passwords import fingerprint
 from syndication.core.tokens import make_token, read_token
 from syndication.errors import ConfigError, TokenError
-from syndication.store import database, signed_out_sessions
 
 SESSION_COOKIE: Final = "syndication_session"
 CSRF_COOKIE: Final = "syndication_csrf"
@@ -116,7 +115,8 @@ class Cookies:
         if found is None:
             return None
         name, session_id = found
-        if await run_in_threadpool(self._is_signed_out, session_id):
+        # In the thread pool, store and all: the first request opens the store, which asks the database.
+        if await run_in_threadpool(lambda: is_signed_out(self.service(), session_id)):
             return None
         return name
 
@@ -140,7 +140,8 @@ class Cookies:
         """Sign out: the session's id is recorded as signed out, and the cookie deleted."""
         found = self._session(request)
         if found is not None:
-            await run_in_threadpool(self._sign_out, found[1])
+            session_id = found[1]
+            await run_in_threadpool(lambda: sign_out(self.service(), session_id, self.session_seconds))
         response.delete_cookie(SESSION_COOKIE, path=SESSION_PATH, secure=self.secure, httponly=True, samesite="lax")
 
     def _session(self, request: Request) -> tuple[str, str] | None:
@@ -160,16 +161,6 @@ class Cookies:
         if stored is None or not session_id or not hmac.compare_digest(mark, fingerprint(stored)):
             return None
         return name, session_id
-
-    def _is_signed_out(self, session_id: str) -> bool:
-        with database.transaction(self.service().engine) as session:
-            return signed_out_sessions.is_signed_out(session, session_id)
-
-    def _sign_out(self, session_id: str) -> None:
-        service = self.service()
-        now = service.clock()
-        with database.transaction(service.engine) as session:
-            signed_out_sessions.sign_out(session, session_id, now + timedelta(seconds=self.session_seconds), now)
 
     def _keys(self) -> list[str]:
         return signing_keys(self.settings)

@@ -9,12 +9,10 @@ tells whether an address is known. The emails it sends are capped per address pe
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 
 from babel import Locale, UnknownLocaleError
-from sqlalchemy.exc import IntegrityError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,17 +32,18 @@ from syndication.app.subscribers import (
     normalise_email,
     preferences_url,
     rejoin,
+    reserve_form_email,
     send_confirmation,
     send_preferences_notice,
     subscriber_for_link,
     unsubscribe,
 )
 from syndication.core.models import CADENCES, Subscriber
-from syndication.errors import ConfigError, SyndicationError, TokenError
-from syndication.store import database, form_emails
+from syndication.errors import SyndicationError
+from syndication.web.errors import PageError, sentence
 from syndication.web.forms import FORM_EXPIRED, Choices, Form, read_choices
 from syndication.web.limits import RateLimit
-from syndication.web.templating import Pages, page_headers, sentence
+from syndication.web.templating import Pages, page_headers
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +100,10 @@ class SubscriberPages:
     async def subscribe(self, request: Request) -> Response:
         """Check the form and the limits, answer "check your inbox", then add and email (after answering)."""
         form = await self.pages.form(request)
-        if isinstance(form, Response):
-            return form
         choices = read_choices(self.settings, form)
         email = form.text("email")
         errors: dict[str, str] = {}
-        try:
-            csrf_ok = self.pages.cookies.csrf_ok(request, form)
-        except ConfigError as error:
-            return self._not_available(request, error)
-        if not csrf_ok:
+        if not self.pages.cookies.csrf_ok(request, form):
             errors["form"] = FORM_EXPIRED
         address = ""
         try:
@@ -128,9 +121,9 @@ class SubscriberPages:
             return self._subscribe_page(request, choices, email, errors, status=403 if "form" in errors else 400)
         client = client_address(request)
         if not self.per_client.allow(client):
-            return self._too_many(request, self.per_client.retry_after(client), "from your connection")
+            raise _too_many(self.per_client.retry_after(client), "from your connection")
         if not self.per_address.allow(address):
-            return self._too_many(request, self.per_address.retry_after(address), "for this address")
+            raise _too_many(self.per_address.retry_after(address), "for this address")
         response = self.pages.message(
             request,
             "Check your inbox",
@@ -148,13 +141,11 @@ class SubscriberPages:
         service = self.service()
         cap = self.settings.web.confirmations_per_address_per_day
         try:
-            with database.transaction(service.engine) as session:
-                counted = form_emails.reserve(session, address, service.clock().date(), cap)
-            if not counted:
+            if not reserve_form_email(service, address, cap):
                 log.info("subscribe form: an address had its %d emails today already; nothing sent", cap)
                 return
-            add = functools.partial(
-                add_subscriber,
+            # The same new address posted twice at once is settled by add_subscriber.
+            outcome = add_subscriber(
                 service,
                 address,
                 name=choices.name or None,
@@ -164,10 +155,6 @@ class SubscriberPages:
                 consent_method="form",
                 consent_source=f"subscribe page, from {client}",
             )
-            try:
-                outcome = add()
-            except IntegrityError:  # the same new address posted twice at once: the other post added it
-                outcome = add()
             if outcome.action == "exists" and outcome.subscriber.status == "active":
                 # Already subscribed: the confirmation link leads to a page with their preferences link.
                 send_confirmation(service, outcome.subscriber)
@@ -212,13 +199,11 @@ class SubscriberPages:
 
     async def _button_page(self, request: Request, purpose: str, waiting: tuple[str, ...], title: str) -> Response:
         token = request.path_params["token"]
-        found = await self._subscriber(request, purpose, token)
-        if isinstance(found, Response):
-            return found
+        found = await self._subscriber(purpose, token)
         if found.status == "active":
             return self._subscribed(request, found)
         if found.status not in waiting:
-            return self._ended(request, found)
+            raise _ended(found)
         context = {"title": title, "subscriber": found, "action": f"/subscribe/{purpose}/{token}"}
         return self.pages.render(request, "confirm.html", context, headers=LINK_PAGE)
 
@@ -227,24 +212,13 @@ class SubscriberPages:
     ) -> Response:
         token = request.path_params["token"]
         form = await self.pages.form(request)
-        if isinstance(form, Response):
-            return form
-        refused = self._csrf_refused(request, form, f"/subscribe/{purpose}/{token}")
-        if refused:
-            return refused
+        self._check_csrf(request, form, f"/subscribe/{purpose}/{token}")
         try:
-            subscriber = await run_in_threadpool(act, self.service(), token)
-        except TokenError as error:
-            return self._bad_link(request, error)
+            subscriber = await run_in_threadpool(lambda: act(self.service(), token))
         except SubscriberError as error:
-            return self.pages.message(
-                request,
-                refusal,
-                [sentence(error)],
-                status=409,
-                links=[("/subscribe", "Subscribe again")],
-                headers=LINK_PAGE,
-            )
+            raise PageError(
+                409, refusal, [sentence(error)], links=[("/subscribe", "Subscribe again")], headers=LINK_PAGE
+            ) from error
         return self._subscribed(request, subscriber)
 
     def _subscribed(self, request: Request, subscriber: Subscriber) -> Response:
@@ -261,42 +235,23 @@ class SubscriberPages:
             headers=LINK_PAGE,
         )
 
-    def _ended(self, request: Request, subscriber: Subscriber) -> Response:
-        return self.pages.message(
-            request,
-            "This subscription has ended",
-            [f"{subscriber.email} is {subscriber.status}: nothing is sent to it."],
-            status=409,
-            links=[("/subscribe", "Subscribe again")],
-            headers=LINK_PAGE,
-        )
-
     # --- Preferences ------------------------------------------------------------------------------------------
 
     async def preferences_page(self, request: Request) -> Response:
         """The preference centre of the subscriber the link was made for."""
         token = request.path_params["token"]
-        found = await self._subscriber(request, "preferences", token)
-        if isinstance(found, Response):
-            return found
+        found = await self._subscriber("preferences", token)
         if found.status not in ("pending", "active"):
-            return self._ended(request, found)
+            raise _ended(found)
         return self._preferences_page(request, token, found, _choices_of(found), {})
 
     async def save_preferences(self, request: Request) -> Response:
         """Save the choices; the subscriber is emailed that they changed (after the answer)."""
         token = request.path_params["token"]
         form = await self.pages.form(request)
-        if isinstance(form, Response):
-            return form
-        found = await self._subscriber(request, "preferences", token)
-        if isinstance(found, Response):
-            return found
+        found = await self._subscriber("preferences", token)
         choices = read_choices(self.settings, form)
-        try:
-            csrf_ok = self.pages.cookies.csrf_ok(request, form)
-        except ConfigError as error:
-            return self._not_available(request, error)
+        csrf_ok = self.pages.cookies.csrf_ok(request, form)
         errors = dict(choices.errors) if csrf_ok else {"form": FORM_EXPIRED, **choices.errors}
         if errors:
             status = 400 if csrf_ok else 403
@@ -312,8 +267,6 @@ class SubscriberPages:
                     name=choices.name,
                 )
             )
-        except TokenError as error:
-            return self._bad_link(request, error)
         except SubscriberError as error:
             return self._preferences_page(request, token, found, choices, {"form": sentence(error)}, status=409)
         saved = "Saved. " + self._summary(subscriber) if changed else "Nothing changed: these were your choices."
@@ -332,14 +285,8 @@ class SubscriberPages:
         """Unsubscribe from the preference centre."""
         token = request.path_params["token"]
         form = await self.pages.form(request)
-        if isinstance(form, Response):
-            return form
-        refused = self._csrf_refused(request, form, f"/preferences/{token}")
-        if refused:
-            return refused
-        found = await self._subscriber(request, "preferences", token)
-        if isinstance(found, Response):
-            return found
+        self._check_csrf(request, form, f"/preferences/{token}")
+        found = await self._subscriber("preferences", token)
         await run_in_threadpool(unsubscribe, self.service(), found.id)
         return self.pages.message(
             request,
@@ -381,59 +328,44 @@ class SubscriberPages:
     def _choice_context(self, chosen: Choices) -> dict[str, object]:
         return {"chosen": chosen, "themes": self.settings.themes, "cadences": CADENCES, "languages": self.languages}
 
-    def _csrf_refused(self, request: Request, form: Form, back: str) -> Response | None:
-        try:
-            return self.pages.csrf_refusal(request, form, (back, "Back to the form"), headers=LINK_PAGE)
-        except ConfigError as error:
-            return self._not_available(request, error)
+    def _check_csrf(self, request: Request, form: Form, back: str) -> None:
+        self.pages.check_csrf(request, form, (back, "Back to the form"), headers=LINK_PAGE)
 
-    async def _subscriber(self, request: Request, purpose: str, token: str) -> Subscriber | Response:
-        try:
-            found = await run_in_threadpool(subscriber_for_link, self.service(), purpose, token)
-        except TokenError as error:
-            return self._bad_link(request, error)
-        except ConfigError as error:
-            return self._not_available(request, error)
+    async def _subscriber(self, purpose: str, token: str) -> Subscriber:
+        """The subscriber a link was made for; TokenError for a link that is not valid, PageError when they were
+        removed since."""
+        found = await run_in_threadpool(lambda: subscriber_for_link(self.service(), purpose, token))
         if found is None:
-            return self.pages.message(
-                request,
+            raise PageError(
+                404,
                 "This subscription no longer exists",
                 ["It was removed. You can subscribe again at any time."],
-                status=404,
                 links=[("/subscribe", "Subscribe")],
                 headers=LINK_PAGE,
             )
         return found
 
-    def _bad_link(self, request: Request, error: TokenError) -> Response:
-        return self.pages.message(
-            request,
-            "This link does not work",
-            [sentence(error)],
-            status=400,
-            links=[("/subscribe", "Subscribe, or get a new link")],
-            headers=LINK_PAGE,
-        )
 
-    def _too_many(self, request: Request, retry_after: int, where: str) -> Response:
-        minutes = max(1, (retry_after + 59) // 60)
-        return self.pages.message(
-            request,
-            "Too many requests",
-            [f"We received too many subscription requests {where}. Please try again in {minutes} minutes."],
-            status=429,
-            headers={"Retry-After": str(retry_after)},
-        )
+def _ended(subscriber: Subscriber) -> PageError:
+    """The answer for a link of a subscriber who left, bounced or complained."""
+    return PageError(
+        409,
+        "This subscription has ended",
+        [f"{subscriber.email} is {subscriber.status}: nothing is sent to it."],
+        links=[("/subscribe", "Subscribe again")],
+        headers=LINK_PAGE,
+    )
 
-    def _not_available(self, request: Request, error: ConfigError) -> Response:
-        log.error("%s %s refused: %s", request.method, request.url.path, error)
-        return self.pages.message(
-            request,
-            "Not available right now",
-            ["This page cannot be used right now. Please try again later."],
-            status=503,
-            headers={"Retry-After": "3600"},
-        )
+
+def _too_many(retry_after: int, where: str) -> PageError:
+    """The answer once a limit of the subscribe form is reached."""
+    minutes = max(1, (retry_after + 59) // 60)
+    return PageError(
+        429,
+        "Too many requests",
+        [f"We received too many subscription requests {where}. Please try again in {minutes} minutes."],
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 def _choices_of(subscriber: Subscriber) -> Choices:

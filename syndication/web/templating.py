@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from syndication.config import Settings
 from syndication.resources import web_templates
+from syndication.web.errors import PageError, sentence
 from syndication.web.forms import FORM_EXPIRED, Form, FormRefused, read_form
 from syndication.web.sessions import Cookies
 
@@ -135,21 +136,20 @@ class Pages:
         context = {"title": title, "paragraphs": paragraphs, "links": links or []}
         return self.render(request, "message.html", context, status=status, headers=headers, editor=editor)
 
-    async def form(self, request: Request) -> Form | Response:
-        """The request's form, or the page saying why it was refused (encoding, size, sent in part)."""
+    async def form(self, request: Request) -> Form:
+        """The request's form; PageError saying why it was refused (encoding, size, sent in part)."""
         try:
             return await read_form(request)
         except FormRefused as error:
-            return self.message(request, "This form was not sent right", [sentence(error.reason)], status=error.status)
+            raise PageError(error.status, "This form was not sent right", [sentence(error.reason)]) from error
 
-    def csrf_refusal(
+    def check_csrf(
         self, request: Request, form: Form, back: tuple[str, str], *, headers: Mapping[str, str] | None = None
-    ) -> Response | None:
-        """None when the form carries this browser's CSRF token, else the page asking to send it again with a
-        link ``back`` (path, label) to the form. ConfigError when no signing key is configured."""
-        if self.cookies.csrf_ok(request, form):
-            return None
-        return self.message(request, "Please try again", [FORM_EXPIRED], status=403, links=[back], headers=headers)
+    ) -> None:
+        """Refuse (PageError 403, asking to send it again, with a link ``back`` (path, label) to the form) a form
+        without this browser's CSRF token. ConfigError when no signing key is configured."""
+        if not self.cookies.csrf_ok(request, form):
+            raise PageError(403, "Please try again", [FORM_EXPIRED], links=[back], headers=headers or {})
 
     def asset_routes(self) -> list[Route]:
         """``/assets/<name>``: the stylesheet and the script, cacheable for a year under their versioned URL."""
@@ -180,10 +180,3 @@ def _when(moment: datetime | None, zone: ZoneInfo) -> str:
     if moment is None:
         return "never"
     return moment.astimezone(zone).strftime("%a %-d %b %Y, %H:%M %Z")
-
-
-def sentence(error: Exception | str) -> str:
-    """An error's text as a sentence of a page: capitalised, with a full stop."""
-    text = str(error).strip()
-    text = text[:1].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."

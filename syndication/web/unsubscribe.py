@@ -8,7 +8,6 @@ are the site's own (its stylesheet and headers), and say ``no-referrer``: their 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
@@ -17,40 +16,33 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from syndication.app.service import Service
-from syndication.errors import ConfigError, TokenError
+from syndication.app.subscribers import unsubscribe
+from syndication.web.errors import PageError, sentence
 from syndication.web.forms import FormRefused, read_body
-from syndication.web.templating import Pages, sentence
-
-log = logging.getLogger(__name__)
+from syndication.web.templating import Pages
 
 _TOKEN_PAGE = {"Referrer-Policy": "no-referrer"}
 
 
 def routes(service: Callable[[], Service], pages: Pages) -> list[Route]:
-    """The unsubscribe routes; ``service`` gives the open store (opened once by the app)."""
+    """The unsubscribe routes; ``service`` gives the open store (opened once by the app).
+
+    A link that is not valid (TokenError) or no signing key to check it with (ConfigError) is answered by the
+    app's error pages: nobody's link is guessed at.
+    """
 
     async def show(request: Request) -> Response:
         context = {"title": "Unsubscribe", "action": request.url.path}
         return pages.render(request, "unsubscribe.html", context, headers=_TOKEN_PAGE)
 
     async def one_click(request: Request) -> Response:
-        from syndication.app.subscribers import unsubscribe
-
         try:
             await read_body(request)  # whatever encoding the provider used; the token decides, not the body
         except FormRefused as error:
-            return pages.message(request, "This request was not sent right", [sentence(error.reason)],
-                                 status=error.status, headers=_TOKEN_PAGE)  # fmt: skip
-        try:
-            subscriber = await run_in_threadpool(unsubscribe, service(), request.path_params["token"])
-        except TokenError as error:
-            return pages.message(request, "This link does not work", [sentence(error)],
-                                 status=400, headers=_TOKEN_PAGE)  # fmt: skip
-        except ConfigError as error:  # no signing key: nobody's link can be checked; say so, don't guess
-            log.error("one-click unsubscribe refused: %s", error)
-            return pages.message(request, "Not available right now",
-                                 ["Unsubscribing is not available right now. Please try again later."],
-                                 status=503, headers={**_TOKEN_PAGE, "Retry-After": "3600"})  # fmt: skip
+            raise PageError(error.status, "This request was not sent right", [sentence(error.reason)],
+                            headers=_TOKEN_PAGE) from error  # fmt: skip
+        token = request.path_params["token"]
+        subscriber = await run_in_threadpool(lambda: unsubscribe(service(), token))
         site = service().settings.site.title
         text = f"You will receive no more emails from {site}." if subscriber else "You are not subscribed."
         return pages.message(request, "You are unsubscribed", [text], headers=_TOKEN_PAGE)

@@ -1,0 +1,77 @@
+"""The web's one error type: a handler that cannot answer raises ``PageError`` (or lets an app-layer error through),
+and the app's one exception handler (``syndication.web.app``) renders it as the site's message page.
+
+``page_of`` says which page each error is: a ``PageError`` is its own page; ``NoSuchEdition``, ``EditionRefused``,
+``TokenError`` and ``ConfigError`` from the use cases get the page written for them here, so no handler repeats it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from syndication.app.editions import NoSuchEdition
+from syndication.core.editions import EditionRefused
+from syndication.errors import ConfigError, TokenError
+
+log = logging.getLogger(__name__)
+
+# The app-layer errors rendered as pages of their own; anything else raised by a handler is a 500.
+MAPPED_ERRORS: Final = (NoSuchEdition, EditionRefused, TokenError, ConfigError)
+# Pages reached through a signed link must not pass its token on to the sites they link to; an error page may be
+# reached that way, and says so for every page alike.
+NO_REFERRER: Final = {"Referrer-Policy": "no-referrer"}
+
+
+@dataclass(eq=False)  # compared by identity, as exceptions are
+class PageError(Exception):
+    """A request answered with the site's message page: its status, title, paragraphs, links onwards (path, label)
+    and extra headers."""
+
+    status: int
+    title: str
+    paragraphs: Sequence[str]
+    links: Sequence[tuple[str, str]] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.status, self.title)
+
+
+def page_of(error: Exception, method: str, path: str) -> PageError:
+    """The page answering ``error`` raised by the handler of ``method path``: a PageError as it is, an app-layer
+    error as the page written for it below. A configuration error is logged (the page does not show it)."""
+    if isinstance(error, PageError):
+        return error
+    if isinstance(error, NoSuchEdition):
+        return PageError(
+            404, "No such edition", [f"There is no edition {error.edition_id}."], links=[("/editor/", "Dashboard")]
+        )
+    if isinstance(error, EditionRefused):
+        return PageError(409, "This cannot be done now", [sentence(error)])
+    if isinstance(error, TokenError):
+        return PageError(
+            400,
+            "This link does not work",
+            [sentence(error)],
+            links=[("/subscribe", "Subscribe, or get a new link")],
+            headers=NO_REFERRER,
+        )
+    if isinstance(error, ConfigError):
+        log.error("%s %s refused: %s", method, path, error)
+        return PageError(
+            503,
+            "Not available right now",
+            ["This page is not available right now. Please try again later."],
+            headers={**NO_REFERRER, "Retry-After": "3600"},
+        )
+    raise TypeError(f"no page for {type(error).__name__}") from error
+
+
+def sentence(error: Exception | str) -> str:
+    """An error's text as a sentence of a page: capitalised, with a full stop."""
+    text = str(error).strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
