@@ -359,6 +359,10 @@ class EditorSettings(_Section):
 
 
 class WebSettings(_Section):
+    templates_dir: Path | None = Field(
+        None,
+        description="Folder whose pages, site.css or progress.js replace those of templates/web/ (same names).",
+    )
     subscribe_per_client_per_hour: int = Field(
         20, ge=1, description="Subscribe form posts accepted per client address per hour (then 429)."
     )
@@ -509,10 +513,10 @@ def settings_from_mapping(raw: Mapping[str, Any], path: Path, environ: Mapping[s
     except ValidationError as error:
         raise ConfigError(_describe(path, error)) from None
     settings = _anchor_paths(settings, path.parent)
-    templates = settings.digest.templates_dir
-    if templates is not None and not templates.is_dir():
-        # Otherwise every template would silently come from the shipped ones: not what was asked for.
-        raise ConfigError(f"{path}: digest.templates_dir: {templates} is not a folder")
+    for key, templates in (("digest", settings.digest.templates_dir), ("web", settings.web.templates_dir)):
+        if templates is not None and not templates.is_dir():
+            # Otherwise every template would silently come from the shipped ones: not what was asked for.
+            raise ConfigError(f"{path}: {key}.templates_dir: {templates} is not a folder")
     return settings
 
 
@@ -552,6 +556,9 @@ def _anchor_paths(settings: Settings, base: Path) -> Settings:
     digest = settings.digest
     if digest.templates_dir is not None and not digest.templates_dir.is_absolute():
         digest = digest.model_copy(update={"templates_dir": (base / digest.templates_dir).resolve()})
+    web = settings.web
+    if web.templates_dir is not None and not web.templates_dir.is_absolute():
+        web = web.model_copy(update={"templates_dir": (base / web.templates_dir).resolve()})
     feeds = settings.feeds
     if not feeds.output_dir.is_absolute():
         feeds = feeds.model_copy(update={"output_dir": (base / feeds.output_dir).resolve()})
@@ -562,7 +569,14 @@ def _anchor_paths(settings: Settings, base: Path) -> Settings:
             source = source.model_copy(update={"path": (base / path).resolve()})
         sources.append(source)
     return settings.model_copy(
-        update={"database": database, "sources": tuple(sources), "feeds": feeds, "digest": digest, "dkim": dkim}
+        update={
+            "database": database,
+            "sources": tuple(sources),
+            "feeds": feeds,
+            "digest": digest,
+            "dkim": dkim,
+            "web": web,
+        }
     )
 
 

@@ -14,10 +14,12 @@ import feedparser
 import pytest
 
 from syndication.app.editions import deliver, plan_edition
+from syndication.app.publishing import publish_feeds
 from syndication.app.subscribers import add_subscriber, subscriber_token, token_subject
-from syndication.config import signing_keys
+from syndication.config import load_settings, signing_keys
 from syndication.core.models import EditionStatus, Subscriber
 from syndication.core.tokens import make_token
+from syndication.errors import ConfigError
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
 from tests.web_site import WebSite, web_site
@@ -156,3 +158,34 @@ def test_theme_pages_list_recent_posts_with_their_feeds(site: WebSite) -> None:
     assert "set-cookie" not in page.headers  # no form, no cookie
     assert unknown.status_code == 404 and "No such theme" in unknown.text
     assert every.status_code == 200 and "2 posts" in every.text
+
+
+def test_a_site_folder_replaces_shipped_pages_and_assets_and_the_rest_stay(tmp_path: Path, database_url: str) -> None:
+    own = tmp_path / "site-templates"
+    own.mkdir()
+    (own / "themes.html").write_text(
+        '{% extends "base.html" %}{% block content %}<h1>Our own list</h1>'
+        "{% for theme, count in themes %}<p>{{ theme.name }}: {{ count }}</p>{% endfor %}{% endblock %}",
+        encoding="utf-8",
+    )
+    (own / "site.css").write_text("body { color: rebeccapurple; }\n", encoding="utf-8")
+    (own / "feeds_index.html").write_text("<!doctype html><title>{{ site.title }}</title><p>our feeds</p>\n")
+    site_folder = tmp_path / "site"
+    site_folder.mkdir()
+    with web_site(site_folder, database_url, f'[web]\ntemplates_dir = "{own}"\n') as site, site.client() as client:
+        themes = client.get("/themes/")
+        assert themes.status_code == 200 and "<h1>Our own list</h1>" in themes.text
+        assert "Climate action: 2" in themes.text  # the page's data is the app's, only the template is the site's
+        css = re.search(r'href="(/assets/site\.css\?v=[0-9a-f]+)"', themes.text)
+        assert css is not None and client.get(css.group(1)).text == "body { color: rebeccapurple; }\n"
+        # A page the site did not replace is the shipped one.
+        assert client.get("/subscribe").status_code == 200
+        publish_feeds(site.service)
+        assert "our feeds" in (site_folder / "feeds" / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_web_templates_dir_that_is_not_a_folder_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[web]\ntemplates_dir = "nowhere"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"web\.templates_dir: .*nowhere is not a folder"):
+        load_settings(config)

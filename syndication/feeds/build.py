@@ -110,7 +110,8 @@ def build_feeds(
             post_store.forget_departures(session, before=now - DEPARTURES_KEPT)
         updated = fallback
         output.write("feeds.opml", render_opml(site, feeds, updated), CONTENT_TYPES["opml"], updated)
-        output.write("index.html", render_index(site, feeds), CONTENT_TYPES["html"], updated)
+        index = render_index(site, feeds, settings.web.templates_dir)
+        output.write("index.html", index, CONTENT_TYPES["html"], updated)
         output.save(
             {
                 "fingerprint": fingerprint,

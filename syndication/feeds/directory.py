@@ -46,10 +46,14 @@ def render_opml(site: Site, feeds: Sequence[Feed], updated: datetime) -> bytes:
     return result
 
 
-def render_index(site: Site, feeds: Sequence[Feed], templates: Path = TEMPLATES) -> bytes:
-    """An HTML page listing every feed in each format, with autodiscovery links for the main ones."""
+def render_index(site: Site, feeds: Sequence[Feed], site_templates: Path | None = None) -> bytes:
+    """An HTML page listing every feed in each format, with autodiscovery links for the main ones.
+
+    ``site_templates`` (``[web] templates_dir``) may hold a ``feeds_index.html`` that replaces the shipped one.
+    """
+    folders = [str(folder) for folder in (site_templates, TEMPLATES) if folder is not None]
     environment = Environment(
-        loader=FileSystemLoader(templates), autoescape=select_autoescape(["html"]), undefined=StrictUndefined
+        loader=FileSystemLoader(folders), autoescape=select_autoescape(["html"]), undefined=StrictUndefined
     )
     groups = [(label, [f for f in feeds if f.dimension == dimension]) for dimension, label in _GROUPS]
     html = environment.get_template("feeds_index.html").render(

@@ -84,12 +84,14 @@ class Asset:
 class Pages:
     """Renders the pages of one site."""
 
-    def __init__(self, settings: Settings, cookies: Cookies, templates: Path = TEMPLATES) -> None:
+    def __init__(self, settings: Settings, cookies: Cookies) -> None:
         self.settings = settings
         self.cookies = cookies
-        self.assets = {name: _asset(templates / name, kind) for name, kind in ASSETS.items()}
+        # A site's folder first (``[web] templates_dir``): its files replace the shipped ones of the same name.
+        folders = [folder for folder in (settings.web.templates_dir, TEMPLATES) if folder is not None]
+        self.assets = {name: _asset(_first(folders, name), kind) for name, kind in ASSETS.items()}
         self.environment = Environment(
-            loader=FileSystemLoader(str(templates)),
+            loader=FileSystemLoader([str(folder) for folder in folders]),
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True),
             undefined=StrictUndefined,
             trim_blocks=True,
@@ -169,6 +171,11 @@ class Pages:
             return Response(asset.body, media_type=asset.content_type, headers=headers)
 
         return [Route("/assets/{name}", serve, methods=["GET"])]
+
+
+def _first(folders: list[Path], name: str) -> Path:
+    """``name`` in the first of ``folders`` that has it (the last folder, the shipped one, has every file)."""
+    return next((folder / name for folder in folders if (folder / name).is_file()), folders[-1] / name)
 
 
 def _asset(path: Path, content_type: str) -> Asset:
