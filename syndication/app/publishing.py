@@ -12,7 +12,7 @@ from syndication.app.editions import sent_editions
 from syndication.app.service import Service
 from syndication.core.models import Edition, Post
 from syndication.feeds.build import FeedBuildReport, build_feeds, feed_site
-from syndication.feeds.catalog import CONTENT_TYPES, Feed, FeedDocument
+from syndication.feeds.catalog import CONTENT_TYPES, FORMAT_LABELS, Feed, FeedDocument, FormatLabel
 from syndication.feeds.rss_atom import render_atom
 
 # The feed of editions before any was sent: a fixed date, so that its validators do not change by the minute.
@@ -67,3 +67,8 @@ def editions_feed(
     updated = max((entry.updated for entry in entries), default=_EPOCH)
     body = render_atom(FeedDocument(site, feed, "atom", entries, updated))
     return RenderedFeed(body, CONTENT_TYPES["atom"], updated)
+
+
+def feed_formats() -> tuple[FormatLabel, ...]:
+    """The feed formats as pages list them (name, label, media type): the one list pages link each feed in."""
+    return FORMAT_LABELS

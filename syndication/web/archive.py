@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from syndication.app.editions import find_edition, public_copy, reader_copy, sent_editions
 from syndication.app.gathering import list_posts, theme_post_counts
-from syndication.app.publishing import editions_feed
+from syndication.app.publishing import editions_feed, feed_formats
 from syndication.app.service import Service
 from syndication.core.editions import READABLE
 from syndication.core.models import Edition
@@ -141,7 +141,7 @@ class ArchivePages:
             raise PageError(404, "No such theme", [f"There is no theme {slug!r}."], links=[("/themes/", "Every theme")])
         posts = await run_in_threadpool(lambda: list_posts(self.service(), theme=slug, limit=THEME_PAGE_POSTS))
         names = {t.slug: t.name for t in self.settings.themes}
-        context = {"title": theme.name, "theme": theme, "posts": posts, "names": names}
+        context = {"title": theme.name, "theme": theme, "posts": posts, "names": names, "feed_formats": feed_formats()}
         return self.pages.render(request, "theme.html", context, headers={"Cache-Control": "public, max-age=300"})
 
 
