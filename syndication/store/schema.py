@@ -9,7 +9,20 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -161,6 +174,8 @@ class EditionRow(Base):
     subject: Mapped[str] = mapped_column(Text, default="")  # an editor's subject, replacing the template's
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Why the edition stands where it stands (the reason it was paused, what is left): shown wherever it is listed.
+    status_reason: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (UniqueConstraint("cadence", "since", "until", name="uq_editions_window"),)
 
@@ -246,3 +261,44 @@ class SignedOutSessionRow(Base):
 
     session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class InboundMessageRow(Base):
+    """One message that reached the bounce address or the unsubscribe address, and what was done with it.
+
+    ``message_hash`` (SHA-256 of its bytes) makes processing idempotent: the same message, imported again or
+    fetched twice from a mailbox, is recognised and changes nothing. ``raw`` keeps what could not be understood
+    (at most a few hundred KiB), so an operator can look at it.
+    """
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    source: Mapped[str] = mapped_column(String(32))  # import, receiver, mailbox
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # dsn, complaint, unsubscribe, auto-reply, unrecognised
+    message_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(Text, default="")
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class BounceRow(Base):
+    """One bounce counted against a subscriber: what the relay or the recipient's server said, when, for which
+    delivery, and the score it added. The bounces within ``[bounces] stale_after_days`` make the score."""
+
+    __tablename__ = "bounces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True)
+    edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id", ondelete="SET NULL"), nullable=True)
+    inbound_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inbound_messages.id", ondelete="SET NULL"), nullable=True
+    )
+    source: Mapped[str] = mapped_column(String(32))  # smtp (the relay's reply while sending), dsn
+    fault: Mapped[str] = mapped_column(String(16))  # address (hard) or mailbox (soft): core.bounces.Fault
+    status: Mapped[str] = mapped_column(String(16), default="")  # the enhanced status code, e.g. 5.1.1
+    diagnostic: Mapped[str] = mapped_column(Text, default="")
+    score: Mapped[float] = mapped_column(Float)
