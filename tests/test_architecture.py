@@ -28,6 +28,7 @@ _BELOW_APP = {
     "syndication.feeds",
     "syndication.mailing",
     "syndication.delivery",
+    "syndication.inbound",
     "syndication.scheduling.cadences",
     "syndication.templates",
 }
@@ -62,6 +63,7 @@ ALLOWED: dict[str, set[str]] = {
         "syndication.mailing",
         "syndication.delivery",
     },
+    "syndication.inbound": {"syndication.core", "syndication.config", "syndication.inbound"},
     "syndication.scheduling.cadences": set(),
     "syndication.app": _BELOW_APP | {"syndication.app"},
     # The drivers.
@@ -73,7 +75,17 @@ ALLOWED: dict[str, set[str]] = {
 }
 DRIVERS = ("syndication.cli", "syndication.web", "syndication.scheduling")
 # Libraries only the layers below the use cases may touch.
-LIBRARIES_BELOW_APP = ("sqlalchemy", "alembic", "smtplib", "dkim", "feedgen", "premailer")
+LIBRARIES_BELOW_APP = (
+    "sqlalchemy",
+    "alembic",
+    "smtplib",
+    "dkim",
+    "feedgen",
+    "premailer",
+    "aiosmtpd",
+    "imap_tools",
+    "flufl",
+)
 
 
 def part_of(module: str, parts: dict[str, set[str]] = ALLOWED) -> str:

@@ -54,8 +54,9 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(settings.level)
-    # APScheduler's per-run lines duplicate ours; Alembic's describe its plugins at every start.
-    for chatty in ("apscheduler", "alembic"):
+    # APScheduler's per-run lines duplicate ours; Alembic's describe its plugins at every start; flufl.bounce logs
+    # a line per detector for every message that is not a standard DSN.
+    for chatty in ("apscheduler", "alembic", "flufl.bounce"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("apscheduler.scheduler").addFilter(_still_running)
 
