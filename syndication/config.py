@@ -44,6 +44,9 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "SYNDICATION_SMTP_PASSWORD": ("smtp", "password"),
 }
 
+# The bounce mailbox's IMAP password ([bounces.mailbox] password), a key one table deeper than those above.
+MAILBOX_PASSWORD_VARIABLE: Final = "SYNDICATION_BOUNCES_MAILBOX_PASSWORD"  # noqa: S105 - its name
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -218,15 +221,12 @@ class MailSettings(_Section):
     from_address: str = Field("newsletter@localhost", description="Address digests are sent from.")
     from_name: str = Field("", description="Name shown with the From address (default: site.title).")
     reply_to: str | None = Field(None, description="Address replies go to, if not the From address.")
-    bounce_address: str | None = Field(
-        None, description="Envelope sender (MAIL FROM) that receives bounces, if not the From address."
-    )
     list_id: str = Field("", description="List-Id header, e.g. 'Network news <news.example.org>' (default: site).")
     unsubscribe_mailto: str | None = Field(
         None, description="Address for a mailto: List-Unsubscribe alongside the https one."
     )
 
-    @field_validator("from_address", "reply_to", "bounce_address", "unsubscribe_mailto")
+    @field_validator("from_address", "reply_to", "unsubscribe_mailto")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         if value is not None and (not re.fullmatch(r"[^@\s<>\"]+@[^@\s<>\"]+", value)):
@@ -338,6 +338,89 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Least severe level logged.")
 
 
+# The longest local part allowed before the ``+<token>`` of a VERP address (RFC 5321 allows 64 octets in all; a
+# token is at most 28 characters).
+MAX_BOUNCE_LOCAL_PART: Final = 32
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    """``"host:port"`` (an IPv6 host in brackets: ``"[::1]:8026"``) as its parts, or ValueError."""
+    host, separator, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not separator or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not written host:port (e.g. '127.0.0.1:8026')")
+    return host, int(port)
+
+
+class BounceMailboxSettings(_Section):
+    host: str = Field(min_length=1, description="IMAP server of the mailbox bounces are delivered to.")
+    port: int = Field(993, ge=1, le=65535, description="IMAP port.")
+    user: str = Field(min_length=1, description="IMAP user.")
+    password: SecretStr | None = Field(
+        None, description="IMAP password (use SYNDICATION_BOUNCES_MAILBOX_PASSWORD rather than the file)."
+    )
+    folder: str = Field("INBOX", min_length=1, description="Folder read for new messages.")
+    processed_folder: str | None = Field(
+        None, description="Folder processed messages are moved to (unset: they are flagged and left in place)."
+    )
+    security: Literal["tls", "starttls", "none"] = Field(
+        "tls", description="'tls' connects with implicit TLS, 'starttls' upgrades the connection, 'none' neither."
+    )
+    poll_seconds: int = Field(300, ge=10, description="How often `syndication run` reads the mailbox.")
+
+
+class BounceSettings(_Section):
+    address: str | None = Field(
+        None,
+        description="Base of the VERP envelope senders, e.g. 'bounces@news.example.org': each delivery is sent from "
+        "a unique 'bounces+<token>@news.example.org'.",
+    )
+    hard_score: float = Field(
+        5.0,
+        gt=0,
+        description="Score a hard bounce adds (the address does not exist); as the threshold: suppressed at once.",
+    )
+    soft_score: float = Field(1.0, gt=0, description="Score a soft bounce adds (mailbox full, refused for now).")
+    threshold: float = Field(5.0, gt=0, description="Score at which a subscriber is suppressed ('bounced').")
+    stale_after_days: int = Field(
+        90, ge=1, le=3650, description="Bounces older than this no longer count towards the score."
+    )
+    listen: str | None = Field(
+        None, description="host:port the bounce receiver listens on under `syndication run` (unset: none)."
+    )
+    lmtp: bool = Field(True, description="The receiver speaks LMTP (false: SMTP).")
+    mailbox: BounceMailboxSettings | None = Field(
+        None, description="An IMAP mailbox `syndication run` reads bounces from, for sites without a receiver."
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _verp_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+", value):
+            raise ValueError(f"{value!r} is not an email address (e.g. 'bounces@news.example.org')")
+        local, _, domain = value.partition("@")
+        if "+" in value or len(local) > MAX_BOUNCE_LOCAL_PART:
+            raise ValueError(
+                f"{value!r}: the part before the @ may not hold '+' (it separates the token) nor be longer than"
+                f" {MAX_BOUNCE_LOCAL_PART} characters"
+            )
+        return f"{local.lower()}@{domain.lower()}"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            _host_port(value)
+        return value
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        """``listen`` as (host, port), or None when no receiver is configured."""
+        return None if self.listen is None else _host_port(self.listen)
+
+
 class EditorSettings(_Section):
     passwords: dict[str, str] = Field(
         default_factory=dict,
@@ -401,6 +484,7 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     editors: EditorSettings = EditorSettings()
     web: WebSettings = WebSettings()
+    bounces: BounceSettings = BounceSettings()
     secret_key: SecretStr | None = Field(
         None, exclude=True, description="Signing key; only from SYNDICATION_SECRET_KEY, never from the file."
     )
@@ -494,6 +578,20 @@ def settings_from_mapping(raw: Mapping[str, Any], path: Path, environ: Mapping[s
         # Comma-separated: keys being rotated out, still accepted when reading links signed before the rotation.
         old_keys = (key.strip() for key in environ["SYNDICATION_OLD_SECRET_KEYS"].split(","))
         data["old_secret_keys"] = tuple(key for key in old_keys if key)
+    mail = data.get("mail")
+    if isinstance(mail, dict) and "bounce_address" in mail:
+        # Before [bounces] address there was [mail] bounce_address, the same address without VERP: read it as that.
+        bounces = dict(data.get("bounces", {})) if isinstance(data.get("bounces", {}), dict) else {}
+        moved = mail.pop("bounce_address")
+        if bounces.get("address", moved) != moved:
+            raise ConfigError(f"{path}: mail.bounce_address and bounces.address differ: keep bounces.address alone")
+        data["bounces"] = {**bounces, "address": moved}
+    if environ.get(MAILBOX_PASSWORD_VARIABLE):
+        # A key of a table inside a section: [bounces.mailbox] password. Only for a mailbox the file configures.
+        bounces = data.get("bounces", {})
+        mailbox = bounces.get("mailbox") if isinstance(bounces, dict) else None
+        if isinstance(mailbox, Mapping):
+            data["bounces"] = {**bounces, "mailbox": {**mailbox, "password": environ[MAILBOX_PASSWORD_VARIABLE]}}
     if environ.get("SYNDICATION_EDITORS"):
         # "name:hash,name:hash": editors whose hashes live in the environment rather than the file (they win).
         editors = data.get("editors", {})
@@ -602,9 +700,13 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
         ("logging", LoggingSettings),
         ("editors", EditorSettings),
         ("web", WebSettings),
+        ("bounces", BounceSettings),
+        ("bounces.mailbox", BounceMailboxSettings),
     ]
     for section, model in sections:
         for name, field in model.model_fields.items():
+            if (section, name) in _SUBSECTIONS:
+                continue  # documented key by key as a section of its own
             annotation = _type_name(field.annotation)
             value = str(field.default) if isinstance(field.default, Path) else field.default
             if field.default_factory is not None:
@@ -612,6 +714,10 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
             default = "required" if field.is_required() else repr(value)
             rows.append((f"{section}.{name}", annotation, default, field.description or ""))
     return rows
+
+
+# Tables inside a section (``[bounces.mailbox]``), listed by describe_keys as sections of their own.
+_SUBSECTIONS: Final = {("bounces", "mailbox")}
 
 
 def _type_name(annotation: Any) -> str:

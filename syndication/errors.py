@@ -33,12 +33,28 @@ class ItemError(SyndicationError):
 
 
 class DeliveryError(SyndicationError):
-    """A message could not be handed to the mail transport. ``code`` is the server's reply code, if it gave one."""
+    """A message could not be handed to the mail transport.
 
-    def __init__(self, reason: str, code: int | None = None) -> None:
+    ``code`` is the server's reply code, if it gave one; ``status`` its RFC 3463 enhanced status code (``"5.1.1"``)
+    when the reply carried one; ``stage`` where in the SMTP conversation it came (a ``core.bounces.Stage`` value:
+    ``"MAIL FROM"``, ``"RCPT TO"``...), when known; ``reply`` the server's reply text on one line.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        code: int | None = None,
+        *,
+        status: str | None = None,
+        stage: str | None = None,
+        reply: str = "",
+    ) -> None:
         super().__init__(reason if code is None else f"{code} {reason}")
         self.reason = reason
         self.code = code
+        self.status = status
+        self.stage = stage
+        self.reply = reply
 
 
 class TemporaryDeliveryError(DeliveryError):
@@ -46,7 +62,48 @@ class TemporaryDeliveryError(DeliveryError):
 
 
 class PermanentDeliveryError(DeliveryError):
-    """A 5xx reply for this recipient: do not retry; the address bounces."""
+    """A 5xx reply about this recipient: do not retry.
+
+    ``fault`` says what it says about the recipient (a ``core.bounces.Fault`` value): ``"address"``, the address
+    does not exist or is disabled for good (a hard bounce); ``"mailbox"``, their mailbox cannot take it now (a soft
+    bounce, 5.2.2 mailbox full); ``""``, this message cannot reach them, but that says nothing about them (our relay
+    cannot carry an internationalised address).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        code: int | None = None,
+        *,
+        fault: str = "address",
+        status: str | None = None,
+        stage: str | None = None,
+        reply: str = "",
+    ) -> None:
+        super().__init__(reason, code, status=status, stage=stage, reply=reply)
+        self.fault = fault
+
+
+class SendingSideError(DeliveryError):
+    """The relay refused something that is not about the recipient: our sender, our content, relaying, our
+    credentials, TLS, or its own trouble (a full disk). No retry of this one message mends it, and it must never
+    count against a subscriber: the sender pauses the edition with this error's message as the reason.
+
+    Its message is one line naming the stage, the relay and its reply
+    ("MAIL FROM refused by 127.0.0.1:2525: 550 5.7.1 Sender address rejected"); the code is not repeated in front.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        code: int | None = None,
+        *,
+        status: str | None = None,
+        stage: str | None = None,
+        reply: str = "",
+    ) -> None:
+        super().__init__(reason, None, status=status, stage=stage, reply=reply)
+        self.code = code
 
 
 class AmbiguousDeliveryError(DeliveryError):

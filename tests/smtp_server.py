@@ -7,6 +7,12 @@
 What it can be told to do (the fields of :class:`Behaviour`, given as keywords to :func:`smtp_server`; all but
 ``tls``, ``auth`` and ``discard`` can be changed on ``server.behaviour`` while it runs):
 
+* ``reply_at``: script the reply at a stage of the conversation, by stage name: ``"EHLO"`` (EHLO and HELO),
+  ``"MAIL"`` (MAIL FROM), ``"RCPT"`` (RCPT TO), ``"DATA"`` (the DATA command, before the message) or
+  ``"MESSAGE"`` (after the final dot). A string is the reply to every attempt
+  (``{"MAIL": "550 5.7.1 Sender address rejected"}``); a mapping gives one per address (the sender at MAIL, the
+  recipient after it; ``"*"`` for any other), ``{"RCPT": {"bo@example.org": "550 5.1.1 No such user"}}``.
+  Scripted replies come first and are recorded in ``refusals`` with the stage's name;
 * ``defer``: answer 451 to the first N attempts, counted over all recipients (an int) or per recipient
   (a mapping address -> N); at RCPT TO, or after the message with ``defer_at="data"``;
 * ``reject``: answer 550 for these recipients, at RCPT TO or after the message (``reject_at="data"``);
@@ -15,7 +21,8 @@ What it can be told to do (the fields of :class:`Behaviour`, given as keywords t
   or for every message to these recipients; dropped messages are kept in ``server.dropped``, not ``messages``;
 * ``data_delay``: wait this many seconds before the reply to a message (the message is recorded before the
   wait, as a slow server would already have it); a client that gives up first closes the connection;
-* ``auth=(user, password)``: require AUTH (PLAIN or LOGIN) before MAIL FROM (530 otherwise);
+* ``auth=(user, password)``: require AUTH (PLAIN or LOGIN) before MAIL FROM (530 otherwise); other credentials
+  get aiosmtpd's ``535 5.7.8 Authentication credentials invalid``;
 * ``tls="starttls"`` (STARTTLS offered and required) or ``"tls"`` (implicit TLS), with a self-signed
   certificate for 127.0.0.1 and localhost made at start; ``server.client_context`` trusts it;
 * ``discard=True``: accept and count (``server.accepted``) without keeping the bytes (for benchmarks).
@@ -58,12 +65,15 @@ from syndication.config import SmtpSettings
 
 HOST = "127.0.0.1"
 Stage = Literal["rcpt", "data"]
+# The stages ``reply_at`` can script.
+SCRIPTED_STAGES = ("EHLO", "MAIL", "RCPT", "DATA", "MESSAGE")
 
 
 @dataclass
 class Behaviour:
     """What the server does; see the module's description."""
 
+    reply_at: Mapping[str, str | Mapping[str, str]] = field(default_factory=dict)
     defer: int | Mapping[str, int] = 0
     defer_at: Stage = "rcpt"
     defer_reply: str = "451 4.3.0 Try again later"
@@ -258,6 +268,15 @@ class SmtpTestServer:
             self._record.refusals.append(Refusal(stage, address, int(reply[:3])))
         return reply
 
+    def _scripted(self, stage: str, address: str) -> str | None:
+        """The reply ``reply_at`` scripts at ``stage`` for ``address`` (recorded as a refusal), or None."""
+        assert stage in SCRIPTED_STAGES, stage
+        script = self.behaviour.reply_at.get(stage)
+        if script is None:
+            return None
+        reply = script if isinstance(script, str) else script.get(address, script.get("*"))
+        return None if reply is None else self._refuse(stage, address, reply)
+
     def _defers(self, addresses: Collection[str]) -> bool:
         """Whether this attempt for ``addresses`` is answered 451 (and count it)."""
         defer = self.behaviour.defer
@@ -325,6 +344,29 @@ class _Session(SMTP):
         finally:
             self.test_server._closed(self)
 
+    async def smtp_EHLO(self, hostname: str) -> None:
+        scripted = self.test_server._scripted("EHLO", "")
+        if scripted is not None:
+            await self.push(scripted)
+            return
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        scripted = self.test_server._scripted("EHLO", "")
+        if scripted is not None:
+            await self.push(scripted)
+            return
+        await super().smtp_HELO(hostname)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        recipients = self.envelope.rcpt_tos if self.envelope is not None else []
+        if recipients and not arg:
+            scripted = self.test_server._scripted("DATA", recipients[0])
+            if scripted is not None:
+                await self.push(scripted)
+                return
+        await super().smtp_DATA(arg)
+
     def abort(self) -> None:
         if self.transport is not None:
             abort = getattr(self.transport, "abort", None)
@@ -381,6 +423,9 @@ class _Handler:
         behaviour = self.test_server.behaviour
         if behaviour.auth and not session.authenticated:
             return self.test_server._refuse("MAIL", address, "530 5.7.0 Authentication required")
+        scripted = self.test_server._scripted("MAIL", address)
+        if scripted is not None:
+            return scripted
         if address in behaviour.reject_senders:
             return self.test_server._refuse("MAIL", address, "550 5.7.1 Sender refused")
         envelope.mail_from = address
@@ -391,6 +436,9 @@ class _Handler:
         self, server: _Session, session: SmtpSession, envelope: SmtpEnvelope, address: str, options: list[str]
     ) -> str:
         behaviour = self.test_server.behaviour
+        scripted = self.test_server._scripted("RCPT", address)
+        if scripted is not None:
+            return scripted
         if behaviour.reject_at == "rcpt" and address in behaviour.reject:
             return self.test_server._refuse("RCPT", address, behaviour.reject_reply)
         if behaviour.defer_at == "rcpt" and self.test_server._defers([address]):
@@ -404,6 +452,9 @@ class _Handler:
         behaviour = test_server.behaviour
         recipients = tuple(envelope.rcpt_tos)
         first = recipients[0] if recipients else ""
+        scripted = test_server._scripted("MESSAGE", first)
+        if scripted is not None:
+            return scripted
         if behaviour.reject_at == "data" and any(r in behaviour.reject for r in recipients):
             return test_server._refuse("DATA", first, behaviour.reject_reply)
         if behaviour.defer_at == "data" and test_server._defers(recipients):

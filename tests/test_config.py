@@ -144,3 +144,14 @@ def test_command_line_refuses_wrong_file_with_status_2_and_no_traceback(tmp_path
     assert "Traceback" not in result.stderr
     assert str(path) in result.stderr
     assert "site.base_url" in result.stderr and "smtp.portt: unknown key" in result.stderr
+
+
+def test_the_old_mail_bounce_address_is_read_as_the_bounce_address(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[mail]\nbounce_address = "Bounces@News.example.org"\n', encoding="utf-8")
+    assert load_settings(config).bounces.address == "bounces@news.example.org"
+    config.write_text(
+        '[mail]\nbounce_address = "a@news.example.org"\n[bounces]\naddress = "b@news.example.org"\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"mail\.bounce_address and bounces\.address differ"):
+        load_settings(config)

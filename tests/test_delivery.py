@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from syndication.app.bounces import delivery_of_address
 from syndication.app.editions import deliver, plan_edition
 from syndication.app.gathering import import_file
 from syndication.app.service import Service
@@ -37,9 +38,8 @@ def sending(service: Service, server: SmtpTestServer, clock: datetime = NOW, **d
             "secret_key": SecretStr("test-signing-key-" + "x" * 16),
             "smtp": server.settings(timeout_seconds=2.0),
             "delivery": service.settings.delivery.model_copy(update={"retry_initial_seconds": 60, **delivery}),
-            "mail": service.settings.mail.model_copy(
-                update={"bounce_address": "bounces@news.example.org", "unsubscribe_mailto": "leave@news.example.org"}
-            ),
+            "mail": service.settings.mail.model_copy(update={"unsubscribe_mailto": "leave@news.example.org"}),
+            "bounces": service.settings.bounces.model_copy(update={"address": "bounces@news.example.org"}),
         }
     )
     return Service(settings, service.engine, fixed_clock(clock))
@@ -74,7 +74,12 @@ def test_an_edition_reaches_each_subscriber_once_with_every_header(audience: Ser
         assert (report.sent, report.failed) == (3, 0)
         assert sorted(m.recipients[0] for m in server.messages) == ["ana@example.org", "bo@example.org",
                                                                     "kita@example.jp"]  # fmt: skip
-        assert all(m.mail_from == "bounces@news.example.org" for m in server.messages)
+        # Each delivery's envelope sender is its own VERP address under [bounces] address, naming it.
+        for received in server.messages:
+            local, _, domain = received.mail_from.partition("@")
+            assert domain == "news.example.org" and local.startswith("bounces+"), received.mail_from
+            assert delivery_of_address(service, received.mail_from) is not None
+        assert len({m.mail_from for m in server.messages}) == 3
         message = server.received_for("bo@example.org")[0].parsed()
         assert_headers(message)
         assert message["To"] == "Bo Li <bo@example.org>"

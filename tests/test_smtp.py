@@ -18,6 +18,7 @@ from syndication.errors import (
     ConfigError,
     DeliveryError,
     PermanentDeliveryError,
+    SendingSideError,
     TemporaryDeliveryError,
 )
 from syndication.mailing.message import Envelope, build_message
@@ -110,6 +111,8 @@ def test_a_5xx_reply_is_permanent_for_that_recipient_only(stage: str) -> None:
             client.send(SENDER, ANA, digest(ANA))
         assert caught.value.code == 550
         assert "No such user" in one_line(caught.value)
+        assert (caught.value.fault, caught.value.status) == ("address", "5.1.1")
+        assert caught.value.stage == ("RCPT TO" if stage == "rcpt" else "the message")
 
         client.send(SENDER, BEN, digest(BEN))
 
@@ -118,12 +121,61 @@ def test_a_5xx_reply_is_permanent_for_that_recipient_only(stage: str) -> None:
         assert server.connections == 1
 
 
-def test_a_refused_sender_is_permanent() -> None:
+def test_a_refused_sender_is_the_sending_side_not_the_recipient() -> None:
+    # Issue #15: a 5xx at MAIL FROM says nothing about the recipient (it used to bounce them).
     with smtp_server(reject_senders=[SENDER]) as server, SmtpClient(server.settings()) as client:
-        with pytest.raises(PermanentDeliveryError) as caught:
+        with pytest.raises(SendingSideError) as caught:
             client.send(SENDER, ANA, digest(ANA))
         assert caught.value.code == 550
+        assert not isinstance(caught.value, PermanentDeliveryError)
+        assert one_line(caught.value) == f"MAIL FROM refused by 127.0.0.1:{server.port}: 550 5.7.1 Sender refused"
         assert server.messages == []
+
+
+@pytest.mark.parametrize(
+    ("reply_at", "expected", "stage", "status"),
+    [
+        ({"MAIL": "550 5.7.1 Sender address rejected"}, SendingSideError, "MAIL FROM", "5.7.1"),
+        ({"MAIL": "451 4.3.0 Try later"}, TemporaryDeliveryError, "MAIL FROM", "4.3.0"),
+        ({"RCPT": {ANA: "554 5.7.1 <ana@example.org>: Relay access denied"}}, SendingSideError, "RCPT TO", "5.7.1"),
+        ({"RCPT": {ANA: "552 5.2.2 Mailbox full"}}, PermanentDeliveryError, "RCPT TO", "5.2.2"),
+        ({"RCPT": {ANA: "550 User unknown"}}, PermanentDeliveryError, "RCPT TO", None),
+        ({"RCPT": {ANA: "530 5.7.0 Must issue a STARTTLS command first"}}, SendingSideError, "RCPT TO", "5.7.0"),
+        ({"DATA": "554 5.7.1 Message refused"}, SendingSideError, "DATA", "5.7.1"),
+        ({"DATA": "554 Transaction failed"}, SendingSideError, "DATA", None),
+        ({"MESSAGE": "554 5.7.1 Spam content refused"}, SendingSideError, "the message", "5.7.1"),
+        ({"MESSAGE": "500 Error: No space left on device"}, SendingSideError, "the message", None),
+        ({"MESSAGE": "550 5.1.1 No such user"}, PermanentDeliveryError, "the message", "5.1.1"),
+        ({"EHLO": "554 5.7.1 Go away"}, SendingSideError, "EHLO", "5.7.1"),
+    ],
+)
+def test_each_refusal_carries_its_stage_and_whose_problem_it_is(
+    reply_at: dict[str, object], expected: type[DeliveryError], stage: str, status: str | None
+) -> None:
+    with smtp_server(reply_at=reply_at) as server, SmtpClient(server.settings()) as client:
+        with pytest.raises(DeliveryError) as caught:
+            client.send(SENDER, ANA, digest(ANA))
+        assert type(caught.value) is expected, caught.value
+        assert (caught.value.stage, caught.value.status) == (stage, status)
+        text = one_line(caught.value)
+        if expected is SendingSideError:
+            assert text.startswith(f"{stage} refused by" if stage != "the message" else "the message was refused")
+            assert f"127.0.0.1:{server.port}" in text
+        assert server.messages == []
+        # The next recipient, whom nothing is scripted for, goes through (over a new connection after EHLO).
+        server.behaviour.reply_at = {}
+        client.send(SENDER, BEN, digest(BEN))
+        assert len(server.received_for(BEN)) == 1
+
+
+def test_a_full_mailbox_is_soft_and_an_unknown_address_hard() -> None:
+    script = {"RCPT": {ANA: "552 5.2.2 Mailbox full", BEN: "550 5.1.1 User unknown"}}
+    with smtp_server(reply_at=script) as server, SmtpClient(server.settings()) as client:
+        with pytest.raises(PermanentDeliveryError) as full:
+            client.send(SENDER, ANA, digest(ANA))
+        with pytest.raises(PermanentDeliveryError) as unknown:
+            client.send(SENDER, BEN, digest(BEN))
+    assert (full.value.fault, unknown.value.fault) == ("mailbox", "address")
 
 
 def test_a_connection_dropped_after_the_final_dot_is_ambiguous() -> None:
@@ -181,18 +233,25 @@ def test_authentication() -> None:
         assert received.authenticated
 
 
-def test_a_wrong_password_is_a_configuration_error() -> None:
+def test_a_wrong_password_is_the_sending_side() -> None:
+    # Issue #15: an AUTH failure pauses the edition with the reason (it used to be a ConfigError that crashed
+    # the run); it is about our credentials, never about the recipient.
     with smtp_server(auth=("relay-user", "s3cret")) as server:
-        with pytest.raises(ConfigError) as caught:
+        with pytest.raises(SendingSideError) as caught:
             send_one(server.settings(password="wrong-password"), SENDER, ANA, digest())
         text = one_line(caught.value)
-        assert "relay-user" in text and "535" in text
+        assert "relay-user" in text and "535" in text and text.startswith("AUTH refused by")
+        assert (caught.value.stage, caught.value.status) == ("AUTH", "5.7.8")
         assert "wrong-password" not in text
         assert server.messages == []
 
 
-def test_a_server_that_requires_authentication_is_a_configuration_error() -> None:
-    with smtp_server(auth=("relay-user", "s3cret")) as server, pytest.raises(ConfigError, match="requires auth"):
+def test_a_server_that_requires_authentication_is_the_sending_side() -> None:
+    # Issue #15: a 530 at MAIL FROM is a refusal of our side (it used to be a ConfigError), with the same hint.
+    with (
+        smtp_server(auth=("relay-user", "s3cret")) as server,
+        pytest.raises(SendingSideError, match=r"requires authentication or TLS: set smtp\.username"),
+    ):
         send_one(server.settings(username=None, password=None), SENDER, ANA, digest())
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from syndication.app.bounces import record_bounce
 from syndication.app.service import Service, init_store
 from syndication.app.subscribers import (
     SubscriberError,
@@ -25,7 +26,6 @@ from syndication.app.subscribers import (
     export_subscribers,
     import_subscribers,
     list_subscribers,
-    mark_bounced,
     normalise_email,
     remove_subscriber,
     spreadsheet_value,
@@ -64,7 +64,7 @@ def config(tmp_path: Path, database_url: str, smtp: SmtpTestServer, monkeypatch:
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("SYNDICATION_SECRET_KEY", KEY)
     extra = f'[smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\ntimeout_seconds = 5\n'
-    extra += '[mail]\nfrom_address = "news@example.org"\nbounce_address = "bounces@example.org"\n'
+    extra += '[mail]\nfrom_address = "news@example.org"\n[bounces]\naddress = "bounces@example.org"\n'
     path = write_config(tmp_path, database_url, extra)
     init_store(load_settings(path, environ={}))
     return path
@@ -384,27 +384,69 @@ def test_import_update_and_confirmed(
     assert (row.name, row.themes, row.cadence) == ("Ana P.", None, "monthly")  # empty cadence keeps theirs
 
 
-def test_an_ended_subscription_is_not_reactivated_by_import_without_consent(
+def test_an_ended_subscription_is_not_reactivated_by_import_even_confirmed(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], service: Service
 ) -> None:
-    for address in ("ana@example.org", "bo@example.org"):
+    for address in ("ana@example.org", "bo@example.org", "cy@example.org", "di@example.org"):
         add_subscriber(service, address, confirmed=True)
     unsubscribe(service, rows(service)["ana@example.org"].id)
-    mark_bounced(service, rows(service)["bo@example.org"].id)
+    record_bounce(service, subscriber_id=rows(service)["bo@example.org"].id, fault="address", source="smtp")
+    with database.transaction(service.engine) as session:
+        store.set_status(session, rows(service)["cy@example.org"].id, "complained", NOW)
+    path = write_csv(tmp_path / "again.csv", "email\nana@example.org\nbo@example.org\ncy@example.org\ndi@example.org\n")
+    ended = {"ana@example.org": "unsubscribed", "bo@example.org": "bounced", "cy@example.org": "complained",
+             "di@example.org": "active"}  # fmt: skip
+    for confirmed in ([], ["--confirmed"]):
+        assert cli(config, "import", str(path), *confirmed) == 1
+        err = capsys.readouterr().err
+        assert (f"{path}: line 2: ana@example.org is unsubscribed (since 2024-06-01): not made active again; they can"
+                " subscribe again through the subscribe form, or, with their renewed consent, an operator adds"
+                " --confirmed --reactivate --reason TEXT (who and why are recorded)") in err  # fmt: skip
+        assert f"{path}: line 3: bo@example.org is bounced" in err
+        assert f"{path}: line 4: cy@example.org is complained" in err
+        assert {row.email: row.status for row in rows(service).values()} == ended
+    assert rows(service)["ana@example.org"].consent_source == "command line, consent confirmed by the operator"
+
+
+def test_reactivating_takes_an_explicit_flag_and_records_who_and_why(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("USER", "operator-olga")
+    monkeypatch.setenv("LOGNAME", "operator-olga")
+    for address in ("ana@example.org", "bo@example.org", "cy@example.org"):
+        add_subscriber(service, address, confirmed=True)
+    unsubscribe(service, rows(service)["ana@example.org"].id)
+    record_bounce(service, subscriber_id=rows(service)["bo@example.org"].id, fault="address", source="smtp")
     path = write_csv(tmp_path / "again.csv", "email\nana@example.org\nbo@example.org\n")
-    assert cli(config, "import", str(path)) == 1
-    err = capsys.readouterr().err
-    assert f"{path}: line 2: ana@example.org is unsubscribed (since 2024-06-01): it becomes active again" in err
-    assert f"{path}: line 3: bo@example.org is bounced" in err
-    assert {row.email: row.status for row in rows(service).values()} == {
-        "ana@example.org": "unsubscribed",
-        "bo@example.org": "bounced",
-    }
-    assert cli(config, "import", str(path), "--confirmed") == 0
+    # the flag goes with --confirmed and a reason, refused as a usage error otherwise
+    assert cli(config, "import", str(path), "--reactivate", "--reason", "asked again") == 2
+    assert "--reactivate needs --confirmed" in capsys.readouterr().err
+    assert cli(config, "import", str(path), "--confirmed", "--reactivate") == 2
+    assert "--reactivate needs --reason TEXT" in capsys.readouterr().err
+    assert cli(config, "import", str(path), "--confirmed", "--reactivate", "--reason", "  ") == 2
+    assert cli(config, "import", str(path), "--confirmed", "--reason", "why") == 2
+    assert "--reason goes with --reactivate" in capsys.readouterr().err
+    assert {row.email: row.status for row in rows(service).values()}["ana@example.org"] == "unsubscribed"
+    with pytest.raises(SubscriberError, match="--reactivate needs --confirmed"):
+        import_subscribers(service, path, reactivate=True, reason="x")
+
+    reason = "signed up again on paper at the fair"
+    assert cli(config, "import", str(path), "--confirmed", "--reactivate", "--reason", reason) == 0
     assert "2 activated" in capsys.readouterr().out
     ana = rows(service)["ana@example.org"]
     assert ana.status == "active"
-    assert ana.consent_source == "import of again.csv, line 2, consent confirmed by the operator"
+    assert ana.consent_source == f"import of again.csv, line 2, reactivated by operator-olga: {reason}"
+    assert rows(service)["bo@example.org"].status == "active"
+
+    with database.transaction(service.engine) as session:
+        store.set_status(session, rows(service)["cy@example.org"].id, "complained", NOW)
+    assert cli(config, "add", "cy@example.org", "--confirmed") == 1
+    assert "cy@example.org is complained (since 2024-06-01): not made active again" in capsys.readouterr().err
+    assert cli(config, "add", "cy@example.org", "--confirmed", "--reactivate", "--reason", "phoned us") == 0
+    assert capsys.readouterr().out == "cy@example.org is active again\n"
+    cy = rows(service)["cy@example.org"]
+    assert (cy.status, cy.consent_method) == ("active", "cli")
+    assert cy.consent_source == "command line, reactivated by operator-olga: phoned us"
 
 
 @pytest.mark.parametrize(
@@ -526,13 +568,14 @@ def test_an_old_link_does_not_act_on_whoever_gets_the_id_next(service: Service) 
 def test_bounces_stop_sending_but_do_not_override_an_unsubscribe(service: Service) -> None:
     ana = add_subscriber(service, "ana@example.org", confirmed=True).subscriber
     bo = add_subscriber(service, "bo@example.org", confirmed=True).subscriber
-    bounced = mark_bounced(service, ana.id)
-    assert bounced is not None and bounced.status == "bounced"
+    bounced = record_bounce(service, subscriber_id=ana.id, fault="address", source="smtp")
+    assert bounced.subscriber_status == "bounced"
     unsubscribe(service, bo.id)
-    kept = mark_bounced(service, bo.id)
-    assert kept is not None and kept.status == "unsubscribed"
-    assert mark_bounced(service, 999_999) is None
-    assert unsubscribe(service, ana.id) == bounced
+    kept = record_bounce(service, subscriber_id=bo.id, fault="address", source="smtp")
+    assert kept.subscriber_status == "unsubscribed"
+    assert record_bounce(service, subscriber_id=999_999, fault="address", source="smtp").subscriber_id is None
+    left = unsubscribe(service, ana.id)
+    assert left is not None and left.status == "bounced"
 
 
 def test_active_subscribers_stream_in_id_order_by_cadence_with_counts(service: Service) -> None:

@@ -35,7 +35,7 @@ class Upcoming:
 class Dashboard:
     """The dashboard's figures: the upcoming edition per cadence (in CADENCES order), subscribers per (cadence,
     status), active subscribers per followed theme slug (None: everything), the last editions with their
-    deliveries, newest first."""
+    deliveries (and the reason the sender paused one for, ``edition.reason``), newest first."""
 
     upcoming: list[Upcoming]
     subscribers: dict[tuple[str, str], int]

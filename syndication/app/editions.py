@@ -4,10 +4,16 @@ through the service's Mailer. Running it again for the same window creates nothi
 The one place that wires the ledger, the subscribers, the renderer and the sender together for sending; the
 command line, the scheduler and the editor pages call these functions (``open_sender`` for a driver that keeps
 a sender, so that it can stop it).
+
+A refusal about a recipient reaches the subscribers in one place (``_count_bounce``). A refusal of the sending
+side marks nobody: the sender pauses the edition with the reason (``DrainReport.paused_editions``), ``deliver``
+logs it and emails ``[digest] approval_emails``; an editor resumes it once the relay is mended, and everything
+held back is sent then.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -15,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote, urlsplit
 
+from syndication.app.bounces import record_bounce, verp_address
 from syndication.app.digests import compose, personalised_message, preview_links, send_notice
 from syndication.app.service import Service
 from syndication.app.subscribers import (
     default_language,
-    mark_bounced,
     preferences_url,
     reader_of_view_link,
     token_subject,
@@ -37,7 +43,7 @@ from syndication.core.editions import (
 from syndication.core.models import CADENCES, Edition, EditionStatus, Subscriber
 from syndication.core.tokens import make_token
 from syndication.delivery.mailer import Mailer
-from syndication.delivery.sender import DrainReport, Outgoing, Sender
+from syndication.delivery.sender import Bounce, DrainReport, Outgoing, Sender
 from syndication.errors import SyndicationError
 from syndication.mailing.message import checked, with_phrase
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail
@@ -45,6 +51,8 @@ from syndication.scheduling.cadences import latest_fire, parse_crontab, window_e
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
 from syndication.store.ledger import DeliveryProblem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,14 +151,33 @@ def deliver(
 ) -> DrainReport:
     """Send every due delivery (retries included) of sending editions, or of one edition, through the service's
     Mailer; with ``sender`` (from ``open_sender``) through that one. Raises SenderBusy when another sender drains
-    this SQLite store, ConfigError when sending is not configured right."""
+    this SQLite store, ConfigError when sending is not configured right.
+
+    An edition the relay refused to send (our sender, content, relaying, credentials, the relay's own trouble, or
+    the breaker) is paused, named in the report's ``paused_editions`` with the reason, logged as an error, and
+    the editors are emailed (a failure to email them is logged, never raised)."""
     sender = sender or open_sender(service)
     builder = MessageBuilder(service)
+    report = sender.drain(
+        builder.build, edition_id=edition_id, on_progress=on_progress,
+        on_bounce=lambda bounce: _count_bounce(service, bounce),
+    )  # fmt: skip
+    for paused, reason in report.paused_editions.items():
+        log.error("edition %d paused: %s", paused, reason, extra={"event": "edition-paused", "edition": paused})
+        for problem in notify_paused(service, paused, reason):
+            log.error("could not email an editor that edition %d is paused: %s", paused, problem)
+    return report
 
-    def bounced(subscriber_id: int) -> None:
-        mark_bounced(service, subscriber_id)
 
-    return sender.drain(builder.build, edition_id=edition_id, on_progress=on_progress, on_bounce=bounced)
+def _count_bounce(service: Service, bounce: Bounce) -> None:
+    """The one place a refusal about a recipient, met while sending, reaches the subscriber: ``bounce`` says whose
+    delivery of which edition, its fault (``address``: hard; ``mailbox``: soft), enhanced status and diagnostic.
+    It counts through the one bounce rule (``app.bounces.record_bounce``), as a later DSN for it would: with the
+    default scores a hard bounce stops sending to the address at once, soft ones add up."""
+    record_bounce(
+        service, subscriber_id=bounce.subscriber_id, fault=bounce.fault, status=bounce.status or "",
+        diagnostic=bounce.diagnostic, source="smtp", delivery_id=bounce.delivery_id, edition_id=bounce.edition_id,
+    )  # fmt: skip
 
 
 class MessageBuilder:
@@ -204,7 +231,9 @@ class MessageBuilder:
             self.mailer, variant, to_address=subscriber.email, to_name=subscriber.name, links=links,
             date=edition.until, message_key=claim.message_id, extra=extra,
         )  # fmt: skip
-        return Outgoing(claim, subscriber.email, message)
+        # With [bounces] address, each delivery has an envelope sender of its own: a bounce names its delivery.
+        verp = verp_address(self.service, claim.delivery_id) if self.settings.bounces.address else None
+        return Outgoing(claim, subscriber.email, message, verp)
 
     def links(self, edition: Edition, subscriber: Subscriber) -> Links:
         """The subscriber's signed links for this edition."""
@@ -287,6 +316,40 @@ def notify_editors(service: Service, plan: SendPlan) -> list[str]:
     return problems
 
 
+def notify_paused(service: Service, edition_id: int, reason: str) -> list[str]:
+    """Email ``[digest] approval_emails`` that the sender paused edition ``edition_id`` because of ``reason``, with
+    a link to it and the command that resumes it. Returns one line per editor who could not be reached (the relay
+    that refused the edition may well refuse this too); nothing is raised for that."""
+    settings = service.settings
+    if not settings.digest.approval_emails:
+        return []
+    edition = find_edition(service, edition_id)
+    if edition is None:
+        return []
+    base = settings.site.base_url
+    edition_url = f"{base}/editor/editions/{edition.id}"
+    context = {
+        "cadence": edition.cadence,
+        "since": f"{edition.since:%Y-%m-%d %H:%M} UTC",
+        "until": f"{edition.until:%Y-%m-%d %H:%M} UTC",
+        "reason": reason,
+        "edition_url": edition_url,
+        "resume_command": f"syndication editions resume {edition.id}",
+    }
+    links = Links(unsubscribe=f"{base}/", preferences=f"{base}/", view_online=edition_url)
+    try:
+        email = MailRenderer(settings).render_notice("paused", settings.site.language, context, links)
+    except SyndicationError as error:
+        return [f"the notice could not be made: {error}"]
+    problems = []
+    for address in settings.digest.approval_emails:
+        try:
+            send_notice(service, email, address, "", f"paused.{edition.id}")
+        except SyndicationError as error:
+            problems.append(f"{address}: {error}")
+    return problems
+
+
 # --- Editions as editors see and control them --------------------------------------------------------------------
 
 
@@ -348,6 +411,7 @@ def sent_editions(service: Service, limit: int) -> list[Edition]:
 def change_edition(service: Service, edition_id: int, action: EditionAction) -> tuple[Edition, EditionStatus]:
     """Approve, pause, resume or cancel an edition; returns it as it was and its new status.
 
+    An editor's action clears the reason the sender paused it for; resuming sends what was held back then.
     Raises NoSuchEdition, or EditionRefused when its status does not allow ``action``.
     """
     with database.transaction(service.engine) as session:

@@ -24,7 +24,8 @@ class JobStatus:
 
 @dataclass(frozen=True)
 class CadenceStatus:
-    """The last edition of a cadence with its deliveries per status, and when the next one is due."""
+    """The last edition of a cadence with its deliveries per status (``last.reason``: why the sender paused it,
+    if it did), and when the next one is due."""
 
     cadence: str
     last: Edition | None

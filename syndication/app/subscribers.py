@@ -4,7 +4,10 @@ Every address is checked and normalised here before the store sees it. Rules the
 
 - Only ``active`` subscribers get digests. Someone added without confirmed consent is ``pending`` and is sent a
   confirmation email with a signed link that expires after 7 days.
-- An address that is unsubscribed, bounced or complained becomes active again only with confirmed consent.
+- An address that is unsubscribed, bounced or complained is never made active again by an operator's add or
+  import, confirmed or not, unless they say so explicitly (``reactivate`` with a ``reason``), which is recorded
+  with who did it in the consent source. The person themselves comes back through the subscribe form and
+  confirms by email.
 - ``remove`` erases the row and keeps the SHA-256 of the address as a suppression, so neither an import nor an
   add brings the person back unless they asked again (``confirmed`` and ``resubscribe``).
 
@@ -15,6 +18,7 @@ slow or failing SMTP server never holds a transaction open or undoes a stored su
 from __future__ import annotations
 
 import csv
+import getpass
 import io
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -210,6 +214,8 @@ def add_subscriber(
     confirmed: bool = False,
     update: bool = False,
     resubscribe: bool = False,
+    reactivate: bool = False,
+    reason: str | None = None,
     consent_method: str = "cli",
     consent_source: str = "command line",
 ) -> AddOutcome:
@@ -218,7 +224,9 @@ def add_subscriber(
     ``themes`` None is "not given", empty is "every theme". ``confirmed`` records that the person's consent is
     confirmed (they become active without the email). An existing address changes only with ``update`` (the
     preferences given) or ``confirmed`` (pending or ended becomes active); a pending one is sent its confirmation
-    email again. A suppressed (removed) address is refused unless ``confirmed`` and ``resubscribe``.
+    email again. A suppressed (removed) address is refused unless ``confirmed`` and ``resubscribe``. An
+    unsubscribed, bounced or complained one is refused unless ``confirmed``, ``reactivate`` and a ``reason``:
+    the consent then records who (the operating system's user) and why.
     """
     settings = service.settings
     if resubscribe and not confirmed:
@@ -228,6 +236,7 @@ def add_subscriber(
     now = service.clock()
     source = consent_source + (", consent confirmed by the operator" if confirmed else ", double opt-in")
     consent = Consent(at=now, method=consent_method, source=source)
+    reactivation = _reactivation(now, consent_method, consent_source, confirmed, reactivate, reason)
     for attempt in (1, 2):
         try:
             with database.transaction(service.engine) as session:
@@ -240,6 +249,7 @@ def add_subscriber(
                     confirmed=confirmed,
                     update=update,
                     resubscribe=resubscribe,
+                    reactivation=reactivation,
                 )
             break
         except IntegrityError:
@@ -266,9 +276,13 @@ def _apply(
     confirmed: bool,
     update: bool,
     resubscribe: bool,
+    reactivation: Consent | None = None,
     resubscribe_hint: str = " (add it with --confirmed --resubscribe if they asked to subscribe again)",
 ) -> tuple[Subscriber, str]:
-    """Add or change one subscriber inside the caller's transaction; SubscriberError when refused."""
+    """Add or change one subscriber inside the caller's transaction; SubscriberError when refused.
+
+    ``reactivation``: the consent recorded when an ended subscription is made active again; None refuses to.
+    """
     existing = store.subscriber_by_email(session, request.email)
     if existing is None:
         suppressed = store.suppression_reason(session, request.email)
@@ -295,10 +309,11 @@ def _apply(
         )
         return subscriber, action
 
-    if existing.status in ENDED_STATUSES and not confirmed:
+    if existing.status in ENDED_STATUSES and (not confirmed or reactivation is None):
         raise SubscriberError(
-            f"{request.email} is {existing.status} (since {_since(session, existing)}): it becomes active again"
-            " only with their confirmed consent (--confirmed)"
+            f"{request.email} is {existing.status} (since {_since(session, existing)}): not made active again;"
+            " they can subscribe again through the subscribe form, or, with their renewed consent, an operator"
+            " adds --confirmed --reactivate --reason TEXT (who and why are recorded)"
         )
     action = "exists"
     subscriber = existing
@@ -325,11 +340,34 @@ def _apply(
         action = "updated" if changed else "unchanged"
     if confirmed and existing.status != "active":
         action = "confirmed" if existing.status == "pending" else "reactivated"
-        store.record_consent(session, existing.id, consent)
+        renewed = reactivation if existing.status in ENDED_STATUSES and reactivation is not None else consent
+        store.record_consent(session, existing.id, renewed)
         activated = store.set_status(session, existing.id, "active", now)
         assert activated is not None
         subscriber = activated
     return subscriber, action
+
+
+def _reactivation(
+    now: datetime, method: str, source: str, confirmed: bool, reactivate: bool, reason: str | None
+) -> Consent | None:
+    """The consent recorded when an operator makes an ended subscription active again, or None when not asked."""
+    if not reactivate:
+        return None
+    if not confirmed:
+        raise SubscriberError("--reactivate needs --confirmed: only the person's renewed consent brings them back")
+    why = " ".join((reason or "").split())
+    if not why:
+        raise SubscriberError("--reactivate needs --reason TEXT: why their renewed consent is known")
+    return Consent(at=now, method=method, source=f"{source}, reactivated by {operator_name()}: {why}")
+
+
+def operator_name() -> str:
+    """Who runs this process (the operating system's user), recorded with what only an operator may do."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no USER variable and no password entry (a container's uid)
+        return "an unknown user"
 
 
 def _since(session: Session, subscriber: Subscriber) -> str:
@@ -357,26 +395,36 @@ class ImportReport:
         return not self.refused and not self.send_failures
 
 
-def import_subscribers(service: Service, path: Path, *, confirmed: bool = False, update: bool = False) -> ImportReport:
+def import_subscribers(
+    service: Service,
+    path: Path,
+    *,
+    confirmed: bool = False,
+    update: bool = False,
+    reactivate: bool = False,
+    reason: str | None = None,
+) -> ImportReport:
     """Add the subscribers of a CSV file (header ``email,name,themes,cadence,language``; only email is required).
 
     Each row is checked on its own: a bad one is reported with its line number and the good ones are kept.
     Rows for existing subscribers change nothing unless ``update`` (the row's columns replace theirs; empty
-    cadence or language cells keep theirs) or ``confirmed`` (pending or ended becomes active). Suppressed
-    addresses are always refused. New subscribers are pending and sent a confirmation email, or active when
-    ``confirmed``. The rows are written in one transaction; emails go out after it commits.
+    cadence or language cells keep theirs) or ``confirmed`` (pending becomes active). Unsubscribed, bounced and
+    complained subscribers are refused unless ``confirmed``, ``reactivate`` and a ``reason`` (recorded with who
+    did it in their consent). Suppressed addresses are always refused. New subscribers are pending and sent a
+    confirmation email, or active when ``confirmed``. The rows are written in one transaction; emails go out after
+    it commits.
     """
     settings = service.settings
     report = ImportReport(source=str(path))
+    now = service.clock()
+    _reactivation(now, "import", "", confirmed, reactivate, reason)  # refuses a wrong request before reading
     keys = None if confirmed else signing_keys(settings)
     rows = list(_read_csv(settings, path, report))
-    now = service.clock()
     to_confirm: list[tuple[int, Subscriber]] = []
     with database.transaction(service.engine) as session:
         for line, request in rows:
-            source = f"import of {path.name}, line {line}" + (
-                ", consent confirmed by the operator" if confirmed else ", double opt-in"
-            )
+            where = f"import of {path.name}, line {line}"
+            source = where + (", consent confirmed by the operator" if confirmed else ", double opt-in")
             try:
                 subscriber, action = _apply(
                     session,
@@ -387,6 +435,7 @@ def import_subscribers(service: Service, path: Path, *, confirmed: bool = False,
                     confirmed=confirmed,
                     update=update,
                     resubscribe=False,
+                    reactivation=_reactivation(now, "import", where, confirmed, reactivate, reason),
                     resubscribe_hint=" (only 'subscribers add --confirmed --resubscribe' can add it again)",
                 )
             except SubscriberError as error:
@@ -795,18 +844,6 @@ def send_preferences_notice(service: Service, subscriber: Subscriber, summary: s
     )
     email = MailRenderer(settings).render_notice("preferences", subscriber.language, {"summary": summary}, links)
     send_notice(service, email, subscriber.email, subscriber.name, f"preferences.{subscriber.id}")
-
-
-def mark_bounced(service: Service, subscriber_id: int) -> Subscriber | None:
-    """Stop sending to an address that bounces for good; None when there is no such subscriber.
-
-    Only a pending or active subscriber becomes ``bounced``: an unsubscribe or a complaint says more.
-    """
-    with database.transaction(service.engine) as session:
-        subscriber = store.subscriber_by_id(session, subscriber_id)
-        if subscriber is None or subscriber.status not in ("pending", "active"):
-            return subscriber
-        return store.set_status(session, subscriber_id, "bounced", service.clock())
 
 
 def remove_subscriber(service: Service, email: str) -> str:

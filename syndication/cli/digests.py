@@ -1,5 +1,10 @@
 """The digest commands: ``digest preview`` renders one without sending, ``digest send`` makes a window's edition
-and sends it, ``deliver`` sends whatever is due."""
+and sends it, ``deliver`` sends whatever is due.
+
+When the relay refuses our side (the sender, the content, relaying, the credentials, its own trouble) or the
+breaker trips, the edition is paused: ``digest send`` and ``deliver`` then print one error line per paused
+edition, naming the reason, and exit 1.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import argparse
 import sys
 
 from syndication.cli.arguments import Commands, add_command, add_group, path, timestamp
-from syndication.cli.output import EXIT_OK, print_drain, progress_printer
+from syndication.cli.output import EXIT_FAILED, EXIT_OK, print_drain, progress_printer, say_error
 from syndication.config import Settings
 from syndication.core.models import CADENCES
 from syndication.errors import SyndicationError
@@ -122,7 +127,7 @@ def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
         print(f"edition {plan.edition.id} ({args.cadence}, {window}) {made}: {plan.queued} deliveries queued,"
               f" {plan.nothing_new} subscribers with nothing new")  # fmt: skip
         report = deliver(service, edition_id=plan.edition.id, on_progress=progress_printer())
-    return print_drain(report)
+    return _print_paused(report.paused_editions, print_drain(report))
 
 
 def _deliver(args: argparse.Namespace, settings: Settings) -> int:
@@ -131,4 +136,16 @@ def _deliver(args: argparse.Namespace, settings: Settings) -> int:
 
     with Service.open(settings) as service:
         report = deliver(service, on_progress=progress_printer())
-    return print_drain(report)
+    return _print_paused(report.paused_editions, print_drain(report))
+
+
+def _print_paused(paused: dict[int, str], status: int) -> int:
+    """One error line per edition the run paused, naming the reason; the exit status is EXIT_FAILED if any."""
+    for edition_id, reason in paused.items():
+        say_error(
+            SyndicationError(
+                f"edition {edition_id} paused, no subscriber marked: {reason}"
+                f" (resume it with 'syndication editions resume {edition_id}' once this is mended)"
+            )
+        )
+    return EXIT_FAILED if paused else status

@@ -1,5 +1,5 @@
-"""The editions commands: ``editions list`` shows the newest editions, ``editions approve|pause|resume|cancel``
-changes one as the edition state machine allows."""
+"""The editions commands: ``editions list`` shows the newest editions (a paused one with the reason the sender
+paused it for), ``editions approve|pause|resume|cancel`` changes one as the edition state machine allows."""
 
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ def _editions_list(args: argparse.Namespace, settings: Settings) -> int:
         edition = report.edition
         summary = ", ".join(f"{count} {status}" for status, count in sorted(report.deliveries.items()))
         window = f"{edition.since:%Y-%m-%d %H:%M} .. {edition.until:%Y-%m-%d %H:%M}"
-        print(f"{edition.id:>5}  {edition.cadence:<8} {window}  {edition.status:<9} {summary or 'no deliveries'}")
+        reason = f"  ({edition.reason})" if edition.reason else ""
+        print(
+            f"{edition.id:>5}  {edition.cadence:<8} {window}  {edition.status:<9} {summary or 'no deliveries'}{reason}"
+        )
     return EXIT_OK
 
 

@@ -137,6 +137,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(cadence.deliveries.items())) or "no deliveries"
         print(f"  {cadence.cadence:<8} #{edition.id} {when(edition.since)} .. {when(edition.until)} {edition.status}"
               f" ({counts}); {due}")  # fmt: skip
+        if edition.reason:
+            print(f"    {edition.status}: {edition.reason}")
     for draft in report.stale_drafts:
         print(f"warning: draft edition {draft.id} ({draft.cadence}) has waited for approval since"
               f" {when(draft.created_at)}; approve it with 'syndication editions approve {draft.id}'")  # fmt: skip

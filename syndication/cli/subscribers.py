@@ -24,8 +24,10 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     adding.description = (
         "Add a subscriber. Without --confirmed they are pending and are sent a confirmation email whose link (valid"
         " 7 days) makes them active; only active subscribers get digests. An address that exists already is left as"
-        " it is (exit 1) unless --update (change the preferences given) or --confirmed (a pending, unsubscribed,"
-        " bounced or complained address becomes active); a pending one is sent its confirmation email again."
+        " it is (exit 1) unless --update (change the preferences given) or --confirmed (a pending address becomes"
+        " active); a pending one is sent its confirmation email again. An unsubscribed, bounced or complained"
+        " address is never made active again by --confirmed alone: that takes --confirmed --reactivate --reason"
+        " TEXT, which records who did it and why (the person can also subscribe again through the subscribe form)."
         " A removed address is refused unless --confirmed --resubscribe."
     )
     adding.add_argument("email", help="their email address")
@@ -40,6 +42,7 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     adding.add_argument(
         "--resubscribe", action="store_true", help="with --confirmed: add again an address that was removed"
     )
+    _reactivation_arguments(adding, "make an unsubscribed, bounced or complained address active again")
     importing_subscribers = command("import", _subscribers_import, "add the subscribers of a CSV file")
     importing_subscribers.description = (
         "Add the subscribers of a CSV file with a header row naming columns among email,name,themes,cadence,language"
@@ -47,8 +50,9 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
         " is checked on its own: bad rows are reported with their line number and the good ones are kept (exit 1 if"
         " any row was refused). New subscribers are pending and sent a confirmation email, or active with"
         " --confirmed. Existing subscribers are left as they are unless --update (the row's cells replace their"
-        " preferences; empty cadence or language cells keep theirs) or --confirmed (pending, unsubscribed, bounced"
-        " or complained become active). Removed addresses are always refused."
+        " preferences; empty cadence or language cells keep theirs) or --confirmed (pending ones become active)."
+        " Unsubscribed, bounced or complained subscribers are refused unless --confirmed --reactivate --reason TEXT,"
+        " which records who did it and why. Removed addresses are always refused."
     )
     importing_subscribers.add_argument("file", type=path, help="CSV file, UTF-8, with a header row")
     importing_subscribers.add_argument(
@@ -56,6 +60,9 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     )
     importing_subscribers.add_argument(
         "--update", action="store_true", help="change the preferences of existing subscribers to the file's"
+    )
+    _reactivation_arguments(
+        importing_subscribers, "make the file's unsubscribed, bounced or complained subscribers active again"
     )
     subscriber_listing = command("list", _subscribers_list, "list subscribers, oldest first")
     subscriber_listing.add_argument("--status", choices=SUBSCRIBER_STATUSES, help="only subscribers of this status")
@@ -73,12 +80,37 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     removing.add_argument("email", help="their email address")
 
 
+def _reactivation_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--reactivate", action="store_true", help=f"with --confirmed and --reason: {what} (their consent is renewed)"
+    )
+    parser.add_argument(
+        "--reason", metavar="TEXT", help="with --reactivate: why (recorded in their consent with your user name)"
+    )
+
+
+def _reactivation_refused(args: argparse.Namespace) -> bool:
+    """Say what is wrong with --reactivate/--reason, if anything; True when the command must stop (exit 2)."""
+    problem = None
+    if args.reactivate and not args.confirmed:
+        problem = "--reactivate needs --confirmed: only their renewed consent brings them back"
+    elif args.reactivate and not (args.reason or "").strip():
+        problem = "--reactivate needs --reason TEXT: why their renewed consent is known (it is recorded)"
+    elif args.reason is not None and not args.reactivate:
+        problem = "--reason goes with --reactivate"
+    if problem is not None:
+        say_error(SyndicationError(problem))
+    return problem is not None
+
+
 def _subscribers_add(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.app.service import Service
     from syndication.app.subscribers import add_subscriber
 
     if args.resubscribe and not args.confirmed:
         say_error(SyndicationError("--resubscribe needs --confirmed: only their renewed consent brings them back"))
+        return EXIT_USAGE
+    if _reactivation_refused(args):
         return EXIT_USAGE
     with Service.open(settings) as service:
         outcome = add_subscriber(
@@ -91,6 +123,8 @@ def _subscribers_add(args: argparse.Namespace, settings: Settings) -> int:
             confirmed=args.confirmed,
             update=args.update,
             resubscribe=args.resubscribe,
+            reactivate=args.reactivate,
+            reason=args.reason,
         )
     subscriber = outcome.subscriber
     email, status = subscriber.email, subscriber.status
@@ -119,8 +153,17 @@ def _subscribers_import(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.app.service import Service
     from syndication.app.subscribers import import_subscribers
 
+    if _reactivation_refused(args):
+        return EXIT_USAGE
     with Service.open(settings) as service:
-        report = import_subscribers(service, args.file, confirmed=args.confirmed, update=args.update)
+        report = import_subscribers(
+            service,
+            args.file,
+            confirmed=args.confirmed,
+            update=args.update,
+            reactivate=args.reactivate,
+            reason=args.reason,
+        )
     for notice in report.refused:
         print(f"refused: {notice}", file=sys.stderr)
     for notice in report.send_failures:

@@ -1,6 +1,9 @@
-"""The edition state machine: what an editor (or ``editions approve|pause|resume|cancel``) may do to an edition.
+"""The edition state machine: what an editor (or ``editions approve|pause|resume|cancel``) may do to an edition,
+and the one thing the sender may do by itself: pause a sending edition, with the reason, when the relay refuses
+our side (``pause_for``).
 
-Every driver changes an edition's status through ``next_status``; the rule is written once, here.
+Every driver changes an edition's status through ``next_status``, the sender through ``pause_for``; the rules
+are written once, here. An editor's action leaves no reason: resuming clears the sender's.
 """
 
 from __future__ import annotations
@@ -55,3 +58,17 @@ def check_editable(edition: Edition) -> None:
     """Refuse (EditionRefused) a change of subject or intro to an edition that is being sent or is over."""
     if edition.status not in EDITABLE:
         raise EditionRefused(f"edition {edition.id} is {edition.status}: only a draft or paused edition can change")
+
+
+# The longest reason kept with an edition (one line: it is listed beside the edition).
+MAX_REASON: Final = 500
+
+
+def pause_for(edition: Edition, reason: str) -> tuple[EditionStatus, str]:
+    """The status and the reason the sender's own pause leaves ``edition`` with: paused, with ``reason`` on one
+    bounded line. Only a sending edition is paused this way; EditionRefused for any other (an editor paused or
+    cancelled it meanwhile: theirs is the last word)."""
+    if edition.status != EditionStatus.SENDING:
+        raise EditionRefused(f"edition {edition.id} is {edition.status}: the sender cannot pause it")
+    line = " ".join("".join(ch if ch.isprintable() else " " for ch in reason).split())
+    return EditionStatus.PAUSED, line[:MAX_REASON] or "paused by the sender"

@@ -168,7 +168,8 @@ PROBLEM_DELIVERIES = (DeliveryStatus.DEFERRED, DeliveryStatus.FAILED, DeliverySt
 
 @dataclass(frozen=True, slots=True)
 class Edition:
-    """One digest issue of a cadence, for the window ``(since, until]``."""
+    """One digest issue of a cadence, for the window ``(since, until]``. ``reason`` says why it stands where it
+    stands, on one line: why the sender paused it (a relay's refusal of our side, the breaker); empty otherwise."""
 
     id: int
     cadence: str
@@ -178,3 +179,6 @@ class Edition:
     intro: str
     subject: str
     created_at: datetime
+    reason: str = ""
+    #: When it last started (or resumed) sending: approved, resumed, or created sending. Retry deadlines run from it.
+    sending_since: datetime | None = None

@@ -5,12 +5,16 @@ HMAC-SHA256 signed with ``SYNDICATION_SECRET_KEY``. The purpose is the salt, so 
 refused for every other; nothing in it can be changed or guessed from an id without the key. Keys rotate through
 ``SYNDICATION_OLD_SECRET_KEYS``: links signed with an old key still read, and every new link is signed with the
 current one. This module is the only user of itsdangerous.
+
+VERP tokens (``verp_token``) are shorter, for an envelope sender's local part: a delivery's id and a truncated
+HMAC of it, lower case, without a time (a bounce may come days later).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -93,3 +97,60 @@ def _signer(keys: Sequence[str], purpose: str, now: datetime | None) -> _Clocked
 def _check_purpose(purpose: str) -> None:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r} (known: {', '.join(PURPOSES)})")
+
+
+# --- VERP envelope senders ------------------------------------------------------------------------------------
+
+# Characters of the HMAC kept in a VERP token: 13 base32 characters are 65 bits, beyond guessing by trial sends.
+VERP_MAC_CHARS: Final = 13
+_BASE36: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def verp_token(keys: Sequence[str], delivery_id: int) -> str:
+    """The token naming delivery ``delivery_id`` in its envelope sender (``bounces+<token>@...``).
+
+    ``<id in base 36>-<HMAC-SHA256 of the id with keys[0], 65 bits in base32>``: lower-case letters, digits and one
+    hyphen (an MTA may lower-case a local part), at most 27 characters, and not to be made for another delivery
+    without the key.
+    """
+    if delivery_id < 0:
+        raise ValueError(f"a delivery id is not negative, not {delivery_id}")
+    _check_keys(keys)
+    return f"{_base36(delivery_id)}-{_verp_mac(keys[0], delivery_id)}"
+
+
+def read_verp_token(keys: Sequence[str], token: str) -> int | None:
+    """The delivery id ``token`` names if one of ``keys`` made it (any case), else None (forged, altered, not one)."""
+    _check_keys(keys)
+    number, separator, mac = token.strip().lower().partition("-")
+    if (
+        not separator
+        or not 0 < len(number) <= 13
+        or len(mac) != VERP_MAC_CHARS
+        or any(char not in _BASE36 for char in number)
+    ):
+        return None
+    delivery_id = int(number, 36)
+    if delivery_id >= 2**63:
+        return None
+    matches = [hmac.compare_digest(mac, _verp_mac(key, delivery_id)) for key in keys]
+    return delivery_id if any(matches) else None
+
+
+def _verp_mac(key: str, delivery_id: int) -> str:
+    digest = hmac.new(key.encode("utf-8"), f"syndication.verp:{delivery_id}".encode("ascii"), hashlib.sha256)
+    return base64.b32encode(digest.digest()).decode("ascii")[:VERP_MAC_CHARS].lower()
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, remainder = divmod(number, 36)
+        digits = _BASE36[remainder] + digits
+        if not number:
+            return digits
+
+
+def _check_keys(keys: Sequence[str]) -> None:
+    if not keys or not all(keys):
+        raise ConfigError("no signing key: set SYNDICATION_SECRET_KEY (a long random string) in the environment")

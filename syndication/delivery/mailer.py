@@ -44,9 +44,9 @@ class Mailer:
 
     @property
     def envelope_sender(self) -> str:
-        """The envelope sender (MAIL FROM) of every message: ``[mail] bounce_address``, else the From address."""
-        mail = self.settings.mail
-        return mail.bounce_address or mail.from_address
+        """The envelope sender (MAIL FROM) of a message that has none of its own: ``[bounces] address``, else the
+        From address. A digest's is its delivery's VERP address under ``[bounces] address``."""
+        return self.settings.bounces.address or self.settings.mail.from_address
 
     def message_id(self, key: str) -> str:
         """The Message-ID made from ``key`` (unique per message, and the same on every retry of a delivery)."""
@@ -90,19 +90,23 @@ class Mailer:
         """A connection of the configured transport to send many messages over (one thread's); close it after."""
         return self._open(self.settings)
 
-    def send(self, recipient: str, message: bytes, connection: Transport | None = None) -> None:
-        """Seal ``message`` and hand it over for ``recipient``, over ``connection`` or else a one-off connection.
+    def send(
+        self, recipient: str, message: bytes, connection: Transport | None = None, *, envelope_sender: str | None = None
+    ) -> None:
+        """Seal ``message`` and hand it over for ``recipient``, over ``connection`` or else a one-off connection,
+        from ``envelope_sender`` (a delivery's VERP address) or else the service's :attr:`envelope_sender`.
 
         Returns once the transport accepted it; raises TemporaryDeliveryError, PermanentDeliveryError or
         AmbiguousDeliveryError when it did not, ConfigError when the configuration keeps any message from going.
         """
         sealed = self.seal(message)
+        mail_from = envelope_sender or self.envelope_sender
         if connection is not None:
-            connection.send(self.envelope_sender, recipient, sealed)
+            connection.send(mail_from, recipient, sealed)
             return
         one_off = self.connect()
         try:
-            one_off.send(self.envelope_sender, recipient, sealed)
+            one_off.send(mail_from, recipient, sealed)
         finally:
             one_off.close()
 

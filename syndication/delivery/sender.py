@@ -10,6 +10,25 @@ between the two can have the messages in flight at that moment sent again by the
 Message-ID, so receivers can drop the copy): at most ``connections`` messages. Claims are leases; rows held by a
 dead sender return to the queue when the lease runs out, and a delivery whose sender died ``max_crashes`` times
 is set aside as poisoned.
+
+Only a refusal about the recipient counts against them (``syndication.core.bounces``): their address (a hard
+bounce: the delivery is ``bounced``) or their mailbox for now (a soft one: ``failed``, as is a 4xx at RCPT TO
+whose retries ran out); each goes to the ``on_bounce`` hook with what it says. A refusal of the sending side
+(:class:`~syndication.errors.SendingSideError`: our sender, our content, relaying, our credentials, the relay's
+own trouble; or a ConfigError met while sending) records nothing against anyone: the claim goes back to the
+queue unsent, the edition is paused with the refusal as its reason (``core.editions.pause_for``), and nothing
+more of it is sent by this drain; ``DrainReport.paused_editions`` says so. Resuming the edition retries it all.
+
+The breaker. A relay that is misconfigured can also refuse every recipient with the same reply ("550 5.1.1 User
+unknown" for all): early in the sending of an edition, such refusals are held back rather than recorded. While
+no delivery of an edition had been tried before this drain, its first ``BREAKER_WINDOW`` outcomes (sent,
+deferred, refused) are weighed together, once that many are in or, at the end of the drain, on those it saw:
+when at least ``BREAKER_SHARE`` of at least ``BREAKER_MINIMUM`` of them are refusals about the recipient with the
+same reply (the same code, enhanced status and text, the addresses in it aside), the edition is paused
+("breaker: 20 of 20 recipients refused with the same reply: ...") and the held deliveries go back to the queue
+with that attempt noted, marking nobody. Otherwise they are recorded and reported to ``on_bounce`` as they
+would have been at once. The breaker trips at most once per edition: after it, the edition has been tried, so an
+editor who resumes it sends it without one.
 """
 
 from __future__ import annotations
@@ -17,29 +36,45 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from syndication.config import Settings
-from syndication.core.models import DeliveryStatus
+from syndication.core.bounces import Fault, Stage
+from syndication.core.editions import EditionRefused, pause_for
+from syndication.core.models import DeliveryStatus, EditionStatus
 from syndication.delivery.mailer import Mailer
 from syndication.delivery.transport import Transport
 from syndication.errors import (
     AmbiguousDeliveryError,
+    ConfigError,
     DeliveryError,
     PermanentDeliveryError,
     SenderBusy,
+    SendingSideError,
+    TemporaryDeliveryError,
 )
 from syndication.store import database, ledger
+
+# The breaker (see the module's description): the first outcomes of an edition weighed together, the fewest it
+# decides on, and the share of identical refusals about recipients that trips it.
+BREAKER_WINDOW: Final = 20
+BREAKER_MINIMUM: Final = 10
+BREAKER_SHARE: Final = 0.8
+
+_ADDRESS_IN_REPLY = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
 
 
 @dataclass(frozen=True)
@@ -49,11 +84,31 @@ class Outgoing:
     claim: ledger.Claim
     recipient: str
     message: bytes
+    envelope_sender: str | None = None  # its own MAIL FROM (a VERP address), else the Mailer's
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """A refusal about a recipient, for the bounce hook: whose delivery of which edition, what it says about them
+    (``fault``: "address", a hard bounce; "mailbox", a soft one), the enhanced status, reply code and the error."""
+
+    subscriber_id: int
+    delivery_id: int
+    edition_id: int
+    fault: str
+    status: str | None
+    code: int | None
+    diagnostic: str
+
+
+# What is told of each refusal about a recipient.
+OnBounce = Callable[[Bounce], None]
 
 
 @dataclass
 class DrainReport:
-    """What a drain did."""
+    """What a drain did. ``paused_editions``: the editions this drain paused, with the reason (one line each);
+    ``held_back``: deliveries given back to the queue unsent because their edition was paused."""
 
     sent: int = 0
     deferred: int = 0
@@ -61,7 +116,9 @@ class DrainReport:
     bounced: int = 0
     poisoned: int = 0
     lost_leases: int = 0
+    held_back: int = 0
     finished_editions: list[int] = field(default_factory=list)
+    paused_editions: dict[int, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -72,6 +129,39 @@ class DrainReport:
 
 # Builds the messages of a batch of claims: each a message, or why none can be built.
 Builder = Callable[[list[ledger.Claim]], "list[Outgoing | str]"]
+
+
+@dataclass(frozen=True)
+class _Final:
+    """A final outcome not yet recorded: a refusal (or a retry deadline) that goes to the bounce hook."""
+
+    claim: ledger.Claim
+    status: DeliveryStatus
+    code: int | None
+    detail: str
+    bounce: Bounce | None
+    reply: tuple[int | None, str | None, str]  # what makes two refusals "the same reply"
+    shown: str  # the reply as the breaker names it
+
+
+@dataclass
+class _Breaker:
+    """One edition's breaker in one drain: holding its refusals until it has decided."""
+
+    holding: bool
+    seen: int = 0
+    held: list[_Final] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """The state of one drain, shared by its sending threads (under ``lock``)."""
+
+    report: DrainReport
+    on_bounce: OnBounce | None
+    breakers: dict[int, _Breaker] = field(default_factory=dict)
+    halted: set[int] = field(default_factory=set)  # editions paused during this drain: nothing more is sent
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Sender:
@@ -105,16 +195,18 @@ class Sender:
         *,
         edition_id: int | None = None,
         on_progress: Callable[[DrainReport], None] | None = None,
-        on_bounce: Callable[[int], None] | None = None,
+        on_bounce: OnBounce | None = None,
     ) -> DrainReport:
         """Send every due delivery (of one edition, or all); returns when none is due or ``stop`` is set.
 
-        Raises SenderBusy when another sender drains this SQLite store, ConfigError (before claiming anything)
-        when the DKIM key cannot be used.
+        Refusals about a recipient go to ``on_bounce`` (after the breaker had its say); an edition whose sending
+        the relay refuses is paused and named in the report's ``paused_editions``. Raises SenderBusy when another
+        sender drains this SQLite store, ConfigError (before claiming anything) when the DKIM key cannot be used.
         """
         config = self.settings.delivery
-        report = DrainReport()
+        run = _Run(DrainReport(), on_bounce)
         self.mailer.check()  # a DKIM key that cannot be read would fail every message: refuse before claiming any
+        settled = False
         with self._single_sender_on_sqlite(), _Connections(self.mailer.connect) as connections:
             pool = ThreadPoolExecutor(max_workers=config.connections, thread_name_prefix="smtp")
             try:
@@ -124,15 +216,24 @@ class Sender:
                             session, self.owner, self.clock(), lease=timedelta(seconds=config.lease_seconds),
                             limit=config.batch_size, max_crashes=config.max_crashes, edition_id=edition_id,
                         )  # fmt: skip
-                    report.poisoned += len(poisoned)
+                        for new in {claim.edition_id for claim in claims} - set(run.breakers):
+                            # Armed only at an edition's very start: once tried, it has had its breaker.
+                            run.breakers[new] = _Breaker(holding=not ledger.attempted(session, new))
+                    run.report.poisoned += len(poisoned)
                     if not claims:
                         break
-                    self._send_batch(pool, connections, build, claims, report, on_progress, on_bounce)
+                    self._send_batch(pool, connections, build, claims, run, on_progress)
+                pool.shutdown(wait=True)
+                self._settle_breakers(run, apply=True)
+                settled = True
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
+                if not settled:  # stopped by an error: what the breaker held goes back, marking nobody
+                    with contextlib.suppress(Exception):
+                        self._settle_breakers(run, apply=False)
         with database.transaction(self.engine) as session:
-            report.finished_editions = ledger.finish_editions(session)
-        return report
+            run.report.finished_editions = ledger.finish_editions(session)
+        return run.report
 
     def _send_batch(
         self,
@@ -140,70 +241,214 @@ class Sender:
         connections: _Connections,
         build: Builder,
         claims: list[ledger.Claim],
-        report: DrainReport,
+        run: _Run,
         on_progress: Callable[[DrainReport], None] | None,
-        on_bounce: Callable[[int], None] | None,
     ) -> None:
         sends: list[Future[None]] = []
         unsent: list[int] = []
+        held: list[int] = []
         for claim, built in zip(claims, build(claims), strict=True):
+            if self._halted(run, claim.edition_id):  # paused by the relay's refusal of an earlier message
+                held.append(claim.delivery_id)
+                continue
             if self.stop.is_set():
                 unsent.append(claim.delivery_id)
                 continue
             if isinstance(built, str):
-                self._record(claim, DeliveryStatus.FAILED, report, detail=built)
+                self._record(claim, DeliveryStatus.FAILED, run.report, detail=built)
                 continue
-            sends.append(pool.submit(self._send_and_record, connections, built, report, on_bounce))
+            sends.append(pool.submit(self._send_and_record, connections, built, run))
         for send in sends:
             send.result()
             if on_progress:
-                on_progress(report)
-        if unsent:
-            with database.transaction(self.engine) as session:
-                ledger.release(session, unsent, self.owner)
+                on_progress(run.report)
+        self._give_back(held, run)
+        self._give_back(unsent)
 
-    def _send_and_record(
-        self,
-        connections: _Connections,
-        outgoing: Outgoing,
-        report: DrainReport,
-        on_bounce: Callable[[int], None] | None,
-    ) -> None:
+    def _send_and_record(self, connections: _Connections, outgoing: Outgoing, run: _Run) -> None:
         """Send one message and record the outcome at once, in this thread: the only messages a crash can
         leave sent-but-unrecorded are the one each connection has in hand."""
-        if self.stop.is_set():
-            with database.transaction(self.engine) as session:
-                ledger.release(session, [outgoing.claim.delivery_id], self.owner)
+        claim = outgoing.claim
+        if self.stop.is_set() or self._halted(run, claim.edition_id):
+            self._give_back([claim.delivery_id], run if not self.stop.is_set() else None)
             return
         try:
             self._rate.wait()
-            self.mailer.send(outgoing.recipient, outgoing.message, connection=connections.current())
+            self.mailer.send(
+                outgoing.recipient, outgoing.message, connection=connections.current(),
+                envelope_sender=outgoing.envelope_sender,
+            )  # fmt: skip
+        except (SendingSideError, ConfigError) as error:
+            self._halt(run, claim, str(error))
         except PermanentDeliveryError as error:
-            self._record(outgoing.claim, DeliveryStatus.BOUNCED, report, code=error.code, detail=str(error))
-            if on_bounce and outgoing.claim.subscriber_id is not None:
-                on_bounce(outgoing.claim.subscriber_id)
+            self._refused(run, claim, error)
         except DeliveryError as error:
-            self._retry_later(outgoing.claim, error, report)
+            self._retry_later(run, claim, error)
         else:
-            self._record(outgoing.claim, DeliveryStatus.SENT, report, code=250)
+            self._record(claim, DeliveryStatus.SENT, run.report, code=250)
+            self._observe(run, claim.edition_id)
 
-    def _retry_later(self, claim: ledger.Claim, error: DeliveryError, report: DrainReport) -> None:
+    # Refusals about the recipient, and the breaker -----------------------------------------------------------
+
+    def _refused(self, run: _Run, claim: ledger.Claim, error: PermanentDeliveryError) -> None:
+        """A refusal about this recipient: bounced (their address) or failed (their mailbox, or neither)."""
+        status = DeliveryStatus.BOUNCED if error.fault == Fault.ADDRESS else DeliveryStatus.FAILED
+        bounce = self._bounce(claim, error, error.fault)
+        self._settle(run, _final(claim, status, error, str(error), bounce))
+
+    def _retry_later(self, run: _Run, claim: ledger.Claim, error: DeliveryError) -> None:
         config = self.settings.delivery
         now = self.clock()
         wait = min(config.retry_initial_seconds * 2**claim.attempts, config.retry_max_seconds)
         with database.transaction(self.engine) as session:
             started = ledger.edition(session, claim.edition_id)
-        deadline = (started.created_at if started else now) + timedelta(hours=config.retry_deadline_hours)
+        # From when the edition last started sending (approved or resumed): a pause or a wait for approval does not
+        # use up the time a recipient's server is given.
+        since = (started.sending_since or started.created_at) if started else now
+        deadline = since + timedelta(hours=config.retry_deadline_hours)
         kind = "ambiguous" if isinstance(error, AmbiguousDeliveryError) else "temporary"
         if now + timedelta(seconds=wait) > deadline:
-            self._record(
-                claim, DeliveryStatus.FAILED, report, code=error.code, detail=f"gave up after the deadline: {error}"
-            )
+            # A recipient's server that kept saying "later" until the deadline: their mailbox, for now.
+            about_them = isinstance(error, TemporaryDeliveryError) and error.stage == Stage.RCPT
+            bounce = self._bounce(claim, error, Fault.MAILBOX) if about_them else None
+            detail = f"gave up after the deadline: {error}"
+            self._settle(run, _final(claim, DeliveryStatus.FAILED, error, detail, bounce))
             return
         self._record(
-            claim, DeliveryStatus.DEFERRED, report, code=error.code, detail=f"{kind}: {error}",
+            claim, DeliveryStatus.DEFERRED, run.report, code=error.code, detail=f"{kind}: {error}",
             next_attempt_at=now + timedelta(seconds=wait),
         )  # fmt: skip
+        self._observe(run, claim.edition_id)
+
+    @staticmethod
+    def _bounce(claim: ledger.Claim, error: DeliveryError, fault: str) -> Bounce | None:
+        if claim.subscriber_id is None or fault not in (Fault.ADDRESS, Fault.MAILBOX):
+            return None
+        return Bounce(
+            claim.subscriber_id, claim.delivery_id, claim.edition_id, str(fault), error.status, error.code, str(error)
+        )
+
+    def _settle(self, run: _Run, final: _Final) -> None:
+        """Record a final outcome now, or hold it for the edition's breaker, or give it back (edition paused)."""
+        edition_id = final.claim.edition_id
+        with run.lock:
+            halted = edition_id in run.halted
+            breaker = run.breakers.get(edition_id)
+            holding = not halted and breaker is not None and breaker.holding
+            if holding:
+                assert breaker is not None
+                breaker.held.append(final)
+                breaker.seen += 1
+                full = breaker.seen >= BREAKER_WINDOW
+        if halted:
+            self._give_back([final.claim.delivery_id], run)
+        elif not holding:
+            self._apply(run, final)
+        elif full:
+            self._decide(run, edition_id, apply=True)
+
+    def _observe(self, run: _Run, edition_id: int) -> None:
+        """Count an outcome that was recorded at once (sent, deferred) in the edition's breaker window."""
+        with run.lock:
+            breaker = run.breakers.get(edition_id)
+            if breaker is None or not breaker.holding:
+                return
+            breaker.seen += 1
+            full = breaker.seen >= BREAKER_WINDOW
+        if full:
+            self._decide(run, edition_id, apply=True)
+
+    def _decide(self, run: _Run, edition_id: int, *, apply: bool) -> None:
+        """The breaker of ``edition_id`` decides: trip (pause, give the held deliveries back with the attempt
+        noted) or let the held outcomes be recorded; with ``apply`` False, give them back without deciding."""
+        with run.lock:
+            breaker = run.breakers.get(edition_id)
+            if breaker is None or not breaker.holding:
+                return
+            breaker.holding = False
+            held, seen, breaker.held = breaker.held, breaker.seen, []
+            halted = edition_id in run.halted or not apply
+            trip = None if halted else _trip(held, seen)
+            if trip is not None:
+                run.halted.add(edition_id)  # from now on, nothing more of it is sent or recorded as refused
+        if halted:
+            self._give_back([final.claim.delivery_id for final in held], run)
+            return
+        if trip is None:
+            for final in held:
+                self._apply(run, final)
+            return
+        reason, tripping = trip
+        self._pause(run, edition_id, reason)
+        detail = f"held back, nobody marked: {reason}"
+        with self._write_turn, database.transaction(self.engine) as session:
+            ledger.hold_back(
+                session, [final.claim.delivery_id for final in tripping], self.owner, self.clock(),
+                code=tripping[0].code, detail=detail,
+            )  # fmt: skip
+        with run.report.lock:
+            run.report.held_back += len(tripping)
+        others = [final for final in held if final not in tripping]
+        self._give_back([final.claim.delivery_id for final in others], run)
+
+    def _settle_breakers(self, run: _Run, *, apply: bool) -> None:
+        for edition_id in list(run.breakers):
+            self._decide(run, edition_id, apply=apply)
+
+    def _apply(self, run: _Run, final: _Final) -> None:
+        """Record a final outcome and tell the bounce hook."""
+        kept = self._record(final.claim, final.status, run.report, code=final.code, detail=final.detail)
+        if kept and final.bounce is not None and run.on_bounce is not None:
+            run.on_bounce(final.bounce)
+
+    # Refusals of the sending side ----------------------------------------------------------------------------
+
+    def _halted(self, run: _Run, edition_id: int) -> bool:
+        with run.lock:
+            return edition_id in run.halted
+
+    def _halt(self, run: _Run, claim: ledger.Claim, reason: str) -> None:
+        """The relay refused our side: pause the edition with ``reason``, give this claim and what its breaker
+        held back to the queue unsent, and send nothing more of it in this drain."""
+        edition_id = claim.edition_id
+        with run.lock:
+            first = edition_id not in run.halted
+            run.halted.add(edition_id)
+            breaker = run.breakers.get(edition_id)
+            held: list[_Final] = []
+            if breaker is not None and breaker.holding:
+                breaker.holding = False
+                held, breaker.held = breaker.held, []
+        if first:
+            self._pause(run, edition_id, reason)
+        self._give_back([claim.delivery_id, *(final.claim.delivery_id for final in held)], run)
+
+    def _pause(self, run: _Run, edition_id: int, reason: str) -> None:
+        """Pause the edition with ``reason`` (``core.editions.pause_for``), if it is still sending."""
+        with self._write_turn, database.transaction(self.engine) as session:
+            edition = ledger.edition(session, edition_id)
+            if edition is None:
+                return
+            try:
+                status, line = pause_for(edition, reason)
+            except EditionRefused:  # an editor paused or cancelled it meanwhile: theirs is the last word
+                return
+            paused = ledger.set_edition_status(
+                session, edition_id, status, self.clock(), reason=line, only_from=EditionStatus.SENDING
+            )
+        if paused:
+            with run.report.lock:
+                run.report.paused_editions[edition_id] = line
+
+    def _give_back(self, delivery_ids: list[int], run: _Run | None = None) -> None:
+        """Return claims to the queue unsent, their attempts unspent (``run``: count them as held back)."""
+        if not delivery_ids:
+            return
+        with self._write_turn, database.transaction(self.engine) as session:
+            ledger.release(session, delivery_ids, self.owner)
+        if run is not None:
+            with run.report.lock:
+                run.report.held_back += len(delivery_ids)
 
     def _record(
         self,
@@ -214,7 +459,7 @@ class Sender:
         code: int | None = None,
         detail: str = "",
         next_attempt_at: datetime | None = None,
-    ) -> None:
+    ) -> bool:
         with self._write_turn, self.engine.begin() as connection:  # outcome and attempt commit together
             kept = ledger.record(
                 connection, claim.delivery_id, self.owner, self.clock(), status, code=code, detail=detail,
@@ -230,6 +475,7 @@ class Sender:
                 report.lost_leases += 1
             else:
                 setattr(report, counter, getattr(report, counter) + 1)
+        return kept
 
     @contextlib.contextmanager
     def _single_sender_on_sqlite(self) -> Iterator[None]:
@@ -297,3 +543,28 @@ class _RateLimit:
             self._next = slot + self._interval
         if slot > now:
             time.sleep(slot - now)
+
+
+def _final(
+    claim: ledger.Claim, status: DeliveryStatus, error: DeliveryError, detail: str, bounce: Bounce | None
+) -> _Final:
+    """A final outcome of ``error``, with the reply that the breaker compares (addresses left out)."""
+    said = error.reply or error.reason
+    shown = " ".join(_ADDRESS_IN_REPLY.sub("<address>", said).split())
+    key = (error.code, error.status, shown.casefold())
+    named = f"{error.code} {shown}" if error.code is not None else shown
+    return _Final(claim, status, error.code, detail, bounce, key, named)
+
+
+def _trip(held: list[_Final], seen: int) -> tuple[str, list[_Final]] | None:
+    """The breaker's verdict on an edition's first ``seen`` outcomes, of which ``held`` are refusals about the
+    recipient: the reason and the refusals that trip it, or None when it does not trip."""
+    if seen < BREAKER_MINIMUM or not held:
+        return None
+    replies = Counter(final.reply for final in held)
+    reply, count = replies.most_common(1)[0]
+    if count < BREAKER_SHARE * seen:
+        return None
+    tripping = [final for final in held if final.reply == reply]
+    reason = f"breaker: {count} of {seen} recipients refused with the same reply: {tripping[0].shown}"
+    return reason, tripping

@@ -8,14 +8,21 @@ address and can never pass unnoticed among accepted ones. The protocol is driven
 
 * a 4xx reply, a refused connection, a timeout or a dropped connection before the final dot was handed to
   the socket: :class:`TemporaryDeliveryError`, the server cannot have the message, retry later;
-* a 5xx reply to MAIL FROM, RCPT TO or the message: :class:`PermanentDeliveryError`, the address bounces;
+* a 5xx reply is classified by whose problem it is (``syndication.core.bounces.smtp_fault``: its RFC 3463
+  enhanced status code and the stage it came at). About the recipient (5.1.1 no such user, 5.2.2 mailbox full,
+  a classic 550 at RCPT TO): :class:`PermanentDeliveryError`, with ``fault`` "address" (hard) or "mailbox"
+  (soft). About the sending side (any 5xx at connect, EHLO, STARTTLS, AUTH, MAIL FROM or DATA, a 5.7.x policy
+  refusal anywhere, relaying denied, a refusal of the message that names neither address nor mailbox, a 530
+  "authentication required", wrong credentials): :class:`SendingSideError`, which marks nobody: the sender
+  pauses the edition with its message as the reason;
 * a dropped connection or a timeout after the final dot was sent, before the reply:
   :class:`AmbiguousDeliveryError`, the server may have the message (it is retried with the same Message-ID);
 * success only on the 250 reply to the message.
 
-Problems that are not about the recipient and that no retry will mend (a wrong password, a server that does
-not offer STARTTLS or AUTH, a certificate that does not verify, a 530 "authentication required") are
-:class:`~syndication.errors.ConfigError`: they stop the run instead of marking every address as bouncing.
+Every refusal carries the ``stage`` it came at, the enhanced ``status`` (when the reply had one) and the reply
+text. What contradicts the configuration before anything is asked of the relay (a server that does not offer
+STARTTLS or AUTH, a certificate that does not verify, a malformed envelope sender) is
+:class:`~syndication.errors.ConfigError`.
 
 A connection is opened on the first send and kept for the next ones. After a refusal the transaction is
 reset (RSET) and the connection kept; after any other error it is closed and a new one opened by the next
@@ -34,11 +41,13 @@ from types import TracebackType
 from typing import Self
 
 from syndication.config import SmtpSettings
+from syndication.core.bounces import Fault, Stage, enhanced_status, smtp_fault
 from syndication.errors import (
     AmbiguousDeliveryError,
     ConfigError,
     DeliveryError,
     PermanentDeliveryError,
+    SendingSideError,
     TemporaryDeliveryError,
 )
 
@@ -90,7 +99,8 @@ class SmtpClient:
         """Hand ``message`` (complete, CRLF line ends) to the relay for ``recipient``, from ``mail_from``.
 
         Returns when the server answered 250 to the message; raises a DeliveryError subclass otherwise
-        (see the module's description), or ConfigError for a problem of the configuration.
+        (see the module's description: SendingSideError when the relay refuses something not about the
+        recipient), or ConfigError for a problem of the configuration.
         """
         sender = _checked_sender(mail_from)
         to = _checked_recipient(recipient)
@@ -140,14 +150,14 @@ class SmtpClient:
             smtp = self._connect()
             code, reply = smtp.mail(sender, self._mail_options(smtp, sender, recipient, payload))
         if code != 250:
-            raise _Refusal(self._refusal_error("MAIL FROM", code, reply, sender))
+            raise _Refusal(self._refusal_error(Stage.MAIL, code, reply, sender))
         code, reply = smtp.rcpt(recipient)
         if code not in (250, 251):
-            raise _Refusal(self._refusal_error("RCPT TO", code, reply, recipient))
+            raise _Refusal(self._refusal_error(Stage.RCPT, code, reply, recipient))
         smtp.putcmd("data")
         code, reply = smtp.getreply()
         if code != 354:
-            raise _Refusal(self._refusal_error("DATA", code, reply, recipient))
+            raise _Refusal(self._refusal_error(Stage.DATA, code, reply, recipient))
         smtp.send(payload)
         # The final dot is in the socket: from here on the server may have the message.
         try:
@@ -160,22 +170,34 @@ class SmtpClient:
         if code == 250:
             return
         if 400 <= code < 600:
-            raise _Refusal(self._refusal_error("the message", code, reply, recipient))
+            raise _Refusal(self._refusal_error(Stage.MESSAGE, code, reply, recipient))
         raise AmbiguousDeliveryError(
-            f"unexpected reply from {self._where} to the message for {recipient!r}: {_reply_text(reply)}", code
+            f"unexpected reply from {self._where} to the message for {recipient!r}: {_reply_text(reply)}",
+            code,
+            stage=Stage.MESSAGE,
+            reply=_reply_text(reply),
         )
 
-    def _refusal_error(self, stage: str, code: int, reply: bytes, address: str) -> Exception:
+    def _refusal_error(self, stage: Stage, code: int, reply: bytes | str, address: str) -> DeliveryError:
+        """The error of a refusal at ``stage``, by whose problem it is (``core.bounces.smtp_fault``)."""
         text = _reply_text(reply)
+        status = enhanced_status(text)
+        reason = f"{_refused(stage)} by {self._where}{f' for {address!r}' if address else ''}: {text}"
+        if not 400 <= code < 600:  # no refusal at all (-1: no reply read): nothing to say about anyone
+            return TemporaryDeliveryError(reason, code if code > 0 else None, status=status, stage=stage, reply=text)
+        fault = smtp_fault(code, status, stage)
+        if fault is Fault.SENDING_SIDE:
+            return self._sending_side(stage, code, text)
+        if fault is Fault.TEMPORARY:
+            return TemporaryDeliveryError(reason, code, status=status, stage=stage, reply=text)
+        return PermanentDeliveryError(reason, code, fault=fault.value, status=status, stage=stage, reply=text)
+
+    def _sending_side(self, stage: Stage, code: int, text: str) -> SendingSideError:
+        """A refusal that is about our side, in one line naming the stage, the relay and its reply."""
+        reason = f"{_refused(stage)} by {self._where}: {code} {text}"
         if code == 530:
-            return ConfigError(
-                f"smtp: {self._where} requires authentication or TLS ({code} {text});"
-                " set smtp.username and smtp.password, or smtp.security"
-            )
-        reason = f"{stage} refused by {self._where} for {address!r}: {text}"
-        if 500 <= code < 600:
-            return PermanentDeliveryError(reason, code)
-        return TemporaryDeliveryError(reason, code if code > 0 else None)
+            reason += " (the relay requires authentication or TLS: set smtp.username and password, or smtp.security)"
+        return SendingSideError(reason, code, status=enhanced_status(text), stage=stage, reply=text)
 
     def _mail_options(self, smtp: smtplib.SMTP, sender: str, recipient: str, payload: bytes) -> list[str]:
         options: list[str] = []
@@ -183,7 +205,9 @@ class SmtpClient:
             if not smtp.has_extn("smtputf8"):
                 raise _Refusal(
                     PermanentDeliveryError(
-                        f"{self._where} does not accept internationalised addresses (SMTPUTF8): {recipient!r}"
+                        f"{self._where} does not accept internationalised addresses (SMTPUTF8): {recipient!r}",
+                        fault="",  # our relay's limit, not the recipient's
+                        stage=Stage.MAIL,
                     )
                 )
             options.append("SMTPUTF8")
@@ -221,11 +245,22 @@ class SmtpClient:
         except ssl.SSLCertVerificationError as error:
             raise ConfigError(f"smtp: the certificate of {where} does not verify: {_describe(error)}") from error
         except smtplib.SMTPConnectError as error:
+            text = _reply_text(error.smtp_error)
+            if smtp_fault(error.smtp_code, enhanced_status(text), Stage.CONNECT) is Fault.SENDING_SIDE:
+                raise SendingSideError(
+                    f"{where} refused the connection: {error.smtp_code} {text}", error.smtp_code,
+                    status=enhanced_status(text), stage=Stage.CONNECT, reply=text,
+                ) from error  # fmt: skip
             raise TemporaryDeliveryError(
-                f"{where} refused the connection: {_reply_text(error.smtp_error)}", error.smtp_code
+                f"{where} refused the connection: {text}", error.smtp_code, stage=Stage.CONNECT, reply=text
             ) from error
+        except smtplib.SMTPHeloError as error:  # both EHLO and HELO refused
+            refusal = self._refusal_error(Stage.GREETING, error.smtp_code, error.smtp_error, "")
+            raise refusal from error
         except (smtplib.SMTPException, OSError) as error:
-            raise TemporaryDeliveryError(f"cannot connect to {where}: {_describe(error)}") from error
+            raise TemporaryDeliveryError(
+                f"cannot connect to {where}: {_describe(error)}", stage=Stage.CONNECT
+            ) from error
         finally:
             if smtp is not None and not opened:
                 smtp.close()
@@ -258,7 +293,7 @@ class SmtpClient:
                 raise ConfigError(f"smtp: {where} does not offer STARTTLS (smtp.security is 'starttls')")
             code, reply = smtp.starttls(context=self._tls_context or ssl.create_default_context())
             if code != 220:
-                raise TemporaryDeliveryError(f"{where} refused STARTTLS: {_reply_text(reply)}", code)
+                raise self._refusal_error(Stage.STARTTLS, code, reply, "")
             smtp.ehlo()
         if settings.username:
             self._login(smtp)
@@ -274,13 +309,15 @@ class SmtpClient:
             raise ConfigError(f"smtp: {where} does not offer AUTH, but smtp.username is set") from error
         except smtplib.SMTPAuthenticationError as error:
             text = _reply_text(error.smtp_error)
-            if 400 <= error.smtp_code < 500:
+            code = error.smtp_code
+            if smtp_fault(code, enhanced_status(text), Stage.AUTH) is Fault.TEMPORARY:
                 raise TemporaryDeliveryError(
-                    f"{where} could not check the credentials: {text}", error.smtp_code
+                    f"{where} could not check the credentials: {text}", code, stage=Stage.AUTH, reply=text
                 ) from error
-            raise ConfigError(
-                f"smtp: {where} refused the credentials of {settings.username!r} ({error.smtp_code} {text})"
-            ) from error
+            raise SendingSideError(
+                f"AUTH refused by {where} for user {settings.username!r}: {code} {text}", code,
+                status=enhanced_status(text), stage=Stage.AUTH, reply=text,
+            ) from error  # fmt: skip
         except smtplib.SMTPServerDisconnected:
             raise
         except smtplib.SMTPException as error:
@@ -355,8 +392,15 @@ def _checked_sender(address: str) -> str:
 
 def _checked_recipient(address: str) -> str:
     if not _plain_address(address):
-        raise PermanentDeliveryError(f"refused a recipient that is not a plain email address: {address[:80]!r}")
+        raise PermanentDeliveryError(
+            f"refused a recipient that is not a plain email address: {address[:80]!r}", fault=Fault.ADDRESS.value
+        )
     return address
+
+
+def _refused(stage: Stage) -> str:
+    """How a refusal at ``stage`` is told: MAIL FROM refused, RCPT TO refused, the message was refused..."""
+    return "the message was refused" if stage is Stage.MESSAGE else f"{stage} refused"
 
 
 def _plain_address(address: str) -> bool:

@@ -7,6 +7,8 @@ time and tells the outcomes apart by what it raises (:mod:`syndication.errors`):
 * nothing: the message was accepted;
 * :class:`~syndication.errors.TemporaryDeliveryError`: not taken, try again later;
 * :class:`~syndication.errors.PermanentDeliveryError`: refused for this recipient, do not retry (a bounce);
+* :class:`~syndication.errors.SendingSideError`: refused for a reason not about the recipient (our sender,
+  content, relaying, credentials, the relay's own trouble): nobody is marked, the edition is paused;
 * :class:`~syndication.errors.AmbiguousDeliveryError`: it may have been taken (retried with the same Message-ID);
 * :class:`~syndication.errors.ConfigError`: the configuration is wrong, no message can go.
 

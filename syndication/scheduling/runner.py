@@ -11,6 +11,9 @@ APScheduler 3's defaults are wrong here, so every job is coalesced, runs one ins
 ``misfire_grace_seconds`` of grace (its default of one second would silently skip a digest delayed a second).
 An edition's window comes from the schedule (``syndication.scheduling.cadences``), never from the clock at run time, and
 the store's unique window makes creating it twice impossible, whoever tries.
+
+With ``[bounces] listen`` set, every process also runs the bounce receiver for its whole life (each message is
+processed once, whichever process gets it); with ``[bounces.mailbox]`` the leader reads that mailbox on schedule.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syndication.app import jobs
+from syndication.app.bounces import Stoppable, poll_mailbox_once, start_receiver
 from syndication.app.editions import deliver, notify_editors, open_sender, plan_edition
 from syndication.app.gathering import gather
 from syndication.app.publishing import publish_feeds
@@ -68,6 +72,11 @@ def run_edition(cadence: str) -> None:
 def run_deliveries() -> None:
     """Job: drain the delivery queue."""
     _runner().deliveries()
+
+
+def run_mailbox() -> None:
+    """Job: read the bounce mailbox ([bounces.mailbox])."""
+    _runner().mailbox()
 
 
 def _runner() -> Runner:
@@ -108,6 +117,7 @@ class Runner:
         self._feeds_lock = threading.Lock()  # a gather's rebuild and the safety net never build at once
         self._job_store: jobs.SharedJobStore | None = None
         self._source_locks: dict[str, threading.Lock] = {}
+        self.receiver: Stoppable | None = None  # the bounce receiver, while [bounces] listen is set
         grace = settings.schedule.misfire_grace_seconds
         self.scheduler = BackgroundScheduler(
             timezone=self.zone,
@@ -119,9 +129,15 @@ class Runner:
     # --- Life cycle -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start draining the queue; call ``poll_leadership`` to take part in scheduling."""
+        """Start draining the queue (and receiving bounces, when ``[bounces] listen`` is set); call
+        ``poll_leadership`` to take part in scheduling."""
         global _current
         _current = self
+        if self.settings.bounces.listen is not None and self.receiver is None:
+            # Every process may receive: the MTA can be given several, and each message is processed once.
+            self.receiver = start_receiver(self.service)
+            log.info("receiving bounces on %s", self.settings.bounces.listen,
+                     extra={"event": "bounce-receiver", "listen": self.settings.bounces.listen})  # fmt: skip
         self.scheduler.start()
         every = IntervalTrigger(seconds=self.settings.schedule.deliver_interval_seconds, timezone=self.zone)
         self.scheduler.add_job(run_deliveries, every, id="deliver", jobstore="local", next_run_time=self._now())
@@ -150,6 +166,9 @@ class Runner:
         global _current
         self.stop.set()
         self.sender.stop.set()
+        if self.receiver is not None:
+            self.receiver.stop()
+            self.receiver = None
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self._dispose_store_engine()
@@ -225,6 +244,10 @@ class Runner:
             if crontab != "off":
                 trigger = parse_crontab(crontab, self.settings.site.timezone)
                 specs.append(_JobSpec(f"edition:{cadence}", run_edition, trigger, (cadence,), run_at_start=True))
+        mailbox = self.settings.bounces.mailbox
+        if mailbox is not None:
+            every = IntervalTrigger(seconds=mailbox.poll_seconds, timezone=self.zone)
+            specs.append(_JobSpec("bounces:mailbox", run_mailbox, every, run_at_start=True))
         return specs
 
     # --- Jobs -----------------------------------------------------------------------------------------------
@@ -304,6 +327,16 @@ class Runner:
             )
             if report.finished_editions:
                 outcome.summary += f"; editions finished: {', '.join(map(str, report.finished_editions))}"
+
+    def mailbox(self) -> None:
+        """Process the new messages of the bounce mailbox."""
+        with self._job("bounces:mailbox", quiet_when_idle=True) as outcome:
+            handled, failed = poll_mailbox_once(self.service)
+            outcome.ok = not failed
+            outcome.idle = handled == 0 and failed == 0
+            outcome.fields = {"handled": handled, "failed": failed}
+            outcome.summary = f"{handled} messages processed" + (f", {failed} failed (kept for the next poll)"
+                                                                 if failed else "")  # fmt: skip
 
     def _report_stale_drafts(self, now: datetime) -> None:
         stale = jobs.stale_drafts(self.service, now)

@@ -37,8 +37,9 @@ class Claim:
 
 def _edition(row: EditionRow) -> Edition:
     return Edition(
-        row.id, row.cadence, row.since, row.until, EditionStatus(row.status), row.intro, row.subject, row.created_at
-    )
+        row.id, row.cadence, row.since, row.until, EditionStatus(row.status), row.intro, row.subject, row.created_at,
+        row.status_reason or "", row.approved_at or row.created_at,
+    )  # fmt: skip
 
 
 def find_edition(session: Session, cadence: str, since: datetime, until: datetime) -> Edition | None:
@@ -105,12 +106,25 @@ def drafts_created_before(session: Session, moment: datetime) -> list[Edition]:
     return [_edition(row) for row in rows]
 
 
-def set_edition_status(session: Session, edition_id: int, status: EditionStatus, now: datetime) -> None:
-    """Move an edition to ``status`` (approval also records when)."""
-    values: dict[str, object] = {"status": status}
+def set_edition_status(
+    session: Session,
+    edition_id: int,
+    status: EditionStatus,
+    now: datetime,
+    *,
+    reason: str = "",
+    only_from: EditionStatus | None = None,
+) -> bool:
+    """Move an edition to ``status`` with ``reason`` (empty: none; any earlier reason is cleared), approval also
+    recording when; with ``only_from``, only if the edition is in that status still. Returns whether it moved."""
+    values: dict[str, object] = {"status": status, "status_reason": reason}
     if status == EditionStatus.SENDING:
         values["approved_at"] = now
-    session.execute(update(EditionRow).where(EditionRow.id == edition_id).values(**values))
+    statement = update(EditionRow).where(EditionRow.id == edition_id)
+    if only_from is not None:
+        statement = statement.where(EditionRow.status == only_from)
+    result = session.execute(statement.values(**values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def set_edition_text(
@@ -275,6 +289,49 @@ def release(session: Session, delivery_ids: Sequence[int], owner: str) -> None:
             .where(DeliveryRow.id.in_(list(delivery_ids)), DeliveryRow.lease_owner == owner)
             .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None)
         )
+
+
+def hold_back(
+    session: Session, delivery_ids: Sequence[int], owner: str, now: datetime, *, code: int | None, detail: str
+) -> None:
+    """Give claimed deliveries back to the queue after the relay refused them, recording that attempt (``code``,
+    ``detail``) but no outcome against anyone: the sender's breaker held them back."""
+    if not delivery_ids:
+        return
+    ids = list(delivery_ids)
+    held = list(
+        session.scalars(
+            select(DeliveryRow.id).where(
+                DeliveryRow.id.in_(ids), DeliveryRow.lease_owner == owner, DeliveryRow.status == DeliveryStatus.CLAIMED
+            )
+        )
+    )
+    if not held:
+        return
+    session.execute(
+        update(DeliveryRow)
+        .where(DeliveryRow.id.in_(held))
+        .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None, last_error=detail[:1000])
+    )
+    session.execute(
+        _ATTEMPT,
+        [
+            {"delivery_id": delivery_id, "at": now, "outcome": DeliveryStatus.QUEUED, "code": code,
+             "detail": detail[:1000]}
+            for delivery_id in held
+        ],
+    )  # fmt: skip
+
+
+def attempted(session: Session, edition_id: int) -> bool:
+    """Whether any delivery of the edition has an attempt recorded (it is no longer at its very start)."""
+    query = (
+        select(_attempts.c.id)
+        .join(DeliveryRow, DeliveryRow.id == _attempts.c.delivery_id)
+        .where(DeliveryRow.edition_id == edition_id)
+        .limit(1)
+    )
+    return session.execute(query).first() is not None
 
 
 def progress(session: Session, edition_id: int) -> dict[str, int]:

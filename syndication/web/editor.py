@@ -3,8 +3,10 @@
 An editor looks at the edition exactly as subscribers will get it (``edition_email``: the sender's own renderer
 and variants) at desktop and phone widths, as one subscriber or a theme set and language; fixes the subject and
 intro of a draft or paused edition; sends a test to an address; approves, pauses, resumes or cancels it
-(``syndication.core.editions``, the command line's rules); and watches the delivery. Approving or resuming starts
-sending from this process (``[web] send_on_approve``), so a site without the scheduler running still sends.
+(``syndication.core.editions``, the command line's rules); and watches the delivery. An edition the sender paused
+(the relay refused our side, or the breaker tripped) shows the reason on its page and on the dashboard. Approving
+or resuming starts sending from this process (``[web] send_on_approve``), so a site without the scheduler running
+still sends.
 Every use case is ``syndication.app``'s; a refusal it raises is answered by the app's one error handler, except
 where the edition page is shown again with the refusal beside the form.
 
@@ -510,14 +512,18 @@ class EditorPages:
 
 
 def _progress(edition: Edition, counts: dict[str, int]) -> dict[str, Any]:
-    """The edition's delivery in numbers: per status, how many are done (sent or given up on), and a sentence."""
+    """The edition's delivery in numbers: per status, how many are done (sent or given up on), and a sentence;
+    with its status and the reason the sender paused it for, if it did."""
     total = sum(counts.values())
     done = sum(counts.get(status, 0) for status in FINAL_DELIVERIES)
     sent = counts.get(DeliveryStatus.SENT, 0)
     given_up = [status for status in FINAL_DELIVERIES if status != DeliveryStatus.SENT]
     others = ", ".join(f"{counts[s]} {s}" for s in (*given_up, DeliveryStatus.DEFERRED) if counts.get(s))
     summary = f"{sent} of {total} sent" + (f" ({others})" if others else "")
-    return {"status": edition.status, "counts": counts, "total": total, "done": done, "summary": summary}
+    return {
+        "status": edition.status, "reason": edition.reason, "counts": counts, "total": total, "done": done,
+        "summary": summary,
+    }  # fmt: skip
 
 
 def _to_login(request: Request, back: str | None = None) -> Response:
