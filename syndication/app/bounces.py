@@ -553,6 +553,12 @@ def edition_bounces(service: Service, edition_id: int) -> list[BounceRecord]:
         return store.edition_bounces(session, edition_id)
 
 
+def recent_bounces(service: Service, limit: int = 100) -> list[tuple[BounceRecord, str | None]]:
+    """The newest bounces counted against anyone, with each subscriber's address (None once erased)."""
+    with database.transaction(service.engine) as session:
+        return store.recent_bounces(session, limit)
+
+
 def bounce_score(service: Service, subscriber_id: int) -> float:
     """A subscriber's score now: the scores of their bounces within ``[bounces] stale_after_days``."""
     since = service.clock() - timedelta(days=service.settings.bounces.stale_after_days)

@@ -224,6 +224,17 @@ def edition_bounces(session: Session, edition_id: int) -> list[BounceRecord]:
     return [_bounce(row) for row in session.scalars(query.order_by(BounceRow.at.desc(), BounceRow.id.desc()))]
 
 
+def recent_bounces(session: Session, limit: int = 100) -> list[tuple[BounceRecord, str | None]]:
+    """The newest bounces counted against anyone, each with the subscriber's address (None once erased)."""
+    query = (
+        select(BounceRow, SubscriberRow.email)
+        .outerjoin(SubscriberRow, SubscriberRow.id == BounceRow.subscriber_id)
+        .order_by(BounceRow.at.desc(), BounceRow.id.desc())
+        .limit(limit)
+    )
+    return [(_bounce(row), email) for row, email in session.execute(query)]
+
+
 def delivery(session: Session, delivery_id: int) -> DeliveryRef | None:
     """The delivery with this id, or None."""
     row = session.connection().execute(_DELIVERY, {"delivery_id": delivery_id}).first()

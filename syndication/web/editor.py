@@ -31,6 +31,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from syndication.app.bounces import (
+    bounce_score,
+    edition_bounces,
+    list_inbound,
+    recent_bounces,
+    subscriber_bounces,
+)
 from syndication.app.dashboard import dashboard
 from syndication.app.digests import preview_links
 from syndication.app.editions import (
@@ -185,6 +192,7 @@ class EditorPages:
             Route("/editor/login", self.login, methods=["POST"]),
             Route("/editor/logout", self.logout, methods=["POST"]),
             Route("/editor/", self.dashboard, methods=["GET"]),
+            Route("/editor/bounces", self.bounces_page, methods=["GET"]),
             Route("/editor/editions/{edition_id:row_id}", self.edition_page, methods=["GET"]),
             Route("/editor/editions/{edition_id:row_id}/preview", self.preview, methods=["GET"]),
             Route("/editor/editions/{edition_id:row_id}/progress.json", self.progress, methods=["GET"]),
@@ -254,6 +262,44 @@ class EditorPages:
 
     # --- Dashboard --------------------------------------------------------------------------------------------
 
+    async def bounces_page(self, request: Request) -> Response:
+        """What came back to the bounce and unsubscribe addresses, the bounces counted, and one subscriber's."""
+        editor = await self.cookies.editor(request)
+        if editor is None:
+            return _to_login(request)
+        asked = request.query_params.get("subscriber", "").strip()
+        context = await run_in_threadpool(self._bounces, asked)
+        return self.pages.render(request, "editor_bounces.html", context, editor=editor)
+
+    def _bounces(self, asked: str) -> dict[str, Any]:
+        service = self.service()
+        config = self.settings.bounces
+        context: dict[str, Any] = {
+            "title": "Bounces",
+            "bounce_address": config.address,
+            "threshold": config.threshold,
+            "hard_score": config.hard_score,
+            "soft_score": config.soft_score,
+            "stale_after_days": config.stale_after_days,
+            "bounces": recent_bounces(service, limit=100),
+            "inbound": list_inbound(service, limit=100),
+            "asked": asked,
+            "person": None,
+            "errors": {},
+        }
+        if asked:
+            try:
+                person = find_subscriber(service, asked)
+            except SubscriberError:
+                person = None
+            if person is None:
+                context["errors"] = {"subscriber": f"There is no subscriber {asked!r}."}
+            else:
+                context["person"] = person
+                context["person_bounces"] = subscriber_bounces(service, person.id)
+                context["score"] = bounce_score(service, person.id)
+        return context
+
     async def dashboard(self, request: Request) -> Response:
         """Posts per theme this period, subscribers per theme and cadence, the next editions, the last ones."""
         editor = await self.cookies.editor(request)
@@ -315,6 +361,8 @@ class EditorPages:
             "preview_src": f"/editor/editions/{edition.id}/preview?{preview.query()}",
             "progress": _progress(edition, report.deliveries),
             "problems": report.problems,
+            # Bounces reported later (DSNs) of deliveries the relay had accepted: the problems above do not show them.
+            "reported": [b for b in edition_bounces(service, edition.id) if b.source != "smtp"],
             "actions": report.actions,
             "editable": report.editable,
             "notice": notice,
