@@ -197,6 +197,12 @@ class DeliveryRow(Base):
     message_id: Mapped[str] = mapped_column(String(255))
     last_error: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The fencing token of the claim that holds the row: each claim takes a new one, and only the holder of the
+    # current token may record an outcome, so a sender that lost its lease can never overwrite a newer claim's.
+    lease_token: Mapped[int] = mapped_column(Integer, default=0)
+    # Set just before a message's first byte goes out, cleared with its outcome: a sender that died with this set
+    # was sending this very message (a crash counts against it); rows it merely held were never tried.
+    in_flight_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("edition_id", "subscriber_id", name="uq_deliveries_edition_subscriber"),
@@ -302,3 +308,29 @@ class BounceRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="")  # the enhanced status code, e.g. 5.1.1
     diagnostic: Mapped[str] = mapped_column(Text, default="")
     score: Mapped[float] = mapped_column(Float)
+
+
+class NoticeRow(Base):
+    """The outgoing queue of notices (a confirmation, a change of preferences, a message to the editors): what to
+    send to whom, queued where it is asked for (a web request returns once it is stored) and sent by a drain with
+    retries, like the deliveries of an edition."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # confirm, rejoin, preferences, approval, paused
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    address: Mapped[str] = mapped_column(String(320))
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16))  # queued, claimed, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_notices_due", "status", "next_attempt_at"),)
