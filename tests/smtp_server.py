@@ -21,6 +21,7 @@ What it can be told to do (the fields of :class:`Behaviour`, given as keywords t
   or for every message to these recipients; dropped messages are kept in ``server.dropped``, not ``messages``;
 * ``data_delay``: wait this many seconds before the reply to a message (the message is recorded before the
   wait, as a slow server would already have it); a client that gives up first closes the connection;
+  ``delay_for``: only for messages to these recipients (empty: every message);
 * ``auth=(user, password)``: require AUTH (PLAIN or LOGIN) before MAIL FROM (530 otherwise); other credentials
   get aiosmtpd's ``535 5.7.8 Authentication credentials invalid``;
 * ``tls="starttls"`` (STARTTLS offered and required) or ``"tls"`` (implicit TLS), with a self-signed
@@ -28,7 +29,8 @@ What it can be told to do (the fields of :class:`Behaviour`, given as keywords t
 * ``discard=True``: accept and count (``server.accepted``) without keeping the bytes (for benchmarks).
 
 What it tells: ``messages`` (:class:`Received`: envelope, bytes, connection number, AUTH and TLS flags),
-``received_for(address)``, ``dropped``, ``refusals``, ``accepted``, ``connections`` (sessions that said
+``received_for(address)``, ``dropped``, ``refusals``, ``accepted``, ``copies`` (accepted messages per recipient,
+counted in discard mode too), ``connections`` (sessions that said
 EHLO/HELO), ``wait_for(n)``; ``settings(**overrides)`` gives SmtpSettings that reach it, ``client_context`` an
 SSL context that trusts its certificate, ``disconnect_all()`` drops every open connection (as a relay drops
 idle ones) and ``reset()`` forgets the records. Every record is kept under a lock, so client threads can
@@ -83,6 +85,7 @@ class Behaviour:
     reject_senders: Collection[str] = ()
     drop: int | Collection[str] = 0
     data_delay: float = 0.0
+    delay_for: Collection[str] = ()
     auth: tuple[str, str] | None = None
     tls: Literal["none", "starttls", "tls"] = "none"
     discard: bool = False
@@ -125,6 +128,7 @@ class _Record:
     deferred: Counter[str] = field(default_factory=Counter)
     deferred_total: int = 0
     dropped_total: int = 0
+    copies: Counter[str] = field(default_factory=Counter)
 
 
 class SmtpTestServer:
@@ -187,6 +191,12 @@ class SmtpTestServer:
         """How many messages were accepted (counted in discard mode too)."""
         with self._lock:
             return self._record.accepted
+
+    @property
+    def copies(self) -> Counter[str]:
+        """How many accepted messages each recipient has (counted in discard mode too)."""
+        with self._lock:
+            return Counter(self._record.copies)
 
     @property
     def connections(self) -> int:
@@ -309,6 +319,7 @@ class SmtpTestServer:
                 self._record.dropped.append(received)
                 return
             self._record.accepted += 1
+            self._record.copies.update(received.recipients)
             if not self.behaviour.discard:
                 self._record.messages.append(received)
             self._changed.notify_all()
@@ -475,7 +486,8 @@ class _Handler:
             # Closing cancels this session's task (here) as soon as the connection is gone: no reply is sent.
             await asyncio.Event().wait()
         test_server._keep(received)
-        if behaviour.data_delay:
+        slow = not behaviour.delay_for or any(r in behaviour.delay_for for r in recipients)
+        if behaviour.data_delay and slow:
             await asyncio.sleep(behaviour.data_delay)
         return "250 2.0.0 OK: queued"
 

@@ -177,19 +177,51 @@ def test_a_delivery_deferred_past_the_deadline_fails(audience: Service) -> None:
 
 
 def test_leases_of_a_dead_sender_return_and_a_repeat_offender_is_set_aside(audience: Service) -> None:
+    # Issue #16: a crash counts only against the message in flight when the sender died (before, every row it
+    # merely held counted, and was poisoned with no attempt at all).
     with smtp_server() as server:
         service = sending(audience, server, lease_seconds=60, max_crashes=3)
         plan_edition(service, "weekly", SINCE, UNTIL)
         moment = NOW
-        for crash in range(3):  # a sender claims and dies, three times over
+        for crash in range(3):  # a sender claims two, starts sending the first and dies, three times over
             with database.transaction(service.engine) as session:
                 claims, poisoned = ledger.claim(session, f"dead-{crash}", moment, lease=timedelta(seconds=60),
-                                                limit=1, max_crashes=3)  # fmt: skip
-            assert len(claims) == 1 or poisoned
+                                                limit=2, max_crashes=3)  # fmt: skip
+                assert len(claims) == 2 or poisoned
+                ledger.begin_attempt(session, claims[0], f"dead-{crash}", moment, lease=timedelta(seconds=60))
             moment += timedelta(seconds=61)
         report = deliver(sending(audience, server, moment + timedelta(seconds=61), max_crashes=3))
         assert report.poisoned == 1 and report.sent == 2
         assert server.accepted == 2
+        with database.transaction(service.engine) as session:
+            (problem,) = ledger.problems(session, 1)
+        assert problem.status == DeliveryStatus.POISONED and "while sending it" in problem.detail
+
+
+def test_a_fenced_claim_cannot_be_sent_or_recorded_by_the_sender_that_lost_it(audience: Service) -> None:
+    with smtp_server() as server:
+        service = sending(audience, server)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        lease = timedelta(seconds=60)
+        with database.transaction(service.engine) as session:
+            (old,), _ = ledger.claim(session, "slow", NOW, lease=lease, limit=1, max_crashes=3)
+        later = NOW + timedelta(seconds=61)  # the slow sender's lease ran out without a renewal
+        with database.transaction(service.engine) as session:
+            (new,), _ = ledger.claim(session, "fast", later, lease=lease, limit=1, max_crashes=3)
+            assert new.delivery_id == old.delivery_id and new.token == old.token + 1
+            assert not ledger.begin_attempt(session, old, "slow", later, lease=lease)  # the late one may not send
+            assert ledger.renew(session, [old], "slow", later, lease=lease) == {old.delivery_id}
+            assert ledger.begin_attempt(session, new, "fast", later, lease=lease)
+            assert ledger.record(session, new, "fast", later, DeliveryStatus.SENT)
+            assert not ledger.record(session, old, "slow", later, DeliveryStatus.DEFERRED)  # never overwrites
+            assert ledger.progress(session, 1) == {DeliveryStatus.QUEUED: 2, DeliveryStatus.SENT: 1}
+        with database.transaction(service.engine) as session:  # the same owner's earlier claim is fenced too
+            (first,), _ = ledger.claim(session, "same", later, lease=lease, limit=1, max_crashes=3)
+        with database.transaction(service.engine) as session:
+            ledger.release(session, [first], "same")
+            (second,), _ = ledger.claim(session, "same", later, lease=lease, limit=1, max_crashes=3)
+            assert not ledger.record(session, first, "same", later, DeliveryStatus.SENT)
+            assert ledger.release(session, [second], "same") == 1
 
 
 def test_paused_editions_wait_and_cancelled_ones_never_go(audience: Service) -> None:

@@ -26,13 +26,21 @@ from tests.support import NOW, post_record, write_config, write_jsonl
 SECRET = "crash-test-signing-key-" + "z" * 16
 
 
-def prepared_store(tmp_path: Path, database_url: str, server: SmtpTestServer, subscribers: int) -> Path:
-    """A store with posts in the week before NOW, ``subscribers`` active weekly readers and the edition queued."""
+def prepared_store(
+    tmp_path: Path,
+    database_url: str,
+    server: SmtpTestServer,
+    subscribers: int,
+    *,
+    delivery: str = "connections = 2\nlease_seconds = 5\nbatch_size = 50\n",
+    smtp: str = "",
+) -> Path:
+    """A store with posts in the week before NOW, ``subscribers`` active weekly readers and the edition queued;
+    ``delivery`` and ``smtp``: the lines of those sections (beyond the server's host and port)."""
     config = write_config(
         tmp_path,
         database_url,
-        f'[smtp]\nhost = "127.0.0.1"\nport = {server.port}\n'
-        "[delivery]\nconnections = 2\nlease_seconds = 5\nbatch_size = 50\n",
+        f'[smtp]\nhost = "127.0.0.1"\nport = {server.port}\n{smtp}[delivery]\n{delivery}',
     )
     settings = load_settings(config, environ={"SYNDICATION_SECRET_KEY": SECRET})
     init_store(settings)

@@ -8,7 +8,8 @@ a sender, so that it can stop it).
 A refusal about a recipient reaches the subscribers in one place (``_count_bounce``). A refusal of the sending
 side marks nobody: the sender pauses the edition with the reason (``DrainReport.paused_editions``), ``deliver``
 logs it and emails ``[digest] approval_emails``; an editor resumes it once the relay is mended, and everything
-held back is sent then.
+held back is sent then. Deliveries given up on (failed, unknown, poisoned) go back to the queue only when an
+operator says so (``retry_deliveries``), once, with the same Message-ID.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote, urlsplit
@@ -39,14 +40,15 @@ from syndication.core.editions import (
     EditionAction,
     check_editable,
     next_status,
+    reopen_for_retry,
 )
-from syndication.core.models import CADENCES, Edition, EditionStatus, Subscriber
+from syndication.core.models import CADENCES, RETRYABLE_DELIVERIES, DeliveryStatus, Edition, EditionStatus, Subscriber
 from syndication.core.tokens import make_token
 from syndication.delivery.mailer import Mailer
 from syndication.delivery.sender import Bounce, DrainReport, Outgoing, Sender
 from syndication.errors import SyndicationError
-from syndication.mailing.message import checked, with_phrase
-from syndication.mailing.render import Links, MailRenderer, RenderedEmail
+from syndication.mailing.message import HeaderInjection, checked, with_phrase
+from syndication.mailing.render import Links, MailRenderer, RenderedEmail, RenderError
 from syndication.scheduling.cadences import latest_fire, parse_crontab, window_ending
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
@@ -194,6 +196,7 @@ class MessageBuilder:
         self.keys = signing_keys(service.settings)
         self._editions: dict[int, Edition | None] = {}
         self._variants: dict[tuple[int, tuple[str, ...] | None, str], RenderedEmail | None] = {}
+        self._failures: dict[tuple[int, tuple[str, ...] | None, str], str] = {}  # variants that cannot be rendered
         self.list_id = list_id(self.settings)
 
     def build(self, claims: list[ledger.Claim]) -> list[Outgoing | str]:
@@ -215,7 +218,12 @@ class MessageBuilder:
             return "the subscriber was removed before sending"
         if subscriber.status != "active":
             return f"the subscriber is {subscriber.status}: not sent"
-        variant = self._variant(edition, subscriber)
+        try:
+            variant = self._variant(edition, subscriber)
+        except RenderError as error:
+            # Their variant (themes, language) cannot be rendered: their delivery fails alone, with the reason;
+            # the others of the batch go on. The failure is kept per variant, so it is not rendered again.
+            return f"the digest cannot be rendered for this subscriber: {error}"
         if variant is None:
             return "nothing new for this subscriber's themes"
         links = self.links(edition, subscriber)
@@ -227,10 +235,13 @@ class MessageBuilder:
             ("List-Unsubscribe", ", ".join(unsubscribe)),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         )
-        message = personalised_message(
-            self.mailer, variant, to_address=subscriber.email, to_name=subscriber.name, links=links,
-            date=edition.until, message_key=claim.message_id, extra=extra,
-        )  # fmt: skip
+        try:
+            message = personalised_message(
+                self.mailer, variant, to_address=subscriber.email, to_name=subscriber.name, links=links,
+                date=edition.until, message_key=claim.message_id, extra=extra,
+            )  # fmt: skip
+        except HeaderInjection as error:  # their name or address cannot go in a header: theirs alone fails
+            return f"the message cannot be made for this subscriber: {error}"
         # With [bounces] address, each delivery has an envelope sender of its own: a bounce names its delivery.
         verp = verp_address(self.service, claim.delivery_id) if self.settings.bounces.address else None
         return Outgoing(claim, subscriber.email, message, verp)
@@ -250,14 +261,31 @@ class MessageBuilder:
     def edition_email(self, edition: Edition, themes: tuple[str, ...] | None, language: str) -> RenderedEmail | None:
         """The edition's email as it is sent to readers of ``themes`` (None: everything) in ``language``, with
         placeholder links (``.personalised(links)`` puts a reader's in); None when it holds nothing for them.
-        Rendered once per variant; the editor's preview and "view in browser" show exactly this."""
+        Rendered once per variant; the editor's preview and "view in browser" show exactly this.
+
+        Raises RenderError when the variant cannot be rendered (a language the renderer refuses, a template that
+        fails): once per variant, the same reason again after that without rendering it anew."""
         key = (edition.id, themes, language)
+        if key in self._failures:
+            raise RenderError(self._failures[key])
         if key not in self._variants:
             digest = compose(self.service, edition.since, edition.until, themes)
             if digest is None:
                 self._variants[key] = None
             else:
-                rendered = self.renderer.render_digest(digest, language, intro=edition.intro or None)
+                try:
+                    rendered = self.renderer.render_digest(digest, language, intro=edition.intro or None)
+                except Exception as error:  # any: one variant's failure must not fail the batch it is in
+                    known = isinstance(error, RenderError)
+                    reason = str(error) if known else f"rendering failed ({type(error).__name__}: {error})"
+                    self._failures[key] = reason
+                    followed = "everything" if themes is None else ", ".join(themes) or "nothing"
+                    log.error(
+                        "edition %d: the variant for %s in %r cannot be rendered: %s",
+                        edition.id, followed, language, reason, exc_info=not known,
+                        extra={"event": "variant-unrenderable", "edition": edition.id},
+                    )  # fmt: skip
+                    raise RenderError(reason) from error
                 if edition.subject:
                     rendered = RenderedEmail(edition.subject, rendered.preheader, rendered.html, rendered.text,
                                              rendered.language, rendered.links, rendered.problems)  # fmt: skip
@@ -421,6 +449,45 @@ def change_edition(service: Service, edition_id: int, action: EditionAction) -> 
         after = next_status(edition, action)
         ledger.set_edition_status(session, edition_id, after, service.clock())
     return edition, after
+
+
+@dataclass(frozen=True)
+class RetryReport:
+    """What ``retry_deliveries`` did: the edition as it was, how many deliveries of each status went back to the
+    queue, and the edition's status now (a sent edition is sending again)."""
+
+    edition: Edition
+    requeued: dict[str, int]
+    status: EditionStatus
+
+    @property
+    def total(self) -> int:
+        """Deliveries re-queued."""
+        return sum(self.requeued.values())
+
+
+def retry_deliveries(service: Service, edition_id: int, statuses: Collection[DeliveryStatus]) -> RetryReport:
+    """Put the edition's deliveries in ``statuses`` (of poisoned, failed, unknown) back in the queue once an
+    operator has mended what stopped them: due now, attempts and crashes reset, the same Message-ID (a receiver
+    that has a copy can drop this one); a sent edition goes back to sending. Running it again re-queues nothing
+    more. Raises NoSuchEdition, EditionRefused for a draft or cancelled edition, SyndicationError for a status
+    that cannot be retried."""
+    wrong = [str(status) for status in statuses if status not in RETRYABLE_DELIVERIES]
+    if wrong or not statuses:
+        raise SyndicationError(
+            f"cannot retry deliveries that are {', '.join(wrong) or 'nothing'}"
+            f" (one or more of: {', '.join(RETRYABLE_DELIVERIES)})"
+        )
+    now = service.clock()
+    with database.transaction(service.engine) as session:
+        edition = ledger.edition(session, edition_id)
+        if edition is None:
+            raise NoSuchEdition(edition_id)
+        after = reopen_for_retry(edition)
+        requeued = ledger.requeue(session, edition_id, sorted(statuses), now)
+        if requeued and after != edition.status:
+            ledger.set_edition_status(session, edition_id, after, now, only_from=edition.status)
+    return RetryReport(edition, requeued, after if requeued else edition.status)
 
 
 def set_edition_text(service: Service, edition_id: int, *, subject: str, intro: str) -> bool:

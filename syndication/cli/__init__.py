@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from syndication.cli import bounces, digests, editions, editors, feeds, posts, service, subscribers
-from syndication.cli.output import EXIT_FAILED, EXIT_USAGE, say_error
+from syndication.cli.output import EXIT_FAILED, EXIT_USAGE, Terminated, say_error
 from syndication.config import config_path_from, load_settings
 from syndication.errors import ConfigError, SyndicationError
 
@@ -26,13 +26,8 @@ __all__ = ["main"]
 _COMMAND_MODULES = (service, posts, feeds, digests, editions, subscribers, bounces, editors)
 
 
-class _Terminated(BaseException):
-    """SIGTERM arrived (``timeout``, ``systemctl stop``): unwind as Ctrl-C does, so that open transactions roll
-    back and worker processes are shut down, instead of dying at once and leaving them behind."""
-
-
 def _terminate(_signum: int, _frame: object) -> None:
-    raise _Terminated
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,12 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    previous = signal.signal(signal.SIGTERM, _terminate)  # `run` and `serve` put their own in place
+    # `run` and `serve` put their own in place; `deliver` and `digest send` turn it into a clean stop of the
+    # sender while it drains (cli.output.stopping_on_signals), which ends as this does.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         settings = load_settings(config_path_from(getattr(args, "config", None)))
         status: int = args.handler(args, settings)
         return status
-    except _Terminated:
+    except Terminated:
         print("syndication: terminated", file=sys.stderr)
         return 143  # 128 + SIGTERM, as a shell reports it
     except ConfigError as error:

@@ -1,9 +1,12 @@
 """The digest commands: ``digest preview`` renders one without sending, ``digest send`` makes a window's edition
 and sends it, ``deliver`` sends whatever is due.
 
-When the relay refuses our side (the sender, the content, relaying, the credentials, its own trouble) or the
-breaker trips, the edition is paused: ``digest send`` and ``deliver`` then print one error line per paused
-edition, naming the reason, and exit 1.
+When the relay refuses our side (the sender, the content, relaying, the credentials, its own trouble), the
+breaker trips or the relay is slower than the timeout, the edition is paused: ``digest send`` and ``deliver``
+then print one error line per paused edition, naming the reason, and exit 1.
+
+SIGTERM or Ctrl-C while they send stops the sender cleanly: the messages in flight finish and are recorded, the
+claims not tried go back to the queue at once, the summary is printed, and the exit status is 143 (130).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import argparse
 import sys
 
 from syndication.cli.arguments import Commands, add_command, add_group, path, timestamp
-from syndication.cli.output import EXIT_FAILED, EXIT_OK, print_drain, progress_printer, say_error
+from syndication.cli.output import EXIT_FAILED, EXIT_OK, print_drain, progress_printer, say_error, stopping_on_signals
 from syndication.config import Settings
 from syndication.core.models import CADENCES
 from syndication.errors import SyndicationError
@@ -104,7 +107,7 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.app.editions import check_sending, default_window, deliver, plan_edition
+    from syndication.app.editions import check_sending, default_window, deliver, open_sender, plan_edition
     from syndication.app.service import Service
 
     if not args.dry_run:
@@ -126,17 +129,25 @@ def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
         made = "created" if plan.created else "already existed"
         print(f"edition {plan.edition.id} ({args.cadence}, {window}) {made}: {plan.queued} deliveries queued,"
               f" {plan.nothing_new} subscribers with nothing new")  # fmt: skip
-        report = deliver(service, edition_id=plan.edition.id, on_progress=progress_printer())
-    return _print_paused(report.paused_editions, print_drain(report))
+        sender = open_sender(service)
+        with stopping_on_signals(sender.stop) as stopped:
+            report = deliver(service, edition_id=plan.edition.id, on_progress=progress_printer(), sender=sender)
+    status = _print_paused(report.paused_editions, print_drain(report))
+    stopped.raise_it()
+    return status
 
 
 def _deliver(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.app.editions import deliver
+    from syndication.app.editions import deliver, open_sender
     from syndication.app.service import Service
 
     with Service.open(settings) as service:
-        report = deliver(service, on_progress=progress_printer())
-    return _print_paused(report.paused_editions, print_drain(report))
+        sender = open_sender(service)
+        with stopping_on_signals(sender.stop) as stopped:
+            report = deliver(service, on_progress=progress_printer(), sender=sender)
+    status = _print_paused(report.paused_editions, print_drain(report))
+    stopped.raise_it()
+    return status
 
 
 def _print_paused(paused: dict[int, str], status: int) -> int:

@@ -1,12 +1,14 @@
 """The editions commands: ``editions list`` shows the newest editions (a paused one with the reason the sender
-paused it for), ``editions approve|pause|resume|cancel`` changes one as the edition state machine allows."""
+paused it for, a sent one with what was given up), ``editions approve|pause|resume|cancel`` changes one as the
+edition state machine allows, and ``editions retry ID --poisoned --failed --unknown`` re-queues the deliveries an
+operator has mended (once, with the same Message-ID)."""
 
 from __future__ import annotations
 
 import argparse
 
 from syndication.cli.arguments import Commands, add_command, add_group, row_id
-from syndication.cli.output import EXIT_OK
+from syndication.cli.output import EXIT_OK, EXIT_USAGE, say_error
 from syndication.config import Settings
 from syndication.errors import SyndicationError
 
@@ -26,6 +28,16 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
         controlled = add_command(edition_commands, action, _edition_control, text, common)
         controlled.add_argument("edition_id", type=row_id, metavar="ID", help="the edition (see 'editions list')")
         controlled.set_defaults(action=action)
+    retry = add_command(
+        edition_commands, "retry", _edition_retry, "re-queue deliveries given up on, once mended (same Message-ID)",
+        common,
+    )  # fmt: skip
+    retry.add_argument("edition_id", type=row_id, metavar="ID", help="the edition (see 'editions list')")
+    retry.add_argument("--poisoned", action="store_true", help="those set aside because the sender died sending them")
+    retry.add_argument(
+        "--failed", action="store_true", help="those that failed (refused, or retried past the deadline)"
+    )
+    retry.add_argument("--unknown", action="store_true", help="those the relay never answered for (may have gone)")
 
 
 def _editions_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -56,4 +68,29 @@ def _edition_control(args: argparse.Namespace, settings: Settings) -> int:
         except NoSuchEdition:
             raise SyndicationError(f"no edition {args.edition_id} (see 'syndication editions list')") from None
     print(f"edition {args.edition_id}: {edition.status} -> {after}")
+    return EXIT_OK
+
+
+def _edition_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.editions import NoSuchEdition, retry_deliveries
+    from syndication.app.service import Service
+    from syndication.core.models import DeliveryStatus
+
+    chosen = [status for status in (DeliveryStatus.POISONED, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN)
+              if getattr(args, str(status))]  # fmt: skip
+    if not chosen:
+        say_error(SyndicationError("say which deliveries to re-queue: --poisoned, --failed and/or --unknown"))
+        return EXIT_USAGE
+    with Service.open(settings) as service:
+        try:
+            report = retry_deliveries(service, args.edition_id, chosen)
+        except NoSuchEdition:
+            raise SyndicationError(f"no edition {args.edition_id} (see 'syndication editions list')") from None
+    which = ", ".join(f"{count} {status}" for status, count in sorted(report.requeued.items()))
+    print(f"edition {args.edition_id}: {report.total} deliveries re-queued" + (f" ({which})" if which else ""))
+    if report.status != report.edition.status:
+        print(f"edition {args.edition_id}: {report.edition.status} -> {report.status}")
+    elif report.total and report.status == "paused":
+        print(f"edition {args.edition_id} is paused: they go once it is resumed"
+              f" ('syndication editions resume {args.edition_id}')")  # fmt: skip
     return EXIT_OK

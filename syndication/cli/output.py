@@ -1,12 +1,58 @@
-"""What the command line says back: its exit statuses, its error lines and the progress of a delivery run."""
+"""What the command line says back: its exit statuses, its error lines and the progress of a delivery run; and
+how a signal ends a command (``Terminated``, ``stopping_on_signals``)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 from typing import Protocol
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (``timeout``, ``systemctl stop``): unwind as Ctrl-C does, so that open transactions roll
+    back and worker processes are shut down, instead of dying at once and leaving them behind. The command line
+    exits 143."""
+
+
+class Stopped:
+    """Which signal asked a command to stop (``stopping_on_signals``), if one did."""
+
+    signal: int | None = None
+
+    def raise_it(self) -> None:
+        """End the command as the signal asks: Terminated (exit 143) for SIGTERM, KeyboardInterrupt (130)."""
+        if self.signal == signal.SIGTERM:
+            raise Terminated
+        if self.signal is not None:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stopping_on_signals(stop: threading.Event) -> Iterator[Stopped]:
+    """While inside, SIGTERM and SIGINT set ``stop`` (a sender finishes the messages in flight and hands back the
+    rest of its claims) instead of unwinding at once; a second signal unwinds (Terminated, KeyboardInterrupt).
+    The caller reports what was done, then calls ``raise_it`` on what this yields."""
+    stopped = Stopped()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if stopped.signal is not None:  # asked twice: stop now (the drain still hands back what it holds)
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        stopped.signal = signum
+        stop.set()
+        print("syndication: stopping after the messages in flight", file=sys.stderr, flush=True)
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stopped
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def say_error(error: Exception) -> None:
@@ -26,7 +72,13 @@ class Drained(Protocol):
     @property
     def bounced(self) -> int: ...
     @property
+    def unknown(self) -> int: ...
+    @property
     def poisoned(self) -> int: ...
+    @property
+    def lost_leases(self) -> int: ...
+    @property
+    def released(self) -> int: ...
     @property
     def finished_editions(self) -> Sequence[int]: ...
 
@@ -51,12 +103,21 @@ def progress_printer() -> Callable[[Drained], None]:
 
 
 def print_drain(report: Drained) -> int:
-    """Print what a delivery run did; the exit status is EXIT_FAILED when a message failed or was set aside."""
+    """Print what a delivery run did; the exit status is EXIT_FAILED when a message failed, was set aside or its
+    outcome is unknown."""
     if sys.stderr.isatty():
         print(file=sys.stderr)
+    extra = [
+        f"{report.unknown} unknown (no answer after the message; not resent)" if report.unknown else "",
+        f"{report.lost_leases} leases lost to another sender (not sent or not recorded here)"
+        if report.lost_leases
+        else "",
+        f"{report.released} handed back unsent" if report.released else "",
+    ]
     print(
         f"delivered: {report.sent} sent, {report.deferred} deferred (retried later), {report.failed} failed,"
         f" {report.bounced} bounced, {report.poisoned} set aside as poisoned"
+        + "".join(f", {part}" for part in extra if part)
         + (f"; editions finished: {', '.join(map(str, report.finished_editions))}" if report.finished_editions else "")
     )
-    return EXIT_OK if not (report.failed or report.poisoned) else EXIT_FAILED
+    return EXIT_OK if not (report.failed or report.poisoned or report.unknown) else EXIT_FAILED

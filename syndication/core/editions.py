@@ -1,6 +1,7 @@
 """The edition state machine: what an editor (or ``editions approve|pause|resume|cancel``) may do to an edition,
-and the one thing the sender may do by itself: pause a sending edition, with the reason, when the relay refuses
-our side (``pause_for``).
+and the things the sender and an operator do by themselves: pause a sending edition, with the reason, when the
+relay refuses our side or is slower than the timeout (``pause_for``); finish it, saying what was given up
+(``finished``); and open a sent one again when an operator re-queues deliveries of it (``reopen_for_retry``).
 
 Every driver changes an edition's status through ``next_status``, the sender through ``pause_for``; the rules
 are written once, here. An editor's action leaves no reason: resuming clears the sender's.
@@ -8,10 +9,11 @@ are written once, here. An editor's action leaves no reason: resuming clears the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final
 
-from syndication.core.models import Edition, EditionStatus
+from syndication.core.models import GIVEN_UP_DELIVERIES, Edition, EditionStatus
 from syndication.errors import SyndicationError
 
 
@@ -72,3 +74,21 @@ def pause_for(edition: Edition, reason: str) -> tuple[EditionStatus, str]:
         raise EditionRefused(f"edition {edition.id} is {edition.status}: the sender cannot pause it")
     line = " ".join("".join(ch if ch.isprintable() else " " for ch in reason).split())
     return EditionStatus.PAUSED, line[:MAX_REASON] or "paused by the sender"
+
+
+def finished(counts: Mapping[str, int]) -> tuple[EditionStatus, str]:
+    """The status and reason of a sending edition none of whose deliveries is open any more (``counts``: its
+    deliveries per status): sent, with what was given up ("2 failed, 1 unknown, 3 poisoned"; empty if nothing)."""
+    given_up = ", ".join(f"{counts[status]} {status}" for status in GIVEN_UP_DELIVERIES if counts.get(status))
+    return EditionStatus.SENT, given_up
+
+
+def reopen_for_retry(edition: Edition) -> EditionStatus:
+    """The status an edition takes when an operator re-queues some of its deliveries (``editions retry``): a sent
+    one is sending again, a sending or paused one stays as it is (a paused one goes once resumed); EditionRefused
+    for a draft (nothing was sent) or a cancelled one (nothing more of it is sent)."""
+    if edition.status == EditionStatus.SENT:
+        return EditionStatus.SENDING
+    if edition.status in (EditionStatus.SENDING, EditionStatus.PAUSED):
+        return edition.status
+    raise EditionRefused(f"edition {edition.id} is {edition.status}: none of its deliveries can be retried")

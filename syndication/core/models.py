@@ -147,7 +147,12 @@ class EditionStatus(StrEnum):
 
 
 class DeliveryStatus(StrEnum):
-    """Where one message of an edition to one subscriber is. Stored as these strings."""
+    """Where one message of an edition to one subscriber is. Stored as these strings.
+
+    ``unknown``: sent, but whether the relay took it is not known (no reply after the message, more times than
+    ``[delivery] ambiguous_retries`` allows); ``poisoned``: the sender died while sending it ``max_crashes``
+    times. Both are final, given up with the reason kept, and an operator may re-queue them
+    (``editions retry``)."""
 
     QUEUED = "queued"
     CLAIMED = "claimed"
@@ -156,20 +161,28 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
     BOUNCED = "bounced"
     POISONED = "poisoned"
+    UNKNOWN = "unknown"
 
 
 # Deliveries still to be sent (or tried again); an edition with none of these left is sent.
 OPEN_DELIVERIES = (DeliveryStatus.QUEUED, DeliveryStatus.CLAIMED, DeliveryStatus.DEFERRED)
 # Deliveries that are over: sent, or given up on.
-FINAL_DELIVERIES = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.POISONED)
+FINAL_DELIVERIES = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.POISONED,
+                    DeliveryStatus.UNKNOWN)  # fmt: skip
+# Deliveries given up on with a reason: an edition that ends with some says how many of each.
+GIVEN_UP_DELIVERIES = (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN, DeliveryStatus.POISONED)
 # Deliveries an editor should look at: refused, given up on, set aside, or waiting to be tried again.
-PROBLEM_DELIVERIES = (DeliveryStatus.DEFERRED, DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.POISONED)
+PROBLEM_DELIVERIES = (DeliveryStatus.DEFERRED, DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.POISONED,
+                      DeliveryStatus.UNKNOWN)  # fmt: skip
+# Deliveries an operator may re-queue once mended (``editions retry``).
+RETRYABLE_DELIVERIES = (DeliveryStatus.POISONED, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN)
 
 
 @dataclass(frozen=True, slots=True)
 class Edition:
     """One digest issue of a cadence, for the window ``(since, until]``. ``reason`` says why it stands where it
-    stands, on one line: why the sender paused it (a relay's refusal of our side, the breaker); empty otherwise."""
+    stands, on one line: why the sender paused it (a relay's refusal of our side, the breaker, a relay slower than
+    the timeout), or, once sent, what was given up ("2 failed, 1 unknown"); empty otherwise."""
 
     id: int
     cadence: str

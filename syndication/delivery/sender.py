@@ -7,9 +7,23 @@ owns the transport, over ``[delivery] connections`` connections it opens (one pe
 Nothing is lost and nothing is sent twice, within one rule: a delivery is marked sent only after the transport
 accepted it (the SMTP server's final 250), in its own transaction, right after that reply. A sender killed
 between the two can have the messages in flight at that moment sent again by the next run (with the same
-Message-ID, so receivers can drop the copy): at most ``connections`` messages. Claims are leases; rows held by a
-dead sender return to the queue when the lease runs out, and a delivery whose sender died ``max_crashes`` times
-is set aside as poisoned.
+Message-ID, so receivers can drop the copy): at most ``connections`` messages.
+
+A lease is a promise kept. Claims are leases with a fencing token (``store.ledger``). While it works, a sender
+renews the leases it holds (a heartbeat thread, every third of ``lease_seconds``) and notices those it lost; just
+before a message's first byte goes out it marks the delivery in flight, which it may only do while it still
+holds the claim, so a row whose lease it lost is never sent by it, and its outcome is recorded only under the
+same token, so a late sender never overwrites a newer claim's outcome. Lost leases are counted
+(``DrainReport.lost_leases``). Rows held by a dead sender return to the queue when the lease runs out; a crash
+counts only against the message that was in flight, and a delivery whose sender died ``max_crashes`` times while
+sending it is set aside as poisoned. Every way a drain ends (its ``stop`` set, SIGTERM turned into that by a
+driver, an exception unwinding it, the queue empty) hands back at once the claims it has not tried.
+
+An ambiguous send (no reply after the final dot: a timeout or a dropped connection; the relay may have the
+message) is retried with the same Message-ID at most ``[delivery] ambiguous_retries`` times, then recorded as
+``unknown``, never resent by itself. A relay consistently slower than the timeout (``SLOW_RELAY_TIMEOUTS``
+timeouts after the message in a row, or one per connection if there are more) pauses the edition with that
+reason instead of multiplying copies.
 
 Only a refusal about the recipient counts against them (``syndication.core.bounces``): their address (a hard
 bounce: the delivery is ``bounced``) or their mailbox for now (a soft one: ``failed``, as is a 4xx at RCPT TO
@@ -35,13 +49,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -50,6 +65,7 @@ from typing import Final
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from syndication.config import Settings
 from syndication.core.bounces import Fault, Stage
@@ -68,11 +84,16 @@ from syndication.errors import (
 )
 from syndication.store import database, ledger
 
+log = logging.getLogger(__name__)
+
 # The breaker (see the module's description): the first outcomes of an edition weighed together, the fewest it
 # decides on, and the share of identical refusals about recipients that trips it.
 BREAKER_WINDOW: Final = 20
 BREAKER_MINIMUM: Final = 10
 BREAKER_SHARE: Final = 0.8
+# Timeouts after the message, in a row (over all connections), that pause an edition: the relay is slower than
+# the timeout, and each retry would be another copy.
+SLOW_RELAY_TIMEOUTS: Final = 3
 
 _ADDRESS_IN_REPLY = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
 
@@ -107,16 +128,21 @@ OnBounce = Callable[[Bounce], None]
 
 @dataclass
 class DrainReport:
-    """What a drain did. ``paused_editions``: the editions this drain paused, with the reason (one line each);
-    ``held_back``: deliveries given back to the queue unsent because their edition was paused."""
+    """What a drain did. ``unknown``: deliveries given up because the relay never answered after the message
+    (``ambiguous_retries`` resends spent); ``lost_leases``: claims this sender found taken by another (not sent
+    or not recorded by it); ``paused_editions``: the editions this drain paused, with the reason (one line
+    each); ``held_back``: deliveries given back to the queue unsent because their edition was paused;
+    ``released``: claims handed back untried because the drain stopped."""
 
     sent: int = 0
     deferred: int = 0
     failed: int = 0
     bounced: int = 0
+    unknown: int = 0
     poisoned: int = 0
     lost_leases: int = 0
     held_back: int = 0
+    released: int = 0
     finished_editions: list[int] = field(default_factory=list)
     paused_editions: dict[int, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -124,7 +150,7 @@ class DrainReport:
     @property
     def handled(self) -> int:
         """Deliveries this drain dealt with."""
-        return self.sent + self.deferred + self.failed + self.bounced
+        return self.sent + self.deferred + self.failed + self.bounced + self.unknown
 
 
 # Builds the messages of a batch of claims: each a message, or why none can be built.
@@ -153,6 +179,34 @@ class _Breaker:
     held: list[_Final] = field(default_factory=list)
 
 
+class _Held:
+    """The claims a drain holds (claimed, outcome not yet recorded nor handed back), for its heartbeat to renew
+    and for the end of the drain to hand back; thread-safe."""
+
+    def __init__(self) -> None:
+        self._claims: dict[int, ledger.Claim] = {}
+        self._lock = threading.Lock()
+
+    def add(self, claims: list[ledger.Claim]) -> None:
+        with self._lock:
+            self._claims.update((claim.delivery_id, claim) for claim in claims)
+
+    def drop(self, delivery_ids: Iterable[int]) -> None:
+        """Forget claims whose outcome was recorded or that were handed back."""
+        with self._lock:
+            for delivery_id in delivery_ids:
+                self._claims.pop(delivery_id, None)
+
+    def lose(self, delivery_ids: Iterable[int]) -> int:
+        """Forget claims found lost to another sender; returns how many were still held (to count each once)."""
+        with self._lock:
+            return sum(self._claims.pop(delivery_id, None) is not None for delivery_id in delivery_ids)
+
+    def all(self) -> list[ledger.Claim]:
+        with self._lock:
+            return list(self._claims.values())
+
+
 @dataclass
 class _Run:
     """The state of one drain, shared by its sending threads (under ``lock``)."""
@@ -161,6 +215,8 @@ class _Run:
     on_bounce: OnBounce | None
     breakers: dict[int, _Breaker] = field(default_factory=dict)
     halted: set[int] = field(default_factory=set)  # editions paused during this drain: nothing more is sent
+    held: _Held = field(default_factory=_Held)
+    timeouts: int = 0  # timeouts after the message in a row, over all connections
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -202,6 +258,7 @@ class Sender:
         Refusals about a recipient go to ``on_bounce`` (after the breaker had its say); an edition whose sending
         the relay refuses is paused and named in the report's ``paused_editions``. Raises SenderBusy when another
         sender drains this SQLite store, ConfigError (before claiming anything) when the DKIM key cannot be used.
+        However it ends (an exception included), the claims it has not tried go back to the queue at once.
         """
         config = self.settings.delivery
         run = _Run(DrainReport(), on_bounce)
@@ -209,31 +266,73 @@ class Sender:
         settled = False
         with self._single_sender_on_sqlite(), _Connections(self.mailer.connect) as connections:
             pool = ThreadPoolExecutor(max_workers=config.connections, thread_name_prefix="smtp")
+            heartbeat = _Heartbeat(self, run)
             try:
                 while not self.stop.is_set():
                     with database.transaction(self.engine) as session:
                         claims, poisoned = ledger.claim(
-                            session, self.owner, self.clock(), lease=timedelta(seconds=config.lease_seconds),
+                            session, self.owner, self.clock(), lease=self._lease(),
                             limit=config.batch_size, max_crashes=config.max_crashes, edition_id=edition_id,
                         )  # fmt: skip
+                        # Known before the commit: an unwinding drain hands back whatever it may hold.
+                        run.held.add(claims)
                         for new in {claim.edition_id for claim in claims} - set(run.breakers):
                             # Armed only at an edition's very start: once tried, it has had its breaker.
                             run.breakers[new] = _Breaker(holding=not ledger.attempted(session, new))
                     run.report.poisoned += len(poisoned)
                     if not claims:
                         break
+                    heartbeat.start()
                     self._send_batch(pool, connections, build, claims, run, on_progress)
                 pool.shutdown(wait=True)
                 self._settle_breakers(run, apply=True)
                 settled = True
             finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=True, cancel_futures=True)  # the messages in flight finish and are recorded
                 if not settled:  # stopped by an error: what the breaker held goes back, marking nobody
                     with contextlib.suppress(Exception):
                         self._settle_breakers(run, apply=False)
+                heartbeat.stop()
+                self._hand_back(run)
         with database.transaction(self.engine) as session:
             run.report.finished_editions = ledger.finish_editions(session)
         return run.report
+
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.delivery.lease_seconds)
+
+    def _hand_back(self, run: _Run) -> None:
+        """Give back every claim this drain still holds that it has not tried (one in flight whose outcome could
+        not be recorded stays: its lease runs out and the crash counts against it)."""
+        left = run.held.all()
+        if not left:
+            return
+        try:
+            with self._write_turn, database.transaction(self.engine) as session:
+                released = ledger.release(session, left, self.owner)
+        except (SQLAlchemyError, OSError) as error:  # the store is gone: the leases run out, no crash counted
+            log.warning("could not hand back %d claims: %s", len(left), error, extra={"event": "release-failed"})
+            return
+        run.held.drop(claim.delivery_id for claim in left)
+        with run.report.lock:
+            run.report.released += released
+
+    def _renew(self, run: _Run) -> None:
+        """The heartbeat's beat: extend the leases still held, and count (once) those lost to another sender."""
+        held = run.held.all()
+        if not held:
+            return
+        with self._write_turn, database.transaction(self.engine) as session:
+            lost = ledger.renew(session, held, self.owner, self.clock(), lease=self._lease())
+        self._lost(run, lost)
+
+    def _lost(self, run: _Run, delivery_ids: Iterable[int]) -> None:
+        """Claims found taken by another sender: forgotten (never sent nor recorded by this one), counted once."""
+        count = run.held.lose(delivery_ids)
+        if count:
+            with run.report.lock:
+                run.report.lost_leases += count
+            log.warning("lost the lease of %d deliveries to another sender", count, extra={"event": "lease-lost"})
 
     def _send_batch(
         self,
@@ -245,48 +344,109 @@ class Sender:
         on_progress: Callable[[DrainReport], None] | None,
     ) -> None:
         sends: list[Future[None]] = []
-        unsent: list[int] = []
-        held: list[int] = []
+        unsent: list[ledger.Claim] = []
+        held: list[ledger.Claim] = []
         for claim, built in zip(claims, build(claims), strict=True):
             if self._halted(run, claim.edition_id):  # paused by the relay's refusal of an earlier message
-                held.append(claim.delivery_id)
+                held.append(claim)
                 continue
             if self.stop.is_set():
-                unsent.append(claim.delivery_id)
+                unsent.append(claim)
                 continue
             if isinstance(built, str):
-                self._record(claim, DeliveryStatus.FAILED, run.report, detail=built)
+                self._record(run, claim, DeliveryStatus.FAILED, detail=built)
                 continue
             sends.append(pool.submit(self._send_and_record, connections, built, run))
         for send in sends:
             send.result()
             if on_progress:
                 on_progress(run.report)
-        self._give_back(held, run)
-        self._give_back(unsent)
+        self._give_back(run, held, count=True)
+        self._give_back(run, unsent)
 
     def _send_and_record(self, connections: _Connections, outgoing: Outgoing, run: _Run) -> None:
         """Send one message and record the outcome at once, in this thread: the only messages a crash can
         leave sent-but-unrecorded are the one each connection has in hand."""
         claim = outgoing.claim
+        self._rate.wait()
         if self.stop.is_set() or self._halted(run, claim.edition_id):
-            self._give_back([claim.delivery_id], run if not self.stop.is_set() else None)
+            self._give_back(run, [claim], count=not self.stop.is_set())
+            return
+        if not self._begin(run, claim):  # the lease went to another sender: it is theirs to send
             return
         try:
-            self._rate.wait()
             self.mailer.send(
                 outgoing.recipient, outgoing.message, connection=connections.current(),
                 envelope_sender=outgoing.envelope_sender,
             )  # fmt: skip
+        except AmbiguousDeliveryError as error:
+            self._ambiguous(run, claim, error)
+            return
         except (SendingSideError, ConfigError) as error:
-            self._halt(run, claim, str(error))
+            self._relay_answered(run)
+            self._halt(run, claim.edition_id, str(error), [claim])
         except PermanentDeliveryError as error:
+            self._relay_answered(run)
             self._refused(run, claim, error)
         except DeliveryError as error:
+            self._relay_answered(run)
             self._retry_later(run, claim, error)
         else:
-            self._record(claim, DeliveryStatus.SENT, run.report, code=250)
+            self._relay_answered(run)
+            self._record(run, claim, DeliveryStatus.SENT, code=250)
             self._observe(run, claim.edition_id)
+
+    def _begin(self, run: _Run, claim: ledger.Claim) -> bool:
+        """Mark the claim in flight, if this sender still holds it; a lost lease is counted and not sent."""
+        with self._write_turn, self.engine.begin() as connection:
+            held = ledger.begin_attempt(connection, claim, self.owner, self.clock(), lease=self._lease())
+        if not held:
+            self._lost(run, [claim.delivery_id])
+        return held
+
+    # No answer after the message -----------------------------------------------------------------------------
+
+    def _relay_answered(self, run: _Run) -> None:
+        with run.lock:
+            run.timeouts = 0
+
+    def _ambiguous(self, run: _Run, claim: ledger.Claim, error: AmbiguousDeliveryError) -> None:
+        """The relay may have the message: retry it later with the same Message-ID, at most ``ambiguous_retries``
+        times, then record it as unknown; a relay that keeps timing out pauses the edition."""
+        config = self.settings.delivery
+        now = self.clock()
+        with database.transaction(self.engine) as session:
+            before = ledger.ambiguous_attempts(session, claim.delivery_id)
+            started = ledger.edition(session, claim.edition_id)
+        since = (started.sending_since or started.created_at) if started else now
+        deadline = since + timedelta(hours=config.retry_deadline_hours)
+        wait = min(config.retry_initial_seconds * 2**claim.attempts, config.retry_max_seconds)
+        if before >= config.ambiguous_retries or now + timedelta(seconds=wait) > deadline:
+            sends = "once" if before == 0 else f"{before + 1} times"
+            detail = f"{ledger.AMBIGUOUS_DETAIL}no answer after the message, sent {sends}; not resent: {error}"
+            self._record(run, claim, DeliveryStatus.UNKNOWN, code=error.code, detail=detail)
+        else:
+            self._record(
+                run, claim, DeliveryStatus.DEFERRED, code=error.code, detail=f"{ledger.AMBIGUOUS_DETAIL}{error}",
+                next_attempt_at=now + timedelta(seconds=wait),
+            )  # fmt: skip
+        self._observe(run, claim.edition_id)
+        if not _timed_out(error):  # a dropped connection says nothing of the relay's pace
+            self._relay_answered(run)
+            return
+        limit = max(SLOW_RELAY_TIMEOUTS, self.settings.delivery.connections)
+        with run.lock:
+            run.timeouts += 1
+            slow = run.timeouts >= limit
+            if slow:
+                run.timeouts = 0
+        if slow:
+            timeout = self.settings.smtp.timeout_seconds
+            reason = (
+                f"the relay did not answer within timeout_seconds ({timeout:g} s) after {limit} messages in a row;"
+                f" resend nothing until it is faster or the timeout longer: {error}"
+            )
+            self._halt(run, claim.edition_id, reason, [])
 
     # Refusals about the recipient, and the breaker -----------------------------------------------------------
 
@@ -315,7 +475,7 @@ class Sender:
             self._settle(run, _final(claim, DeliveryStatus.FAILED, error, detail, bounce))
             return
         self._record(
-            claim, DeliveryStatus.DEFERRED, run.report, code=error.code, detail=f"{kind}: {error}",
+            run, claim, DeliveryStatus.DEFERRED, code=error.code, detail=f"{kind}: {error}",
             next_attempt_at=now + timedelta(seconds=wait),
         )  # fmt: skip
         self._observe(run, claim.edition_id)
@@ -341,7 +501,7 @@ class Sender:
                 breaker.seen += 1
                 full = breaker.seen >= BREAKER_WINDOW
         if halted:
-            self._give_back([final.claim.delivery_id], run)
+            self._give_back(run, [final.claim], count=True, refused=True)
         elif not holding:
             self._apply(run, final)
         elif full:
@@ -372,7 +532,7 @@ class Sender:
             if trip is not None:
                 run.halted.add(edition_id)  # from now on, nothing more of it is sent or recorded as refused
         if halted:
-            self._give_back([final.claim.delivery_id for final in held], run)
+            self._give_back(run, [final.claim for final in held], count=True, refused=True)
             return
         if trip is None:
             for final in held:
@@ -383,13 +543,14 @@ class Sender:
         detail = f"held back, nobody marked: {reason}"
         with self._write_turn, database.transaction(self.engine) as session:
             ledger.hold_back(
-                session, [final.claim.delivery_id for final in tripping], self.owner, self.clock(),
+                session, [final.claim for final in tripping], self.owner, self.clock(),
                 code=tripping[0].code, detail=detail,
             )  # fmt: skip
+        run.held.drop(final.claim.delivery_id for final in tripping)
         with run.report.lock:
             run.report.held_back += len(tripping)
         others = [final for final in held if final not in tripping]
-        self._give_back([final.claim.delivery_id for final in others], run)
+        self._give_back(run, [final.claim for final in others], count=True, refused=True)
 
     def _settle_breakers(self, run: _Run, *, apply: bool) -> None:
         for edition_id in list(run.breakers):
@@ -397,7 +558,7 @@ class Sender:
 
     def _apply(self, run: _Run, final: _Final) -> None:
         """Record a final outcome and tell the bounce hook."""
-        kept = self._record(final.claim, final.status, run.report, code=final.code, detail=final.detail)
+        kept = self._record(run, final.claim, final.status, code=final.code, detail=final.detail)
         if kept and final.bounce is not None and run.on_bounce is not None:
             run.on_bounce(final.bounce)
 
@@ -407,10 +568,10 @@ class Sender:
         with run.lock:
             return edition_id in run.halted
 
-    def _halt(self, run: _Run, claim: ledger.Claim, reason: str) -> None:
-        """The relay refused our side: pause the edition with ``reason``, give this claim and what its breaker
-        held back to the queue unsent, and send nothing more of it in this drain."""
-        edition_id = claim.edition_id
+    def _halt(self, run: _Run, edition_id: int, reason: str, claims: list[ledger.Claim]) -> None:
+        """The relay refused our side (or is slower than the timeout): pause the edition with ``reason``, give
+        ``claims`` (refused: nothing of them went out) and what its breaker held back to the queue unsent, and
+        send nothing more of it in this drain."""
         with run.lock:
             first = edition_id not in run.halted
             run.halted.add(edition_id)
@@ -421,7 +582,7 @@ class Sender:
                 held, breaker.held = breaker.held, []
         if first:
             self._pause(run, edition_id, reason)
-        self._give_back([claim.delivery_id, *(final.claim.delivery_id for final in held)], run)
+        self._give_back(run, [*claims, *(final.claim for final in held)], count=True, refused=True)
 
     def _pause(self, run: _Run, edition_id: int, reason: str) -> None:
         """Pause the edition with ``reason`` (``core.editions.pause_for``), if it is still sending."""
@@ -440,41 +601,49 @@ class Sender:
             with run.report.lock:
                 run.report.paused_editions[edition_id] = line
 
-    def _give_back(self, delivery_ids: list[int], run: _Run | None = None) -> None:
-        """Return claims to the queue unsent, their attempts unspent (``run``: count them as held back)."""
-        if not delivery_ids:
+    def _give_back(self, run: _Run, claims: list[ledger.Claim], *, count: bool = False, refused: bool = False) -> None:
+        """Return claims to the queue unsent, their attempts unspent (``count``: as held back, their edition being
+        paused; ``refused``: the relay refused them, so none of them went out though they were in flight)."""
+        if not claims:
             return
         with self._write_turn, database.transaction(self.engine) as session:
-            ledger.release(session, delivery_ids, self.owner)
-        if run is not None:
-            with run.report.lock:
-                run.report.held_back += len(delivery_ids)
+            released = ledger.release(session, claims, self.owner, refused=refused)
+        run.held.drop(claim.delivery_id for claim in claims)
+        with run.report.lock:
+            if count:
+                run.report.held_back += released
+            else:
+                run.report.released += released
 
     def _record(
         self,
+        run: _Run,
         claim: ledger.Claim,
         status: DeliveryStatus,
-        report: DrainReport,
         *,
         code: int | None = None,
         detail: str = "",
         next_attempt_at: datetime | None = None,
     ) -> bool:
+        """Record an outcome under the claim's token; False (and a lost lease counted) when another sender holds
+        the delivery now."""
         with self._write_turn, self.engine.begin() as connection:  # outcome and attempt commit together
             kept = ledger.record(
-                connection, claim.delivery_id, self.owner, self.clock(), status, code=code, detail=detail,
+                connection, claim, self.owner, self.clock(), status, code=code, detail=detail,
                 next_attempt_at=next_attempt_at,
             )  # fmt: skip
+        if not kept:
+            self._lost(run, [claim.delivery_id])
+            return False
+        run.held.drop([claim.delivery_id])
         counter = {
             DeliveryStatus.SENT: "sent",
             DeliveryStatus.DEFERRED: "deferred",
             DeliveryStatus.BOUNCED: "bounced",
+            DeliveryStatus.UNKNOWN: "unknown",
         }.get(status, "failed")
-        with report.lock:
-            if not kept:
-                report.lost_leases += 1
-            else:
-                setattr(report, counter, getattr(report, counter) + 1)
+        with run.report.lock:
+            setattr(run.report, counter, getattr(run.report, counter) + 1)
         return kept
 
     @contextlib.contextmanager
@@ -526,6 +695,35 @@ class _Connections:
                 transport.close()
 
 
+class _Heartbeat:
+    """Renews a drain's leases every third of ``lease_seconds`` in a thread of its own, from its first claim until
+    ``stop``; a beat that fails (the store unreachable for a moment) is logged and the next one tries again."""
+
+    def __init__(self, sender: Sender, run: _Run) -> None:
+        self._sender = sender
+        self._run = run
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        every = self._sender.settings.delivery.lease_seconds / 3
+        while not self._done.wait(every):
+            try:
+                self._sender._renew(self._run)
+            except (SQLAlchemyError, OSError) as error:  # the leases hold until lease_until; the next beat tries
+                log.warning("could not renew the leases: %s", error, extra={"event": "lease-renewal-failed"})
+
+
 class _RateLimit:
     """At most ``per_second`` messages a second over all connections (0: no limit)."""
 
@@ -543,6 +741,19 @@ class _RateLimit:
             self._next = slot + self._interval
         if slot > now:
             time.sleep(slot - now)
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Whether ``error`` came of a timeout (anywhere in its chain of causes: smtplib turns one into a
+    disconnection)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, TimeoutError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _final(

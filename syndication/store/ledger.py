@@ -2,7 +2,16 @@
 
 Functions take a Session and never commit: the caller commits a claim, and later each delivery's outcome with
 its attempt record, together. On PostgreSQL several senders claim from one queue at once (``FOR UPDATE SKIP
-LOCKED``); a claim is a lease, so rows held by a sender that died return to the queue when it runs out.
+LOCKED``).
+
+A claim is a lease with a fencing token. Each claim of a row takes a new ``lease_token``; whatever a sender does
+with the row afterwards (``begin_attempt``, ``renew``, ``record``, ``release``, ``hold_back``) holds only while
+the row is still claimed by that owner with that token, so a sender that lost its lease can neither send the row
+nor overwrite the outcome of the newer claim. A sender renews its leases while it works (``renew``) and marks a
+message in flight (``in_flight_at``) just before its first byte goes out. Rows held by a sender that died return
+to the queue when the lease runs out: a crash counts against a row only if it was in flight (the sender died
+sending it); rows merely held go back as they were. A row whose sender died ``max_crashes`` times while sending
+it is set aside as poisoned; ``requeue`` gives an operator's chosen given-up rows another go.
 """
 
 from __future__ import annotations
@@ -12,11 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, case, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from syndication.core.editions import finished
 from syndication.core.models import OPEN_DELIVERIES, PROBLEM_DELIVERIES, DeliveryStatus, Edition, EditionStatus
 from syndication.store.schema import Base, DeliveryAttemptRow, DeliveryRow, EditionRow, SubscriberRow, UTCDateTime
 
@@ -26,13 +36,14 @@ _attempts = Base.metadata.tables[DeliveryAttemptRow.__tablename__]
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A delivery a sender holds until ``lease_until``."""
+    """A delivery a sender holds until ``lease_until`` (renewed while it works), under fencing ``token``."""
 
     delivery_id: int
     edition_id: int
     subscriber_id: int | None
     message_id: str
     attempts: int
+    token: int = 0
 
 
 def _edition(row: EditionRow) -> Edition:
@@ -173,11 +184,24 @@ def claim(
     max_crashes: int,
     edition_id: int | None = None,
 ) -> tuple[list[Claim], list[int]]:
-    """Lease up to ``limit`` due deliveries of sending editions to ``owner``; returns them and the ids set aside
-    as poisoned (their lease ran out ``max_crashes`` times: the sender died holding them each time)."""
+    """Lease up to ``limit`` due deliveries of sending editions to ``owner``, each under a new fencing token;
+    returns them and the ids set aside as poisoned (``max_crashes`` times, a sender died while sending them).
+
+    A row whose lease ran out is claimed again: a crash counts against it only if it was in flight (its sender
+    died sending it); a row its sender merely held goes out as if it had never been claimed."""
     d = _deliveries
     due = (
-        select(d.c.id, d.c.edition_id, d.c.subscriber_id, d.c.message_id, d.c.attempts, d.c.status, d.c.crashes)
+        select(
+            d.c.id,
+            d.c.edition_id,
+            d.c.subscriber_id,
+            d.c.message_id,
+            d.c.attempts,
+            d.c.status,
+            d.c.crashes,
+            d.c.lease_token,
+            d.c.in_flight_at,
+        )
         .join(EditionRow, EditionRow.id == d.c.edition_id)
         .where(
             EditionRow.status == EditionStatus.SENDING,
@@ -196,19 +220,27 @@ def claim(
     claims: list[Claim] = []
     poisoned: list[int] = []
     crashed: list[int] = []
-    for delivery_id, edition, subscriber_id, message_id, attempts, status, crashes in session.execute(due):
-        if status == DeliveryStatus.CLAIMED:  # its sender died (or hung) holding it
+    rows = session.execute(due).all()
+    for delivery_id, edition, subscriber_id, message_id, attempts, status, crashes, token, in_flight in rows:
+        if status == DeliveryStatus.CLAIMED and in_flight is not None:  # its sender died (or hung) sending it
             if crashes + 1 >= max_crashes:
                 poisoned.append(delivery_id)
                 continue
             crashed.append(delivery_id)
-        claims.append(Claim(delivery_id, edition, subscriber_id, message_id, attempts))
-    # One statement for the whole batch: claiming is on every message's path.
+        claims.append(Claim(delivery_id, edition, subscriber_id, message_id, attempts, token + 1))
+    # One statement for the whole batch: claiming is on every message's path. The rows are locked (PostgreSQL)
+    # or this is the only writer (SQLite), so each row's new token is the one read above plus one.
     if claims:
         session.execute(
             update(d)
             .where(d.c.id.in_([claim.delivery_id for claim in claims]))
-            .values(status=DeliveryStatus.CLAIMED, lease_owner=owner, lease_until=now + lease)
+            .values(
+                status=DeliveryStatus.CLAIMED,
+                lease_owner=owner,
+                lease_until=now + lease,
+                lease_token=d.c.lease_token + 1,
+                in_flight_at=None,
+            )
         )
     if crashed:
         session.execute(update(d).where(d.c.id.in_(crashed)).values(crashes=d.c.crashes + 1))
@@ -220,26 +252,33 @@ def claim(
                 status=DeliveryStatus.POISONED,
                 lease_owner=None,
                 lease_until=None,
+                in_flight_at=None,
+                lease_token=d.c.lease_token + 1,
                 crashes=d.c.crashes + 1,
-                last_error=f"set aside: the sender stopped {max_crashes} times while holding it",
+                last_error=f"set aside: the sender stopped {max_crashes} times while sending it",
             )
         )
     return claims, poisoned
 
 
+# The row is still held by this claim: its owner and fencing token, claimed. A sender that lost its lease finds
+# no row here, so it can neither start sending nor record an outcome over a newer claim's.
+_HELD = (
+    _deliveries.c.id == bindparam("delivery_id"),
+    _deliveries.c.lease_owner == bindparam("owner"),
+    _deliveries.c.lease_token == bindparam("token"),
+    _deliveries.c.status == DeliveryStatus.CLAIMED,
+)
 # Built once: this runs once per message sent, and building the statements cost more than running them.
 _RECORD = (
     update(_deliveries)
-    .where(
-        _deliveries.c.id == bindparam("delivery_id"),
-        _deliveries.c.lease_owner == bindparam("owner"),
-        _deliveries.c.status == DeliveryStatus.CLAIMED,
-    )
+    .where(*_HELD)
     .values(
         status=bindparam("status"),
         attempts=_deliveries.c.attempts + 1,
         lease_owner=None,
         lease_until=None,
+        in_flight_at=None,
         last_error=bindparam("detail"),
         sent_at=func.coalesce(bindparam("sent_at", type_=UTCDateTime()), _deliveries.c.sent_at),
         next_attempt_at=func.coalesce(bindparam("next_at", type_=UTCDateTime()), _deliveries.c.next_attempt_at),
@@ -248,9 +287,54 @@ _RECORD = (
 _ATTEMPT = insert(_attempts)
 
 
+_BEGIN = (
+    update(_deliveries)
+    .where(*_HELD)
+    .values(in_flight_at=bindparam("now", type_=UTCDateTime()), lease_until=bindparam("until", type_=UTCDateTime()))
+)
+
+
+def begin_attempt(
+    connection: Connection | Session, claim: Claim, owner: str, now: datetime, *, lease: timedelta
+) -> bool:
+    """Mark the claimed delivery in flight (its first byte goes out next) and extend its lease, if ``owner`` still
+    holds it under the claim's token. False: the lease was lost to another sender, and this one must not send."""
+    result = connection.execute(
+        _BEGIN,
+        {"delivery_id": claim.delivery_id, "owner": owner, "token": claim.token, "now": now, "until": now + lease},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def renew(session: Session, claims: Iterable[Claim], owner: str, now: datetime, *, lease: timedelta) -> set[int]:
+    """Extend the leases ``owner`` still holds among ``claims`` (same token) to ``now + lease``; returns the ids of
+    those claimed again since (a newer token: another sender's, or set aside). A claim whose outcome was recorded
+    or that was handed back meanwhile is neither renewed nor lost."""
+    tokens = {claim.delivery_id: claim.token for claim in claims}
+    if not tokens:
+        return set()
+    d = _deliveries
+    lost: set[int] = set()
+    pairs = sorted(tokens.items())
+    for start in range(0, len(pairs), 500):
+        chunk = pairs[start : start + 500]
+        session.execute(
+            update(d)
+            .where(
+                tuple_(d.c.id, d.c.lease_token).in_(chunk),
+                d.c.lease_owner == owner,
+                d.c.status == DeliveryStatus.CLAIMED,
+            )
+            .values(lease_until=now + lease)
+        )
+        current = session.execute(select(d.c.id, d.c.lease_token).where(d.c.id.in_([i for i, _ in chunk])))
+        lost.update(delivery_id for delivery_id, token in current if token != tokens[delivery_id])
+    return lost
+
+
 def record(
     connection: Connection | Session,
-    delivery_id: int,
+    claim: Claim,
     owner: str,
     now: datetime,
     status: DeliveryStatus,
@@ -259,13 +343,15 @@ def record(
     detail: str = "",
     next_attempt_at: datetime | None = None,
 ) -> bool:
-    """Record an attempt's outcome, if ``owner`` still holds the delivery (a lease lost to another sender is not
-    overwritten). Returns whether it was recorded."""
+    """Record an attempt's outcome, if ``owner`` still holds the delivery under the claim's token (a lease lost to
+    another sender is never overwritten). Returns whether it was recorded."""
+    delivery_id = claim.delivery_id
     result = connection.execute(
         _RECORD,
         {
             "delivery_id": delivery_id,
             "owner": owner,
+            "token": claim.token,
             "status": status,
             "detail": detail[:1000],
             "sent_at": now if status == DeliveryStatus.SENT else None,
@@ -281,37 +367,58 @@ def record(
     return True
 
 
-def release(session: Session, delivery_ids: Sequence[int], owner: str) -> None:
-    """Give claimed deliveries back to the queue at once (a sender stopping cleanly)."""
-    if delivery_ids:
-        session.execute(
-            update(DeliveryRow)
-            .where(DeliveryRow.id.in_(list(delivery_ids)), DeliveryRow.lease_owner == owner)
-            .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None)
+def release(session: Session, claims: Sequence[Claim], owner: str, *, refused: bool = False) -> int:
+    """Give claimed deliveries that were not tried back to the queue at once, their attempts unspent (a sender
+    stopping, or holding back an edition that was paused); one this sender lost stays as it is, and so does one
+    it has in flight unless ``refused`` (the relay refused it: nothing of it went out). Returns how many went
+    back."""
+    d = _deliveries
+    released = 0
+    pairs = sorted({(claim.delivery_id, claim.token) for claim in claims})
+    for start in range(0, len(pairs), 500):
+        statement = update(d).where(
+            tuple_(d.c.id, d.c.lease_token).in_(pairs[start : start + 500]),
+            d.c.lease_owner == owner,
+            d.c.status == DeliveryStatus.CLAIMED,
         )
+        if not refused:
+            statement = statement.where(d.c.in_flight_at.is_(None))
+        result = session.execute(
+            statement.values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None, in_flight_at=None)
+        )
+        released += result.rowcount  # type: ignore[attr-defined]
+    return released
 
 
 def hold_back(
-    session: Session, delivery_ids: Sequence[int], owner: str, now: datetime, *, code: int | None, detail: str
+    session: Session, claims: Sequence[Claim], owner: str, now: datetime, *, code: int | None, detail: str
 ) -> None:
     """Give claimed deliveries back to the queue after the relay refused them, recording that attempt (``code``,
     ``detail``) but no outcome against anyone: the sender's breaker held them back."""
-    if not delivery_ids:
+    if not claims:
         return
-    ids = list(delivery_ids)
+    d = _deliveries
+    pairs = sorted({(claim.delivery_id, claim.token) for claim in claims})
     held = list(
         session.scalars(
-            select(DeliveryRow.id).where(
-                DeliveryRow.id.in_(ids), DeliveryRow.lease_owner == owner, DeliveryRow.status == DeliveryStatus.CLAIMED
+            select(d.c.id).where(
+                tuple_(d.c.id, d.c.lease_token).in_(pairs), d.c.lease_owner == owner,
+                d.c.status == DeliveryStatus.CLAIMED,
             )
         )
-    )
+    )  # fmt: skip
     if not held:
         return
     session.execute(
-        update(DeliveryRow)
-        .where(DeliveryRow.id.in_(held))
-        .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None, last_error=detail[:1000])
+        update(d)
+        .where(d.c.id.in_(held))
+        .values(
+            status=DeliveryStatus.QUEUED,
+            lease_owner=None,
+            lease_until=None,
+            in_flight_at=None,
+            last_error=detail[:1000],
+        )
     )
     session.execute(
         _ATTEMPT,
@@ -358,9 +465,9 @@ class DeliveryProblem:
 
 
 def problems(session: Session, edition_id: int, limit: int = 200) -> list[DeliveryProblem]:
-    """The edition's deferred, failed, bounced and poisoned deliveries, the final ones first."""
+    """The edition's deferred, failed, bounced, unknown and poisoned deliveries, the final ones first."""
     order = case(
-        {DeliveryStatus.FAILED: 0, DeliveryStatus.BOUNCED: 0, DeliveryStatus.POISONED: 1},
+        {DeliveryStatus.FAILED: 0, DeliveryStatus.BOUNCED: 0, DeliveryStatus.UNKNOWN: 1, DeliveryStatus.POISONED: 1},
         value=DeliveryRow.status,
         else_=2,
     )
@@ -390,13 +497,78 @@ def queue_depth(session: Session, now: datetime) -> int:
 
 
 def finish_editions(session: Session) -> list[int]:
-    """Mark sending editions with no open delivery left as sent; returns their ids."""
+    """Mark sending editions with no open delivery left as sent, each with what was given up as its reason
+    (``core.editions.finished``: "2 failed, 1 unknown"); returns their ids."""
     still_open = (
         select(DeliveryRow.id)
         .where(DeliveryRow.edition_id == EditionRow.id, DeliveryRow.status.in_(OPEN_DELIVERIES))
         .exists()
     )
     ids = list(session.scalars(select(EditionRow.id).where(EditionRow.status == EditionStatus.SENDING, ~still_open)))
-    if ids:
-        session.execute(update(EditionRow).where(EditionRow.id.in_(ids)).values(status=EditionStatus.SENT))
+    for edition_id in ids:
+        status, reason = finished(progress(session, edition_id))
+        session.execute(
+            update(EditionRow)
+            .where(EditionRow.id == edition_id, EditionRow.status == EditionStatus.SENDING)
+            .values(status=status, status_reason=reason)
+        )
     return ids
+
+
+# What marks an attempt whose outcome was not known (no reply after the message), and an operator's re-queueing.
+AMBIGUOUS_DETAIL = "ambiguous: "
+REQUEUED_DETAIL = "re-queued by an operator"
+
+
+def ambiguous_attempts(session: Session, delivery_id: int) -> int:
+    """How many attempts of the delivery ended without knowing whether the relay took the message, since an
+    operator last re-queued it."""
+    a = _attempts
+    requeued = (
+        select(func.coalesce(func.max(a.c.id), 0))
+        .where(a.c.delivery_id == delivery_id, a.c.detail == REQUEUED_DETAIL)
+        .scalar_subquery()
+    )
+    query = select(func.count()).where(
+        a.c.delivery_id == delivery_id,
+        a.c.outcome.in_((DeliveryStatus.DEFERRED, DeliveryStatus.UNKNOWN)),
+        a.c.detail.startswith(AMBIGUOUS_DETAIL),
+        a.c.id > requeued,
+    )
+    return session.scalar(query) or 0
+
+
+def requeue(session: Session, edition_id: int, statuses: Sequence[DeliveryStatus], now: datetime) -> dict[str, int]:
+    """Put the edition's deliveries in ``statuses`` back in the queue, due now, their attempts and crashes reset
+    and their Message-ID kept, each with an attempt noting it; returns how many of each status went back."""
+    d = _deliveries
+    rows = session.execute(
+        select(d.c.id, d.c.status).where(d.c.edition_id == edition_id, d.c.status.in_(list(statuses)))
+    ).all()
+    if not rows:
+        return {}
+    ids = [delivery_id for delivery_id, _ in rows]
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        session.execute(
+            update(d)
+            .where(d.c.id.in_(chunk), d.c.status.in_(list(statuses)))
+            .values(
+                status=DeliveryStatus.QUEUED,
+                attempts=0,
+                crashes=0,
+                next_attempt_at=now,
+                lease_owner=None,
+                lease_until=None,
+                in_flight_at=None,
+            )
+        )
+        session.execute(
+            _ATTEMPT,
+            [{"delivery_id": delivery_id, "at": now, "outcome": DeliveryStatus.QUEUED, "code": None,
+              "detail": REQUEUED_DETAIL} for delivery_id in chunk],
+        )  # fmt: skip
+    counts: dict[str, int] = {}
+    for _, status in rows:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
