@@ -254,9 +254,16 @@ class DeliverySettings(_Section):
     retry_initial_seconds: int = Field(60, ge=1, description="Wait before the first retry of a deferred delivery.")
     retry_max_seconds: int = Field(3600, ge=1, description="Longest wait between retries (the wait doubles).")
     retry_deadline_hours: float = Field(48.0, gt=0, description="After this long a deferred delivery fails.")
-    lease_seconds: int = Field(300, ge=5, description="A claimed delivery returns to the queue after this long.")
+    lease_seconds: int = Field(
+        300, ge=1, description="A sender's claim lasts this long; it renews it every third of it while it works."
+    )
     batch_size: int = Field(100, ge=1, le=10_000, description="Deliveries claimed at a time by a sender.")
-    max_crashes: int = Field(3, ge=1, description="Crashes after which a delivery is set aside as poisoned.")
+    max_crashes: int = Field(
+        3, ge=1, description="Times a sender died while sending a delivery before it is set aside as poisoned."
+    )
+    ambiguous_retries: int = Field(
+        1, ge=0, description="Resends (same Message-ID) of a message the relay never answered; then it is unknown."
+    )
 
     @field_validator("transport", mode="before")
     @classmethod
@@ -275,9 +282,15 @@ class DkimSettings(_Section):
 class DigestSettings(_Section):
     section_cap: int = Field(10, ge=1, le=200, description="Posts shown per theme before 'N more on <theme>'.")
     templates_dir: Path | None = Field(
-        None, description="Folder whose templates replace the shipped ones of templates/email/ (same names)."
+        None,
+        description="Folder whose templates replace the shipped ones of templates/email/ (same names); one Jinja2"
+        " cannot parse is refused on load, with its file and line.",
     )
-    languages: tuple[str, ...] = Field(("en", "es"), description="Languages digests can be written in.")
+    languages: tuple[str, ...] = Field(
+        ("en", "es"),
+        description="Languages digests can be written in; each one Babel knows. One without a shipped catalog"
+        " (en, es) is worded in English, its dates and numbers formatted in it.",
+    )
     max_html_bytes: int = Field(
         100_000, ge=10_000, description="Largest HTML body; Gmail clips messages over 102 KB, so sections are cut."
     )
@@ -298,6 +311,40 @@ class DigestSettings(_Section):
             if not re.fullmatch(r"[^@\s<>\"]+@[^@\s<>\"]+", address):
                 raise ValueError(f"{address!r} is not an email address")
         return value
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # The renderer formats dates and numbers with Babel in every language, and words those without a shipped
+        # catalog in English: a language Babel does not know would fail every digest of its readers at sending.
+        from babel import Locale, UnknownLocaleError
+
+        for language in value:
+            try:
+                Locale.parse(language.replace("-", "_"))
+            except (UnknownLocaleError, ValueError) as error:
+                raise ValueError(f"{language!r} is not a language Babel knows ({str(error).splitlines()[0]})") from None
+        return value
+
+
+def _digest_template_problem(templates_dir: Path) -> str | None:
+    """What is wrong with the templates of ``[digest] templates_dir`` (the file and line of one Jinja2 cannot
+    parse), or None: such a template would fail every digest or notice that uses it, at sending. Parsed as the
+    renderer's environment parses, the i18n extension's tags included; the names it does not hold come from the
+    shipped templates."""
+    from jinja2 import Environment, TemplateSyntaxError
+
+    environment = Environment(extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)  # noqa: S701
+    for template in sorted(templates_dir.iterdir()):
+        if not template.is_file() or template.suffix not in (".html", ".txt", ".css"):
+            continue  # the renderer loads only these (a .css is included into the HTML)
+        try:
+            environment.parse(template.read_text(encoding="utf-8"), template.name, str(template))
+        except TemplateSyntaxError as error:
+            return f"digest.templates_dir: {template}, line {error.lineno}: {error.message}"
+        except (OSError, UnicodeDecodeError) as error:
+            return f"digest.templates_dir: {template} cannot be read: {error}"
+    return None
 
 
 class ScheduleSettings(_Section):
@@ -463,6 +510,38 @@ class WebSettings(_Section):
         description="Approving or resuming an edition in the editor starts sending it from the web process "
         "(under `syndication run` its scheduler sends instead, at once).",
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="Largest request head (request line and headers together) the server reads, in bytes "
+        "(then 431 and the connection closes).",
+    )
+    max_request_line_bytes: int = Field(
+        8 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Longest request target (path and query) the server reads, in bytes (then 414).",
+    )
+    header_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="A connection that has not sent a whole request head this long after opening (or after its "
+        "previous answer) is closed.",
+    )
+    max_concurrency: int = Field(
+        1000,
+        ge=10,
+        description="Open connections and requests in progress the server takes at once (then 503).",
+    )
+    notices_poll_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often the web process looks for notices to send (confirmations, preference changes) "
+        "besides when it queues one itself.",
+    )
 
 
 class Settings(_Section):
@@ -615,6 +694,9 @@ def settings_from_mapping(raw: Mapping[str, Any], path: Path, environ: Mapping[s
         if templates is not None and not templates.is_dir():
             # Otherwise every template would silently come from the shipped ones: not what was asked for.
             raise ConfigError(f"{path}: {key}.templates_dir: {templates} is not a folder")
+    digest_templates = settings.digest.templates_dir
+    if digest_templates is not None and (problem := _digest_template_problem(digest_templates)):
+        raise ConfigError(f"{path}: {problem}")
     return settings
 
 

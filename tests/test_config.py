@@ -155,3 +155,46 @@ def test_the_old_mail_bounce_address_is_read_as_the_bounce_address(tmp_path: Pat
     )
     with pytest.raises(ConfigError, match=r"mail\.bounce_address and bounces\.address differ"):
         load_settings(config)
+
+
+# [digest]: what the configuration accepts must not fail at sending (issue #16).
+
+
+def test_a_language_babel_does_not_know_is_refused_naming_it(tmp_path: Path) -> None:
+    message = _refusal(tmp_path, '[digest]\nlanguages = ["en", "xx-notalang"]\n')
+    assert "digest.languages: 'xx-notalang' is not a language Babel knows" in message
+
+
+def test_a_language_without_a_catalog_is_accepted_when_babel_knows_it(tmp_path: Path) -> None:
+    # No French catalog is shipped: French readers get the English wording, with French dates and numbers.
+    path = tmp_path / "config.toml"
+    path.write_text('[digest]\nlanguages = ["en", "fr", "es-MX"]\n', encoding="utf-8")
+    assert load_settings(path, environ={}).digest.languages == ("en", "fr", "es-MX")
+
+
+def test_a_template_override_jinja_cannot_parse_is_refused_with_its_file_and_line(tmp_path: Path) -> None:
+    templates = tmp_path / "mine"
+    templates.mkdir()
+    (templates / "digest.txt").write_text("{{ digest.title }}\n", encoding="utf-8")  # fine: it parses
+    (templates / "digest.html").write_text(
+        '{% extends "base.html" %}\n{% block body %}\n{% if digest %}\n{% endblock %}\n', encoding="utf-8"
+    )
+    message = _refusal(tmp_path, '[digest]\ntemplates_dir = "mine"\n')
+    assert f"digest.templates_dir: {templates / 'digest.html'}, line 4:" in message
+
+
+def test_template_overrides_that_parse_are_accepted(tmp_path: Path) -> None:
+    templates = tmp_path / "mine"
+    templates.mkdir()
+    # The shipped digest.html, i18n tags and all, and a file the renderer never loads (not parsed).
+    shipped = ROOT / "templates" / "email" / "digest.html"
+    (templates / "digest.html").write_text(shipped.read_text(encoding="utf-8"), encoding="utf-8")
+    (templates / "README.md").write_text("{% not a template\n", encoding="utf-8")
+    path = tmp_path / "config.toml"
+    path.write_text('[digest]\ntemplates_dir = "mine"\n', encoding="utf-8")
+    assert load_settings(path, environ={}).digest.templates_dir == templates.resolve()
+
+
+def test_a_cadence_crontab_that_cannot_fire_is_refused(tmp_path: Path) -> None:
+    message = _refusal(tmp_path, '[schedule.cadences]\nweekly = "0 8 * * funday"\n')
+    assert "schedule.cadences:" in message

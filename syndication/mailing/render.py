@@ -6,8 +6,10 @@ cheaply: the per-recipient links are rendered as placeholder URLs, premailer inl
 (signed tokens: letters, digits, ``-_.~/:?=``), so substituting them gives exactly what rendering them would.
 
 Templates live in ``templates/email`` (``[digest] templates_dir`` can hold replacements with the same names).
-Strings go through gettext (Jinja2's i18n extension) with the catalogs in ``syndication/mailing/locales``;
-dates and numbers are formatted by Babel in the reader's language.
+Strings go through gettext (Jinja2's i18n extension) with the catalogs in ``syndication/mailing/locales`` (a
+configured language without one is worded in English); dates and numbers are formatted by Babel in the reader's
+language. A renderer refuses a language that is not in ``[digest] languages`` (RenderError): the sender fails
+the delivery of a reader whose stored language is such, alone and with that reason.
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ from syndication.resources import email_templates, message_catalogs
 SHIPPED_TEMPLATES = email_templates()
 LOCALES = message_catalogs()
 GMAIL_CLIP_BYTES = 102 * 1024
+# The language whose wording a language without a catalog of its own gets (the templates' msgids are English).
+FALLBACK_LANGUAGE = "en"
+
+# The emails the renderer makes (each: subject, preheader, HTML and text) and the parts their HTML takes in.
+EMAILS = ("digest", "confirm", "preferences", "approval", "paused")
+REQUIRED_TEMPLATES = (
+    *(f"{name}{suffix}" for name in EMAILS for suffix in (".subject.txt", ".preheader.txt", ".html", ".txt")),
+    "base.html",
+    "_section.html",
+    "_post.html",
+    "styles.css",
+)
 
 
 class RenderError(SyndicationError):
@@ -125,8 +139,13 @@ class MailRenderer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        folders = [settings.digest.templates_dir, SHIPPED_TEMPLATES]
-        self._loader = ChoiceLoader([FileSystemLoader(str(folder)) for folder in folders if folder is not None])
+        folders = [folder for folder in (settings.digest.templates_dir, SHIPPED_TEMPLATES) if folder is not None]
+        missing = [name for name in REQUIRED_TEMPLATES if not any((folder / name).is_file() for folder in folders)]
+        if missing:
+            # Every email of that name would fail: refuse before any is made (a broken install, as a rule).
+            shown = " or ".join(str(folder) for folder in folders)
+            raise RenderError(f"email templates missing from {shown}: {', '.join(missing)}")
+        self._loader = ChoiceLoader([FileSystemLoader(str(folder)) for folder in folders])
         self._environments: dict[str, Environment] = {}
         self._zone = ZoneInfo(settings.site.timezone)
 
@@ -205,12 +224,14 @@ class MailRenderer:
 
 
 def translations(language: str) -> Translations:
-    """The catalog of ``language`` (its base language's if there is no regional one), compiled in memory."""
-    for candidate in (language.replace("-", "_"), language.split("-")[0].split("_")[0]):
+    """The catalog of ``language`` (its base language's if there is no regional one), compiled in memory; for a
+    language with neither, the English one: its readers get English wording, with dates and numbers in their
+    language (``[digest] languages`` takes only languages Babel knows)."""
+    for candidate in (language.replace("-", "_"), language.split("-")[0].split("_")[0], FALLBACK_LANGUAGE):
         po_file = LOCALES / candidate / "LC_MESSAGES" / "messages.po"
         if po_file.exists():
             return _compiled(po_file)
-    raise RenderError(f"no message catalog for language {language!r} in {LOCALES}")
+    raise RenderError(f"no message catalog for language {language!r} nor {FALLBACK_LANGUAGE!r} in {LOCALES}")
 
 
 _catalogs: dict[Path, Translations] = {}
