@@ -49,13 +49,21 @@ def note_finished(service: Service, job_id: str, ok: bool, summary: str) -> None
 
 
 def windows_due(service: Service, cadence: str, now: datetime) -> list[tuple[datetime, datetime]]:
-    """The windows of ``cadence`` whose edition is due at ``now``: fire times within grace with no edition."""
+    """The windows of ``cadence`` whose edition is due at ``now``, oldest first, from the store's record of the
+    last edition made and the cadence's crontab, never from when the scheduler last ran: none ends after
+    ``now``, none is made twice, nothing is due while ``now`` is before the last edition's end (the clock moved
+    back), and the first starts where the last edition ended (``cadences.due_windows`` holds the rules)."""
     settings = service.settings
     trigger = parse_crontab(settings.schedule.cadences[cadence], settings.site.timezone)
     grace = timedelta(seconds=settings.schedule.misfire_grace_seconds)
+    return due_windows(trigger, now, grace, last_until(service, cadence))
+
+
+def last_until(service: Service, cadence: str) -> datetime | None:
+    """The end of the last edition of ``cadence`` (the window that ends last), None before the first."""
     with database.transaction(service.engine) as session:
         last = ledger.last_edition(session, cadence)
-    return due_windows(trigger, now, grace, last.until if last else None)
+    return last.until if last else None
 
 
 def stale_drafts(service: Service, now: datetime) -> list[Edition]:

@@ -4,6 +4,11 @@ An edition's window runs from the cadence's previous fire time to this one, ``(s
 consecutive editions meet exactly and a late run still covers the period it should: the window comes from the
 schedule, never from the clock at run time. Over a DST change a daily window is 23 or 25 hours long, and no
 local day is skipped or doubled. APScheduler's ``CronTrigger`` does the calendar arithmetic.
+
+Time goes forward only (``due_windows``): what is due follows from the last edition made (the store's record)
+and the crontab, so a clock that jumps neither repeats, skips nor anticipates a window. No window ends after
+``now``; a clock behind the last edition's end makes nothing until it passes it; and the next window always
+starts where the last edition ended, so a post is never left between two editions.
 """
 
 from __future__ import annotations
@@ -68,22 +73,38 @@ def window_ending(trigger: CronTrigger, until: datetime) -> tuple[datetime, date
 def due_windows(
     trigger: CronTrigger, now: datetime, grace: timedelta, last_until: datetime | None
 ) -> list[tuple[datetime, datetime]]:
-    """The windows whose edition is due at ``now``: every fire time up to ``now`` and no older than ``grace``,
-    after the last edition's end (``last_until``), oldest first.
+    """The windows whose edition is due at ``now``, oldest first, given the end of the last edition made
+    (``last_until``, None before the first): one per fire time after ``last_until``, up to ``now`` and no older
+    than ``grace``.
 
-    A service that was down over a fire time catches up on coming back within the grace time, window by window,
-    so no edition is skipped; a fire time older than the grace time is left (its news went out of date). A
-    cadence with no edition yet starts with the latest window only.
+    The rules, which hold however the clock moves:
+
+    - **Nothing that has not ended.** Every window ends at a fire time at or before ``now``.
+    - **Each window once.** Only fire times after ``last_until`` count, so what was made is never made again,
+      and a clock that jumps forward over several fire times gets each missing window once, oldest first.
+    - **Time goes forward only.** With ``now`` before ``last_until`` (the clock moved back) nothing is due:
+      the scheduler waits until the clock passes the last edition's end, then goes on.
+    - **No post in a gap.** The first window starts at ``last_until``, not at the fire time before its end: a
+      fire time older than ``grace`` (the service was down, or the clock jumped forward past it) gets no late
+      edition of its own, but its posts go in the next edition made, whose window reaches back to the last one.
+    - **A new cadence** (no edition yet) starts with the latest window only, not a backlog.
     """
     latest = latest_fire(trigger, now)
-    if latest is None:
-        return []
+    if latest is None or now - latest > grace:
+        return []  # the latest fire time is not due yet or went out of date: wait for the next one
+    if last_until is None:
+        return [window_ending(trigger, latest)]
+    if latest <= last_until:
+        return []  # made already, or the clock is behind the last edition's end
     fires = [latest]
-    while last_until is not None:
+    while True:
         earlier = latest_fire(trigger, fires[-1] - timedelta(microseconds=1))
-        if earlier is None or now - earlier > grace or earlier <= last_until:
+        if earlier is None or earlier <= last_until or now - earlier > grace:
             break
         fires.append(earlier)
-    if now - latest > grace or (last_until is not None and latest <= last_until):
-        return []
-    return [window_ending(trigger, fire) for fire in reversed(fires)]
+    windows = []
+    since = last_until.astimezone(UTC)
+    for fire in reversed(fires):
+        windows.append((since, fire))
+        since = fire
+    return windows

@@ -12,6 +12,17 @@ APScheduler 3's defaults are wrong here, so every job is coalesced, runs one ins
 An edition's window comes from the schedule (``syndication.scheduling.cadences``), never from the clock at run time, and
 the store's unique window makes creating it twice impossible, whoever tries.
 
+Time goes forward only, whatever the wall clock does. The edition job works out what is due from the store's
+record of the last edition made and the crontab (``jobs.windows_due``), never from when it last ran: no window
+that has not ended, each missing window once and oldest first after a jump forward, nothing while the clock is
+behind the last edition's end (it waits, then goes on), and each edition starts where the last one ended, so
+the posts of a fire time skipped beyond the grace time go in the next edition. APScheduler 3 times its jobs by
+the wall clock and sleeps until the next run time it computed: after a jump back it would sleep for the whole
+jump (an hour back, nothing for an hour). So every process watches the wall clock against the monotonic one
+every ``[schedule] leader_poll_seconds``; when it moved back, every job is run now, once, and keeps its
+trigger's rhythm from the new time; when it moved forward, the scheduler wakes at once to run what became due
+(coalesced, within the grace time).
+
 With ``[bounces] listen`` set, every process also runs the bounce receiver for its whole life (each message is
 processed once, whichever process gets it); with ``[bounces.mailbox]`` the leader reads that mailbox on schedule.
 """
@@ -31,6 +42,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -40,6 +52,7 @@ from syndication.app import jobs
 from syndication.app.bounces import Stoppable, poll_mailbox_once, start_receiver
 from syndication.app.editions import deliver, notify_editors, open_sender, plan_edition
 from syndication.app.gathering import gather
+from syndication.app.notices import drain_notices
 from syndication.app.publishing import publish_feeds
 from syndication.app.service import Service
 from syndication.clock import Clock, system_clock
@@ -49,6 +62,10 @@ from syndication.errors import SenderBusy, SyndicationError
 from syndication.scheduling.cadences import parse_crontab
 
 log = logging.getLogger("syndication.scheduler")
+
+# How far the wall clock may move against the monotonic clock between two looks before it counts as a jump
+# (NTP slews it by far less; a step is a jump).
+_JUMP_SECONDS = 1.0
 
 # APScheduler's stored jobs name module-level functions; those find the process's runner here.
 _current: Runner | None = None
@@ -118,6 +135,7 @@ class Runner:
         self._job_store: jobs.SharedJobStore | None = None
         self._source_locks: dict[str, threading.Lock] = {}
         self.receiver: Stoppable | None = None  # the bounce receiver, while [bounces] listen is set
+        self._clock_watch: threading.Thread | None = None
         grace = settings.schedule.misfire_grace_seconds
         self.scheduler = BackgroundScheduler(
             timezone=self.zone,
@@ -141,6 +159,9 @@ class Runner:
         self.scheduler.start()
         every = IntervalTrigger(seconds=self.settings.schedule.deliver_interval_seconds, timezone=self.zone)
         self.scheduler.add_job(run_deliveries, every, id="deliver", jobstore="local", next_run_time=self._now())
+        if self._clock_watch is None:
+            self._clock_watch = threading.Thread(target=self._watch_clock, name="clock-watch", daemon=True)
+            self._clock_watch.start()
 
     def poll_leadership(self) -> bool:
         """Become the leader if nobody is, notice if this process stopped being one; True while leading."""
@@ -169,6 +190,9 @@ class Runner:
         if self.receiver is not None:
             self.receiver.stop()
             self.receiver = None
+        if self._clock_watch is not None:
+            self._clock_watch.join()  # it looks every leader_poll_seconds, and stops as soon as ``stop`` is set
+            self._clock_watch = None
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self._dispose_store_engine()
@@ -188,6 +212,41 @@ class Runner:
     def _now(self) -> datetime:
         return self.clock().astimezone(self.zone)
 
+    # --- Wall-clock jumps -----------------------------------------------------------------------------------
+
+    def _watch_clock(self) -> None:
+        """Until ``stop``: every ``leader_poll_seconds``, compare the wall clock (the one APScheduler times its
+        jobs by) with the monotonic one; a jump back makes every job due now, a jump forward wakes the scheduler.
+        """
+        offset = _wall_offset()
+        while not self.stop.wait(self.settings.schedule.leader_poll_seconds):
+            now_offset = _wall_offset()
+            moved, offset = now_offset - offset, now_offset
+            if moved < -_JUMP_SECONDS:
+                log.warning("the wall clock moved back %.0f seconds: every job runs now and keeps its rhythm from "
+                            "there; no edition is made until the clock passes the last one's end", -moved,
+                            extra={"event": "clock-jump", "seconds": round(moved, 3)})  # fmt: skip
+                self._run_every_job_now()
+            elif moved > _JUMP_SECONDS:
+                log.warning("the wall clock moved forward %.0f seconds: what became due runs now", moved,
+                            extra={"event": "clock-jump", "seconds": round(moved, 3)})  # fmt: skip
+                with contextlib.suppress(Exception):  # the scheduler may be shutting down
+                    self.scheduler.wakeup()
+
+    def _run_every_job_now(self) -> None:
+        """Move every job whose next run is after now (as APScheduler's wall clock reads it) to now: computed
+        before the clock moved back, those times would hold each job back for as long as the jump."""
+        now = system_clock().astimezone(self.zone)
+        try:
+            scheduled = self.scheduler.get_jobs()
+        except Exception:  # the scheduler may be shutting down, or losing its shared store
+            log.exception("could not reschedule the jobs after the clock moved back")
+            return
+        for job in scheduled:
+            if job.next_run_time is not None and job.next_run_time > now:
+                with contextlib.suppress(JobLookupError):  # removed meanwhile (leadership lost)
+                    job.modify(next_run_time=now)
+
     # --- Leadership -----------------------------------------------------------------------------------------
 
     def _start_leading(self) -> None:
@@ -203,8 +262,11 @@ class Runner:
             existing = self.scheduler.get_job(spec.id, jobstore="shared")
             timing: dict[str, Any] = {}
             if existing is not None and repr(existing.trigger) == repr(spec.trigger):
-                # Keep the stored next run time: replacing the job would move a missed 07:00 to tomorrow.
-                timing["next_run_time"] = existing.next_run_time
+                # Keep the stored next run time: replacing the job would move a missed 07:00 to tomorrow. But no
+                # later than the trigger's next fire time from now: a time stored while the clock was ahead
+                # would hold the job back for as long as the clock was.
+                stored, first = existing.next_run_time, spec.trigger.get_next_fire_time(None, self._now())
+                timing["next_run_time"] = min(stored, first) if stored and first else stored
                 if spec.func is run_edition and jobs.windows_due(self.service, spec.args[0], self.clock()):
                     # APScheduler stores the next fire time as it starts a run: a leader that died during the
                     # run left tomorrow's time stored and today's edition unmade. Make it now (within grace).
@@ -305,21 +367,28 @@ class Runner:
                     for problem in notify_editors(self.service, plan):
                         log.warning("could not email an editor about draft %s: %s", plan.edition.id, problem)
             outcome.summary = "; ".join(lines) or "no edition due"
+            if not windows:
+                ended = jobs.last_until(self.service, cadence)
+                if ended is not None and now < ended:  # the clock moved back: wait, then go on
+                    outcome.summary += (f": the clock ({now:%Y-%m-%d %H:%M:%S} UTC) is before the end of the last"
+                                        f" edition ({ended:%Y-%m-%d %H:%M:%S} UTC); waiting for it")  # fmt: skip
             outcome.fields = {"cadence": cadence, "editions": len(lines), "queued": queued}
             self._report_stale_drafts(now)
         if queued and not digest.require_approval:
             self.wake_deliveries()
 
     def deliveries(self) -> None:
-        """Send every due delivery of sending editions (retries included)."""
+        """Send the queued notices (confirmations, preference changes), then every due delivery of sending
+        editions (retries included)."""
         with self._job("deliver", quiet_when_idle=True) as outcome:
+            notices = drain_notices(self.service)  # first: a busy sender below must not hold back a confirmation
             try:
                 report = deliver(self.service, sender=self.sender)
             except SenderBusy as busy:
-                outcome.summary = f"skipped: {busy}"
+                outcome.summary = f"skipped: {busy}; notices: {notices.summary}"
                 return
             outcome.ok = not (report.failed or report.poisoned)
-            outcome.idle = report.handled == 0 and not report.finished_editions
+            outcome.idle = report.handled == 0 and not report.finished_editions and notices.handled == 0
             outcome.fields = {"sent": report.sent, "deferred": report.deferred, "failed": report.failed,
                               "bounced": report.bounced}  # fmt: skip
             outcome.summary = (
@@ -327,6 +396,8 @@ class Runner:
             )
             if report.finished_editions:
                 outcome.summary += f"; editions finished: {', '.join(map(str, report.finished_editions))}"
+            if notices.handled:
+                outcome.summary += f"; notices: {notices.summary}"
 
     def mailbox(self) -> None:
         """Process the new messages of the bounce mailbox."""
@@ -377,6 +448,21 @@ class Runner:
             write(*args)
         except Exception:  # status bookkeeping must never stop the job itself
             log.exception("could not record a job run")
+
+
+def _wall_offset() -> float:
+    """The wall clock less the monotonic one, in seconds: constant while neither jumps.
+
+    Read between two monotonic readings, taken again when the thread was held up between them (a busy machine),
+    so that a pause of this thread never reads as a jump of the clock.
+    """
+    for _ in range(5):
+        before = time.monotonic()
+        wall = system_clock().timestamp()
+        after = time.monotonic()
+        if after - before < 0.01:
+            break
+    return wall - (before + after) / 2
 
 
 @dataclass
