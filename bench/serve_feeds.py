@@ -26,7 +26,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench.generate import REGIONS, THEMES, bench_themes_toml, write_posts
+from bench.measured import Measured
 from bench.records import record
 from syndication.app.gathering import import_file
 from syndication.app.publishing import publish_feeds
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         with running(SERVER, config) as served, running(FLOOR_SERVER, config) as floor_url:
             with httpx.Client(base_url=served, timeout=10) as client:
                 etags = {path: client.get(f"/feeds/{path}").headers["etag"] for path in POLLED}
-            real, floor = Polled(), Polled()
+            real, floor = Measured(), Measured()
             # Rounds taken in turn, so a noisy moment of this shared machine falls on both alike.
             for _ in range(ROUNDS):
                 poll(served, args.requests // ROUNDS, etags, real)
@@ -240,21 +240,7 @@ def running(code: str, config: Path) -> Iterator[str]:
             process.wait()
 
 
-@dataclass
-class Polled:
-    """Conditional GETs made so far: how many, in how many seconds, and each one's latency in ms."""
-
-    count: int = 0
-    seconds: float = 0.0
-    latency: list[float] = field(default_factory=list)
-
-    @property
-    def rate(self) -> float:
-        """Requests per second."""
-        return self.count / self.seconds
-
-
-def poll(base_url: str, count: int, etags: dict[str, str], into: Polled) -> None:
+def poll(base_url: str, count: int, etags: dict[str, str], into: Measured) -> None:
     """``count`` matching conditional GETs over one keep-alive connection, after a warm-up, added to ``into``.
 
     The client is the standard library's http.client, as a feed reader's fetcher is a small HTTP/1.1 client: a

@@ -41,6 +41,7 @@ from syndication.errors import ConfigError, DeliveryError, SyndicationError, Tok
 from syndication.mailing.render import Links, MailRenderer
 from syndication.sources.cleaning import BIDI_CONTROLS
 from syndication.store import database, form_emails
+from syndication.store import notices as notice_store
 from syndication.store import subscribers as store
 
 MAX_NAME_LENGTH = 200
@@ -689,6 +690,71 @@ def send_confirmation(
     links = Links(unsubscribe=url, preferences=f"{base}/", view_online=f"{base}/")
     email = MailRenderer(settings).render_notice("confirm", subscriber.language, {"confirm_url": url}, links)
     send_notice(service, email, subscriber.email, subscriber.name, f"confirm.{subscriber.id}", connection=connection)
+
+
+def subscribe_by_form(
+    service: Service,
+    email: str,
+    *,
+    name: str | None,
+    themes: Sequence[str],
+    cadence: str,
+    language: str,
+    source: str,
+    cap: int,
+) -> str:
+    """What the subscribe form does with an address, in one transaction, sending nothing itself: store the
+    subscriber and queue their email (``app.notices`` sends it). Returns what was done, for the log only: the form
+    answers the same whatever it was.
+
+    ``queued confirm``: a new or pending subscriber, or one already active (their link leads to a page with their
+    preferences link); ``queued rejoin``: someone who left or bounced, asked to confirm that they come back;
+    ``not sent: ...``: an address that is complained or suppressed (removed), to which nothing goes. The queued
+    email carries ``cap``: the drain counts it against the address's emails from the form that day (at most
+    ``cap``, the count ``reserve_form_email`` keeps) as it sends it, and sends nothing past the cap.
+    """
+    settings = service.settings
+    request = _request(settings, email, name, themes, cadence, language)
+    signing_keys(settings)  # the confirmation needs a signed link: refuse before storing anything
+    now = service.clock()
+    consent = Consent(at=now, method="form", source=f"{source}, double opt-in")
+    for attempt in (1, 2):
+        try:
+            with notice_store.write_turn(service.engine), database.transaction(service.engine) as session:
+                try:
+                    subscriber, _ = _apply(
+                        session, settings, request, now, consent, confirmed=False, update=False, resubscribe=False
+                    )
+                except SubscriberError as error:  # ended or suppressed: nothing is stored
+                    existing = store.subscriber_by_email(session, request.email)
+                    if existing is None or existing.status not in REJOINABLE_STATUSES:
+                        return f"not sent: {error}"
+                    notice_store.queue(
+                        session, "rejoin", existing.email, {"status": existing.status, "cap": cap}, now,
+                        subscriber_id=existing.id,
+                    )  # fmt: skip
+                    return "queued rejoin"
+                notice_store.queue(
+                    session, "confirm", subscriber.email, {"status": subscriber.status, "cap": cap}, now,
+                    subscriber_id=subscriber.id,
+                )  # fmt: skip
+                return "queued confirm"
+        except IntegrityError:
+            # The same new address posted twice at once: the store refused the second insert, and trying again
+            # finds the first one. A second refusal is a real error.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def queue_preferences_notice(service: Service, subscriber: Subscriber, summary: str) -> None:
+    """Queue the email telling ``subscriber`` that their preferences changed (``summary``: what they receive now);
+    ``app.notices`` renders it in their language when it sends it (``send_preferences_notice`` sends at once)."""
+    with notice_store.write_turn(service.engine), database.transaction(service.engine) as session:
+        notice_store.queue(
+            session, "preferences", subscriber.email, {"status": subscriber.status, "summary": summary},
+            service.clock(), subscriber_id=subscriber.id,
+        )  # fmt: skip
 
 
 # --- Status changes -------------------------------------------------------------------------------------------

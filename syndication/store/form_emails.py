@@ -41,8 +41,17 @@ def reserve(session: Session, email: str, day: date, cap: int) -> bool:
         .returning(table.c.count)
     )
     counted = session.execute(statement).first() is not None
-    session.execute(delete(FormEmailRow).where(FormEmailRow.day < day - timedelta(days=KEPT_DAYS)))
+    global _pruned_on
+    if _pruned_on != day:
+        # Once a day per process, not per call: the delete scans the table (its key starts with the hash), and
+        # under a burst of subscriptions it would otherwise grow with every request.
+        session.execute(delete(FormEmailRow).where(FormEmailRow.day < day - timedelta(days=KEPT_DAYS)))
+        _pruned_on = day
     return counted
+
+
+# The day this process last removed the counts of days gone by.
+_pruned_on: date | None = None
 
 
 def sent_on(session: Session, email: str, day: date) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -12,6 +14,7 @@ from fastapi.responses import PlainTextResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from syndication.app.notices import NoticeWorker
 from syndication.app.service import Service
 from syndication.config import Settings
 from syndication.errors import SyndicationError
@@ -19,6 +22,7 @@ from syndication.web import feeds, unsubscribe
 from syndication.web.archive import ArchivePages
 from syndication.web.editor import EditorPages
 from syndication.web.errors import MAPPED_ERRORS, PageError, page_of
+from syndication.web.limits import limited_protocol
 from syndication.web.sessions import SESSION_PATH, Cookies
 from syndication.web.subscribe import SubscriberPages
 from syndication.web.templating import Pages
@@ -26,18 +30,31 @@ from syndication.web.templating import Pages
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, wake_sender: Callable[[], None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, wake_sender: Callable[[], None] | None = None, *, drain_notices_at_start: bool = False
+) -> FastAPI:
     """The whole web app for ``settings``: the feeds under ``/feeds/``, the subscriber's pages (subscribe, confirm,
     preferences, unsubscribe), the archive, and the editor's pages under ``/editor/``; ``/`` sends readers to the
     feeds. ``wake_sender``, given by ``syndication run``, is called when an editor approves or resumes an edition
-    so that the process's own scheduled sender sends it, instead of a second sender started by the web app."""
+    so that the process's own scheduled sender sends it, instead of a second sender started by the web app.
+
+    The app sends the notices its pages queue (confirmations, rejoin links, preference changes) from one thread of
+    its own (``app.notices.NoticeWorker``), started and stopped with it: woken when a page queues one, and looking
+    every ``[web] notices_poll_seconds`` once the store is open (at once with ``drain_notices_at_start``, as
+    ``serve`` does: notices queued before a restart go out without waiting for a visitor)."""
     # No generated API docs: the pages are for readers and editors, not an API to explore.
     store = _Store(settings)
+    notices = NoticeWorker(
+        store.service, store.is_open, poll_seconds=settings.web.notices_poll_seconds, eager=drain_notices_at_start
+    )
     pages = Pages(settings, Cookies(settings, store.service))
     editor = EditorPages(store.service, pages, wake_sender)
-    # Senders started by an editor finish the messages in hand before the store closes.
-    on_shutdown = [editor.deliveries.close, store.close]
-    app = FastAPI(title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None, on_shutdown=on_shutdown)
+    # The notices' drain and the senders started by an editor finish the messages in hand before the store closes.
+    on_shutdown = [notices.stop, editor.deliveries.close, store.close]
+    app = FastAPI(
+        title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None, on_startup=[notices.start],
+        on_shutdown=on_shutdown,
+    )  # fmt: skip
     # Starlette's own slash redirect writes an absolute Location from the request's Host header; ours is relative.
     app.router.redirect_slashes = False
     app.add_exception_handler(Exception, _internal_error)
@@ -48,7 +65,7 @@ def create_app(settings: Settings, wake_sender: Callable[[], None] | None = None
     app.router.routes.extend(ArchivePages(store.service, pages).routes())  # before /feeds/{path}: editions.atom
     app.include_router(feeds.router(settings))
     app.router.routes.extend(unsubscribe.routes(store.service, pages))
-    app.router.routes.extend(SubscriberPages(store.service, pages).routes())
+    app.router.routes.extend(SubscriberPages(store.service, pages, notices.wake).routes())
     app.router.routes.extend(editor.routes())
     app.add_api_route("/", _home, methods=["GET"], include_in_schema=False)
     return app
@@ -68,6 +85,10 @@ class _Store:
                 self._service = Service.open(self._settings)
             return self._service
 
+    def is_open(self) -> bool:
+        """Whether a request opened the store already."""
+        return self._service is not None
+
     def close(self) -> None:
         with self._lock:
             if self._service is not None:
@@ -75,22 +96,38 @@ class _Store:
                 self._service = None
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the app on ``host:port`` until interrupted (``syndication serve``).
+def server_config(
+    app: Any, settings: Settings, host: str = "127.0.0.1", port: int = 8000, **options: Any
+) -> uvicorn.Config:
+    """How every server of the app runs (``serve``, ``BackgroundServer``, the tests of the limits): uvicorn with
+    httptools, which parses HTTP in C (feed readers poll all day, mostly for 304s), under the ``[web]`` limits.
 
-    httptools parses HTTP in C (feed readers poll all day, mostly for 304s); a per-request access log line is
-    left to the reverse proxy in front, which has it anyway.
+    A request head over ``max_header_bytes`` is answered 431 (``max_request_line_bytes`` of target: 414) and its
+    connection closed, by the protocol ``web.limits.limited_protocol`` makes (httptools has no limit of its own);
+    bodies are read by the pages up to their own limit (``web.forms``). Past ``max_concurrency`` connections or
+    requests at once the answer is 503. A per-request access log line is left to the reverse proxy in front,
+    which has it anyway. ``options`` go to ``uvicorn.Config`` as they are.
     """
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        http="httptools",
-        loop="uvloop",
-        server_header=False,
-        access_log=False,
-        log_level="info",
-    )
+    web = settings.web
+    protocol = limited_protocol(web.max_header_bytes, web.max_request_line_bytes, web.header_timeout_seconds)
+    defaults: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "http": protocol,
+        "loop": "uvloop",
+        "server_header": False,
+        "access_log": False,
+        "limit_concurrency": web.max_concurrency,
+        "h11_max_incomplete_event_size": web.max_header_bytes,  # h11's own limit, should h11 ever be chosen
+        "timeout_graceful_shutdown": 10,
+    }
+    return uvicorn.Config(app, **{**defaults, **options})
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the app on ``host:port`` until interrupted (``syndication serve``)."""
+    app = create_app(settings, drain_notices_at_start=True)
+    uvicorn.Server(server_config(app, settings, host, port, log_level="info")).run()
 
 
 async def _home() -> RedirectResponse:
@@ -175,14 +212,28 @@ class BackgroundServer:
     """The web app under uvicorn in a thread of its own, beside the scheduler (``syndication run``).
 
     uvicorn installs no signal handlers off the main thread: the caller owns SIGTERM and calls ``stop``.
+    ``sock``: a listening socket bound already (tests and benchmarks bind port 0), in place of ``host:port``.
     """
 
-    def __init__(self, settings: Settings, host: str, port: int, wake_sender: Callable[[], None] | None = None) -> None:
-        app = create_app(settings, wake_sender)
-        config = uvicorn.Config(app, host=host, port=port, http="httptools", loop="uvloop", server_header=False,
-                                access_log=False, log_config=None)  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
+    def __init__(
+        self,
+        settings: Settings,
+        host: str,
+        port: int,
+        wake_sender: Callable[[], None] | None = None,
+        *,
+        sock: socket.socket | None = None,
+        app: Any = None,
+    ) -> None:
+        app = app if app is not None else create_app(settings, wake_sender, drain_notices_at_start=True)
+        self._server = uvicorn.Server(server_config(app, settings, host, port, log_config=None))
+        sockets = [sock] if sock is not None else None
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": sockets}, name="web", daemon=True)
+
+    @property
+    def started(self) -> bool:
+        """Whether uvicorn accepts connections."""
+        return bool(self._server.started)
 
     def start(self) -> None:
         """Start serving."""

@@ -3,8 +3,10 @@ preference centre reached from the signed link in every digest (themes, cadence,
 
 Every change goes through ``syndication.app.subscribers``; these handlers read forms, check their CSRF token and
 limits, and say what happened. The subscribe form answers the same page whatever the address (new, pending,
-subscribed, unsubscribed or removed), and does its work after answering, so neither the page nor its timing
-tells whether an address is known. The emails it sends are capped per address per day in the store.
+subscribed, unsubscribed or removed), once the subscriber and their confirmation are stored (one transaction of
+about the same work whatever the address); the email itself goes through the outgoing queue of notices
+(``app.notices``), sent by the app's own drain thread, which ``wake_notices`` wakes. The emails the form sends
+are capped per address per day in the store.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 from collections.abc import Callable
 
 from babel import Locale, UnknownLocaleError
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,22 +25,18 @@ from syndication.app.subscribers import (
     DEFAULT_CADENCE,
     REJOINABLE_STATUSES,
     SubscriberError,
-    add_subscriber,
-    ask_to_rejoin,
     change_preferences,
     confirm,
     default_language,
     normalise_email,
     preferences_url,
+    queue_preferences_notice,
     rejoin,
-    reserve_form_email,
-    send_confirmation,
-    send_preferences_notice,
+    subscribe_by_form,
     subscriber_for_link,
     unsubscribe,
 )
 from syndication.core.models import CADENCES, Subscriber
-from syndication.errors import SyndicationError
 from syndication.web.errors import PageError, sentence
 from syndication.web.forms import FORM_EXPIRED, Choices, Form, read_choices
 from syndication.web.limits import RateLimit
@@ -60,9 +57,12 @@ def client_address(request: Request) -> str:
 class SubscriberPages:
     """The subscribe, confirm and preferences pages of one site."""
 
-    def __init__(self, service: Callable[[], Service], pages: Pages) -> None:
+    def __init__(
+        self, service: Callable[[], Service], pages: Pages, wake_notices: Callable[[], None] = lambda: None
+    ) -> None:
         self.service = service
         self.pages = pages
+        self.wake_notices = wake_notices
         self.settings = pages.settings
         web = self.settings.web
         self.per_client = RateLimit(web.subscribe_per_client_per_hour, HOUR)
@@ -98,7 +98,7 @@ class SubscriberPages:
         return self._subscribe_page(request, chosen, "", {})
 
     async def subscribe(self, request: Request) -> Response:
-        """Check the form and the limits, answer "check your inbox", then add and email (after answering)."""
+        """Check the form and the limits, store the subscriber and queue their email, answer "check your inbox"."""
         form = await self.pages.form(request)
         choices = read_choices(self.settings, form)
         email = form.text("email")
@@ -124,7 +124,10 @@ class SubscriberPages:
             raise _too_many(self.per_client.retry_after(client), "from your connection")
         if not self.per_address.allow(address):
             raise _too_many(self.per_address.retry_after(address), "for this address")
-        response = self.pages.message(
+        outcome = await run_in_threadpool(self._act_on_subscription, address, choices, client)
+        if outcome.startswith("queued"):
+            self.wake_notices()
+        return self.pages.message(
             request,
             "Check your inbox",
             [
@@ -133,43 +136,29 @@ class SubscriberPages:
                 "Nothing arrived? Look in your spam folder, or send the form again later.",
             ],
         )
-        response.background = BackgroundTask(self._act_on_subscription, address, choices, client)
-        return response
 
-    def _act_on_subscription(self, address: str, choices: Choices, client: str) -> None:
-        """Add the subscriber and send their email (run after the answer: nothing here reaches the page)."""
-        service = self.service()
+    def _act_on_subscription(self, address: str, choices: Choices, client: str) -> str:
+        """Store the subscriber and queue their email; what was done goes to the log only (the page is the same)."""
         cap = self.settings.web.confirmations_per_address_per_day
         try:
-            if not reserve_form_email(service, address, cap):
-                log.info("subscribe form: an address had its %d emails today already; nothing sent", cap)
-                return
-            # The same new address posted twice at once is settled by add_subscriber.
-            outcome = add_subscriber(
-                service,
+            outcome = subscribe_by_form(
+                self.service(),
                 address,
                 name=choices.name or None,
                 themes=choices.themes,
                 cadence=choices.cadence,
                 language=choices.language,
-                consent_method="form",
-                consent_source=f"subscribe page, from {client}",
+                source=f"subscribe page, from {client}",
+                cap=cap,
             )
-            if outcome.action == "exists" and outcome.subscriber.status == "active":
-                # Already subscribed: the confirmation link leads to a page with their preferences link.
-                send_confirmation(service, outcome.subscriber)
-            elif outcome.confirmation_error:
-                log.error("subscribe form: the confirmation email was not sent: %s", outcome.confirmation_error)
-        except SubscriberError as error:  # left, bounced, complained or removed: the answer was the same
-            try:
-                if ask_to_rejoin(service, address):  # someone who left may come back, confirming by email
-                    return
-            except SyndicationError as failure:
-                log.error("subscribe form: the rejoin email was not sent: %s", failure)
-                return
-            log.info("subscribe form: nothing sent: %s", error)
-        except SyndicationError as error:
+        except SubscriberError as error:  # the form's checks passed: not expected, and not the visitor's to see
             log.error("subscribe form: %s", error)
+            return "refused"
+        if outcome == "capped":
+            log.info("subscribe form: an address had its %d emails today already; nothing sent", cap)
+        elif outcome.startswith("not sent"):
+            log.info("subscribe form: %s", outcome)
+        return outcome
 
     def _subscribe_page(
         self, request: Request, chosen: Choices, email: str, errors: dict[str, str], *, status: int = 200
@@ -272,14 +261,10 @@ class SubscriberPages:
         saved = "Saved. " + self._summary(subscriber) if changed else "Nothing changed: these were your choices."
         response = self._preferences_page(request, token, subscriber, _choices_of(subscriber), {}, saved=saved)
         if changed:
-            response.background = BackgroundTask(self._notify_change, subscriber)
+            summary = self._summary(subscriber)
+            await run_in_threadpool(queue_preferences_notice, self.service(), subscriber, summary)
+            self.wake_notices()
         return response
-
-    def _notify_change(self, subscriber: Subscriber) -> None:
-        try:
-            send_preferences_notice(self.service(), subscriber, self._summary(subscriber))
-        except SyndicationError as error:
-            log.error("preferences: the notice of a change was not sent: %s", error)
 
     async def leave(self, request: Request) -> Response:
         """Unsubscribe from the preference centre."""
