@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import sys
 
-from bench import build_feeds, import_bounces, import_posts, render_digests, send_digests, serve_feeds, subscribe
+from bench import (
+    build_feeds,
+    import_bounces,
+    import_posts,
+    render_digests,
+    send_digests,
+    serve_feeds,
+    sign_dkim,
+    subscribe,
+)
 
 
 def main() -> int:
     """Run each benchmark in turn; the exit status is the worst of theirs."""
     statuses: list[int] = [
         module.main(sys.argv[1:])
-        for module in (import_posts, build_feeds, serve_feeds, render_digests, send_digests, import_bounces, subscribe)
+        for module in (
+            import_posts,
+            build_feeds,
+            serve_feeds,
+            render_digests,
+            send_digests,
+            import_bounces,
+            subscribe,
+            sign_dkim,
+        )
     ]
     return max(statuses)
 
