@@ -225,6 +225,18 @@ class MailSettings(_Section):
     unsubscribe_mailto: str | None = Field(
         None, description="Address for a mailto: List-Unsubscribe alongside the https one."
     )
+    feedback_id: str | None = Field(
+        None,
+        description="Sender id of the Feedback-ID header on digests (<edition>:<cadence>:digest:<this>), for "
+        "mailbox providers' feedback loops, e.g. 'news.example.org'; unset: no Feedback-ID.",
+    )
+
+    @field_validator("feedback_id")
+    @classmethod
+    def _feedback_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9._@+-]+", value):
+            raise ValueError(f"{value!r} is not a Feedback-ID sender id (letters, digits and . _ @ + - only)")
+        return value
 
     @field_validator("from_address", "reply_to", "unsubscribe_mailto")
     @classmethod

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email.header import decode_header, make_header
 from email.message import EmailMessage
-from email.utils import parseaddr
+from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from syndication.app.bounces import delivery_of_address
 from syndication.app.editions import deliver, plan_edition
@@ -25,6 +27,7 @@ from syndication.delivery.sender import Sender
 from syndication.errors import SenderBusy
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
+from syndication.store.schema import DeliveryRow
 from tests.smtp_server import SmtpTestServer, smtp_server
 from tests.support import NOW, post_record, write_jsonl
 
@@ -450,3 +453,94 @@ def test_long_and_non_ascii_names_and_titles_make_lines_a_mail_server_takes(serv
         assert (str(make_header(decode_header(shown))), addr_spec) == (name.strip(), address)
         list_name, list_id = unfolded[b"List-Id"].rsplit(" ", 1)
         assert (str(make_header(decode_header(list_name))), list_id) == ("Réseau Malmö 北九州市", "<news.example.org>")
+
+
+def sent_at(received: Any) -> datetime:
+    return parsedate_to_datetime(received.parsed()["Date"])
+
+
+def test_a_digest_sent_a_week_after_its_window_is_dated_when_it_is_sent(audience: Service) -> None:
+    # The window ended at NOW; the send runs a week later. The Date is the send's, not the window's end
+    # (a Date days in the past is scored as spam: DATE_IN_PAST_96_XX).
+    late = NOW + timedelta(days=7, hours=3, minutes=12)
+    with smtp_server() as server:
+        plan_edition(sending(audience, server), "weekly", SINCE, UNTIL)
+        assert deliver(sending(audience, server, late)).sent == 3
+        for received in server.messages:
+            assert abs(sent_at(received) - late) < timedelta(minutes=1), received.parsed()["Date"]
+
+
+def test_a_retry_is_dated_when_it_is_retried_with_the_same_message_id(audience: Service) -> None:
+    with smtp_server(defer={"bo@example.org": 1}, defer_at="data") as server:  # a 451 after the first message
+        first_try = NOW + timedelta(days=1)
+        plan = plan_edition(sending(audience, server), "weekly", SINCE, UNTIL)
+        assert deliver(sending(audience, server, first_try)).deferred == 1
+        retry = first_try + timedelta(minutes=5)
+        assert deliver(sending(audience, server, retry)).sent == 1
+        (bo,) = server.received_for("bo@example.org")
+        assert abs(sent_at(bo) - retry) < timedelta(minutes=1)
+        assert all(abs(sent_at(m) - first_try) < timedelta(minutes=1) for m in server.messages if m is not bo)
+    assert plan.edition is not None
+    with database.transaction(audience.engine) as session:
+        kept = session.execute(select(DeliveryRow.message_id).where(DeliveryRow.edition_id == plan.edition.id))
+        ids = {f"<{message_id}@news.example.org>" for message_id in kept.scalars()}
+    assert bo.parsed()["Message-ID"] in ids  # the one the delivery was given when it was queued
+
+
+def test_list_unsubscribe_is_folded_between_its_uris(audience: Service) -> None:
+    with smtp_server() as server:
+        service = sending(audience, server)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        deliver(service)
+        received = server.received_for("bo@example.org")[0]
+    head = received.data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    lines = head.split("\r\n")
+    start = next(n for n, line in enumerate(lines) if line.startswith("List-Unsubscribe: "))
+    end = next(n for n in range(start + 1, len(lines) + 1) if n == len(lines) or not lines[n].startswith(" "))
+    header = lines[start:end]
+    assert len(header) >= 2 and header[-1] == " <mailto:leave@news.example.org?subject=unsubscribe>", header
+    assert all(len(line) <= 78 for line in header if "/unsubscribe/" not in line)  # a URI is never broken
+    uris = re.findall(r"<([^<>\s]+)>", " ".join(header))  # RFC 2369: no whitespace inside the brackets
+    assert uris[1] == "mailto:leave@news.example.org?subject=unsubscribe"
+    assert uris[0].startswith("https://news.example.org/unsubscribe/")
+    parsed = received.parsed()["List-Unsubscribe"]
+    assert re.findall(r"<([^<>]+)>", parsed) == uris  # read back unfolded: the same two URIs
+    assert "Feedback-ID" not in received.parsed()  # not configured
+
+
+def test_list_unsubscribe_lines_stay_under_78_when_the_uris_fit() -> None:
+    from syndication.mailing.message import folded_list
+
+    uris = ["<https://news.example.org/unsubscribe/" + "t" * 20 + ">", "<mailto:leave@news.example.org?subject=x>"]
+    value = folded_list("List-Unsubscribe", uris)
+    lines = f"List-Unsubscribe: {value}".split("\r\n")
+    assert len(lines) == 2 and max(map(len, lines)) == 78  # the first line just fits
+    assert re.findall(r"<[^<>]+>", value) == uris
+    wide = [uris[0].replace("t" * 20, "t" * 35), uris[1]]  # too long after the name: it starts a line of its own
+    lines = f"List-Unsubscribe: {folded_list('List-Unsubscribe', wide)}".split("\r\n")
+    assert len(lines) == 3 and max(map(len, lines)) <= 78 and lines[0] == "List-Unsubscribe: "
+    long = ["<https://news.example.org/unsubscribe/" + "t" * 60 + ">"]  # a URI is never broken
+    assert re.findall(r"<[^<>\s]+>", folded_list("List-Unsubscribe", long)) == long
+
+
+def test_feedback_id_names_the_edition_cadence_and_sender_when_configured(audience: Service) -> None:
+    with smtp_server() as server:
+        base = sending(audience, server)
+        mail = base.settings.mail.model_copy(update={"feedback_id": "news.example.org"})
+        service = Service(base.settings.model_copy(update={"mail": mail}), base.engine, base.clock)
+        plan = plan_edition(service, "weekly", SINCE, UNTIL)
+        deliver(service)
+        assert plan.edition is not None
+        for received in server.messages:
+            assert received.parsed()["Feedback-ID"] == f"{plan.edition.id}:weekly:digest:news.example.org"
+
+
+def test_a_feedback_id_with_a_colon_or_space_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from syndication.config import MailSettings
+
+    assert MailSettings(feedback_id="news.example.org").feedback_id == "news.example.org"
+    for wrong in ("a:b", "two words", ""):
+        with pytest.raises(ValidationError):
+            MailSettings(feedback_id=wrong)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -365,3 +366,16 @@ def test_preview_command_writes_each_format(
     assert "no digest: nothing was published" in capsys.readouterr().err
     assert main(["--config", str(config), "digest", "preview", "--themes", "astrology"]) == 1
     assert "unknown theme 'astrology'" in capsys.readouterr().err
+
+
+def test_the_preheader_is_hidden_without_low_contrast_tricks(renderer: MailRenderer) -> None:
+    # SpamAssassin scores text coloured like its background (HTML_FONT_LOW_CONTRAST): the preheader is kept out
+    # of sight by display and size alone, never by a transparent colour or no opacity.
+    rendered = renderer.render_digest(digest_of(post(1, 1, "resilience")), "en")
+    match = re.search(r'<div class="preheader" style="([^"]*)"', rendered.html)
+    assert match is not None
+    style = match.group(1).replace(" ", "")
+    assert "display:none" in style and "mso-hide:all" in style and "overflow:hidden" in style
+    for trick in ("transparent", "opacity", "color:", "visibility"):
+        assert trick not in style, trick
+    assert rendered.preheader in rendered.html

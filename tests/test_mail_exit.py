@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import get_args
 
@@ -215,3 +216,37 @@ def test_an_unknown_transport_is_refused_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         load_settings(config, environ={})
     assert "delivery.transport: unknown transport 'pigeon' (known: smtp)" in str(refused.value)
+
+
+def test_a_late_digest_is_dated_at_hand_over_and_signed_over_its_folded_headers(
+    signing: Service, smtp: SmtpTestServer, key: rsa.RSAPrivateKey
+) -> None:
+    plan = plan_edition(signing, "weekly", SINCE, UNTIL)
+    assert plan.edition is not None
+    late = NOW + timedelta(days=7, minutes=30)  # the window ended a week before the send
+    mail = signing.settings.mail.model_copy(update={"feedback_id": "news.example.org"})
+    sender = Service(signing.settings.model_copy(update={"mail": mail}), signing.engine, fixed_clock(late))
+    assert deliver(sender).sent == 1
+    received = only_message_for(smtp, "reader@example.org")
+    assert_signed(received, key, "digest")  # relaxed canonicalisation unfolds List-Unsubscribe: it verifies
+    tags = signature_tags(received.data)
+    signed = {name.strip().lower() for name in tags["h"].split(":")}
+    assert {"date", "list-unsubscribe", "feedback-id"} <= signed
+    parsed = received.parsed()
+    assert abs(parsedate_to_datetime(parsed["Date"]) - late) < timedelta(minutes=1)
+    assert parsed["Feedback-ID"] == f"{plan.edition.id}:weekly:digest:news.example.org"
+    assert b"List-Unsubscribe: " in received.data and b",\r\n <mailto:" not in received.data  # no mailto here
+
+
+def test_the_mailer_dates_a_message_when_it_hands_it_over(signing: Service) -> None:
+    sent: list[tuple[str, str, bytes]] = []
+    moments = iter([NOW + timedelta(days=3), NOW + timedelta(days=3, seconds=90)])
+    mailer = Mailer(signing.settings, lambda: next(moments), transport=lambda settings: Recording(sent))
+    envelope = mailer.envelope("ana@example.org", "Ana", "Hello", key="hello.2", date=NOW - timedelta(days=7))
+    message = build_message(envelope, "Hello", "<p>Hello</p>")
+    mailer.send("ana@example.org", message)  # the first try
+    mailer.send("ana@example.org", message)  # and its retry: the same bytes built once, dated anew
+    dates = [re.findall(rb"\r\nDate: ([^\r]+)\r\n", data) for _, _, data in sent]
+    assert dates == [[b"Tue, 04 Jun 2024 12:00:00 +0000"], [b"Tue, 04 Jun 2024 12:01:30 +0000"]]
+    ids = {re.search(rb"\r\nMessage-ID: ([^\r]+)\r\n", data).group(1) for _, _, data in sent}  # type: ignore[union-attr]
+    assert ids == {b"<hello.2@news.example.org>"}

@@ -79,12 +79,13 @@ def personalised_message(
     to_address: str,
     to_name: str,
     links: Links,
-    date: datetime,
     message_key: str,
+    date: datetime | None = None,
     extra: Sequence[tuple[str, str]] = (),
 ) -> bytes:
     """One recipient's complete message (not yet sealed) from a variant rendered once: substitution, encoding,
-    and ``mailer``'s headers; ``message_key`` makes its Message-ID (stable across retries).
+    and ``mailer``'s headers; ``message_key`` makes its Message-ID (stable across retries). Its Date is written
+    by ``mailer`` as it sends it (``date``, default now, only stands until then).
 
     Byte for byte what rendering the digest with this recipient's links would give (the tests hold that).
     """

@@ -47,7 +47,7 @@ from syndication.core.tokens import make_token
 from syndication.delivery.mailer import Mailer
 from syndication.delivery.sender import Bounce, DrainReport, Outgoing, Sender
 from syndication.errors import SyndicationError
-from syndication.mailing.message import HeaderInjection, checked, with_phrase
+from syndication.mailing.message import HeaderInjection, checked, folded_list, with_phrase
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail, RenderError
 from syndication.scheduling.cadences import latest_fire, parse_crontab, window_ending
 from syndication.store import database, ledger
@@ -230,15 +230,19 @@ class MessageBuilder:
         unsubscribe = [f"<{links.unsubscribe}>"]
         if self.settings.mail.unsubscribe_mailto:
             unsubscribe.append(f"<mailto:{self.settings.mail.unsubscribe_mailto}?subject=unsubscribe>")
-        extra = (
+        extra = [
             ("List-Id", self.list_id),
-            ("List-Unsubscribe", ", ".join(unsubscribe)),
+            ("List-Unsubscribe", folded_list("List-Unsubscribe", unsubscribe)),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        )
+        ]
+        if self.settings.mail.feedback_id:  # campaign:customer:mailtype:sender, for the providers' feedback loops
+            feedback = f"{edition.id}:{edition.cadence}:digest:{self.settings.mail.feedback_id}"
+            extra.append(("Feedback-ID", feedback))
         try:
+            # No date: the Mailer writes the Date as it hands the message over (never the window's end).
             message = personalised_message(
                 self.mailer, variant, to_address=subscriber.email, to_name=subscriber.name, links=links,
-                date=edition.until, message_key=claim.message_id, extra=extra,
+                message_key=claim.message_id, extra=extra,
             )  # fmt: skip
         except HeaderInjection as error:  # their name or address cannot go in a header: theirs alone fails
             return f"the message cannot be made for this subscriber: {error}"

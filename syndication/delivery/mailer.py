@@ -2,9 +2,11 @@
 
 A :class:`Mailer` belongs to the service (``Service.mailer``). Whatever the message (a digest, an editor's test
 send, a confirmation, a preferences notice, an approval request), the Mailer writes the headers every message
-carries the same way (From, To, Subject, Date, Message-ID, Reply-To), gives the envelope sender, signs with DKIM
-when ``[dkim]`` is configured (the key read once per Mailer) and hands the bytes to the transport ``[delivery]
-transport`` names. It is the only caller of a transport: the queue's sender sends over connections it opens
+carries the same way (From, To, Subject, Date, Message-ID, Reply-To), gives the envelope sender, and at the
+moment of hand-over writes the Date (its clock's now: a retry gets its own, a late or slow send is never dated
+in the past), signs with DKIM when ``[dkim]`` is configured (the key read once per Mailer) and hands the bytes to
+the transport ``[delivery] transport`` names. The Message-ID is made from a key the caller keeps, so it stays the
+same on every retry. It is the only caller of a transport: the queue's sender sends over connections it opens
 with :meth:`Mailer.connect`, a notice over one of its own.
 """
 
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit
 from syndication.clock import Clock, system_clock
 from syndication.config import Settings
 from syndication.delivery.transport import Transport, TransportFactory, transport_factory
-from syndication.mailing.message import Envelope
+from syndication.mailing.message import Envelope, stamp_date
 
 Signer = Callable[[bytes], bytes]
 
@@ -63,7 +65,10 @@ class Mailer:
         extra: Sequence[tuple[str, str]] = (),
     ) -> Envelope:
         """The headers of one message to ``to_address``: From (``[mail]``, named after the site unless
-        ``from_name`` is set), Reply-To, ``date`` (default: now), the Message-ID of ``key``, then ``extra``."""
+        ``from_name`` is set), Reply-To, ``date`` (default: now), the Message-ID of ``key``, then ``extra``.
+
+        The Date of a message that is sent is rewritten by :meth:`send` as it leaves; ``date`` only dates one
+        that is not sent (a preview)."""
         mail = self.settings.mail
         return Envelope(
             from_address=mail.from_address,
@@ -82,9 +87,11 @@ class Mailer:
         self._load_signer()
 
     def seal(self, message: bytes) -> bytes:
-        """``message`` as it leaves: with a DKIM-Signature in front when ``[dkim] domain`` is set."""
+        """``message`` as it leaves: dated now (its Date header written from the clock), then with a
+        DKIM-Signature in front when ``[dkim] domain`` is set."""
+        dated = stamp_date(message, self.clock())
         sign = self._load_signer()
-        return sign(message) if sign is not None else message
+        return sign(dated) if sign is not None else dated
 
     def connect(self) -> Transport:
         """A connection of the configured transport to send many messages over (one thread's); close it after."""
@@ -93,8 +100,9 @@ class Mailer:
     def send(
         self, recipient: str, message: bytes, connection: Transport | None = None, *, envelope_sender: str | None = None
     ) -> None:
-        """Seal ``message`` and hand it over for ``recipient``, over ``connection`` or else a one-off connection,
-        from ``envelope_sender`` (a delivery's VERP address) or else the service's :attr:`envelope_sender`.
+        """Seal ``message`` (date it now, sign it) and hand it over for ``recipient``, over ``connection`` or else
+        a one-off connection, from ``envelope_sender`` (a delivery's VERP address) or else the service's
+        :attr:`envelope_sender`. Each call, a retry's too, dates the message anew; its Message-ID is left as is.
 
         Returns once the transport accepted it; raises TemporaryDeliveryError, PermanentDeliveryError or
         AmbiguousDeliveryError when it did not, ConfigError when the configuration keeps any message from going.

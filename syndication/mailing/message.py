@@ -87,6 +87,54 @@ def _date(moment: datetime) -> str:
     return format_datetime(moment)
 
 
+def stamp_date(message: bytes, moment: datetime) -> bytes:
+    """``message`` with its ``Date`` header written for ``moment`` (the header added in front if it had none).
+
+    The Mailer calls this as it hands a message over, so the Date is the moment of sending (a retry's own),
+    never the window the message was built for nor the time it waited in a queue (RFC 5322 3.6.1: the moment
+    the message was ready to go; filters score a Date days in the past as spam). Only the header section is
+    looked at; a folded Date is replaced whole.
+    """
+    value = b"Date: " + format_datetime(moment).encode("ascii")
+    end = message.find(CRLF + CRLF)
+    head = message if end < 0 else message[: end + 2]
+    if head[:5].lower() == b"date:":
+        start = 0
+    else:
+        start = head.lower().find(CRLF + b"date:")
+        if start < 0:
+            return value + CRLF + message
+        start += 2
+    stop = message.find(CRLF, start)
+    while stop >= 0 and message[stop + 2 : stop + 3] in (b" ", b"\t"):  # a continuation line of the Date
+        stop = message.find(CRLF, stop + 2)
+    return message[:start] + value + (message[stop:] if stop >= 0 else CRLF)
+
+
+def folded_list(name: str, items: Sequence[str]) -> str:
+    """``items`` as a comma-separated header value (List-Unsubscribe's URIs), folded (CRLF, space) after a
+    comma wherever the next item would take the line past 78 characters.
+
+    An item is never broken: RFC 2369 has no whitespace inside a list header's angle brackets, so a single URI
+    longer than a line stays on one line of its own (still far under RFC 5322's 998). Relaxed DKIM
+    canonicalisation unfolds, so a signature over the folded header verifies.
+    """
+    value = ""
+    width = len(name) + 2  # the line so far: "Name: "
+    for index, item in enumerate(items):
+        piece = checked(item) + ("," if index < len(items) - 1 else "")
+        separator = " " if index else ""
+        if width + len(separator) + len(piece) > _LINE_LENGTH and (index or 1 + len(piece) <= _LINE_LENGTH):
+            value, width, separator = value + "\r\n", 0, " "
+        value += separator + piece
+        width += len(separator) + len(piece)
+    return value
+
+
+# RFC 5322 2.1.1: a line SHOULD be at most 78 characters (without its CRLF).
+_LINE_LENGTH = 78
+
+
 @lru_cache(maxsize=4096)  # the sender's address and a variant's subject repeat for thousands of messages
 def address(name: str, email: str) -> str:
     """``Name <email>``: see ``with_phrase``; just ``email`` without a name."""
