@@ -67,6 +67,36 @@ class SiteSettings(_Section):
     )
     language: str = Field("en", pattern=LANGUAGE_PATTERN, description="Default language of posts and pages.")
     timezone: str = Field("UTC", description="IANA time zone in which digest periods are counted.")
+    organisation: str = Field(
+        "", description="Name of the organisation that sends the emails, shown in their footer (default: title)."
+    )
+    postal_address: str = Field(
+        "",
+        description="Postal address shown in the footer of every email (CAN-SPAM asks for one in commercial mail);"
+        " one line, or several in a multi-line string, shown as given.",
+    )
+
+    @field_validator("organisation")
+    @classmethod
+    def _organisation(cls, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise ValueError("must be on one line")
+        return value.strip()
+
+    @field_validator("postal_address")
+    @classmethod
+    def _postal_address(cls, value: str) -> str:
+        return "\n".join(line.strip() for line in value.strip().splitlines() if line.strip())
+
+    @property
+    def sender_name(self) -> str:
+        """The organisation that sends the emails: ``organisation``, else the site's title."""
+        return self.organisation or self.title
+
+    @property
+    def postal_lines(self) -> tuple[str, ...]:
+        """The lines of the postal address (none when it is not set)."""
+        return tuple(self.postal_address.splitlines())
 
     @field_validator("base_url")
     @classmethod
@@ -604,6 +634,18 @@ class Settings(_Section):
                 owner = aliases.setdefault(alias.casefold(), theme.slug)
                 if owner != theme.slug:
                     raise ValueError(f"themes: alias {alias!r} belongs to both {owner!r} and {theme.slug!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _bounce_address_for_intake(self) -> Settings:
+        # Refused rather than warned: a receiver or mailbox with no VERP envelope sender gets bounces it cannot
+        # tie to any delivery (the relay returns them to the From address instead).
+        if self.bounces.address is None and (self.bounces.listen is not None or self.bounces.mailbox is not None):
+            configured = "[bounces] listen" if self.bounces.listen is not None else "[bounces.mailbox]"
+            raise ValueError(
+                f"bounces: {configured} is set but [bounces] address is not: without it no bounce comes back to it"
+                " (set address, e.g. 'bounces@news.example.org', to the address the receiver or mailbox gets)"
+            )
         return self
 
     @property

@@ -4,6 +4,7 @@ what it did and will do, and ``mail-sink`` stands in for a mail relay in the dem
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -74,12 +75,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from syndication.app.editions import check_sending
+    from syndication.app.mailcheck import sender_warnings
     from syndication.runtime.logs import configure_logging
     from syndication.runtime.workers import start_fork_server
     from syndication.scheduling.runner import Runner
 
     check_sending(settings)  # without these nothing could ever be sent: say so now
     configure_logging(settings.logging)
+    for warning in sender_warnings(settings):  # mail that would go out but land in spam or bounce: say so too
+        logging.getLogger("syndication.run").warning("mail: %s", warning)
     start_fork_server()  # loads the modules for worker processes now, not during the first large feed build
     runner = Runner(settings)
 
@@ -139,6 +143,9 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
               f" ({counts}); {due}")  # fmt: skip
         if edition.reason:
             print(f"    {edition.status}: {edition.reason}")
+        for outcome, reasons in cadence.reasons.items():
+            for reason, count in reasons.items():
+                print(f"    {count} {outcome}: {reason}")
     for draft in report.stale_drafts:
         print(f"warning: draft edition {draft.id} ({draft.cadence}) has waited for approval since"
               f" {when(draft.created_at)}; approve it with 'syndication editions approve {draft.id}'")  # fmt: skip

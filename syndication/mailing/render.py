@@ -37,7 +37,7 @@ from markupsafe import escape
 from premailer import Premailer
 
 from syndication.config import Settings
-from syndication.core.digest import Digest, with_cap
+from syndication.core.digest import Digest, with_shown
 from syndication.errors import SyndicationError
 from syndication.mailing.message import PreparedBody
 from syndication.resources import email_templates, message_catalogs
@@ -95,6 +95,8 @@ class RenderedEmail:
     language: str
     links: Links
     problems: tuple[str, ...] = field(default=())
+    #: A digest email's digest as rendered: after the size cut, so its counts are what the email shows.
+    digest: Digest | None = field(default=None)
 
     def personalised(self, links: Links) -> RenderedEmail:
         """The same email with another recipient's links, by substitution (no rendering)."""
@@ -152,13 +154,34 @@ class MailRenderer:
     def render_digest(
         self, digest: Digest, language: str, links: Links = PLACEHOLDERS, intro: str | None = None
     ) -> RenderedEmail:
-        """The digest email in ``language``; sections are cut (with their "N more" link) to stay unclipped."""
-        email = self._render_digest_once(digest, language, links, intro)
-        cap = max((len(section.items) for section in digest.sections), default=0)
-        while len(email.html.encode("utf-8")) > self.settings.digest.max_html_bytes and cap > 1:
-            cap = max(1, cap // 2)
-            email = self._render_digest_once(with_cap(digest, cap), language, links, intro)
-        return replace(email, problems=check_email(email, self.settings.digest.max_html_bytes))
+        """The digest email in ``language``; sections are cut (with their "N more" link) to stay unclipped.
+
+        Over ``[digest] max_html_bytes`` it shows the most posts that fit (``with_shown``: the sections take
+        turns), found by bisection on the number shown, so the budget is used to its limit; at least one post
+        per section is shown (over the budget then, which ``problems`` says). ``.digest`` is what it shows."""
+        budget = self.settings.digest.max_html_bytes
+
+        def rendered(shown: Digest) -> RenderedEmail:
+            return replace(self._render_digest_once(shown, language, links, intro), digest=shown)
+
+        def size(email: RenderedEmail) -> int:
+            return len(email.html.encode("utf-8"))
+
+        email = rendered(digest)
+        if size(email) > budget:
+            low = sum(1 for section in digest.sections if section.items)  # the fewest shown: one per section
+            high = digest.shown_count - 1  # the most that may fit
+            best = rendered(with_shown(digest, low))
+            if size(best) <= budget:
+                while low < high:  # invariant: ``low`` fits (``best``), more than ``high`` does not
+                    middle = (low + high + 1) // 2
+                    candidate = rendered(with_shown(digest, middle))
+                    if size(candidate) <= budget:
+                        low, best = middle, candidate
+                    else:
+                        high = middle - 1
+            email = best
+        return replace(email, problems=check_email(email, budget))
 
     def _render_digest_once(self, digest: Digest, language: str, links: Links, intro: str | None) -> RenderedEmail:
         context = {"digest": digest, "intro": intro, "links": links}
@@ -174,7 +197,10 @@ class MailRenderer:
     def _render(self, name: str, language: str, links: Links, context: Mapping[str, Any]) -> RenderedEmail:
         environment = self.environment(language)
         site = self.settings.site
-        shared = {"site": site, "language": language, "links": links, **context}
+        # The footer's sender: who sends (``organisation``: [site] organisation, else the title) and where
+        # (``postal_lines``: [site] postal_address, one item a line; empty when unset), for the templates to place.
+        sender = {"organisation": site.sender_name, "postal_lines": site.postal_lines}
+        shared = {"site": site, "language": language, "links": links, **sender, **context}
         try:
             subject = " ".join(environment.get_template(f"{name}.subject.txt").render(shared).split())
             shared["subject"] = subject
