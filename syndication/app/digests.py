@@ -8,25 +8,32 @@ personalised per reader by substitution. Every message gets its headers from the
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from syndication.app.service import Service
 from syndication.config import Settings
 from syndication.core.digest import Digest, compose_digest
 from syndication.delivery.mailer import Mailer
 from syndication.delivery.transport import Transport
-from syndication.mailing.message import build_encoded, build_message
+from syndication.mailing.message import build_encoded, build_message, checked, folded_list, with_phrase
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail
 from syndication.store import database
 from syndication.store import posts as post_store
 
+PREVIEW_RECIPIENT = "reader@example.invalid"
+
 
 @dataclass(frozen=True)
 class DigestPreview:
-    """A digest as it would be sent: the composition, the rendered email and the complete MIME message."""
+    """A digest as it would be sent: the composition, the rendered email and the complete MIME message.
+
+    ``digest`` is what the email shows (after the size cut): its ``post_count``, ``shown_count`` and
+    ``held_back_count`` are the email's own."""
 
     digest: Digest
     email: RenderedEmail
@@ -59,17 +66,61 @@ def preview_digest(
     language: str | None = None,
     intro: str | None = None,
     renderer: MailRenderer | None = None,
+    cadence: str = "preview",
 ) -> DigestPreview | None:
-    """Render a digest without sending anything; None when the window holds nothing for these themes."""
+    """Render a digest without sending anything; None when the window holds nothing for these themes.
+
+    The message is made the way the sender makes each reader's (``personalised_message`` with
+    ``digest_headers``) and sealed by the service's Mailer (dated now, DKIM-signed when configured), so it is
+    the bytes a send would hand over but for the recipient (``PREVIEW_RECIPIENT``, with ``preview_links``), the
+    Message-ID and the Date. ``cadence`` only goes in a Feedback-ID (when ``[mail] feedback_id`` is set)."""
     digest = compose(service, since, until, followed)
     if digest is None:
         return None
-    language = language or service.settings.site.language
-    email = (renderer or MailRenderer(service.settings)).render_digest(
-        digest, language, preview_links(service.settings), intro
-    )
-    envelope = service.mailer.envelope("reader@example.invalid", "", email.subject, key="preview", date=until)
-    return DigestPreview(digest, email, build_message(envelope, email.text, email.html))
+    settings = service.settings
+    language = language or settings.site.language
+    email = (renderer or MailRenderer(settings)).render_digest(digest, language, intro=intro)
+    links = preview_links(settings)
+    message = personalised_message(
+        service.mailer, email, to_address=PREVIEW_RECIPIENT, to_name="", links=links, message_key="preview",
+        extra=digest_headers(settings, links, "preview", cadence),
+    )  # fmt: skip
+    shown = email.digest or digest
+    return DigestPreview(shown, email.personalised(links), service.mailer.seal(message))
+
+
+def digest_headers(
+    settings: Settings, links: Links, edition_id: int | str, cadence: str
+) -> tuple[tuple[str, str], ...]:
+    """The list headers of a digest to the reader whose links are ``links``, in order: List-Id, List-Unsubscribe
+    (their unsubscribe link, and ``[mail] unsubscribe_mailto``; folded between URIs), List-Unsubscribe-Post (RFC
+    8058 one-click) and, when ``[mail] feedback_id`` is set, Feedback-ID naming the edition and cadence."""
+    unsubscribe = [f"<{links.unsubscribe}>"]
+    if settings.mail.unsubscribe_mailto:
+        unsubscribe.append(f"<mailto:{settings.mail.unsubscribe_mailto}?subject=unsubscribe>")
+    headers = [
+        ("List-Id", list_id(settings)),
+        ("List-Unsubscribe", folded_list("List-Unsubscribe", unsubscribe)),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ]
+    if settings.mail.feedback_id:  # campaign:customer:mailtype:sender, for the providers' feedback loops
+        headers.append(("Feedback-ID", f"{edition_id}:{cadence}:digest:{settings.mail.feedback_id}"))
+    return tuple(headers)
+
+
+def list_id(settings: Settings) -> str:
+    """The List-Id header (RFC 2919): ``[mail] list_id`` ("Name <id>" or just the id), else the site's title with
+    an id made from its host; the name encoded as an address's is."""
+    host = urlsplit(settings.site.base_url).hostname or "localhost"
+    written = settings.mail.list_id.strip()
+    match = re.fullmatch(r"(.*?)\s*<([^<>\s]+)>", written)
+    if match:
+        name, identifier = match.group(1).strip().strip('"'), match.group(2)
+    elif written:
+        name, identifier = "", written
+    else:
+        name, identifier = settings.site.title, host if host.startswith("news.") else f"news.{host}"
+    return with_phrase(name, identifier) if name else f"<{checked(identifier)}>"
 
 
 def personalised_message(

@@ -56,6 +56,11 @@ class Digest:
         return sum(len(section.items) for section in self.sections)
 
     @property
+    def held_back_count(self) -> int:
+        """Posts behind a section's "N more" link (left out by its cap or by the size limit)."""
+        return sum(section.more for section in self.sections)
+
+    @property
     def themes(self) -> tuple[Theme, ...]:
         """The themes with a section, in order (the catch-all has none)."""
         return tuple(section.theme for section in self.sections if section.theme is not None)
@@ -105,5 +110,26 @@ def with_cap(digest: Digest, section_cap: int) -> Digest:
     """The same digest with at most ``section_cap`` posts shown per section (to stay under a size limit)."""
     sections = tuple(
         Section(s.theme, s.items[:section_cap], s.more + max(0, len(s.items) - section_cap)) for s in digest.sections
+    )
+    return Digest(digest.since, digest.until, sections, digest.followed)
+
+
+def with_shown(digest: Digest, count: int) -> Digest:
+    """The same digest showing ``count`` of its shown posts (at least one per section), the rest behind each
+    section's "N more" link: the sections take turns, so the first posts of every section are kept before any
+    section's later ones (a section's ``k``-th post before any ``k+1``-th; at a tie, in the order of sections)."""
+    sizes = [len(section.items) for section in digest.sections]
+    keep = [min(1, size) for size in sizes]
+    left = max(0, count - sum(keep))
+    depth = 1
+    while left > 0 and any(size > depth for size in sizes):
+        for index, size in enumerate(sizes):
+            if left > 0 and size > depth:
+                keep[index] += 1
+                left -= 1
+        depth += 1
+    sections = tuple(
+        Section(s.theme, s.items[:kept], s.more + len(s.items) - kept)
+        for s, kept in zip(digest.sections, keep, strict=True)
     )
     return Digest(digest.since, digest.until, sections, digest.followed)
