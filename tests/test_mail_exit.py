@@ -129,8 +129,10 @@ def test_every_kind_of_message_leaves_signed(
     first, notice = smtp.received_for("pending@example.org")
     assert first == confirmation
 
-    # An approval request for a draft edition.
-    draft = plan_edition(service, "daily", UNTIL - timedelta(days=1), UNTIL, draft=True)
+    # An approval request for a draft edition (one with something to send: an empty window makes no draft).
+    add_subscriber(service, "daily@example.org", cadence="daily", confirmed=True)
+    draft = plan_edition(service, "daily", SINCE, UNTIL, draft=True)
+    assert draft.queued == 1
     assert notify_editors(service, draft) == []
     approval = only_message_for(smtp, EDITOR)
 

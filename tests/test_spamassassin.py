@@ -117,8 +117,10 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpTestServer) -> 
         outcome = add_subscriber(service, "pending@example.org", name="Pending", cadence="weekly")
         assert outcome.confirmation_sent, outcome.confirmation_error
         send_preferences_notice(service, outcome.subscriber, "the weekly digest, on every theme")
-        draft = plan_edition(service, "daily", now - timedelta(days=1), now, draft=True)
-        assert notify_editors(service, draft) == []
+        # An approval request: a draft with something to send (an empty window makes no draft).
+        add_subscriber(service, "daily@example.org", cadence="daily", confirmed=True)
+        draft = plan_edition(service, "daily", now - timedelta(days=7), now, draft=True)
+        assert draft.queued == 1 and notify_editors(service, draft) == []
 
     [digest] = smtp.received_for("reader@example.org")
     [test_send] = smtp.received_for("test@example.org")

@@ -18,12 +18,12 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from syndication.app.bounces import record_bounce, verp_address
-from syndication.app.digests import compose, personalised_message, preview_links, send_notice
+from syndication.app.digests import compose, digest_headers, personalised_message, preview_links, send_notice
 from syndication.app.service import Service
 from syndication.app.subscribers import (
     default_language,
@@ -36,10 +36,12 @@ from syndication.config import Settings, signing_keys
 from syndication.core.digest import Digest
 from syndication.core.editions import (
     EDITABLE,
+    NOTHING_NEW,
     TRANSITIONS,
     EditionAction,
     check_editable,
     next_status,
+    on_rerun,
     reopen_for_retry,
 )
 from syndication.core.models import CADENCES, RETRYABLE_DELIVERIES, DeliveryStatus, Edition, EditionStatus, Subscriber
@@ -47,7 +49,7 @@ from syndication.core.tokens import make_token
 from syndication.delivery.mailer import Mailer
 from syndication.delivery.sender import Bounce, DrainReport, Outgoing, Sender
 from syndication.errors import SyndicationError
-from syndication.mailing.message import HeaderInjection, checked, folded_list, with_phrase
+from syndication.mailing.message import HeaderInjection
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail, RenderError
 from syndication.scheduling.cadences import latest_fire, parse_crontab, window_ending
 from syndication.store import database, ledger
@@ -71,6 +73,17 @@ class SendPlan:
     nothing_new: int = 0
     variants: set[tuple[tuple[str, ...] | None, str]] = field(default_factory=set)
     posts: int = 0
+    approved: bool = False  # this run approved the edition (``digest send --approve``): the operator's approval
+
+    @property
+    def empty(self) -> bool:
+        """True when the window had nothing new: its edition is kept only to mark where the next one starts."""
+        return self.edition is not None and self.edition.status == EditionStatus.EMPTY
+
+    @property
+    def draft(self) -> bool:
+        """True when the edition waits for an editor's approval."""
+        return self.edition is not None and self.edition.status == EditionStatus.DRAFT
 
 
 def default_window(service: Service, cadence: str) -> tuple[datetime, datetime]:
@@ -94,11 +107,16 @@ def plan_edition(
     *,
     dry_run: bool = False,
     draft: bool = False,
+    approve: bool = False,
 ) -> SendPlan:
     """Create the edition of this window (once) and queue one delivery per active subscriber of the cadence
     who has something new; with ``dry_run`` nothing is written and the plan says what would be sent.
 
-    A ``draft`` edition is queued but not sent until an editor approves it.
+    A ``draft`` edition is queued but not sent until an editor approves it; ``approve`` (the operator's approval,
+    ``digest send --approve``) creates it approved, or approves the window's draft. A window in which nothing was
+    published makes an ``empty`` edition: no deliveries, never public nor a draft nor emailed about, kept so that
+    the next window starts where it ended. Running it again for the window resumes what is left (``on_rerun``):
+    nothing is queued to an edition that is over, and deliveries stranded under a sent one are sent.
     """
     if cadence not in CADENCES:
         raise SyndicationError(f"unknown cadence {cadence!r} (expected one of {', '.join(CADENCES)})")
@@ -125,9 +143,31 @@ def plan_edition(
         if dry_run:
             plan.edition = ledger.find_edition(session, cadence, since, until)
             return plan
-        status = EditionStatus.DRAFT if draft else EditionStatus.SENDING
-        plan.edition, plan.created = ledger.create_edition(session, cadence, since, until, service.clock(), status)
+        now = service.clock()
+        everything = digests[None] if None in digests else compose(service, since, until, None)
+        if everything is None:
+            status, reason = EditionStatus.EMPTY, NOTHING_NEW
+        else:
+            status, reason = (EditionStatus.DRAFT if draft and not approve else EditionStatus.SENDING), ""
+        plan.edition, plan.created = ledger.create_edition(
+            session, cadence, since, until, now, status, reason=reason,
+            approved_at=now if approve and status == EditionStatus.SENDING else None,
+        )  # fmt: skip
+        plan.approved = plan.created and approve and status == EditionStatus.SENDING
         edition_id = plan.edition.id
+        if not plan.created:
+            existing = plan.edition
+            may_queue, after = on_rerun(existing, ledger.open_deliveries(session, edition_id))
+            if approve and existing.status == EditionStatus.DRAFT:
+                after = next_status(existing, EditionAction.APPROVE)
+                plan.approved = True
+            if after != existing.status:
+                ledger.set_edition_status(session, edition_id, after, now, only_from=existing.status)
+                plan.edition = ledger.edition(session, edition_id)
+            if not may_queue:
+                return plan
+        elif status == EditionStatus.EMPTY:
+            return plan
         deliveries = [(subscriber_id, _message_id(edition_id, subscriber_id)) for subscriber_id in chosen]
         plan.queued = ledger.queue(session, edition_id, deliveries, service.clock())
     return plan
@@ -144,13 +184,52 @@ def open_sender(service: Service, owner: str | None = None) -> Sender:
     return Sender(service.settings, service.engine, service.clock, service.mailer, owner=owner)
 
 
+# An address in a reply ("<bo@example.org>", "for 'bo@example.org'"): left out, so that one reason groups many.
+_ADDRESS = re.compile(r"(?:\s+for)?\s*['\"<]?[^\s'\"<>@]+@[^\s'\"<>@]+['\">]?")
+
+
+def normalised_reason(detail: str) -> str:
+    """A delivery's error as a reason many deliveries share: one line, its recipient's address left out."""
+    line = " ".join(_ADDRESS.sub("", detail).split())
+    return line.strip(" :;,") or "no reason given"
+
+
+def group_reasons(rows: Collection[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
+    """(status, detail, count) rows as status → normalised reason → count, the commonest reason first."""
+    grouped: dict[str, dict[str, int]] = {}
+    for status, detail, count in rows:
+        reasons = grouped.setdefault(str(status), {})
+        reason = normalised_reason(detail)
+        reasons[reason] = reasons.get(reason, 0) + count
+    return {status: dict(sorted(r.items(), key=lambda item: (-item[1], item[0]))) for status, r in grouped.items()}
+
+
+# The outcomes a drain reports the reasons of.
+_REASONED = (DeliveryStatus.DEFERRED, DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.UNKNOWN,
+             DeliveryStatus.POISONED)  # fmt: skip
+
+
+@dataclass
+class DeliveryReport(DrainReport):
+    """What ``deliver`` did: the sender's report, with the reasons of its deferrals and failures (``reasons``:
+    outcome → normalised reason → how many, e.g. {"deferred": {"Connection refused (127.0.0.1:25)": 9}})."""
+
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def nothing_delivered(self) -> bool:
+        """True when something was due and nothing of it could be delivered."""
+        due = self.handled or self.poisoned or self.paused_editions or self.held_back
+        return self.sent == 0 and bool(due)
+
+
 def deliver(
     service: Service,
     *,
     edition_id: int | None = None,
     on_progress: Callable[[DrainReport], None] | None = None,
     sender: Sender | None = None,
-) -> DrainReport:
+) -> DeliveryReport:
     """Send every due delivery (retries included) of sending editions, or of one edition, through the service's
     Mailer; with ``sender`` (from ``open_sender``) through that one. Raises SenderBusy when another sender drains
     this SQLite store, ConfigError when sending is not configured right.
@@ -160,10 +239,17 @@ def deliver(
     the editors are emailed (a failure to email them is logged, never raised)."""
     sender = sender or open_sender(service)
     builder = MessageBuilder(service)
-    report = sender.drain(
+    with database.transaction(service.engine) as session:
+        before = ledger.last_attempt_id(session)
+    drained = sender.drain(
         builder.build, edition_id=edition_id, on_progress=on_progress,
         on_bounce=lambda bounce: _count_bounce(service, bounce),
     )  # fmt: skip
+    with database.transaction(service.engine) as session:
+        rows = [row for row in ledger.outcomes_after(session, before, edition_id) if row[0] in _REASONED]
+    report = DeliveryReport(
+        **{f.name: getattr(drained, f.name) for f in fields(DrainReport)}, reasons=group_reasons(rows)
+    )
     for paused, reason in report.paused_editions.items():
         log.error("edition %d paused: %s", paused, reason, extra={"event": "edition-paused", "edition": paused})
         for problem in notify_paused(service, paused, reason):
@@ -197,7 +283,6 @@ class MessageBuilder:
         self._editions: dict[int, Edition | None] = {}
         self._variants: dict[tuple[int, tuple[str, ...] | None, str], RenderedEmail | None] = {}
         self._failures: dict[tuple[int, tuple[str, ...] | None, str], str] = {}  # variants that cannot be rendered
-        self.list_id = list_id(self.settings)
 
     def build(self, claims: list[ledger.Claim]) -> list[Outgoing | str]:
         """The message of each claim, or the reason none can be sent; the batch's subscribers in one query."""
@@ -227,17 +312,7 @@ class MessageBuilder:
         if variant is None:
             return "nothing new for this subscriber's themes"
         links = self.links(edition, subscriber)
-        unsubscribe = [f"<{links.unsubscribe}>"]
-        if self.settings.mail.unsubscribe_mailto:
-            unsubscribe.append(f"<mailto:{self.settings.mail.unsubscribe_mailto}?subject=unsubscribe>")
-        extra = [
-            ("List-Id", self.list_id),
-            ("List-Unsubscribe", folded_list("List-Unsubscribe", unsubscribe)),
-            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ]
-        if self.settings.mail.feedback_id:  # campaign:customer:mailtype:sender, for the providers' feedback loops
-            feedback = f"{edition.id}:{edition.cadence}:digest:{self.settings.mail.feedback_id}"
-            extra.append(("Feedback-ID", feedback))
+        extra = digest_headers(self.settings, links, edition.id, edition.cadence)
         try:
             # No date: the Mailer writes the Date as it hands the message over (never the window's end).
             message = personalised_message(
@@ -297,21 +372,6 @@ class MessageBuilder:
         return self._variants[key]
 
 
-def list_id(settings: Settings) -> str:
-    """The List-Id header (RFC 2919): ``[mail] list_id`` ("Name <id>" or just the id), else the site's title with
-    an id made from its host; the name encoded as an address's is."""
-    host = urlsplit(settings.site.base_url).hostname or "localhost"
-    written = settings.mail.list_id.strip()
-    match = re.fullmatch(r"(.*?)\s*<([^<>\s]+)>", written)
-    if match:
-        name, identifier = match.group(1).strip().strip('"'), match.group(2)
-    elif written:
-        name, identifier = "", written
-    else:
-        name, identifier = settings.site.title, host if host.startswith("news.") else f"news.{host}"
-    return with_phrase(name, identifier) if name else f"<{checked(identifier)}>"
-
-
 def check_sending(settings: Settings) -> None:
     """Refuse (ConfigError) what would fail every message: no signing key for the links in every digest, or a
     DKIM key that cannot be read. Checked before an edition is made or a service starts sending."""
@@ -327,6 +387,8 @@ def notify_editors(service: Service, plan: SendPlan) -> list[str]:
     settings = service.settings
     edition = plan.edition
     assert edition is not None
+    if edition.status != EditionStatus.DRAFT or not plan.queued:  # an empty window makes no draft to approve
+        return []
     base = settings.site.base_url
     preview_url = f"{base}/editor/editions/{edition.id}"
     context = {
@@ -437,7 +499,7 @@ def list_editions(service: Service, limit: int = 50) -> list[EditionReport]:
 def sent_editions(service: Service, limit: int) -> list[Edition]:
     """The sent editions among the newest ``limit``, newest first (the public archive)."""
     with database.transaction(service.engine) as session:
-        return [e for e in ledger.editions(session, limit=limit) if e.status == EditionStatus.SENT]
+        return ledger.editions(session, limit=limit, statuses=(EditionStatus.SENT,))
 
 
 def change_edition(service: Service, edition_id: int, action: EditionAction) -> tuple[Edition, EditionStatus]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from syndication.app.editions import group_reasons
 from syndication.app.jobs import LEADER
 from syndication.app.service import Service
 from syndication.core.models import Edition
@@ -31,6 +32,7 @@ class CadenceStatus:
     last: Edition | None
     deliveries: dict[str, int]
     next_due: datetime | None
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)  # status → why (normalised) → how many
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,9 @@ def status_report(service: Service) -> StatusReport:
         for cadence, crontab in settings.schedule.cadences.items():
             last = ledger.last_edition(session, cadence)
             due = None if crontab == "off" else next_fire(parse_crontab(crontab, settings.site.timezone), now)
-            editions.append(CadenceStatus(cadence, last, ledger.progress(session, last.id) if last else {}, due))
+            progress = ledger.progress(session, last.id) if last else {}
+            reasons = group_reasons(ledger.problem_details(session, last.id)) if last else {}
+            editions.append(CadenceStatus(cadence, last, progress, due, reasons))
         depth = ledger.queue_depth(session, now)
         stale = ledger.drafts_created_before(session, now - timedelta(hours=settings.digest.approval_timeout_hours))
     job_ids = sorted((set(runs) | set(next_runs)) - {LEADER})

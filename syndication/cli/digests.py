@@ -17,7 +17,7 @@ import sys
 from syndication.cli.arguments import Commands, add_command, add_group, path, timestamp
 from syndication.cli.output import EXIT_FAILED, EXIT_OK, print_drain, progress_printer, say_error, stopping_on_signals
 from syndication.config import Settings
-from syndication.core.models import CADENCES
+from syndication.core.models import CADENCES, EditionStatus
 from syndication.errors import SyndicationError
 
 
@@ -48,6 +48,11 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
         "--until", metavar="ISO", type=timestamp, help="window end (default: the cadence's last fire time)"
     )
     send.add_argument("--dry-run", action="store_true", help="send nothing; report what would be sent")
+    send.add_argument(
+        "--approve",
+        action="store_true",
+        help="with [digest] require_approval, approve the edition as the operator and send it at once",
+    )
 
     add_command(
         commands, "deliver", _deliver, "send every due delivery, retries included, without creating an edition", common
@@ -93,8 +98,8 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
     digest = preview.digest
     print(
         f"digest: {preview.email.subject!r}: {digest.post_count} posts in {len(digest.sections)} sections"
-        f" ({digest.shown_count} shown), HTML {len(preview.email.html.encode('utf-8')):,} bytes"
-        + (f", written to {args.out}" if args.out else ""),
+        f" ({digest.shown_count} shown, {digest.held_back_count} held back),"
+        f" HTML {len(preview.email.html.encode('utf-8')):,} bytes" + (f", written to {args.out}" if args.out else ""),
         file=sys.stderr,
     )
     for problem in preview.email.problems:
@@ -107,7 +112,14 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.app.editions import check_sending, default_window, deliver, open_sender, plan_edition
+    from syndication.app.editions import (
+        check_sending,
+        default_window,
+        deliver,
+        notify_editors,
+        open_sender,
+        plan_edition,
+    )
     from syndication.app.service import Service
 
     if not args.dry_run:
@@ -115,7 +127,10 @@ def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
     with Service.open(settings) as service:
         since, until = default_window(service, args.cadence)
         since, until = args.since or since, args.until or until
-        plan = plan_edition(service, args.cadence, since, until, dry_run=args.dry_run)
+        draft = settings.digest.require_approval and not args.approve
+        plan = plan_edition(
+            service, args.cadence, since, until, dry_run=args.dry_run, draft=draft, approve=args.approve
+        )
         window = f"{since.isoformat()} to {until.isoformat()}"
         if args.dry_run:
             state = f"edition {plan.edition.id} exists ({plan.edition.status})" if plan.edition else "no edition yet"
@@ -125,13 +140,30 @@ def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
                 f" {len(plan.variants)} variants; up to {plan.posts} posts; nothing sent"
             )
             return EXIT_OK
-        assert plan.edition is not None
+        edition = plan.edition
+        assert edition is not None
+        if plan.empty:
+            print(f"edition {edition.id} ({args.cadence}, {window}): nothing new in this window;"
+                  " nothing to send, nothing published")  # fmt: skip
+            return EXIT_OK
         made = "created" if plan.created else "already existed"
-        print(f"edition {plan.edition.id} ({args.cadence}, {window}) {made}: {plan.queued} deliveries queued,"
+        print(f"edition {edition.id} ({args.cadence}, {window}) {made}: {plan.queued} deliveries queued,"
               f" {plan.nothing_new} subscribers with nothing new")  # fmt: skip
+        if plan.approved:
+            print(f"edition {edition.id} approved by the operator (--approve)")
+        if plan.draft:
+            if plan.created:
+                for problem in notify_editors(service, plan):
+                    say_error(SyndicationError(f"could not email an editor about draft {edition.id}: {problem}"))
+            print(f"edition {edition.id} is a draft: approve it with 'syndication editions approve {edition.id}'"
+                  " or the editor's page")  # fmt: skip
+            return EXIT_OK
+        if edition.status in (EditionStatus.SENT, EditionStatus.CANCELLED):
+            print(f"edition {edition.id} is {edition.status}: nothing more of it is sent")
+            return EXIT_OK
         sender = open_sender(service)
         with stopping_on_signals(sender.stop) as stopped:
-            report = deliver(service, edition_id=plan.edition.id, on_progress=progress_printer(), sender=sender)
+            report = deliver(service, edition_id=edition.id, on_progress=progress_printer(), sender=sender)
     status = _print_paused(report.paused_editions, print_drain(report))
     stopped.raise_it()
     return status

@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import Protocol
 
@@ -103,8 +103,9 @@ def progress_printer() -> Callable[[Drained], None]:
 
 
 def print_drain(report: Drained) -> int:
-    """Print what a delivery run did; the exit status is EXIT_FAILED when a message failed, was set aside or its
-    outcome is unknown."""
+    """Print what a delivery run did, then one line per reason deliveries were deferred or given up for
+    ("9 deferred: Connection refused (127.0.0.1:25)"); the exit status is EXIT_FAILED when a message failed, was
+    set aside or its outcome is unknown, or when something was due and nothing could be delivered."""
     if sys.stderr.isatty():
         print(file=sys.stderr)
     extra = [
@@ -120,4 +121,12 @@ def print_drain(report: Drained) -> int:
         + "".join(f", {part}" for part in extra if part)
         + (f"; editions finished: {', '.join(map(str, report.finished_editions))}" if report.finished_editions else "")
     )
+    grouped: Mapping[str, Mapping[str, int]] = getattr(report, "reasons", {})  # the app's DeliveryReport has them
+    for outcome, reasons in grouped.items():
+        for reason, count in reasons.items():
+            print(f"  {count} {outcome}: {reason}")
+    due = report.deferred or report.failed or report.bounced or report.unknown or report.poisoned
+    if report.sent == 0 and due:
+        print("syndication: error: nothing could be delivered", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK if not (report.failed or report.poisoned or report.unknown) else EXIT_FAILED

@@ -83,6 +83,25 @@ def finished(counts: Mapping[str, int]) -> tuple[EditionStatus, str]:
     return EditionStatus.SENT, given_up
 
 
+# Editions nothing more is queued for: over (sent, cancelled), or a window that had nothing new (``empty``: kept
+# only so that the next window starts where it ended; never public, never a draft, never emailed).
+FINAL: Final = (EditionStatus.SENT, EditionStatus.CANCELLED, EditionStatus.EMPTY)
+# What an empty edition's reason says beside it.
+NOTHING_NEW: Final = "nothing new"
+
+
+def on_rerun(edition: Edition, open_deliveries: int) -> tuple[bool, EditionStatus]:
+    """What a second run for ``edition``'s window (``digest send`` again, a scheduler catching up) does: whether
+    it may queue deliveries to it, and the status it leaves it in. A draft, sending or paused edition takes
+    newcomers and keeps its status; a final one takes none, except that a sent one still holding
+    ``open_deliveries`` (queued under it by an older version, stranded) goes back to sending, so they are sent."""
+    if edition.status == EditionStatus.SENT:
+        return False, EditionStatus.SENDING if open_deliveries else EditionStatus.SENT
+    if edition.status in FINAL:
+        return False, edition.status
+    return True, edition.status
+
+
 def reopen_for_retry(edition: Edition) -> EditionStatus:
     """The status an edition takes when an operator re-queues some of its deliveries (``editions retry``): a sent
     one is sending again, a sending or paused one stays as it is (a paused one goes once resumed); EditionRefused

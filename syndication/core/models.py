@@ -144,6 +144,7 @@ class EditionStatus(StrEnum):
     PAUSED = "paused"
     CANCELLED = "cancelled"
     SENT = "sent"
+    EMPTY = "empty"
 
 
 class DeliveryStatus(StrEnum):

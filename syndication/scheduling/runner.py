@@ -57,7 +57,6 @@ from syndication.app.publishing import publish_feeds
 from syndication.app.service import Service
 from syndication.clock import Clock, system_clock
 from syndication.config import Settings
-from syndication.core.models import EditionStatus
 from syndication.errors import SenderBusy, SyndicationError
 from syndication.scheduling.cadences import parse_crontab
 
@@ -361,9 +360,12 @@ class Runner:
                 state = "created" if plan.created else "existed"
                 window = f"{since:%Y-%m-%d %H:%M:%S} to {until:%Y-%m-%d %H:%M:%S} UTC"
                 edition = plan.edition
+                if plan.empty:
+                    lines.append(f"edition {edition.id} {state} for {window} (empty: nothing new, not published)")
+                    continue
                 lines.append(f"edition {edition.id} {state} for {window} ({edition.status}, {plan.queued} queued)")
                 queued += plan.queued
-                if plan.created and plan.edition.status == EditionStatus.DRAFT:
+                if plan.created and plan.draft:
                     for problem in notify_editors(self.service, plan):
                         log.warning("could not email an editor about draft %s: %s", plan.edition.id, problem)
             outcome.summary = "; ".join(lines) or "no edition due"

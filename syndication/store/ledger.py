@@ -68,8 +68,12 @@ def create_edition(
     until: datetime,
     now: datetime,
     status: EditionStatus = EditionStatus.SENDING,
+    *,
+    reason: str = "",
+    approved_at: datetime | None = None,
 ) -> tuple[Edition, bool]:
-    """The edition of this window, created if it did not exist; True when this call created it.
+    """The edition of this window, created if it did not exist (with ``status``, ``reason`` and, when an operator
+    approved it as it was made, ``approved_at``); True when this call created it.
 
     Two processes racing to create it both end with the same row: the unique window decides.
     """
@@ -79,7 +83,7 @@ def create_edition(
     # No savepoint: on SQLite (pysqlite) a savepoint that opens the transaction commits on release, which would
     # publish the edition before its deliveries are queued. ON CONFLICT DO NOTHING settles a race on both stores.
     values = {"cadence": cadence, "since": since, "until": until, "status": status, "created_at": now,
-              "intro": "", "subject": ""}  # fmt: skip
+              "intro": "", "subject": "", "status_reason": reason, "approved_at": approved_at}  # fmt: skip
     statement = _insert_unless_present(session, EditionRow.__table__, ["cadence", "since", "until"])  # type: ignore[arg-type]
     created = session.execute(statement.values(**values).returning(EditionRow.id)).first() is not None
     found = find_edition(session, cadence, since, until)
@@ -93,9 +97,12 @@ def edition(session: Session, edition_id: int) -> Edition | None:
     return _edition(row) if row else None
 
 
-def editions(session: Session, limit: int = 50) -> list[Edition]:
-    """The newest editions first."""
-    rows = session.scalars(select(EditionRow).order_by(EditionRow.until.desc(), EditionRow.id.desc()).limit(limit))
+def editions(session: Session, limit: int = 50, statuses: Sequence[EditionStatus] | None = None) -> list[Edition]:
+    """The newest editions first (with ``statuses``, only those in one of them)."""
+    query = select(EditionRow)
+    if statuses is not None:
+        query = query.where(EditionRow.status.in_(list(statuses)))
+    rows = session.scalars(query.order_by(EditionRow.until.desc(), EditionRow.id.desc()).limit(limit))
     return [_edition(row) for row in rows]
 
 
@@ -450,6 +457,43 @@ def progress(session: Session, edition_id: int) -> dict[str, int]:
     )
     counts: dict[str, int] = dict(session.execute(query).all())
     return counts
+
+
+def open_deliveries(session: Session, edition_id: int) -> int:
+    """How many deliveries of the edition are still to send (queued, claimed or deferred)."""
+    query = select(func.count()).where(DeliveryRow.edition_id == edition_id, DeliveryRow.status.in_(OPEN_DELIVERIES))
+    return session.scalar(query) or 0
+
+
+def last_attempt_id(session: Session) -> int:
+    """The id of the newest attempt recorded (0: none); what a drain recorded after it has greater ids."""
+    return session.scalar(select(func.coalesce(func.max(_attempts.c.id), 0))) or 0
+
+
+def outcomes_after(session: Session, after_id: int, edition_id: int | None = None) -> list[tuple[str, str, int]]:
+    """The attempts recorded after attempt ``after_id`` (of one edition, or all), as (outcome, detail, count)."""
+    a = _attempts
+    query = select(a.c.outcome, a.c.detail, func.count()).where(a.c.id > after_id)
+    if edition_id is not None:
+        query = query.join(DeliveryRow, DeliveryRow.id == a.c.delivery_id).where(DeliveryRow.edition_id == edition_id)
+    rows = session.execute(query.group_by(a.c.outcome, a.c.detail)).all()
+    return [(outcome, detail or "", count) for outcome, detail, count in rows]
+
+
+def problem_details(session: Session, edition_id: int | None = None) -> list[tuple[str, str, int]]:
+    """The deferred, failed, bounced, unknown and poisoned deliveries (of one edition, or of every edition not
+    over yet) as (status, last error, count)."""
+    query = select(DeliveryRow.status, DeliveryRow.last_error, func.count()).where(
+        DeliveryRow.status.in_(PROBLEM_DELIVERIES)
+    )
+    if edition_id is not None:
+        query = query.where(DeliveryRow.edition_id == edition_id)
+    else:
+        query = query.join(EditionRow, EditionRow.id == DeliveryRow.edition_id).where(
+            EditionRow.status.in_((EditionStatus.SENDING, EditionStatus.PAUSED))
+        )
+    rows = session.execute(query.group_by(DeliveryRow.status, DeliveryRow.last_error)).all()
+    return [(status, detail or "", count) for status, detail, count in rows]
 
 
 @dataclass(frozen=True, slots=True)
