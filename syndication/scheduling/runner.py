@@ -42,7 +42,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.base import BaseJobStore, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -254,7 +254,16 @@ class Runner:
         log.info("this process is now the scheduler", extra={"event": "leader", "runner": self.name})
         self._job_store = jobs.open_shared_job_store(self.service)
         store = self._job_store.jobstore
-        # Stored jobs whose time passed while no process scheduled run now, once (coalesced), if within grace.
+        # Paused while the stored jobs are looked at and set: a running scheduler processes a job store as soon as
+        # it is added, and would make an edition that the check below then makes again.
+        self.scheduler.pause()
+        try:
+            self._add_leader_jobs(store)
+        finally:
+            self.scheduler.resume()
+
+    def _add_leader_jobs(self, store: BaseJobStore) -> None:
+        # Stored jobs whose time passed while no process scheduled run once resumed (coalesced), if within grace.
         self.scheduler.add_jobstore(store, "shared")
         wanted = self._leader_jobs()
         for spec in wanted:
