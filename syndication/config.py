@@ -319,6 +319,41 @@ class DkimSettings(_Section):
     selector: str = Field("", description="DKIM selector (the key is published at <selector>._domainkey.<domain>).")
     domain: str = Field("", description="Signing domain (d=); empty: no DKIM signature.")
     key_file: Path | None = Field(None, description="PEM file of the private key.")
+    ed25519_selector: str = Field(
+        "",
+        description="Selector of an optional second signature, ed25519-sha256 (RFC 8463), added beside the RSA one;"
+        " empty: RSA only.",
+    )
+    ed25519_key_file: Path | None = Field(
+        None,
+        description="File of the Ed25519 private key: PEM (PKCS#8, as openssl genpkey writes it) or the base64 seed"
+        " dkimpy's dknewkey writes.",
+    )
+
+    @model_validator(mode="after")
+    def _ed25519_pair(self) -> DkimSettings:
+        # Half a second signature is a mistake, not a choice: refused as the file loads rather than silently unsigned.
+        if self.ed25519_selector and self.ed25519_key_file is None:
+            raise ValueError("ed25519_selector is set but ed25519_key_file is not (the Ed25519 private key)")
+        if self.ed25519_key_file is not None and not self.ed25519_selector:
+            raise ValueError(
+                f"ed25519_key_file {self.ed25519_key_file} is set but ed25519_selector is not (its public key is"
+                " published at <ed25519_selector>._domainkey.<domain>)"
+            )
+        if not self.ed25519_selector:
+            return self
+        if not self.domain:
+            # Ed25519 goes beside RSA, never instead: receivers that do not know it (many, today) need the RSA one.
+            raise ValueError(
+                "ed25519_selector is set but domain is not: the Ed25519 signature is added beside the RSA one,"
+                " so set domain, selector and key_file too"
+            )
+        if self.ed25519_selector == self.selector:
+            raise ValueError(
+                f"ed25519_selector {self.ed25519_selector!r} is the RSA selector too: one DNS name holds one key,"
+                " so give each key its own selector"
+            )
+        return self
 
 
 class DigestSettings(_Section):

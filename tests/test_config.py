@@ -198,3 +198,44 @@ def test_template_overrides_that_parse_are_accepted(tmp_path: Path) -> None:
 def test_a_cadence_crontab_that_cannot_fire_is_refused(tmp_path: Path) -> None:
     message = _refusal(tmp_path, '[schedule.cadences]\nweekly = "0 8 * * funday"\n')
     assert "schedule.cadences:" in message
+
+
+_DKIM = '[dkim]\ndomain = "news.example.org"\nselector = "rsa2024"\nkey_file = "/keys/rsa.pem"\n'
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            _DKIM + 'ed25519_selector = "ed2024"\n',
+            "dkim: ed25519_selector is set but ed25519_key_file is not",
+        ),
+        (
+            _DKIM + 'ed25519_key_file = "/keys/ed25519.pem"\n',
+            "dkim: ed25519_key_file /keys/ed25519.pem is set but ed25519_selector is not",
+        ),
+        (
+            '[dkim]\ned25519_selector = "ed2024"\ned25519_key_file = "/keys/ed25519.pem"\n',
+            "dkim: ed25519_selector is set but domain is not",
+        ),
+        (
+            _DKIM + 'ed25519_selector = "rsa2024"\ned25519_key_file = "/keys/ed25519.pem"\n',
+            "dkim: ed25519_selector 'rsa2024' is the RSA selector too",
+        ),
+        (_DKIM + "ed25519_key_file = 7\n", "dkim.ed25519_key_file:"),
+    ],
+)
+def test_half_an_ed25519_dkim_key_is_refused_naming_the_setting(tmp_path: Path, body: str, expected: str) -> None:
+    assert expected in _refusal(tmp_path, body)
+
+
+def test_an_ed25519_dkim_key_beside_the_rsa_one_loads(tmp_path: Path) -> None:
+    body = _DKIM + 'ed25519_selector = "ed2024"\ned25519_key_file = "/keys/ed25519.pem"\n'
+    path = tmp_path / "config.toml"
+    path.write_text(body, encoding="utf-8")
+    dkim = load_settings(path, environ={}).dkim
+    assert (dkim.selector, dkim.ed25519_selector, dkim.ed25519_key_file) == (
+        "rsa2024",
+        "ed2024",
+        Path("/keys/ed25519.pem"),
+    )

@@ -83,12 +83,14 @@ class Mailer:
         )
 
     def check(self) -> None:
-        """Read the DKIM key now: ConfigError when ``[dkim]`` names one that cannot be used (else nothing)."""
+        """Read the DKIM keys now (RSA, and Ed25519 when set): ConfigError when ``[dkim]`` names one that cannot be
+        used (else nothing)."""
         self._load_signer()
 
     def seal(self, message: bytes) -> bytes:
         """``message`` as it leaves: dated now (its Date header written from the clock), then with a
-        DKIM-Signature in front when ``[dkim] domain`` is set."""
+        DKIM-Signature in front when ``[dkim] domain`` is set (two, RSA then Ed25519, when ``[dkim]
+        ed25519_selector`` is set too)."""
         dated = stamp_date(message, self.clock())
         sign = self._load_signer()
         return sign(dated) if sign is not None else dated

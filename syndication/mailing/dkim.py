@@ -1,6 +1,7 @@
 """DKIM signatures (RFC 6376) on finished messages: canonicalised here, signed by OpenSSL.
 
-Signed with rsa-sha256 and relaxed/relaxed canonicalisation, so a relay that refolds a header or changes
+Signed with rsa-sha256, and optionally with ed25519-sha256 (RFC 8463) as well, both with relaxed/relaxed
+canonicalisation, so a relay that refolds a header or changes
 trailing white space does not break the signature. The signature covers the headers a reader sees and the
 ones RFC 8058 requires for one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post). Headers that
 must appear only once are listed once more than they occur ("oversigned"): a copy added on the way, or one
@@ -12,21 +13,29 @@ faster: the key is parsed once, the message is split and canonicalised with a fe
 (the service writes CRLF-terminated MIME, so the usual case rewrites nothing), and the RSA step goes through
 OpenSSL (the ``cryptography`` package) instead of dkimpy's Python integers. dkimpy stays as the fallback for
 an RSA key OpenSSL refuses but dkimpy reads, and as the verifier in the tests.
+
+The Ed25519 signature, when ``[dkim] ed25519_selector`` and ``ed25519_key_file`` are set, goes beside the RSA one,
+never instead: RFC 8463 asks signers to keep an RSA signature, since a receiver that does not know Ed25519
+ignores that signature and checks the RSA one. Both share one parse, one body hash, the header list and the second
+in t=; they differ in a=, s= and b=. Per RFC 8463 §3 the Ed25519 step is PureEdDSA over the SHA-256 hash of the
+canonicalised headers (not over the headers themselves), which is what dkimpy signs and verifies too; Ed25519 is
+deterministic, so this header is also byte for byte dkimpy's.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from syndication.config import DkimSettings
 from syndication.errors import ConfigError
@@ -86,6 +95,7 @@ _WIDTH = 71
 _PLACEHOLDER = b"0" * 60
 _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
+_ED25519_SEED_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +106,13 @@ class DkimKey:
     private: rsa.RSAPrivateKey | None
 
 
+#: What a signature is made with: a checked RSA key, or an Ed25519 one.
+SigningKey = DkimKey | ed25519.Ed25519PrivateKey
+
+
 def sign(message: bytes, settings: DkimSettings) -> bytes:
-    """``message`` with a DKIM-Signature header in front, signed with the key of ``settings``.
+    """``message`` with a DKIM-Signature header in front, signed with the key of ``settings`` (two headers, RSA
+    first, when an Ed25519 key is configured too).
 
     Reads the key file on each call: for many messages use :func:`signer`, which reads it once.
     """
@@ -108,9 +123,10 @@ def sign(message: bytes, settings: DkimSettings) -> bytes:
 
 
 def signer(settings: DkimSettings) -> Callable[[bytes], bytes] | None:
-    """A function that signs a message with the key of ``settings``, read and checked once; None without a domain.
+    """A function that signs a message with the keys of ``settings``, read and checked once; None without a domain.
 
-    A selector or key file that is missing, unreadable or not an RSA private key is a ConfigError.
+    The RSA signature always, then the Ed25519 one when ``ed25519_selector`` and ``ed25519_key_file`` are set. A
+    selector or key file that is missing, unreadable or not a private key of its kind is a ConfigError.
     """
     if not settings.domain:
         return None
@@ -118,12 +134,17 @@ def signer(settings: DkimSettings) -> Callable[[bytes], bytes] | None:
         raise ConfigError("dkim: selector is empty (the key is published at <selector>._domainkey.<domain>)")
     if settings.key_file is None:
         raise ConfigError("dkim: key_file is not set (a PEM file with the RSA private key)")
-    key = load_key(settings.key_file)
-    selector = settings.selector.encode("ascii")
+    keys: list[tuple[bytes, SigningKey]] = [(settings.selector.encode("ascii"), load_key(settings.key_file))]
+    # The settings refuse half an Ed25519 pair as the file loads; asked again here for settings built in code
+    # (model_copy does not validate), where half a pair would otherwise sign with RSA alone without a word.
+    if settings.ed25519_selector and settings.ed25519_key_file is not None:
+        keys.append((settings.ed25519_selector.encode("ascii"), load_ed25519_key(settings.ed25519_key_file)))
+    elif settings.ed25519_selector or settings.ed25519_key_file is not None:
+        raise ConfigError("dkim: ed25519_selector and ed25519_key_file are set together or not at all")
     domain = settings.domain.encode("ascii")
 
     def sign_message(message: bytes) -> bytes:
-        return signature_header(message, selector, domain, key) + message
+        return signature_headers(message, domain, keys) + message
 
     return sign_message
 
@@ -144,13 +165,52 @@ def load_key(path: Path) -> DkimKey:
         key = DkimKey(pem, None)
     else:
         if not isinstance(private, rsa.RSAPrivateKey):
-            kind = type(private).__name__.removeprefix("_").removesuffix("PrivateKey") or "other"
-            raise ConfigError(f"dkim.key_file {path}: not a PEM RSA private key (an {kind} key)")
+            raise ConfigError(f"dkim.key_file {path}: not a PEM RSA private key (an {_kind(private)} key)")
         bits = private.key_size
         key = DkimKey(pem, private)
     if bits < _MIN_KEY_BITS:
         raise ConfigError(f"dkim.key_file {path}: the key has {bits} bits; verifiers need at least {_MIN_KEY_BITS}")
     return key
+
+
+def load_ed25519_key(path: Path) -> ed25519.Ed25519PrivateKey:
+    """The Ed25519 private key of ``path``, parsed and checked; or a ConfigError naming dkim.ed25519_key_file.
+
+    PEM (PKCS#8, not encrypted: what ``openssl genpkey -algorithm ed25519`` writes), or one line with the base64 of
+    the 32-byte seed (what dkimpy's ``dknewkey --ktype ed25519`` writes).
+    """
+    setting = f"dkim.ed25519_key_file {path}"
+    try:
+        data = path.read_bytes().strip()
+    except OSError as error:
+        raise ConfigError(f"{setting}: cannot be read: {error.strerror or error}") from error
+    if not data.startswith(b"-----BEGIN"):
+        try:
+            seed = base64.b64decode(data, validate=True)
+        except binascii.Error:
+            seed = b""
+        if len(seed) != _ED25519_SEED_BYTES:
+            raise ConfigError(
+                f"{setting}: not an Ed25519 private key (expected PEM, or the base64 of a 32-byte seed as dknewkey"
+                " writes it)"
+            )
+        return ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    pem = data.replace(b"\r\n", b"\n") + b"\n"
+    if b"ENCRYPTED" in pem:
+        raise ConfigError(f"{setting}: the key is encrypted; store it without a passphrase")
+    try:
+        private = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        reason = " ".join(str(error).split()) or "unparsable"
+        raise ConfigError(f"{setting}: not a PEM Ed25519 private key ({reason[:200]})") from error
+    if not isinstance(private, ed25519.Ed25519PrivateKey):
+        raise ConfigError(f"{setting}: not an Ed25519 private key (an {_kind(private)} key)")
+    return private
+
+
+def _kind(private: object) -> str:
+    """The kind of a parsed private key as a word: "RSA", "Ed25519", "EC"..."""
+    return type(private).__name__.removeprefix("_").removesuffix("PrivateKey") or "other"
 
 
 def _dkimpy_key_bits(path: Path, pem: bytes) -> int:
@@ -177,35 +237,62 @@ def signed_header_names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
 
 
 def signature_header(
-    message: bytes, selector: bytes, domain: bytes, key: DkimKey, *, timestamp: int | None = None
+    message: bytes, selector: bytes, domain: bytes, key: SigningKey, *, timestamp: int | None = None
 ) -> bytes:
     """The DKIM-Signature header (folded, ending with CRLF) for ``message``; t= is ``timestamp`` (default: now).
 
-    A key only dkimpy reads is signed by dkimpy, at its own time.
+    rsa-sha256 with a :class:`DkimKey`, ed25519-sha256 with an Ed25519 key. A key only dkimpy reads is signed by
+    dkimpy, at its own time.
     """
+    return signature_headers(message, domain, [(selector, key)], timestamp=timestamp)
+
+
+def signature_headers(
+    message: bytes, domain: bytes, keys: Sequence[tuple[bytes, SigningKey]], *, timestamp: int | None = None
+) -> bytes:
+    """One DKIM-Signature header per (selector, key) of ``keys``, in that order, for ``message``: one parse, one
+    body hash and one t= (``timestamp``, default now) for all of them."""
     headers, body = parse(message)
     include = signed_header_names(headers)
-    if key.private is None:
-        return _dkimpy_header(message, selector, domain, key.pem, include)
+    hashed = b"".join(selected_headers(headers, include))
     body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
     stamp = str(int(time.time()) if timestamp is None else timestamp).encode("ascii")
-    tags = b"; ".join(
-        (
-            b"v=1; a=rsa-sha256; c=relaxed/relaxed; d=" + domain,
-            b"i=@" + domain,
-            b"q=dns/txt; s=" + selector,
-            b"t=" + stamp,
-            b"h=" + b" : ".join(include),
-            b"bh=" + body_hash,
+    signed: list[bytes] = []
+    for selector, key in keys:
+        private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            private = key
+        elif key.private is not None:
+            private = key.private
+        else:  # an RSA key only dkimpy reads
+            signed.append(_dkimpy_header(message, selector, domain, key.pem, include))
+            continue
+        algorithm = b"ed25519-sha256" if isinstance(private, ed25519.Ed25519PrivateKey) else b"rsa-sha256"
+        tags = b"; ".join(
+            (
+                b"v=1; a=" + algorithm + b"; c=relaxed/relaxed; d=" + domain,
+                b"i=@" + domain,
+                b"q=dns/txt; s=" + selector,
+                b"t=" + stamp,
+                b"h=" + b" : ".join(include),
+                b"bh=" + body_hash,
+            )
         )
-    )
-    # What is hashed: the selected headers, then this header with an empty b= as it is folded with dkimpy's
-    # placeholder in b=, relaxed and without its final CRLF.
-    unsigned = _B_VALUE.sub(rb"\1", fold(tags + b"; b=" + _PLACEHOLDER))
-    hashed = selected_headers(headers, include)
-    hashed.append(b"dkim-signature:" + _relaxed_value(b" " + unsigned).rstrip())
-    signature = key.private.sign(b"".join(hashed), _PKCS1V15, _SHA256)
-    return _HEADER + b": " + fold(tags + b"; b=" + base64.b64encode(signature) + b"\r\n")
+        # What is hashed: the selected headers, then this header with an empty b= as it is folded with dkimpy's
+        # placeholder in b=, relaxed and without its final CRLF.
+        unsigned = _B_VALUE.sub(rb"\1", fold(tags + b"; b=" + _PLACEHOLDER))
+        data = hashed + b"dkim-signature:" + _relaxed_value(b" " + unsigned).rstrip()
+        signature = base64.b64encode(_sign_data(private, data))
+        signed.append(_HEADER + b": " + fold(tags + b"; b=" + signature + b"\r\n"))
+    return b"".join(signed)
+
+
+def _sign_data(private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, data: bytes) -> bytes:
+    """The signature (b=, not yet base64) of the canonicalised header ``data``, by the algorithm of ``private``."""
+    if isinstance(private, ed25519.Ed25519PrivateKey):
+        # RFC 8463 §3: PureEdDSA over the SHA-256 hash of the data, not over the data itself.
+        return private.sign(hashlib.sha256(data).digest())
+    return private.sign(data, _PKCS1V15, _SHA256)
 
 
 def parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
