@@ -185,22 +185,6 @@ class EditionPostRow(Base):
     (its messages, retries, re-runs, previews and public copy), whatever is gathered or re-dated later.
 
     ``cadence`` repeats the edition's so that the key can say the rule: a post is held by at most one edition of
-    each cadence. An edition takes the posts published by its end that no edition of its cadence holds, so one
-    gathered after the edition of its own window was made goes in the next one: never in none, never in two.
-    """
-
-    __tablename__ = "edition_posts"
-
-    cadence: Mapped[str] = mapped_column(String(16), primary_key=True)
-    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
-    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"), index=True)
-
-
-class EditionPostRow(Base):
-    """A post an edition holds, recorded in the transaction that makes the edition: what it shows from then on
-    (its messages, retries, re-runs, previews and public copy), whatever is gathered or re-dated later.
-
-    ``cadence`` repeats the edition's so that the key can say the rule: a post is held by at most one edition of
     each cadence. An edition takes the posts published by its end (and after its cadence's first window began)
     that no edition of its cadence holds, so one gathered after the edition of its own window was made goes in
     the next one: never in none, never in two.
