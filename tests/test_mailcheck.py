@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from syndication.app.mailcheck import (
     Problem,
@@ -29,13 +29,17 @@ def key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _config(tmp_path: Path, key: rsa.RSAPrivateKey, *, from_address: str, dkim_domain: str) -> Path:
+def _config(
+    tmp_path: Path, key: rsa.RSAPrivateKey, *, from_address: str, dkim_domain: str, ed25519_key_file: Path | None = None
+) -> Path:
     key_file = tmp_path / "dkim.pem"
     key_file.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    ed25519 = "" if ed25519_key_file is None else (
+        f'ed25519_selector = "news2024e"\ned25519_key_file = "{ed25519_key_file}"\n')  # fmt: skip
     extra = (f'[mail]\nfrom_address = "{from_address}"\n'
-             f'[dkim]\nselector = "news2024"\ndomain = "{dkim_domain}"\nkey_file = "{key_file.name}"\n'
+             f'[dkim]\nselector = "news2024"\ndomain = "{dkim_domain}"\nkey_file = "{key_file.name}"\n{ed25519}'
              '[bounces]\naddress = "bounces@mail.greencities.org"\n')  # fmt: skip
     return write_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", extra)
 
@@ -125,3 +129,75 @@ def test_config_refuses_bounce_intake_without_a_bounce_address(tmp_path: Path, b
     assert problems[0] == Problem(
         "refuse", "[bounces] listen is set but [bounces] address is not: no bounce comes back"
     )
+
+
+@pytest.fixture(scope="module")
+def ed_key() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def _ed25519_file(tmp_path: Path, ed_key: ed25519.Ed25519PrivateKey) -> Path:
+    path = tmp_path / "dkim-ed25519.pem"
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    path.write_bytes(ed_key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()))
+    return path
+
+
+def test_an_ed25519_key_adds_its_own_dkim_record_with_the_raw_public_key(
+    tmp_path: Path, key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519PrivateKey
+) -> None:
+    ed_file = _ed25519_file(tmp_path, ed_key)
+    path = _config(
+        tmp_path, key, from_address="news@greencities.org", dkim_domain="greencities.org", ed25519_key_file=ed_file
+    )
+    report = dns_records(load_settings(path, environ={}))
+    assert report.warnings == ()
+    assert report.dkim is not None and report.dkim.name == "news2024._domainkey.greencities.org"
+    assert report.dkim_ed25519 is not None and report.dkim_ed25519.name == "news2024e._domainkey.greencities.org"
+    assert report.dkim_ed25519.value is not None
+    match = re.fullmatch(r"v=DKIM1; k=ed25519; p=([A-Za-z0-9+/=]+)", report.dkim_ed25519.value)
+    assert match is not None
+    # RFC 8463 §4: p= is the 32-byte public key itself, not a DER SubjectPublicKeyInfo as for RSA.
+    raw = ed_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert base64.b64decode(match.group(1)) == raw
+
+
+def test_the_published_records_verify_what_the_signer_signs(
+    tmp_path: Path, key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519PrivateKey
+) -> None:
+    import dkim
+
+    from syndication.mailing.dkim import sign
+
+    ed_file = _ed25519_file(tmp_path, ed_key)
+    path = _config(
+        tmp_path, key, from_address="news@greencities.org", dkim_domain="greencities.org", ed25519_key_file=ed_file
+    )
+    settings = load_settings(path, environ={})
+    report = dns_records(settings)
+    assert report.dkim is not None and report.dkim_ed25519 is not None
+    zone = {f"{record.name}.".encode(): str(record.value).encode() for record in (report.dkim, report.dkim_ed25519)}
+    message = b"From: news@greencities.org\r\nTo: ana@example.org\r\nSubject: Hello\r\n\r\nThe news.\r\n"
+    signed = sign(message, settings.dkim)
+    for index in (0, 1):  # the RSA signature, then the Ed25519 one
+        assert dkim.DKIM(signed).verify(idx=index, dnsfunc=lambda name, timeout=5: zone.get(name))
+
+
+def test_an_ed25519_key_that_cannot_be_read_is_a_warning_naming_the_file(
+    tmp_path: Path, key: rsa.RSAPrivateKey
+) -> None:
+    missing = tmp_path / "absent-ed25519.pem"
+    path = _config(
+        tmp_path, key, from_address="news@greencities.org", dkim_domain="greencities.org", ed25519_key_file=missing
+    )
+    report = dns_records(load_settings(path, environ={}))
+    assert report.dkim_ed25519 is not None and report.dkim_ed25519.value is None
+    assert [warning for warning in report.warnings if "ed25519" in warning] == [
+        f"dkim.ed25519_key_file {missing}: cannot be read: No such file or directory"
+    ]
+
+
+def test_without_an_ed25519_key_there_is_one_dkim_record(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
+    path = _config(tmp_path, key, from_address="news@greencities.org", dkim_domain="greencities.org")
+    report = dns_records(load_settings(path, environ={}))
+    assert report.dkim is not None and report.dkim_ed25519 is None

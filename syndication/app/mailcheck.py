@@ -5,7 +5,8 @@ SPF, DKIM and DMARC records the operator must publish in DNS for them (written o
 already refuses these as the file loads) or "warn" (mail leaves, but mailbox providers will distrust it: a From
 domain that cannot receive mail, a DKIM domain DMARC will not count). ``sender_warnings`` is the warnings alone,
 as ``syndication run`` logs them when it starts and ``syndication check-mail`` prints them.
-``dns_records`` is what ``check-mail`` prints.
+``dns_records`` is what ``check-mail`` prints: two DKIM records when ``[dkim]`` has an Ed25519 key beside the RSA
+one (RFC 8463), one per selector.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ class DnsRecord:
 
 @dataclass(frozen=True, slots=True)
 class MailDnsReport:
-    """What ``check-mail`` prints: the domains in play, the three records and the warnings."""
+    """What ``check-mail`` prints: the domains in play, the three records (four with an Ed25519 DKIM key) and the
+    warnings."""
 
     from_domain: str
     envelope_domain: str
     spf: DnsRecord
     dkim: DnsRecord | None
+    dkim_ed25519: DnsRecord | None
     dmarc: DnsRecord
     warnings: tuple[str, ...]
 
@@ -133,18 +136,30 @@ def dns_records(settings: Settings) -> MailDnsReport:
         " any record already there. '-all' refuses mail from anywhere else.",
     )
     dkim: DnsRecord | None = None
+    dkim_ed25519: DnsRecord | None = None
     if settings.dkim.domain:
-        name = f"{settings.dkim.selector or '<SELECTOR>'}._domainkey.{settings.dkim.domain.lower().strip('.')}"
+        domain = settings.dkim.domain.lower().strip(".")
         value, problem = _dkim_value(settings)
         if problem is not None:
             warnings.append(problem)
         dkim = DnsRecord(
-            name,
+            f"{settings.dkim.selector or '<SELECTOR>'}._domainkey.{domain}",
             value,
             "The public half of [dkim] key_file, which receivers verify the DKIM-Signature with. A DNS TXT string"
             " holds at most 255 characters: most DNS panels split a longer value themselves; in a zone file write"
             " it as several quoted strings one after the other.",
         )
+        if settings.dkim.ed25519_selector:
+            value, problem = _dkim_ed25519_value(settings)
+            if problem is not None:
+                warnings.append(problem)
+            dkim_ed25519 = DnsRecord(
+                f"{settings.dkim.ed25519_selector}._domainkey.{domain}",
+                value,
+                "The public half of [dkim] ed25519_key_file, for the second DKIM-Signature (ed25519-sha256, RFC"
+                " 8463). Receivers that do not know Ed25519 ignore that signature and verify the RSA one, so publish"
+                " both records.",
+            )
     else:
         warnings.append(
             "[dkim] domain is not set: nothing is signed, so DMARC passes only where SPF aligns (forwarded mail"
@@ -157,7 +172,7 @@ def dns_records(settings: Settings) -> MailDnsReport:
         " rua= (an address you read; change it as you like); once they show your mail passing, raise the policy to"
         " p=quarantine, then p=reject. One DMARC record per domain: keep the one already published if there is.",
     )
-    return MailDnsReport(from_domain, envelope_domain, spf, dkim, dmarc, tuple(warnings))
+    return MailDnsReport(from_domain, envelope_domain, spf, dkim, dkim_ed25519, dmarc, tuple(warnings))
 
 
 def _dkim_value(settings: Settings) -> tuple[str | None, str | None]:
@@ -175,3 +190,18 @@ def _dkim_value(settings: Settings) -> tuple[str | None, str | None]:
         return None, f"dkim.key_file {settings.dkim.key_file}: OpenSSL cannot read the key to derive its public half"
     der = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode('ascii')}", None
+
+
+def _dkim_ed25519_value(settings: Settings) -> tuple[str | None, str | None]:
+    """The Ed25519 DKIM key record's value (RFC 8463 §4: p= is the base64 of the raw 32-byte public key, not DER),
+    or None and why it cannot be written."""
+    from syndication.mailing.dkim import load_ed25519_key
+
+    if settings.dkim.ed25519_key_file is None:
+        return None, "[dkim] ed25519_key_file is not set: no Ed25519 public key to publish"
+    try:
+        key = load_ed25519_key(settings.dkim.ed25519_key_file)
+    except ConfigError as error:
+        return None, str(error)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode('ascii')}", None
