@@ -1,11 +1,11 @@
 """DKIM signatures (RFC 6376) on finished messages: canonicalised here, signed by OpenSSL.
 
 Signed with rsa-sha256, and optionally with ed25519-sha256 (RFC 8463) as well, both with relaxed/relaxed
-canonicalisation, so a relay that refolds a header or changes
-trailing white space does not break the signature. The signature covers the headers a reader sees and the
-ones RFC 8058 requires for one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post). Headers that
-must appear only once are listed once more than they occur ("oversigned"): a copy added on the way, or one
-added where the message had none, breaks the signature instead of riding on it.
+canonicalisation, so a relay that refolds a header or changes trailing white space does not break the signature.
+The signature covers the headers a reader sees and the ones RFC 8058 requires for one-click unsubscribe
+(List-Unsubscribe and List-Unsubscribe-Post). Headers that must appear only once are listed once more than they
+occur ("oversigned"): a copy added on the way, or one added where the message had none, breaks the signature
+instead of riding on it.
 
 The signature header is byte for byte the one dkimpy writes for the same message, key and second (same tags
 in the same order, same folding; tests/test_dkim.py compares them on a corpus), but made about ten times
