@@ -208,6 +208,37 @@ def test_hostile_content_is_sanitised_and_relative_links_made_absolute(
     assert post.image == Image(server.url("/blog/posts/thumbs/7.jpg"), "")
 
 
+def test_text_and_html_constructs_both_arrive_as_the_text_they_say(tmp_path: Path, database_url: str) -> None:
+    # Atom says which constructs are text and which HTML; an HTML one is read once, never twice (issue 18).
+    entries = [
+        '<entry><title type="text">Ampersands &amp; angle &lt;brackets&gt;</title><id>urn:atom:text</id>'
+        '<link href="https://atom.example.org/text"/><updated>2024-05-02T08:00:00Z</updated>'
+        '<summary type="text">Plain &amp; &lt;text&gt; summary</summary>'
+        '<content type="html">&lt;p&gt;Body&lt;/p&gt;</content>'
+        "<author><name>Tom &amp; &lt;Jerry&gt;</name></author></entry>",
+        '<entry><title type="html">Caf&amp;eacute; &amp;amp; more</title><id>urn:atom:html</id>'
+        '<link href="https://atom.example.org/html"/><updated>2024-05-03T08:00:00Z</updated>'
+        '<summary type="html">&lt;p&gt;Ampersands &amp;amp; angle &amp;lt;brackets&amp;gt;&lt;/p&gt;</summary>'
+        '<content type="html">&lt;p&gt;Body&lt;/p&gt;</content></entry>',
+    ]
+    (tmp_path / "feed.atom").write_bytes(atom_document(entries))
+    # RSS titles are text unless they look like markup; descriptions are HTML.
+    item = rss_item(1, title="AT&T <brackets>", description="<p>Fish &amp; chips &lt;3</p>")
+    item["content:encoded"] = "<p>Full text.</p>"
+    (tmp_path / "feed.rss").write_bytes(rss_document([item]))
+    sources = feed_source("atom", path=Path("feed.atom")) + feed_source("rss", path=Path("feed.rss"))
+    config = write_config(tmp_path, database_url, extra=sources)
+    with opened(config) as service:
+        assert [(report.added, report.rejections) for report in gather(service)] == [(2, []), (1, [])]
+        posts = stored(service)
+    text, html, rss = posts["urn:atom:text"], posts["urn:atom:html"], posts["urn:feed:1"]
+    assert (text.title, text.summary) == ("Ampersands & angle <brackets>", "Plain & <text> summary")
+    assert text.authors == (Author("tom-jerry", "Tom & <Jerry>"),)
+    assert (html.title, html.summary) == ("Café & more", "Ampersands & angle <brackets>")
+    assert (rss.title, rss.summary) == ("AT&T <brackets>", "Fish & chips <3")
+    assert text.content_html == html.content_html == "<p>Body</p>"
+
+
 def test_a_loopback_feed_is_refused_by_default(
     server: RecordedServer, tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -525,6 +525,29 @@ def test_bidirectional_controls_leave_titles_and_names(
     assert post["authors"] == ["Evil Corp"]
 
 
+def test_text_fields_keep_their_text_and_controls_part_words(
+    initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The summary is plain text in JSON Lines: "<brackets>" is no tag, "&amp;" no reference (issue 18).
+    record = post_record(
+        1,
+        title="Control\x07chars & <brackets>",
+        summary="Ampersands & angle <brackets>, &amp; kept\x1fas typed",
+        authors=["Tom & <Jerry>\x00Smith"],
+        image={"url": "https://cdn.example.org/1.jpg", "alt": "a < b\x07& c"},
+    )
+    assert run(initialised, "import", str(write_jsonl(tmp_path / "text.jsonl", [record]))) == 0
+    [post] = exported(initialised, capsys)
+    assert post["title"] == "Control chars & <brackets>"
+    assert post["summary"] == "Ampersands & angle <brackets>, &amp; kept as typed"
+    assert post["authors"] == ["Tom & <Jerry> Smith"]
+    assert post["image"]["alt"] == "a < b & c"
+    # An export edited and imported again keeps its text: the summary is read as the text it is, not parsed.
+    edited = {**post, "updated": "2024-05-30T00:00:00Z"}
+    assert run(initialised, "import", str(write_jsonl(tmp_path / "again.jsonl", [edited]))) == 0
+    assert exported(initialised, capsys) == [edited]
+
+
 def test_an_overlong_summary_is_cut_with_a_warning(
     initialised: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

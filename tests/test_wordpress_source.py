@@ -155,6 +155,30 @@ def test_bad_items_are_rejected_and_the_rest_kept(
         assert saved_cursor(service, "wp")["modified_gmt"] == "2024-05-05T11:00:00Z"
 
 
+def test_escaped_titles_excerpts_and_names_become_their_text_once(
+    server: RecordedServer, tmp_path: Path, database_url: str
+) -> None:
+    # WordPress renders titles and excerpts as HTML and stores display names HTML-escaped (issue 18).
+    embedded = wp_post(1)["_embedded"]
+    embedded["author"] = [{"id": 7, "name": "Tom &amp; Jerry &lt;3", "slug": "tom"}]
+    embedded["wp:featuredmedia"][0]["alt_text"] = "a < b & c"  # kept as typed: alt text is not escaped
+    item = wp_post(
+        1,
+        title={"rendered": "Caf&eacute; &amp; more &amp;lt;b&amp;gt;"},
+        excerpt={"rendered": "<p>Ampersands &amp; angle &lt;brackets&gt; [&hellip;]</p>\n", "protected": False},
+        _embedded=embedded,
+    )
+    server.route(POSTS, wordpress_api(lambda: [item]))
+    config = write_config(tmp_path, database_url, extra=wordpress_source("wp", server.url()))
+    with opened(config) as service:
+        assert gather(service)[0].added == 1
+        [post] = stored(service).values()
+    assert post.title == "Café & more &lt;b&gt;"
+    assert post.summary == "Ampersands & angle <brackets> […]"
+    assert post.authors == (Author("tom-jerry-3", "Tom & Jerry <3"),)
+    assert post.image == Image("https://wp.example.org/uploads/1.jpg", "a < b & c")
+
+
 def test_a_page_past_the_end_stops_paging_when_the_total_is_not_sent(
     server: RecordedServer, tmp_path: Path, database_url: str
 ) -> None:

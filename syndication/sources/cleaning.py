@@ -38,6 +38,8 @@ SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 
 # XML 1.0 allows tab, LF, CR and everything from U+0020 except surrogates, U+FFFE and U+FFFF.
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# C0 controls, DEL and C1 controls (Unicode category Cc), tab, CR and LF among them.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Every kind of line break and run of white space, so a one-line field can never carry CR or LF.
 _WHITESPACE = re.compile(r"[\s\u2028\u2029\x85]+")
 # Bidirectional embeddings, overrides and isolates: one left open in a title or a name turns the rest of the line
@@ -60,12 +62,28 @@ def remove_forbidden_characters(text: str) -> str:
 
 
 def single_line(text: str) -> str:
-    """Text for a one-line field (title, name, guid): forbidden characters and bidirectional controls out,
-    every line break a space."""
+    """An identifier or address on one line (guid, URL, language tag, a value quoted in a message): forbidden
+    characters and bidirectional controls out, every line break a space.
+
+    Text a reader reads (a title, a name) goes through ``plain_text`` instead, which keeps words apart.
+    """
     # Most fields are already clean; isprintable() is false for every control (bidi ones too) and line separator.
     if text.isprintable() and "  " not in text and text == text.strip():
         return text
     return _WHITESPACE.sub(" ", BIDI_CONTROLS.sub("", remove_forbidden_characters(text))).strip()
+
+
+def plain_text(text: str) -> str:
+    """A plain-text field on one line (title, summary, author name, image alt), kept as the writer wrote it.
+
+    ``<``, ``>`` and ``&`` are text here, not markup: whatever writes the field out (XML writers, autoescaped
+    templates) escapes them. A control character becomes a space, as a line break does, so the words on either
+    side of it stay two words; runs of white space become one space. Bidirectional controls and the characters
+    XML forbids that are not controls (lone surrogates, U+FFFE, U+FFFF) go.
+    """
+    if text.isprintable() and "  " not in text and text == text.strip():
+        return text
+    return single_line(_CONTROLS.sub(" ", text))
 
 
 def absolute_url(value: str, base: str) -> str | None:
@@ -145,11 +163,14 @@ def sanitise_html(fragment: str, base_url: str) -> str:
 
 
 def html_to_text(fragment: str) -> str:
-    """The readable text of an HTML fragment on one line (tags and script/style content dropped)."""
+    """The readable text of an HTML fragment on one line (tags and script/style content dropped, character
+    references read once), cleaned as ``plain_text`` cleans text."""
     if "<" not in fragment and "&" not in fragment:
-        return single_line(fragment)
-    stripped = nh3.clean(_BLOCK_TAG.sub(r" <\1", remove_forbidden_characters(fragment)), tags=set())
-    return single_line(html.unescape(stripped))
+        return plain_text(fragment)
+    # Controls become spaces before parsing, as in plain text: between two words they are a word break.
+    spaced = remove_forbidden_characters(_CONTROLS.sub(" ", fragment))
+    stripped = nh3.clean(_BLOCK_TAG.sub(r" <\1", spaced), tags=set())
+    return plain_text(html.unescape(stripped))
 
 
 def sanitised_html_to_text(fragment: str) -> str:

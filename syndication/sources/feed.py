@@ -160,7 +160,7 @@ def _fields(
         "title": _title(entry),
         "url": url,
         "content_html": content_html,
-        "summary": summary_html,
+        "summary": html_to_text(summary_html),  # build_post takes the summary as text
         "authors": _authors(entry) or _authors(feed),
         "published": published,
         "updated": updated,

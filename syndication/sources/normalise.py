@@ -17,10 +17,9 @@ from syndication.core.slugs import slugify
 from syndication.errors import ItemError
 from syndication.sources.cleaning import (
     absolute_url,
-    html_to_text,
     is_web_url,
     percent_encode_unsafe,
-    remove_forbidden_characters,
+    plain_text,
     sanitise_html,
     single_line,
     summary_from_html,
@@ -71,11 +70,15 @@ class BuiltPost:
 
 
 def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
-    """Validate and clean one item given with the JSON Lines field names, or raise ItemError naming it."""
+    """Validate and clean one item given with the JSON Lines field names, or raise ItemError naming it.
+
+    As in JSON Lines, ``content_html`` is HTML and every other field is text (``summary`` included): a source
+    whose format gives a title or summary as HTML turns it into text (``html_to_text``) before calling this.
+    """
     if not isinstance(fields, Mapping):
         raise ItemError(where, f"not a JSON object (got {type(fields).__name__})")
     warnings: list[str] = []
-    title = _bounded(single_line(_text(fields, "title", where)), "title", MAX_TITLE_LENGTH, where)
+    title = _bounded(plain_text(_text(fields, "title", where)), "title", MAX_TITLE_LENGTH, where)
     if not title:
         raise ItemError(where, "missing title")
     raw_url = percent_encode_unsafe(single_line(_text(fields, "url", where)))
@@ -90,7 +93,7 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
     if updated < published:
         updated = published
     content_html = sanitise_html(_text(fields, "content_html", where), raw_url)
-    summary = html_to_text(_text(fields, "summary", where))
+    summary = plain_text(_text(fields, "summary", where))
     if len(summary) > MAX_SUMMARY_LENGTH:
         # A teaser, not the post: shown in every digest and feed item, it must not swell them.
         summary = summary[:MAX_SUMMARY_LENGTH].rsplit(" ", 1)[0].rstrip(",;:.-–—") + "…"
@@ -105,7 +108,7 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
     regions = _slugs(_strings(fields, "regions", where), vocabulary.region_for, "region", warnings)
     authors: list[Author] = []
     for name in _strings(fields, "authors", where):
-        clean = _bounded(single_line(name), "author name", MAX_AUTHOR_LENGTH, where)
+        clean = _bounded(plain_text(name), "author name", MAX_AUTHOR_LENGTH, where)
         if clean and all(a.slug != slugify(clean) for a in authors):
             authors.append(Author(slugify(clean), clean))
     image = _image(fields.get("image"), raw_url, where, warnings)
@@ -146,12 +149,14 @@ def _bounded(value: str, name: str, limit: int, where: str) -> str:
 
 
 def _text(fields: Mapping[str, Any], key: str, where: str) -> str:
+    """The string under ``key``, as given: each field's own cleaning decides what a control character becomes
+    (a space in text, nothing in a URL or guid)."""
     value = fields.get(key)
     if value is None:
         return ""
     if not isinstance(value, str):
         raise ItemError(where, f"{key} must be a string (got {type(value).__name__})")
-    return remove_forbidden_characters(value)
+    return value
 
 
 def _strings(fields: Mapping[str, Any], key: str, where: str) -> list[str]:
@@ -235,4 +240,4 @@ def _image(value: Any, base: str, where: str, warnings: list[str]) -> Image | No
         warnings.append(f"image URL {single_line(value['url'])[:200]!r} is not an http(s) URL; image ignored")
         return None
     alt = value.get("alt", "")
-    return Image(url, single_line(alt) if isinstance(alt, str) else "")
+    return Image(url, plain_text(alt) if isinstance(alt, str) else "")

@@ -206,11 +206,12 @@ def _fields(item: Mapping[str, Any], where: str, vocabulary: Vocabulary) -> dict
         "title": html_to_text(_rendered(item.get("title"))),
         "url": link,
         "content_html": _rendered(item.get("content")),
-        "summary": _rendered(item.get("excerpt")),
+        "summary": html_to_text(_rendered(item.get("excerpt"))),  # HTML, and build_post takes text
         "published": _date(item, "date_gmt", "date", "published", where),
         "updated": _date(item, "modified_gmt", "modified", "updated", where),
+        # WordPress stores display names HTML-escaped (``Tom &amp; Jerry``): read once, they are the name.
         "authors": [
-            author["name"]
+            html.unescape(author["name"])
             for author in embedded.get("author") or []
             if isinstance(author, Mapping) and isinstance(author.get("name"), str)
         ],
