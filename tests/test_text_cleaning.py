@@ -1,8 +1,9 @@
-"""Text stays text from the door to every reader.
+"""Text stays text from the door to every reader, and a post says its language wherever it is syndicated.
 
 A title, summary, author name or image alt given as text keeps its ``<``, ``>`` and ``&`` (written escaped, once,
 in feeds and emails) and a control character in it parts two words instead of joining them; HTML is still
-sanitised.
+sanitised. A post in another language than its feed's carries ``xml:lang`` in Atom and ``dc:language`` in RSS,
+as it carries ``language`` in JSON Feed.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from syndication.app.service import Service
 from syndication.sources.cleaning import html_to_text, plain_text
 from syndication.sources.normalise import Vocabulary, build_post
 from tests.support import NOW, post_record, write_jsonl
+from tests.test_feeds import atom_schema
 
 ATOM = "{http://www.w3.org/2005/Atom}"
+DC_LANGUAGE = "{http://purl.org/dc/elements/1.1/}language"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 TEXT = "Ampersands & angle <brackets>"  # the issue's summary, which came out as "Ampersands & angle"
 
@@ -162,3 +166,32 @@ def test_the_digest_carries_the_text_escaped_once(mixed: Service) -> None:
     assert {f"* {TITLE}", f"  {TITLE}"} <= set(text.splitlines())
     assert "&amp;" not in text and "&lt;" not in text
     assert TITLE in preview.email.preheader
+
+
+# --- A post's language in Atom and RSS ----------------------------------------------------------------------------
+
+
+def test_a_post_in_another_language_says_so_in_atom_and_rss(feeds: Path) -> None:
+    atom = etree.parse(str(feeds / "all.atom"))
+    entries = _by_title(atom.getroot().findall(f"{ATOM}entry"), f"{ATOM}title")
+    assert entries["Ônibus elétricos em São Paulo"].get(XML_LANG) == "pt-BR"
+    assert [entries[title].get(XML_LANG) for title in (TITLE, "Same language")] == [None, None]
+    assert atom_schema().validate(atom), atom_schema().error_log.last_error
+    parsed = feedparser.parse((feeds / "all.atom").read_bytes())
+    languages = {entry.title: entry.title_detail.language for entry in parsed.entries}
+    assert languages == {"Ônibus elétricos em São Paulo": "pt-BR", TITLE: "en", "Same language": "en"}
+
+    rss = etree.parse(str(feeds / "all.rss")).getroot()
+    assert rss.findtext("channel/language") == "en"
+    items = _by_title(rss.findall("channel/item"), "title")
+    assert [element.text for element in items["Ônibus elétricos em São Paulo"].iter(DC_LANGUAGE)] == ["pt-BR"]
+    assert [list(items[title].iter(DC_LANGUAGE)) for title in (TITLE, "Same language")] == [[], []]
+    parsed = feedparser.parse((feeds / "all.rss").read_bytes())
+    assert not parsed.bozo
+    assert {entry.title: entry.get("language") for entry in parsed.entries} == {
+        "Ônibus elétricos em São Paulo": "pt-BR",
+        TITLE: None,
+        "Same language": None,
+    }
+    items_json = json.loads((feeds / "all.json").read_bytes())["items"]
+    assert {item["title"]: item["language"] for item in items_json}["Ônibus elétricos em São Paulo"] == "pt-BR"

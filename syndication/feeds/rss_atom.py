@@ -29,6 +29,8 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 HISTORY_NS = "http://purl.org/syndication/history/1.0"
 DC_NS = "http://purl.org/dc/elements/1.1/"
 DC_CREATOR = f"{{{DC_NS}}}creator"
+DC_LANGUAGE = f"{{{DC_NS}}}language"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 GENERATOR_URI = "https://github.com/syndication/syndication"
 SELF_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 _HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
@@ -61,19 +63,24 @@ class _HistoryExtension(BaseExtension):  # type: ignore[misc]
 class _EntryExtras(BaseEntryExtension):  # type: ignore[misc]
     """What feedgen writes wrongly or not at all for one entry.
 
-    That is the Atom id, the alternate link's attributes, the image enclosure in both formats and RSS's
-    ``dc:creator`` elements. Writing these here rather than through feedgen's setters and its Dublin Core extension
-    is also a third cheaper: an entry is built once for each feed it is in.
+    That is the Atom id, the alternate link's attributes, the image enclosure in both formats, RSS's
+    ``dc:creator`` elements and the language of a post written in another language than the feed's (Atom's
+    ``xml:lang``, RSS's ``dc:language``: feedgen sets neither per entry). Writing these here rather than through
+    feedgen's setters and its Dublin Core extension is also a third cheaper: an entry is built once for each feed
+    it is in.
     """
 
     def __init__(self) -> None:
         self.atom_id = ""
         self.enclosure: tuple[str, str] | None = None  # (url, media type)
         self.creators: list[str] = []
+        self.language: str | None = None  # only when it is not the feed's
 
     def extend_atom(self, entry: Any) -> Any:
         # feedgen builds Atom elements without a namespace and lets the root's default xmlns cover them.
         entry[0].text = self.atom_id  # <id> comes first; guid() set it to the RSS guid, which need not be an IRI
+        if self.language is not None:
+            entry.set(XML_LANG, self.language)  # the entry's text constructs inherit it from here
         alternate = next(entry.iterchildren("link"), None)
         if alternate is not None:
             alternate.set("rel", "alternate")
@@ -89,6 +96,8 @@ class _EntryExtras(BaseEntryExtension):  # type: ignore[misc]
             etree.SubElement(item, "enclosure", url=url, length="0", type=media_type)
         for name in self.creators:
             etree.SubElement(item, DC_CREATOR).text = name
+        if self.language is not None:
+            etree.SubElement(item, DC_LANGUAGE).text = self.language
         return item
 
 
@@ -162,6 +171,9 @@ def _add_entry(generator: FeedGenerator, document: FeedDocument, post: Post) -> 
     extras: _EntryExtras = entry.history
     entry.guid(post.guid, permalink=post.guid == post.url)
     extras.atom_id = atom_id(post.guid)
+    # Language tags compare without regard to case (RFC 5646); the same language as the feed's says nothing new.
+    if post.language.casefold() != site.language.casefold():
+        extras.language = post.language
     entry.title(post.title)
     entry.link(href=post.url)  # RSS's <link>, Atom's alternate link
     if post.image:
