@@ -276,46 +276,51 @@ def small_pages(service: Service, items: int = 3, page: int = 3) -> Service:
     return Service(service.settings.model_copy(update={"feeds": feeds}), service.engine, service.clock)
 
 
-def walk_history(directory: Path, start: str) -> Iterator[etree._Element]:
-    """Follow prev-archive links from a subscription document, as a backfilling reader does."""
+def walk_history(directory: Path, start: str) -> Iterator[tuple[str, etree._Element]]:
+    """Follow prev-archive links from a subscription document, as a backfilling reader does: (path, root)."""
     path: str | None = start
     while path:
         root = etree.parse(str(directory / path)).getroot()
-        yield root
+        yield path, root
         prev = root.find(f"{ATOM}link[@rel='prev-archive']")
         path = prev.get("href", "").removeprefix("https://news.example.org/feeds/") if prev is not None else None
+
+
+def entry_ids(root: etree._Element) -> list[str]:
+    """The ids of an Atom document's entries, in document order."""
+    return [entry.findtext(f"{ATOM}id") or "" for entry in root.findall(f"{ATOM}entry")]
 
 
 def test_archives_hold_the_whole_history_once(hostile: Service, tmp_path: Path) -> None:
     service = small_pages(hostile)
     directory = tmp_path / "feeds"
     build(service, directory)
-    documents_seen = list(walk_history(directory, "all.atom"))
-    assert len(documents_seen) == 1 + 6 // 3  # six published posts: two full pages and the subscription
-    ids = [entry.findtext(f"{ATOM}id") for root in documents_seen for entry in root.findall(f"{ATOM}entry")]
-    archived = [entry.findtext(f"{ATOM}id") for root in documents_seen[1:] for entry in root.findall(f"{ATOM}entry")]
+    chain = list(walk_history(directory, "all.atom"))
+    # Six published posts: the subscription document keeps the newest three (items), one page holds the rest.
+    assert [len(entry_ids(root)) for _, root in chain] == [3, 3]
+    ids = [entry for _, root in chain for entry in entry_ids(root)]
     published = [r["guid"] if r["guid"] != "12345" else "urn:syndication:guid:12345" for r in hostile_records()
                  if r["title"] != "From the future"]  # fmt: skip
-    assert set(ids) == set(published)  # the subscription may repeat the newest archived posts (RFC 5005)
-    assert sorted(archived) == sorted(published)  # every post is on exactly one archive page
-    archives = documents_seen[1:]
-    assert all(root.find(f"{HISTORY}archive") is not None for root in archives)
-    assert documents_seen[0].find(f"{HISTORY}archive") is None
-    assert all(root.find(f"{ATOM}link[@rel='current']") is not None for root in archives)
-    rss = etree.parse(str(directory / "archive/all/2.rss")).getroot().find("channel")
+    assert sorted(ids) == sorted(published)  # every post in exactly one document of the chain
+    (page_path, page), (_, subscription) = chain[1], chain[0]
+    assert page_path == "archive/all/first.atom"
+    assert page.find(f"{HISTORY}archive") is not None and subscription.find(f"{HISTORY}archive") is None
+    links = {link.get("rel"): link.get("href") for link in page.findall(f"{ATOM}link")}
+    assert links["current"] == links["next-archive"] == "https://news.example.org/feeds/all.atom"
+    assert "prev-archive" not in links  # the oldest page
+    rss = etree.parse(str(directory / "archive/all/first.rss")).getroot().find("channel")
     assert rss is not None and rss.find(f"{HISTORY}archive") is not None
-    assert rss.find(f"{ATOM}link[@rel='prev-archive']").get("href").endswith("/archive/all/1.rss")
-    assert json.loads((directory / "all.json").read_bytes())["next_url"].endswith("/archive/all/2.json")
+    assert rss.find(f"{ATOM}link[@rel='next-archive']").get("href").endswith("/feeds/all.rss")
+    assert json.loads((directory / "all.json").read_bytes())["next_url"].endswith("/archive/all/first.json")
     manifest = json.loads((directory / "manifest.json").read_bytes())
-    assert manifest["documents"]["archive/all/1.atom"]["immutable"] is True
-    assert manifest["documents"]["all.atom"]["immutable"] is False
+    assert all("immutable" not in entry for entry in manifest["documents"].values())  # every page may change
 
 
 def test_one_new_post_rewrites_only_what_it_changes(hostile: Service, tmp_path: Path) -> None:
     service = small_pages(hostile)
     directory = tmp_path / "feeds"
     build(service, directory)
-    full_page = (directory / "archive/all/1.atom").read_bytes()
+    full_page = (directory / "archive/all/first.atom").read_bytes()
     untouched = (directory / "themes/circular-economy.atom").read_bytes()
     later = Service(service.settings, service.engine, fixed_clock(NOW + timedelta(hours=1)))
     record = post_record(50, title="Fresh resilience news", themes=["resilience"], authors=["Bo Li"],
@@ -326,14 +331,16 @@ def test_one_new_post_rewrites_only_what_it_changes(hostile: Service, tmp_path: 
     expected = {f"{path}.{fmt}" for path in ("all", "themes/resilience", "regions/europe", "authors/bo-li")
                 for fmt in ("rss", "atom", "json")}  # fmt: skip
     assert expected <= set(report.written)
-    assert "archive/all/3.atom" not in report.written  # the site now has 7 posts: page 3 is not full yet
+    assert not any(path.startswith("archive/all/") for path in report.written)  # four in the subscription: no cut
     assert not any(path.startswith("themes/circular-economy") for path in report.written)
-    assert (directory / "archive/all/1.atom").read_bytes() == full_page
+    assert (directory / "archive/all/first.atom").read_bytes() == full_page
     assert (directory / "themes/circular-economy.atom").read_bytes() == untouched
     assert "Fresh resilience news" in (directory / "all.atom").read_text(encoding="utf-8")
 
 
-def test_a_page_that_fills_up_is_archived(hostile: Service, tmp_path: Path) -> None:
+def test_a_subscription_document_a_page_too_long_gives_its_oldest_page_to_the_archive(
+    hostile: Service, tmp_path: Path
+) -> None:
     service = small_pages(hostile)
     directory = tmp_path / "feeds"
     build(service, directory)
@@ -341,9 +348,72 @@ def test_a_page_that_fills_up_is_archived(hostile: Service, tmp_path: Path) -> N
     records = [post_record(60 + i, title=f"Filler {i}", published=f"2024-05-2{i}T00:00:00Z") for i in range(3)]
     import_file(later, write_jsonl(tmp_path / "more.jsonl", records))
     report = build(later, directory)
-    assert "archive/all/3.atom" in report.written
-    page = feedparser.parse((directory / "archive/all/3.atom").read_bytes())
-    assert len(page.entries) == 3
+    chain = list(walk_history(directory, "all.atom"))
+    assert [len(entry_ids(root)) for _, root in chain] == [3, 3, 3]
+    new_page = chain[1][0]
+    assert new_page in report.written and "archive/all/first.atom" in report.written  # its next-archive changed
+    first = {link.get("rel"): link.get("href") for link in chain[2][1].findall(f"{ATOM}link")}
+    assert first["next-archive"] == f"https://news.example.org/feeds/{new_page}"
+
+
+def manifest_entry(directory: Path, path: str) -> dict[str, Any]:
+    """The builder's manifest entry of ``path``."""
+    entry: dict[str, Any] = json.loads((directory / "manifest.json").read_bytes())["documents"][path]
+    return entry
+
+
+def test_last_modified_is_when_the_bytes_changed_not_a_post_date(hostile: Service, tmp_path: Path) -> None:
+    directory = tmp_path / "feeds"
+    build(hostile, directory)
+    first = manifest_entry(directory, "all.atom")
+    assert parsedate_to_datetime(first["last_modified"]) == NOW.replace(microsecond=0)  # the build's time
+    # A post back-dated a year changes the feed: Last-Modified is the second build's time, not the post's date,
+    # so a reader that sends its last fetch time as If-Modified-Since hears of it.
+    later = Service(hostile.settings, hostile.engine, fixed_clock(NOW + timedelta(days=2)))
+    import_file(later, write_jsonl(tmp_path / "old.jsonl", [post_record(80, published="2023-05-01T00:00:00Z")]))
+    build(later, directory)
+    second = manifest_entry(directory, "all.atom")
+    assert second["etag"] != first["etag"]
+    assert parsedate_to_datetime(second["last_modified"]) == (NOW + timedelta(days=2)).replace(microsecond=0)
+    untouched = manifest_entry(directory, "themes/circular-economy.atom")
+    assert parsedate_to_datetime(untouched["last_modified"]) == NOW.replace(microsecond=0)  # bytes unchanged
+
+
+def test_an_empty_feed_keeps_its_bytes_when_other_feeds_change(hostile: Service, tmp_path: Path) -> None:
+    quiet = hostile.settings.themes[0].model_copy(update={"slug": "quiet", "name": "Quiet", "aliases": ()})
+    settings = hostile.settings.model_copy(update={"themes": [*hostile.settings.themes, quiet]})
+    hostile = Service(settings, hostile.engine, hostile.clock)
+    directory = tmp_path / "feeds"
+    build(hostile, directory)
+    empty = [path for path in json.loads((directory / "manifest.json").read_bytes())["documents"]
+             if path.endswith(".atom") and not feedparser.parse((directory / path).read_bytes()).entries]  # fmt: skip
+    assert empty  # a configured theme no post is on yet
+    before = {path: (directory / path).read_bytes() for path in empty}
+    later = Service(hostile.settings, hostile.engine, fixed_clock(NOW + timedelta(hours=1)))
+    import_file(later, write_jsonl(tmp_path / "new.jsonl", [post_record(81, published="2024-05-31T00:00:00Z")]))
+    report = build(later, directory, full=True)
+    assert "all.atom" in report.written
+    assert {path: (directory / path).read_bytes() for path in empty} == before
+
+
+def test_a_deleted_post_leaves_every_document_and_nothing_else_does(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(config_path), "init"]) == 0
+    records = [post_record(n, themes=["resilience"], authors=["Bo Li"]) for n in range(1, 25)]
+    write_jsonl(tmp_path / "p.jsonl", records)
+    assert main(["--config", str(config_path), "import", str(tmp_path / "p.jsonl")]) == 0
+    out = tmp_path / "out"
+    assert main(["--config", str(config_path), "feeds", "build", "--out", str(out)]) == 0
+    gone = records[0]["guid"]
+    assert main(["--config", str(config_path), "posts", "delete", gone, "urn:test:no-such-post"]) == 1
+    assert "1 posts deleted; 1 not found" in capsys.readouterr().out
+    assert main(["--config", str(config_path), "feeds", "build", "--out", str(out)]) == 0
+    for path in sorted(out.rglob("*.atom")):
+        assert gone not in entry_ids(etree.parse(str(path)).getroot()), path
+    for start in ("all.atom", "themes/resilience.atom", "authors/bo-li.atom"):
+        kept = [entry for _, root in walk_history(out, start) for entry in entry_ids(root)]
+        assert sorted(kept) == sorted(r["guid"] for r in records[1:])
 
 
 def test_a_post_coming_of_age_enters_the_feeds(hostile: Service, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The posts commands: ``import`` and ``gather`` bring posts in, ``posts list`` and ``themes list`` show them."""
+"""The posts commands: ``import`` and ``gather`` bring posts in, ``posts list`` and ``themes list`` show them,
+``posts delete`` takes them out."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:
-    """Declare ``import``, ``gather``, ``posts list`` and ``themes list``."""
+    """Declare ``import``, ``gather``, ``posts list``, ``posts delete`` and ``themes list``."""
     importing = add_command(commands, "import", _import, "import one JSON Lines file of posts", common)
     importing.add_argument("file", type=path, help="JSON Lines file, one post per line")
 
@@ -32,6 +33,9 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     listing.add_argument("--since", metavar="ISO", type=timestamp, help="only posts published after this")
     listing.add_argument("--limit", type=count, metavar="N", help="at most N posts")
     listing.add_argument("--json", action="store_true", help="a JSON array in the JSON Lines field names")
+    deleting = add_command(post_commands, "delete", _posts_delete, "delete posts (feeds drop them at the next build)",
+                           common)  # fmt: skip
+    deleting.add_argument("guids", nargs="+", metavar="GUID", help="the post's guid (see 'posts list --json')")
 
     theme_commands = add_group(commands, "themes", "show configured themes", common)
     theme_listing = add_command(
@@ -103,6 +107,17 @@ def _posts_list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{iso_time(post.published)}  {post.title}  [{themes}]  {post.url}")
     print(f"{len(posts)} post{'s' if len(posts) != 1 else ''}", file=sys.stderr)
     return EXIT_OK
+
+
+def _posts_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.posts import delete_posts
+    from syndication.app.service import Service
+
+    with Service.open(settings) as service:
+        deleted = delete_posts(service, args.guids)
+    missing = len(set(args.guids)) - deleted
+    print(f"{deleted} posts deleted" + (f"; {missing} not found" if missing else ""))
+    return EXIT_OK if not missing else EXIT_FAILED
 
 
 def _themes_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,11 +1,20 @@
 """The feed build: which documents changed since the last build, written on two cores, with their archive pages.
 
-Subscription documents hold the newest ``[feeds] items`` posts; older posts stay reachable through RFC 5005
-archive pages. Only documents whose bytes changed are rewritten; dates come from the posts, never the clock.
+Every published post of a feed is in exactly one of its documents: the subscription document holds the newest,
+RFC 5005 archive pages the older ones. A page's bounds are fixed when it is made and stored (``feed_archive_cuts``):
+the subscription document holds the posts after the last cut, at least ``[feeds] items`` once the feed has that
+many; when it reaches ``items + archive_page_size`` its oldest ``archive_page_size`` posts become a new page. Bounds
+never move, so an edit, a back-dated or an unpublished post changes only the pages that held it and now hold it;
+a page that back-dated posts fill past twice the page size is split in place, its newer part becoming new pages.
+A page is named after where it begins, so it keeps its URL for good, and pages can change: none is ``immutable``.
+
+Only documents whose bytes changed are rewritten, and an incremental build writes the same bytes a full build
+would: a document's bytes depend on its posts and bounds only (dates in it come from the posts, never the clock).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -78,11 +87,10 @@ def build_feeds(
 ) -> FeedBuildReport:
     """Write every feed that changed since the last build (or all of them), then the manifest.
 
-    Subscription documents hold the newest ``[feeds] items`` posts; older posts stay reachable through RFC 5005
-    archive pages of ``archive_page_size`` posts, oldest first, which never change once full. Only documents
-    whose bytes changed are rewritten; dates come from the posts, never the clock, so a build with nothing new
-    leaves every file as it was. ``archives=False`` leaves archive pages for a later build (a first build of a
-    large store can then serve its subscription documents at once).
+    Each document's posts and links follow from the posts and the stored page bounds (see the module's
+    docstring); only documents whose bytes changed are rewritten, each with the build's time as its
+    Last-Modified, so a build with nothing new leaves every file as it was. ``archives=False`` leaves archive
+    pages for a later build (a first build of a large store can then serve its subscription documents at once).
     """
     config = settings.feeds
     with FeedOutput(directory or config.output_dir) as output:
@@ -98,27 +106,30 @@ def build_feeds(
             incremental = not full and previous.get("fingerprint") == fingerprint
             report = FeedBuildReport(output.directory, full=not incremental)
             newest_overall = post_store.newest_posts(session, now=now, limit=1)
-            fallback = newest_overall[0].updated if newest_overall else _EPOCH
-            archived: dict[str, int] = dict(previous.get("archived", {})) if incremental else {}
-            changed, feeds_to_build = _changes_since(session, output, feeds, now) if incremental else ([], feeds)
-            job = _FeedJob(settings, output.directory, site, now, fallback, archived, changed, archives)
-            done = _build_feeds_on_two_cores(session, output, job, feeds_to_build)
-            report.feeds, report.written, report.unchanged = done.feeds, done.written, done.unchanged
-            changed_subscriptions = done.changed_urls
-            archived.update(done.archived)
+            marks = _changes_since(session, output, feeds, now) if incremental else {}
+            feeds_to_build = [feed for feed in feeds if not incremental or (feed.dimension, feed.slug) in marks]
+            plans = [_plan_feed(session, output, config, feed, now, marks.get((feed.dimension, feed.slug)), archives)
+                     for feed in feeds_to_build]  # fmt: skip
             last_change, seen_at_change = post_store.last_change(session)
             post_store.forget_departures(session, before=now - DEPARTURES_KEPT)
-        updated = fallback
-        output.write("feeds.opml", render_opml(site, feeds, updated), CONTENT_TYPES["opml"], updated)
+        # The new cuts are stored before any page is written, and a worker process reads them. A build that
+        # stops half way saves no manifest: the next one sees the same changes again (``feeds build --full``
+        # rewrites every page, should a page beside a cut made then still be the old one).
+        job = _FeedJob(settings, output.directory, site, now, archives)
+        with database.transaction(engine) as session:
+            done = _build_feeds_on_two_cores(session, output, job, plans)
+        report.feeds, report.written, report.unchanged = done.feeds, done.written, done.unchanged
+        changed_subscriptions = done.changed_urls
+        updated = newest_overall[0].updated if newest_overall else _EPOCH
+        output.write("feeds.opml", render_opml(site, feeds, updated), CONTENT_TYPES["opml"], now)
         index = render_index(site, feeds, settings.web.templates_dir)
-        output.write("index.html", index, CONTENT_TYPES["html"], updated)
+        output.write("index.html", index, CONTENT_TYPES["html"], now)
         output.save(
             {
                 "fingerprint": fingerprint,
                 "changed_through": (last_change or _EPOCH).isoformat(),
                 "seen_at_change": seen_at_change,
                 "published_through": now.isoformat(),
-                "archived": archived,
             }
         )
     if site.hub and changed_subscriptions:
@@ -126,11 +137,13 @@ def build_feeds(
     return report
 
 
-def _changes_since(
-    session: Session, output: FeedOutput, feeds: list[Feed], now: datetime
-) -> tuple[list[Post], list[Feed]]:
-    """The posts changed since the last build, and the feeds to rebuild: those the changes touch or left, and
-    any whose documents are missing."""
+FeedKey = tuple[str, str | None]  # (dimension, slug): which feed
+Marks = set[post_store.Key] | None  # the places in a feed that changed; None: any place may have
+
+
+def _changes_since(session: Session, output: FeedOutput, feeds: list[Feed], now: datetime) -> dict[FeedKey, Marks]:
+    """The feeds to rebuild, each with the places in it that changed since the last build: where changed posts
+    are now and where edited or deleted posts were. A feed whose documents are missing is rebuilt whole."""
     previous = output.state
     changed_since = datetime.fromisoformat(previous["changed_through"])
     last_build = datetime.fromisoformat(previous["published_through"])
@@ -144,16 +157,33 @@ def _changes_since(
         now=now,
     )
     if last_build < now - DEPARTURES_KEPT:
-        return changed, feeds  # the feeds edits left since then may be forgotten: rebuild them all
-    touched = _feeds_touched(changed)
-    # A feed an edited post left must drop it: rebuild those too.
-    touched |= post_store.departures_since(session, changed_since)
-    rebuild = [
-        feed
-        for feed in feeds
-        if (feed.dimension, feed.slug) in touched or not all(output.knows(feed.document_path(fmt)) for fmt in FORMATS)
-    ]
-    return changed, rebuild
+        return dict.fromkeys(((feed.dimension, feed.slug) for feed in feeds), None)  # departures may be forgotten
+    marks: dict[FeedKey, Marks] = {}
+    for post_id, post in changed:
+        for key in _feeds_of_post(post):
+            places = marks.setdefault(key, set())
+            if post.published <= now and places is not None:
+                places.add((post.published, post_id))
+    for dimension, slug, place in post_store.departures_since(session, changed_since):
+        key = (dimension, slug or None)
+        places = marks.setdefault(key, set())
+        if place is None or places is None:
+            marks[key] = None  # recorded without its place: every page of that feed is looked at
+        else:
+            places.add(place)
+    for feed in feeds:
+        if not all(output.knows(feed.document_path(fmt)) for fmt in FORMATS):
+            marks[(feed.dimension, feed.slug)] = None
+    return marks
+
+
+def _feeds_of_post(post: Post) -> set[FeedKey]:
+    return {
+        ("site", None),
+        *(("theme", slug) for slug in post.themes),
+        *(("region", slug) for slug in post.regions),
+        *(("author", author.slug) for author in post.authors),
+    }
 
 
 def _scope(feed: Feed) -> post_store.Scope:
@@ -164,14 +194,76 @@ def _scope(feed: Feed) -> post_store.Scope:
     )
 
 
-def _feeds_touched(posts: Iterable[Post]) -> set[tuple[str, str | None]]:
-    touched: set[tuple[str, str | None]] = set()
-    for post in posts:
-        touched.add(("site", None))
-        touched.update(("theme", slug) for slug in post.themes)
-        touched.update(("region", slug) for slug in post.regions)
-        touched.update(("author", author.slug) for author in post.authors)
-    return touched
+def page_id(cut: post_store.Key | None) -> str:
+    """The name of the archive page beginning at ``cut`` (the oldest page has none): its start's date and time
+    and the post id there, so that it never changes."""
+    return "first" if cut is None else f"{cut[0]:%Y%m%d%H%M%S}-{cut[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """A feed's archive page (or, with no upper bound, the subscription document): the keys from ``lower``
+    (included; None is the start) to ``upper`` (excluded)."""
+
+    id: str
+    lower: post_store.Key | None
+    upper: post_store.Key | None
+
+
+@dataclass(frozen=True)
+class _FeedPlan:
+    """One feed to write: its pages oldest first, the subscription document last, and which pages to write."""
+
+    feed: Feed
+    pages: tuple[_Page, ...]
+    write: tuple[int, ...]  # indexes of archive pages, oldest first
+
+
+def _plan_feed(
+    session: Session, output: FeedOutput, config: FeedSettings, feed: Feed, now: datetime, marks: Marks,
+    archives: bool,
+) -> _FeedPlan:  # fmt: skip
+    """Cut new archive pages where the feed needs them (stored at once), and choose the pages to write: those
+    holding a changed place (``marks``; None: all), those next to a new cut, and those not written yet."""
+    scope, size = _scope(feed), config.archive_page_size
+    cuts = post_store.archive_cuts(session, feed.path)
+    new: list[post_store.Key] = []
+    # The subscription document's oldest posts become pages of their own while it holds a page more than needed.
+    tail = cuts[-1] if cuts else None
+    count = post_store.count_between(session, scope, now, tail, None)
+    if count >= config.items + size:
+        keys = post_store.keys_between(session, scope, now, tail, None, limit=count - config.items + 1)
+        new += [keys[k * size] for k in range(1, (count - config.items) // size + 1)]
+    # A page that back-dated posts filled past twice its size is split: its oldest posts keep its name.
+    bounds = [None, *cuts]
+    looked_at: Iterable[int]
+    if marks is None:
+        looked_at = range(len(cuts))
+    else:
+        looked_at = sorted({bisect.bisect_right(cuts, place) for place in marks} - {len(cuts)})
+    for index in looked_at:
+        lower, upper = bounds[index], cuts[index]
+        if post_store.count_between(session, scope, now, lower, upper) > 2 * size:
+            keys = post_store.keys_between(session, scope, now, lower, upper)
+            new += [keys[k * size] for k in range(1, len(keys) // size)]
+    if new:
+        post_store.add_archive_cuts(session, feed.path, new)
+        cuts = sorted({*cuts, *new})
+    pages = tuple(_Page(page_id(lower), lower, upper) for lower, upper in zip([None, *cuts], [*cuts, None],
+                                                                              strict=True))  # fmt: skip
+    if not archives:
+        return _FeedPlan(feed, pages, ())
+    if marks is None:
+        return _FeedPlan(feed, pages, tuple(range(len(cuts))))
+    write = {bisect.bisect_right(cuts, place) for place in marks}
+    for cut in new:
+        # The pages on either side of a new cut have new bounds or links; and when the cut was made in the
+        # subscription document, the page before the new one linked to that document and now links to it.
+        index = bisect.bisect_right(cuts, cut)
+        write.update(range(index - 2, index + 2))
+    write.update(index for index, page in enumerate(pages[:-1])
+                 if not output.knows(feed.document_path("atom", page.id)))  # fmt: skip
+    return _FeedPlan(feed, pages, tuple(sorted(index for index in write if 0 <= index < len(cuts))))
 
 
 @dataclass(frozen=True)
@@ -182,9 +274,6 @@ class _FeedJob:
     directory: Path
     site: Site
     now: datetime
-    fallback: datetime
-    archived: dict[str, int]
-    changed: list[Post]
     archives: bool
 
 
@@ -196,7 +285,6 @@ class _FeedsDone:
     written: list[str] = field(default_factory=list)
     unchanged: int = 0
     changed_urls: list[str] = field(default_factory=list)
-    archived: dict[str, int] = field(default_factory=dict)
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def merge(self, other: _FeedsDone) -> None:
@@ -204,27 +292,28 @@ class _FeedsDone:
         self.written += other.written
         self.unchanged += other.unchanged
         self.changed_urls += other.changed_urls
-        self.archived.update(other.archived)
 
 
 # Below this many feeds a worker process costs more to start than it saves.
 _PARALLEL_FROM_FEEDS = 64
 
 
-def _build_feeds_on_two_cores(session: Session, output: FeedOutput, job: _FeedJob, feeds: list[Feed]) -> _FeedsDone:
-    """Build ``feeds``; a large build shares them with a worker process that has its own connection.
+def _build_feeds_on_two_cores(
+    session: Session, output: FeedOutput, job: _FeedJob, plans: list[_FeedPlan]
+) -> _FeedsDone:
+    """Write the planned feeds; a large build shares them with a worker process that has its own connection.
 
     Each process claims the next feed from a shared counter, so the worker's start-up time and a busy core even
     out on their own (a fixed half each left one process waiting a second for the other).
     """
-    if len(feeds) < _PARALLEL_FROM_FEEDS or (os.cpu_count() or 1) < 2:
-        return _build_feeds(session, output, job, feeds)
+    if len(plans) < _PARALLEL_FROM_FEEDS or (os.cpu_count() or 1) < 2:
+        return _build_feeds(session, output, job, plans)
     context = worker_context()
     next_feed = context.Value("i", 0)
     with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_share_counter,
                              initargs=(next_feed,)) as pool:  # fmt: skip
-        future = pool.submit(_build_feeds_in_worker, job, feeds, output.documents)
-        done = _build_feeds(session, output, job, _claimed(feeds, next_feed))
+        future = pool.submit(_build_feeds_in_worker, job, plans, output.documents)
+        done = _build_feeds(session, output, job, _claimed(plans, next_feed))
         other = future.result()
     output.documents.update(other.documents)
     done.merge(other)
@@ -240,22 +329,22 @@ def _share_counter(counter: Any) -> None:
     _next_feed = counter
 
 
-def _claimed(feeds: Sequence[Feed], counter: Any) -> Iterator[Feed]:
+def _claimed(plans: Sequence[_FeedPlan], counter: Any) -> Iterator[_FeedPlan]:
     """The feeds this process claims, one at a time, until none is left."""
     while True:
         with counter.get_lock():
             index = counter.value
             counter.value = index + 1
-        if index >= len(feeds):
+        if index >= len(plans):
             return
-        yield feeds[index]
+        yield plans[index]
 
 
-def _build_feeds_in_worker(job: _FeedJob, feeds: list[Feed], documents: dict[str, dict[str, Any]]) -> _FeedsDone:
+def _build_feeds_in_worker(job: _FeedJob, plans: list[_FeedPlan], documents: dict[str, dict[str, Any]]) -> _FeedsDone:
     engine = database.open_engine(job.settings.database.url)
     try:
         with FeedOutput(job.directory, documents=documents) as output, database.transaction(engine) as session:
-            done = _build_feeds(session, output, job, _claimed(feeds, _next_feed))
+            done = _build_feeds(session, output, job, _claimed(plans, _next_feed))
             output.flush()  # the parent writes the manifest: these files must be there first
         done.documents = {path: output.documents[path] for path in output.touched}
         return done
@@ -263,35 +352,36 @@ def _build_feeds_in_worker(job: _FeedJob, feeds: list[Feed], documents: dict[str
         engine.dispose()
 
 
-def _build_feeds(session: Session, output: FeedOutput, job: _FeedJob, feeds: Iterable[Feed]) -> _FeedsDone:
-    """Write each feed's subscription documents and the archive pages that are new or changed."""
-    config = job.settings.feeds
+def _build_feeds(session: Session, output: FeedOutput, job: _FeedJob, plans: Iterable[_FeedPlan]) -> _FeedsDone:
+    """Write each planned feed's subscription documents and the archive pages its plan names."""
     done = _FeedsDone()
     loaded: dict[int, Post] = {}  # a post is in several feeds (site, themes, region, authors): read it once
-    for feed in feeds:
+    for plan in plans:
         done.feeds += 1
+        feed, pages = plan.feed, plan.pages
         scope = _scope(feed)
-        posts = post_store.newest_posts(session, now=job.now, limit=config.items, theme=scope.theme,
-                                        region=scope.region, author=scope.author, loaded=loaded)  # fmt: skip
-        full_pages = post_store.count_published(session, scope, job.now) // config.archive_page_size
-        updated = updated_of(posts, job.fallback)
-        subscription = {fmt: FeedDocument(job.site, feed, fmt, posts, updated, prev_archive_page=full_pages or None)
-                        for fmt in FORMATS}  # fmt: skip
-        done.changed_urls += _write_feed(output, subscription, done)
-        if not job.archives:
-            continue
-        pages = set(range(job.archived.get(feed.path, 0) + 1, full_pages + 1))
-        for post in job.changed:
-            if post.published <= job.now and (feed.dimension, feed.slug) in _feeds_touched([post]):
-                before = post_store.count_published(session, scope, job.now, before=post.published)
-                pages.add(before // config.archive_page_size + 1)
-        _write_archive_pages(session, output, done, job.site, feed, scope, job.now, sorted(pages), full_pages, config)
-        done.archived[feed.path] = full_pages
+        archived = pages[:-1]
+        for index in (*plan.write, len(archived)):
+            page = pages[index]
+            posts = post_store.posts_between(session, scope, job.now, page.lower, page.upper, loaded)
+            subscription = page.upper is None
+            documents = {
+                fmt: FeedDocument(
+                    job.site, feed, fmt, posts, updated_of(posts, _EPOCH),
+                    archive_page=None if subscription else page.id,
+                    prev_archive_page=pages[index - 1].id if index else None,
+                    next_archive_page=pages[index + 1].id if index + 1 < len(archived) else None,
+                )
+                for fmt in FORMATS
+            }  # fmt: skip
+            urls = _write_feed(output, documents, done, job.now)
+            if subscription:
+                done.changed_urls += urls
     return done
 
 
 def _write_feed(
-    output: FeedOutput, documents: Mapping[Format, FeedDocument], done: _FeedsDone, *, immutable: bool = False
+    output: FeedOutput, documents: Mapping[Format, FeedDocument], done: _FeedsDone, now: datetime
 ) -> list[str]:
     """Write one feed's documents in every format; returns the URLs of those that changed."""
     rss, atom = render_rss_and_atom(documents["rss"], documents["atom"])
@@ -299,42 +389,12 @@ def _write_feed(
     changed = []
     for fmt, document in documents.items():
         path = document.path
-        if output.write(path, bodies[fmt], CONTENT_TYPES[fmt], document.updated, immutable=immutable):
+        if output.write(path, bodies[fmt], CONTENT_TYPES[fmt], now):
             done.written.append(path)
             changed.append(document.self_url)
         else:
             done.unchanged += 1
     return changed
-
-
-def _write_archive_pages(
-    session: Session,
-    output: FeedOutput,
-    report: _FeedsDone,
-    site: Site,
-    feed: Feed,
-    scope: post_store.Scope,
-    now: datetime,
-    pages: list[int],
-    full_pages: int,
-    config: FeedSettings,
-) -> None:
-    """Write the given full archive pages; consecutive pages are read in one pass over the index."""
-    wanted = [page for page in pages if 1 <= page <= full_pages]
-    index = 0
-    while index < len(wanted):
-        run_end = index
-        while run_end + 1 < len(wanted) and wanted[run_end + 1] == wanted[run_end] + 1:
-            run_end += 1
-        first = wanted[index]
-        pages_read = post_store.oldest_first(session, scope, now, config.archive_page_size, first_page=first)
-        for page, posts in zip(range(first, wanted[run_end] + 1), pages_read, strict=False):
-            newest_first = list(reversed(posts))
-            updated = updated_of(newest_first, _EPOCH)
-            documents = {fmt: FeedDocument(site, feed, fmt, newest_first, updated, archive_page=page,
-                                           prev_archive_page=page - 1 or None) for fmt in FORMATS}  # fmt: skip
-            _write_feed(output, documents, report, immutable=True)
-        index = run_end + 1
 
 
 def _feed_fingerprint(settings: Settings) -> str:

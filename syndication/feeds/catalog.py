@@ -1,7 +1,8 @@
 """Which feeds exist, where they live and what one document of a feed holds. Pure: no SQL, no I/O.
 
 Feed paths have one namespace per dimension (``themes/``, ``regions/``, ``authors/``), so a theme and an author
-with the same slug never collide. Archive pages (RFC 5005) live under ``archive/<feed path>/<page>``.
+with the same slug never collide. Archive pages (RFC 5005) live under ``archive/<feed path>/<page id>``, the id
+named after where the page begins (see ``syndication.feeds.build``), so a page keeps its URL for good.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Feed:
     description: str
     path: str
 
-    def document_path(self, fmt: Format, archive_page: int | None = None) -> str:
+    def document_path(self, fmt: Format, archive_page: str | None = None) -> str:
         """The document's path under the feeds folder (and under ``/feeds/`` over HTTP)."""
         if archive_page is None:
             return f"{self.path}.{fmt}"
@@ -96,8 +97,9 @@ class FeedDocument:
     fmt: Format
     posts: Sequence[Post]  # newest first
     updated: datetime
-    archive_page: int | None = None  # None for the subscription document
-    prev_archive_page: int | None = None  # the page just before this document, if any
+    archive_page: str | None = None  # None for the subscription document
+    prev_archive_page: str | None = None  # the page just before this document, if any
+    next_archive_page: str | None = None  # an archive page's next newer page (None: the subscription document)
 
     @property
     def path(self) -> str:
@@ -120,6 +122,16 @@ class FeedDocument:
         if self.prev_archive_page is None:
             return None
         return self.site.url(self.feed.document_path(self.fmt, self.prev_archive_page))
+
+    @property
+    def next_archive_url(self) -> str | None:
+        """For an archive page, the next newer one for RFC 5005 ``next-archive``: the newest archive page's is
+        the subscription document, which holds the posts after it."""
+        if self.archive_page is None:
+            return None
+        if self.next_archive_page is None:
+            return self.current_url
+        return self.site.url(self.feed.document_path(self.fmt, self.next_archive_page))
 
     @property
     def home_url(self) -> str:

@@ -1,9 +1,9 @@
 """The feeds folder on disk: atomic writes of changed documents only, and the manifest the web app serves from.
 
-``manifest.json`` maps each document's path to its strong ETag (from its bytes), Last-Modified (its newest
-item's date, never earlier than the document's last one), Content-Type and whether it is immutable (a full
-archive page). It also keeps the build state an incremental rebuild starts from. It is written last, so a
-reader of the folder never sees a manifest naming a document that is not there yet.
+``manifest.json`` maps each document's path to its strong ETag (from its bytes), Last-Modified (when a build
+last changed its bytes, never going back) and Content-Type. It also keeps the build state an incremental rebuild
+starts from. It is written last, so a reader of the folder never sees a manifest naming a document that is not
+there yet.
 
 Files are written by one background thread: creating a file costs about a millisecond of waiting on the disk
 here, time the build spends rendering the next feed instead.
@@ -50,25 +50,28 @@ class FeedOutput:
             self.documents = dict(data.get("documents", {}))
             self.state = dict(data.get("state", {}))
 
-    def write(self, path: str, body: bytes, content_type: str, updated: datetime, *, immutable: bool = False) -> bool:
-        """Write ``body`` at ``path`` unless the same bytes are already there; True when the file changed."""
+    def write(self, path: str, body: bytes, content_type: str, now: datetime) -> bool:
+        """Write ``body`` at ``path`` unless the same bytes are already there; True when the file changed.
+
+        ``now`` (the build's time) becomes its Last-Modified: a reader sending the time of its last fetch as
+        If-Modified-Since must hear of every change since, whatever dates the posts carry.
+        """
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         target = self.directory / path
         previous = self.documents.get(path, {})
         self.touched.add(path)
         if previous.get("etag") == etag and target.exists():
             return False  # the same bytes keep their validators, Last-Modified included
-        modified = updated.astimezone(UTC).replace(microsecond=0)
+        modified = now.astimezone(UTC).replace(microsecond=0)
         before = _http_date(previous.get("last_modified"))
         if before is not None and modified <= before:
-            # The newest item left the document (unpublished, or moved into the future): its date goes back, but
-            # HTTP's Last-Modified must not, or a reader asking If-Modified-Since would be told nothing changed.
+            # Two builds within a second, or a clock set back: Last-Modified must still move on, or a reader
+            # asking If-Modified-Since would be told nothing changed.
             modified = before + timedelta(seconds=1)
         self.documents[path] = {
             "etag": etag,
             "last_modified": format_datetime(modified, usegmt=True),
             "content_type": content_type,
-            "immutable": immutable,
         }
         self._pending.append(self._writer.submit(write_atomically, target, body))
         return True

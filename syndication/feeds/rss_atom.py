@@ -157,6 +157,8 @@ def _point_at(generator: FeedGenerator, document: FeedDocument) -> FeedGenerator
         extra.append(("current", document.current_url))
     if document.prev_archive_url:
         extra.append(("prev-archive", document.prev_archive_url))
+    if document.next_archive_url:
+        extra.append(("next-archive", document.next_archive_url))
     links += [{"href": href, "rel": rel} for rel, href in extra]
     links.append({"href": document.home_url, "rel": "alternate", "type": "text/html"})  # last: RSS's <link>
     generator.link(links, replace=True)

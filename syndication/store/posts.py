@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -31,6 +31,7 @@ from syndication.core.models import Author, Image, Post
 from syndication.store.schema import (
     AuthorRow,
     Base,
+    FeedArchiveCutRow,
     FeedDepartureRow,
     PostAuthorRow,
     PostRegionRow,
@@ -44,6 +45,7 @@ _post_authors = Base.metadata.tables[PostAuthorRow.__tablename__]
 _post_themes = Base.metadata.tables[PostThemeRow.__tablename__]
 _post_regions = Base.metadata.tables[PostRegionRow.__tablename__]
 _departures = Base.metadata.tables[FeedDepartureRow.__tablename__]
+_cuts = Base.metadata.tables[FeedArchiveCutRow.__tablename__]
 
 # SQLite allows 32,766 bound parameters per statement; stay well under it for IN lists.
 _IN_CHUNK = 900
@@ -87,11 +89,11 @@ def upsert_posts(session: Session, posts: Sequence[Post], now: datetime, source:
         _insert_links(session, [(new_ids[post.guid][0], post) for post in to_add], known)
     if to_update:
         ids = [post_id for post_id, _ in to_update]
+        _note_departures(session, ids, now)  # before the update: the places the posts held are about to move
         session.execute(
             update(_posts).where(_posts.c.id == bindparam("_id")),
             [{"_id": post_id, **_post_values(post, source, now, known)} for post_id, post in to_update],
         )
-        _note_departures(session, to_update, now)
         for chunk in _chunks(ids):
             for table in (_post_authors, _post_themes, _post_regions):
                 session.execute(delete(table).where(table.c.post_id.in_(chunk)))
@@ -99,31 +101,51 @@ def upsert_posts(session: Session, posts: Sequence[Post], now: datetime, source:
     return UpsertOutcome(len(to_add), len(to_update), len(posts) - len(to_add) - len(to_update))
 
 
-def _note_departures(session: Session, updates: Sequence[tuple[int, Post]], now: datetime) -> None:
-    """Record the theme, region and author feeds the edited posts leave (their links are about to be replaced)."""
-    kept = {post_id: _feed_keys(post) for post_id, post in updates}
-    left: set[tuple[str, str]] = set()
-    for chunk in _chunks(list(kept)):
-        for post_id, kind, slug, _name, _position in session.execute(_LOAD_LINKS, {"ids": chunk}):
-            key = ({"a": "author", "t": "theme", "r": "region"}[kind], slug)
-            if key not in kept[post_id]:
-                left.add(key)
-    if left:
-        session.execute(insert(_departures), [{"changed_at": now, "dimension": d, "slug": s} for d, s in sorted(left)])
+def _note_departures(session: Session, post_ids: Sequence[int], now: datetime) -> None:
+    """Record every place in a feed these posts hold now (the site feed's, and each theme's, region's and
+    author's, at their present date): they are about to be edited or deleted, and the archive pages that show
+    them must be rewritten wherever they go."""
+    rows: list[dict[str, Any]] = []
+    for chunk in _chunks(list(post_ids)):
+        query = select(_posts.c.id, _posts.c.published, _posts.c.links).where(_posts.c.id.in_(chunk))
+        for post_id, published, links in session.execute(query):
+            authors, themes, regions = _decode_links(links)
+            places = [("site", ""), *(("theme", t) for t in themes), *(("region", r) for r in regions),
+                      *(("author", a.slug) for a in authors)]  # fmt: skip
+            rows += [{"changed_at": now, "dimension": dimension, "slug": slug, "published": published,
+                      "post_id": post_id} for dimension, slug in places]  # fmt: skip
+    if rows:
+        session.execute(insert(_departures), rows)
 
 
-def _feed_keys(post: Post) -> set[tuple[str, str]]:
-    return {
-        *(("theme", slug) for slug in post.themes),
-        *(("region", slug) for slug in post.regions),
-        *(("author", author.slug) for author in post.authors),
-    }
+def delete_posts(session: Session, guids: Collection[str], now: datetime) -> int:
+    """Delete the posts with these guids (their places in the feeds recorded first); returns how many went."""
+    ids = [post_id for post_id, _ in _existing_versions(session, list(guids)).values()]
+    if not ids:
+        return 0
+    _note_departures(session, ids, now)
+    for chunk in _chunks(ids):
+        for table in (_post_authors, _post_themes, _post_regions, _posts):
+            column = table.c.id if table is _posts else table.c.post_id
+            session.execute(delete(table).where(column.in_(chunk)))
+    # The deletion is a change like an edit: the next incremental build must look (see ``last_change``).
+    return len(ids)
 
 
-def departures_since(session: Session, changed_since: datetime) -> set[tuple[str, str]]:
-    """The (dimension, slug) feeds edited posts left at or after ``changed_since``."""
-    query = select(_departures.c.dimension, _departures.c.slug).where(_departures.c.changed_at >= changed_since)
-    return {(dimension, slug) for dimension, slug in session.execute(query)}
+Key = tuple[datetime, int]
+"""A post's place in a feed's order: (published, post id). Feeds list by it, archive pages are bounded by it."""
+
+Departure = tuple[str, str, Key | None]
+"""A place a post left: (dimension, slug, key), the key None when it was not recorded (older rows)."""
+
+
+def departures_since(session: Session, changed_since: datetime) -> set[Departure]:
+    """The places in feeds that edited or deleted posts left at or after ``changed_since``."""
+    query = select(_departures.c.dimension, _departures.c.slug, _departures.c.published, _departures.c.post_id).where(
+        _departures.c.changed_at >= changed_since
+    )
+    return {(dimension, slug, (published, post_id) if published is not None and post_id is not None else None)
+            for dimension, slug, published, post_id in session.execute(query)}  # fmt: skip
 
 
 def forget_departures(session: Session, before: datetime) -> int:
@@ -275,13 +297,6 @@ def _newest_ids_query(kind: ScopeKind, bounded_below: bool, limited: bool) -> Se
     return query.limit(bindparam("limit", type_=Integer)) if limited else query
 
 
-@functools.cache
-def _count_query(kind: ScopeKind, bounded_above: bool) -> Select[int]:
-    published, _post_id, conditions = _scope_columns(kind)
-    query = select(func.count()).where(*conditions, published <= _NOW)
-    return query.where(published < bindparam("before")) if bounded_above else query
-
-
 def newest_posts(
     session: Session,
     *,
@@ -312,35 +327,88 @@ def newest_posts(
     return [loaded[post_id] for post_id in ids]
 
 
-def count_published(session: Session, scope: Scope, now: datetime, before: datetime | None = None) -> int:
-    """How many posts of ``scope`` are published at ``now`` (and, with ``before``, published before it)."""
-    query = _count_query(scope.kind, before is not None)
-    return session.connection().scalar(query, scope.params | {"now": now, "before": before}) or 0
+@functools.cache
+def _bounded_query(
+    kind: ScopeKind, what: Literal["keys", "count"], lower: bool, upper: bool, limited: bool = False
+) -> Select[Any]:
+    """Published posts of a scope with ``:lower <= key < :upper`` (either bound optional): their keys, oldest
+    first, or their number. Row values compared column by column: SQLite and PostgreSQL both use the index."""
+    published, post_id, conditions = _scope_columns(kind)
+    query = select(func.count()) if what == "count" else select(published, post_id).order_by(published, post_id)
+    query = query.where(*conditions, published <= _NOW)
+    if lower:
+        low_published: BindParameter[datetime] = bindparam("low_published")
+        low_id: BindParameter[int] = bindparam("low_id", type_=Integer)
+        query = query.where(or_(published > low_published, and_(published == low_published, post_id >= low_id)))
+    if upper:
+        high_published: BindParameter[datetime] = bindparam("high_published")
+        high_id: BindParameter[int] = bindparam("high_id", type_=Integer)
+        query = query.where(or_(published < high_published, and_(published == high_published, post_id < high_id)))
+    return query.limit(bindparam("limit", type_=Integer)) if limited else query
 
 
-def oldest_first(
-    session: Session, scope: Scope, now: datetime, page_size: int, first_page: int = 1
-) -> Iterator[list[Post]]:
-    """Pages of ``page_size`` published posts of ``scope``, oldest first, from page ``first_page`` (1-based).
+def _bounds(scope: Scope, now: datetime, lower: Key | None, upper: Key | None) -> dict[str, Any]:
+    parameters = scope.params | {"now": now}
+    if lower is not None:
+        parameters |= {"low_published": lower[0], "low_id": lower[1]}
+    if upper is not None:
+        parameters |= {"high_published": upper[0], "high_id": upper[1]}
+    return parameters
 
-    Reads by key after the first page, so walking a whole history costs one index scan, not one per page.
-    """
-    published, post_id, conditions = _scope_columns(scope.kind)
-    base = select(post_id, published).where(*conditions, published <= now).order_by(published, post_id)
-    query = base.offset((first_page - 1) * page_size).limit(page_size)
-    while True:
-        keys = session.execute(query, scope.params).all()
-        if not keys:
-            return
-        posts = _load(session, [key[0] for key in keys])
-        posts.reverse()  # _load answers newest first
-        yield posts
-        if len(keys) < page_size:
-            return
-        last_id, last_published = keys[-1]
-        query = base.where(or_(published > last_published, and_(published == last_published, post_id > last_id))).limit(
-            page_size
-        )
+
+def keys_between(
+    session: Session, scope: Scope, now: datetime, lower: Key | None, upper: Key | None, limit: int | None = None
+) -> list[Key]:
+    """The keys of the published posts of ``scope`` from ``lower`` (included) to ``upper`` (excluded), oldest
+    first, at most ``limit``; a bound of None is open."""
+    query = _bounded_query(scope.kind, "keys", lower is not None, upper is not None, limit is not None)
+    parameters = _bounds(scope, now, lower, upper) | {"limit": limit}
+    return [(published, post_id) for published, post_id in session.connection().execute(query, parameters)]
+
+
+def count_between(session: Session, scope: Scope, now: datetime, lower: Key | None, upper: Key | None) -> int:
+    """How many published posts of ``scope`` lie from ``lower`` (included) to ``upper`` (excluded)."""
+    query = _bounded_query(scope.kind, "count", lower is not None, upper is not None)
+    return session.connection().scalar(query, _bounds(scope, now, lower, upper)) or 0
+
+
+def posts_between(
+    session: Session,
+    scope: Scope,
+    now: datetime,
+    lower: Key | None,
+    upper: Key | None,
+    loaded: dict[int, Post] | None = None,
+) -> list[Post]:
+    """The published posts of ``scope`` from ``lower`` (included) to ``upper`` (excluded), newest first;
+    ``loaded`` as for ``newest_posts``."""
+    ids = [post_id for _, post_id in keys_between(session, scope, now, lower, upper)]
+    if loaded is None:
+        return _load(session, ids)
+    missing = [post_id for post_id in ids if post_id not in loaded]
+    if missing:
+        found_ids, found = _load_with_ids(session, missing)
+        loaded.update(zip(found_ids, found, strict=True))
+    return [loaded[post_id] for post_id in reversed(ids)]
+
+
+def archive_cuts(session: Session, feed: str) -> list[Key]:
+    """Where the archive pages of ``feed`` (its path) begin, oldest first; the first page has no cut."""
+    query = (
+        select(_cuts.c.published, _cuts.c.post_id)
+        .where(_cuts.c.feed == feed)
+        .order_by(_cuts.c.published, _cuts.c.post_id)
+    )
+    return [(published, post_id) for published, post_id in session.execute(query)]
+
+
+def add_archive_cuts(session: Session, feed: str, cuts: Collection[Key]) -> None:
+    """Add cuts to ``feed``'s archive (a cut already there is left as it is: two builds agree on cuts)."""
+    known = set(archive_cuts(session, feed))
+    rows = [{"feed": feed, "published": published, "post_id": post_id}
+            for published, post_id in sorted(set(cuts) - known)]  # fmt: skip
+    if rows:
+        session.execute(insert(_cuts), rows)
 
 
 def authors_with_posts(session: Session, now: datetime) -> list[Author]:
@@ -364,9 +432,9 @@ def changed_posts(
     already_seen: Collection[str],
     published_after: datetime,
     now: datetime,
-) -> list[Post]:
-    """Posts the store wrote at or after ``changed_since`` (less the guids ``already_seen`` at exactly that
-    moment), or whose publication time came since ``published_after``: what a feed rebuild must look at.
+) -> list[tuple[int, Post]]:
+    """Posts (with their ids) the store wrote at or after ``changed_since`` (less the guids ``already_seen`` at
+    exactly that moment), or whose publication time came since ``published_after``: what a feed rebuild must look at.
 
     A post written since and now dated in the future is among them: it was unpublished or rescheduled, and the
     feeds that showed it must drop it.
@@ -381,7 +449,7 @@ def changed_posts(
     # Sort out the posts the last build saw before loading any: a whole batch can share one moment.
     wanted = [post_id for post_id, guid, published, changed_at in session.execute(query)
               if changed_at > changed_since or guid not in seen or published_after < published <= now]  # fmt: skip
-    return _load(session, wanted)
+    return list(zip(*_load_with_ids(session, wanted), strict=True))
 
 
 def region_slugs(session: Session, now: datetime) -> list[str]:

@@ -265,8 +265,9 @@ class FormEmailRow(Base):
 
 
 class FeedDepartureRow(Base):
-    """A theme, region or author feed a post left when an edit took it off (``dimension`` theme/region/author):
-    an incremental feed build rebuilds that feed too, or it would keep showing the post."""
+    """A place in a feed a post left when it was edited or deleted: the feed (``dimension`` site/theme/region/
+    author, and its slug) and the post's key there (``published``, ``post_id``). An incremental feed build
+    rewrites the archive page holding that key, or the page would keep showing the post."""
 
     __tablename__ = "feed_departures"
 
@@ -274,6 +275,21 @@ class FeedDepartureRow(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     dimension: Mapped[str] = mapped_column(String(16))
     slug: Mapped[str] = mapped_column(String(200))
+    # Null in rows recorded before positions were kept: the build then rewrites every page of that feed.
+    published: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    post_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class FeedArchiveCutRow(Base):
+    """Where one archive page of a feed begins: the key (``published``, ``post_id``) of the oldest post it may
+    hold. Cuts are only ever added, so a page's bounds never move: a back-dated post joins the page whose bounds
+    hold it, and no other page changes. ``feed`` is the feed's path ("all", "themes/climate", ...)."""
+
+    __tablename__ = "feed_archive_cuts"
+
+    feed: Mapped[str] = mapped_column(String(300), primary_key=True)
+    published: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    post_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class SignedOutSessionRow(Base):

@@ -1,7 +1,8 @@
 """Serving the built feeds over HTTP: exactly the documents the builder's ``manifest.json`` lists, with validators.
 
 The feed builder writes every document under ``feeds.output_dir`` and, last and atomically, ``manifest.json``:
-``{"version": 1, "documents": {"themes/x.atom": {"etag", "last_modified", "content_type", "immutable"}}}``.
+``{"version": 1, "documents": {"themes/x.atom": {"etag", "last_modified", "content_type"}}}``. Every document,
+archive pages too, may change, so each is served with ``[feeds] max_age_seconds`` and revalidated.
 This module answers ``/feeds/`` (the ``index.html``) and ``/feeds/{path}`` from it:
 
 - only a path listed in the manifest is served, so there is no path traversal and an unknown feed is a plain 404;
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 MANIFEST: Final = "manifest.json"
 MANIFEST_VERSION: Final = 1
 INDEX: Final = "index.html"
-IMMUTABLE_CACHE_CONTROL: Final = "public, max-age=31536000, immutable"
 DEFAULT_CACHE_BYTES: Final = 64 * 1024 * 1024
 
 Header = tuple[bytes, bytes]
@@ -117,7 +117,6 @@ class Manifest:
         if not (_safe_relative_path(name) and isinstance(entry, dict)):
             return None
         etag, last_modified, content_type = entry.get("etag"), entry.get("last_modified"), entry.get("content_type")
-        immutable = entry.get("immutable", False)
         if not (
             isinstance(etag, str)
             and _ENTITY_TAG_VALUE.fullmatch(etag)
@@ -126,7 +125,6 @@ class Manifest:
             and http_date_seconds(last_modified) is not None
             and isinstance(content_type, str)
             and _HEADER_VALUE.fullmatch(content_type)
-            and isinstance(immutable, bool)
         ):
             return None
         extra: tuple[Header, ...] = _PAGE_HEADERS if content_type.startswith("text/html") else ()
@@ -134,9 +132,8 @@ class Manifest:
             # WebSub (section 4) lets the hub and self URLs travel in Link headers too; the feeds carry them as well.
             self_url = f"{self._base_url}/feeds/{name}"
             extra += ((b"link", f'<{self._hub}>; rel="hub", <{self_url}>; rel="self"'.encode()),)
-        cache_control = IMMUTABLE_CACHE_CONTROL.encode() if immutable else self._cache_control
         return document_of(self._prefix + name.replace("/", os.sep), etag, last_modified, content_type,
-                           cache_control, extra)  # fmt: skip
+                           self._cache_control, extra)  # fmt: skip
 
 
 def document_of(
