@@ -28,9 +28,18 @@ from sqlalchemy.orm import Session
 
 from syndication.core.editions import finished
 from syndication.core.models import OPEN_DELIVERIES, PROBLEM_DELIVERIES, DeliveryStatus, Edition, EditionStatus
-from syndication.store.schema import Base, DeliveryAttemptRow, DeliveryRow, EditionRow, SubscriberRow, UTCDateTime
+from syndication.store.schema import (
+    Base,
+    DeliveryAttemptRow,
+    DeliveryRow,
+    EditionPostRow,
+    EditionRow,
+    SubscriberRow,
+    UTCDateTime,
+)
 
 _deliveries = Base.metadata.tables[DeliveryRow.__tablename__]
+_edition_posts = Base.metadata.tables[EditionPostRow.__tablename__]
 _attempts = Base.metadata.tables[DeliveryAttemptRow.__tablename__]
 
 
@@ -112,6 +121,21 @@ def last_edition(session: Session, cadence: str) -> Edition | None:
         select(EditionRow).where(EditionRow.cadence == cadence).order_by(EditionRow.until.desc()).limit(1)
     ).first()
     return _edition(row) if row else None
+
+
+def cadence_start(session: Session, cadence: str) -> datetime | None:
+    """Where the windows of ``cadence`` begin: the start of its earliest edition; None before the first."""
+    start: datetime | None = session.scalar(select(func.min(EditionRow.since)).where(EditionRow.cadence == cadence))
+    return start
+
+
+def hold_posts(session: Session, edition: Edition, post_ids: Iterable[int]) -> None:
+    """Record that ``edition`` holds these posts, in the transaction that makes it: from then on it shows them
+    and no other edition of its cadence takes them. A post another edition of the cadence holds is refused by the
+    key (IntegrityError, the transaction undone): one post, one edition per cadence, whoever races."""
+    rows = [{"cadence": edition.cadence, "post_id": post_id, "edition_id": edition.id} for post_id in post_ids]
+    for start in range(0, len(rows), 1000):
+        session.execute(insert(_edition_posts), rows[start : start + 1000])
 
 
 def drafts_created_before(session: Session, moment: datetime) -> list[Edition]:

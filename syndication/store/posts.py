@@ -31,6 +31,7 @@ from syndication.core.models import Author, Image, Post
 from syndication.store.schema import (
     AuthorRow,
     Base,
+    EditionPostRow,
     FeedArchiveCutRow,
     FeedDepartureRow,
     PostAuthorRow,
@@ -490,6 +491,27 @@ def posts_in_window(
             )
             .distinct()
         )
+    return _load(session, list(session.scalars(query)))
+
+
+_edition_posts = Base.metadata.tables[EditionPostRow.__tablename__]
+
+
+def unheld_posts(session: Session, cadence: str, after: datetime, until: datetime) -> tuple[list[int], list[Post]]:
+    """The posts published in ``(after, until]`` that no edition of ``cadence`` holds, newest first, with their
+    ids: what an edition of the cadence made now takes (``app.digests.edition_posts`` says with which bounds)."""
+    held = (
+        select(_edition_posts.c.post_id)
+        .where(_edition_posts.c.cadence == cadence, _edition_posts.c.post_id == _posts.c.id)
+        .exists()
+    )
+    query = select(_posts.c.id).where(_posts.c.published > after, _posts.c.published <= until, ~held)
+    return _load_with_ids(session, list(session.scalars(query)))
+
+
+def held_posts(session: Session, edition_id: int) -> list[Post]:
+    """The posts an edition holds (``ledger.hold_posts``, when it was made), newest first, as they are now."""
+    query = select(_edition_posts.c.post_id).where(_edition_posts.c.edition_id == edition_id)
     return _load(session, list(session.scalars(query)))
 
 
