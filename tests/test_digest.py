@@ -18,7 +18,7 @@ from syndication.app.gathering import import_file
 from syndication.app.service import Service
 from syndication.cli import main
 from syndication.config import Settings
-from syndication.core.digest import compose_digest
+from syndication.core.digest import compose_digest, with_cap, with_shown
 from syndication.core.models import Author, Image, Post, Theme
 from syndication.delivery.mailer import Mailer
 from syndication.mailing.message import Envelope, HeaderInjection, build_message
@@ -106,6 +106,31 @@ def test_a_section_over_its_cap_counts_the_rest() -> None:
     section = digest.sections[0]
     assert [item.post.guid for item in section.items] == ["g7", "g6", "g5"]
     assert section.more == 4 and digest.post_count == 7 and digest.shown_count == 3
+
+
+def test_late_posts_are_kept_when_asked_counted_and_last_by_date() -> None:
+    # g1 was published before the window (it reached the store after that window's edition was made).
+    posts = [post(1, -30, "resilience"), post(2, 5, "resilience"), post(3, 24 * 7 + 1, "resilience")]
+    by_date = compose_digest(posts, THEMES, since=SINCE, until=UNTIL)
+    assert by_date is not None and by_date.late == 0
+    assert [item.post.guid for item in by_date.sections[0].items] == ["g2"]
+    edition = compose_digest(posts, THEMES, since=SINCE, until=UNTIL, with_late=True, section_cap=1)
+    assert edition is not None and edition.late == 1 and edition.post_count == 2  # never one after the window
+    assert [item.post.guid for item in edition.sections[0].items] == ["g2"] and edition.sections[0].more == 1
+    assert with_cap(edition, 1).late == with_shown(edition, 1).late == 1
+    only_late = compose_digest(posts[:1], THEMES, since=SINCE, until=UNTIL, with_late=True, followed={"resilience"})
+    assert only_late is not None and only_late.late == only_late.post_count == 1
+    climate = {"climate-action"}
+    assert compose_digest(posts[:1], THEMES, since=SINCE, until=UNTIL, with_late=True, followed=climate) is None
+
+
+def test_a_late_post_shows_its_own_date_under_the_editions_window(settings: Settings) -> None:
+    late = post(1, -30, "resilience", title="Arrived late")
+    digest = compose_digest([late, post(2, 5, "resilience")], THEMES, since=SINCE, until=UNTIL, with_late=True)
+    assert digest is not None
+    text = MailRenderer(settings).render_digest(digest, "en").text
+    assert text.splitlines()[1] == "May 1, 2024 - May 8, 2024"
+    assert "* Arrived late\n  April 29, 2024" in text  # 18:00 UTC on 29 April is still the 29th in Berlin
 
 
 # --- Rendering -------------------------------------------------------------------------------------------------

@@ -86,6 +86,30 @@ def test_the_preview_has_the_headers_of_a_sent_digest(one_reader: Service) -> No
     assert html is not None and f"{base}/unsubscribe/preview" in html.get_content()
 
 
+def test_the_preview_of_the_next_window_has_a_post_that_came_after_the_last_edition(
+    one_reader: Service, tmp_path: Path
+) -> None:
+    with smtp_server() as server:
+        service = sending(one_reader, server)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        assert deliver(service).sent == 1
+        sent = server.received_for("bo@example.org")[0].data
+        # A post of the week just sent arrives afterwards (its source was down).
+        late = post_record(3, themes=["resilience"], published="2024-05-30T10:00:00Z", title="Flood barriers")
+        import_file(service, write_jsonl(tmp_path / "late.jsonl", [late]))
+        next_week = preview_digest(service, since=UNTIL, until=UNTIL + timedelta(days=7), cadence="weekly")
+        sent_week = preview_digest(service, since=SINCE, until=UNTIL, cadence="weekly")
+    assert next_week is not None and sent_week is not None
+    assert next_week.digest.late == next_week.digest.post_count == 1
+    assert "Flood barriers" in next_week.email.text and "May 30, 2024" in next_week.email.text
+    # The week already sent previews as it was sent: without the newcomer, the same subject and posts.
+    assert sent_week.digest.late == 0 and "Flood barriers" not in sent_week.email.text
+    subject = "2 new posts on Climate action and Resilience"
+    assert parsed(sent)["Subject"] == parsed(sent_week.message)["Subject"] == subject
+    # Without a cadence a preview is of the posts published in the window: the late one is not among them.
+    assert preview_digest(service, since=UNTIL, until=UNTIL + timedelta(days=7)) is None
+
+
 def test_the_preview_is_sealed_by_the_mailer(one_reader: Service) -> None:
     # Dated when it is made (the service's clock), not at the window's end.
     preview = preview_digest(one_reader, since=SINCE - timedelta(days=1), until=UNTIL - timedelta(days=1))

@@ -2,7 +2,10 @@
 notices (confirmation, preferences, approval request) the service sends.
 
 A digest is composed from the store (``core.digest``), rendered once per variant (``mailing.render``) and
-personalised per reader by substitution. Every message gets its headers from the service's one
+personalised per reader by substitution. What an edition holds is decided once, as it is made
+(``edition_posts``): the posts published by its window's end that no edition of its cadence holds yet, so a post
+gathered after the edition of its own window was made goes in the next edition of each cadence, once. From then
+on the edition shows what it recorded, whatever is gathered later. Every message gets its headers from the service's one
 :class:`~syndication.delivery.mailer.Mailer` and leaves through it, DKIM-signed when ``[dkim]`` is configured.
 """
 
@@ -15,14 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from sqlalchemy.orm import Session
+
 from syndication.app.service import Service
 from syndication.config import Settings
 from syndication.core.digest import Digest, compose_digest
+from syndication.core.models import CADENCES, Edition, Post
 from syndication.delivery.mailer import Mailer
 from syndication.delivery.transport import Transport
 from syndication.mailing.message import build_encoded, build_message, checked, folded_list, with_phrase
 from syndication.mailing.render import Links, MailRenderer, RenderedEmail
-from syndication.store import database
+from syndication.store import database, ledger
 from syndication.store import posts as post_store
 
 PREVIEW_RECIPIENT = "reader@example.invalid"
@@ -41,19 +47,75 @@ class DigestPreview:
 
 
 def compose(
-    service: Service, since: datetime, until: datetime, followed: Collection[str] | None = None
+    service: Service,
+    since: datetime,
+    until: datetime,
+    followed: Collection[str] | None = None,
+    *,
+    cadence: str | None = None,
 ) -> Digest | None:
-    """The digest of the window ``(since, until]`` for a reader of ``followed`` themes (None: everything)."""
-    until = min(until, service.clock())  # a post dated in the future is not published yet
+    """The digest of the window ``(since, until]`` for a reader of ``followed`` themes (None: everything).
+
+    Without ``cadence``, the posts published in the window by now. With it, what that cadence's edition of the
+    window holds (``edition_posts``): the posts it recorded if it was made, else those it would take if made
+    now, late ones included."""
+    now = service.clock()
     with database.transaction(service.engine) as session:
-        posts = post_store.posts_in_window(session, since, until, themes=None if followed is None else followed)
+        if cadence is None:
+            until = min(until, now)  # a post dated in the future is not published yet
+            posts = post_store.posts_in_window(session, since, until, themes=None if followed is None else followed)
+            return compose_posts(service.settings, posts, since, until, followed, with_late=False)
+        made, _ids, posts = edition_posts(session, cadence, since, until, now)
+    # A made edition is shown as it was made, whenever this is asked; one still to make, as it would be now.
+    return compose_posts(service.settings, posts, since, until if made else min(until, now), followed)
+
+
+def edition_posts(
+    session: Session, cadence: str, since: datetime, until: datetime, now: datetime
+) -> tuple[Edition | None, list[int], list[Post]]:
+    """What the edition of ``cadence`` for the window ``(since, until]`` holds, with the edition if it was made.
+
+    The rule, the one place it is applied: an edition holds the posts it recorded when it was made
+    (``ledger.hold_posts``). Made at ``now``, it takes (and this answers, with their ids, for it to record) every
+    post published by its window's end (and by ``now``: later ones are not published yet) that no edition of
+    the cadence holds, back to the start of the cadence's first window. So a post reaches each cadence's next
+    edition once, whatever its date: one in the window, or gathered (or let out of its embargo) after the edition
+    of its own window was made; a post published before the cadence's first window was never due to it.
+    """
+    made = ledger.find_edition(session, cadence, since, until)
+    if made is not None:
+        return made, [], post_store.held_posts(session, made.id)
+    start = ledger.cadence_start(session, cadence)
+    after = since if start is None else min(start, since)
+    ids, posts = post_store.unheld_posts(session, cadence, after, min(until, now))
+    return None, ids, posts
+
+
+def held_posts(service: Service, edition: Edition) -> list[Post]:
+    """The posts ``edition`` holds (recorded as it was made), newest first, as they read now."""
+    with database.transaction(service.engine) as session:
+        return post_store.held_posts(session, edition.id)
+
+
+def compose_posts(
+    settings: Settings,
+    posts: Sequence[Post],
+    since: datetime,
+    until: datetime,
+    followed: Collection[str] | None,
+    *,
+    with_late: bool = True,
+) -> Digest | None:
+    """The digest of an edition's ``posts`` for a reader of ``followed`` themes (None: everything), in the site's
+    themes and section cap; its late posts (published at or before ``since``) kept unless ``with_late`` is off."""
     return compose_digest(
         posts,
-        service.settings.theme_list,
+        settings.theme_list,
         since=since,
         until=until,
         followed=followed,
-        section_cap=service.settings.digest.section_cap,
+        section_cap=settings.digest.section_cap,
+        with_late=with_late,
     )
 
 
@@ -73,8 +135,10 @@ def preview_digest(
     The message is made the way the sender makes each reader's (``personalised_message`` with
     ``digest_headers``) and sealed by the service's Mailer (dated now, DKIM-signed when configured), so it is
     the bytes a send would hand over but for the recipient (``PREVIEW_RECIPIENT``, with ``preview_links``), the
-    Message-ID and the Date. ``cadence`` only goes in a Feedback-ID (when ``[mail] feedback_id`` is set)."""
-    digest = compose(service, since, until, followed)
+    Message-ID and the Date. ``cadence`` goes in a Feedback-ID (when ``[mail] feedback_id`` is set); when it
+    names a cadence, the preview is of that cadence's edition of the window (``compose``): what it holds if it
+    was made, else what it would hold if made now, late posts included."""
+    digest = compose(service, since, until, followed, cadence=cadence if cadence in CADENCES else None)
     if digest is None:
         return None
     settings = service.settings

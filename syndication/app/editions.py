@@ -23,7 +23,15 @@ from datetime import datetime
 from urllib.parse import quote
 
 from syndication.app.bounces import record_bounce, verp_address
-from syndication.app.digests import compose, digest_headers, personalised_message, preview_links, send_notice
+from syndication.app.digests import (
+    compose_posts,
+    digest_headers,
+    edition_posts,
+    held_posts,
+    personalised_message,
+    preview_links,
+    send_notice,
+)
 from syndication.app.service import Service
 from syndication.app.subscribers import (
     default_language,
@@ -44,7 +52,15 @@ from syndication.core.editions import (
     on_rerun,
     reopen_for_retry,
 )
-from syndication.core.models import CADENCES, RETRYABLE_DELIVERIES, DeliveryStatus, Edition, EditionStatus, Subscriber
+from syndication.core.models import (
+    CADENCES,
+    RETRYABLE_DELIVERIES,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Post,
+    Subscriber,
+)
 from syndication.core.tokens import make_token
 from syndication.delivery.mailer import Mailer
 from syndication.delivery.sender import Bounce, DrainReport, Outgoing, Sender
@@ -112,6 +128,10 @@ def plan_edition(
     """Create the edition of this window (once) and queue one delivery per active subscriber of the cadence
     who has something new; with ``dry_run`` nothing is written and the plan says what would be sent.
 
+    The edition records the posts it holds as it is made (``digests.edition_posts``): those published by the
+    window's end that no edition of the cadence holds yet, late ones included; its messages, re-runs, retries,
+    previews and public copy show those, whatever is gathered later.
+
     A ``draft`` edition is queued but not sent until an editor approves it; ``approve`` (the operator's approval,
     ``digest send --approve``) creates it approved, or approves the window's draft. A window in which nothing was
     published makes an ``empty`` edition: no deliveries, never public nor a draft nor emailed about, kept so that
@@ -128,32 +148,39 @@ def plan_edition(
     digests: dict[tuple[str, ...] | None, Digest | None] = {}
     chosen: list[int] = []
     with database.transaction(service.engine) as session:
+        now = service.clock()
+        made, post_ids, posts = edition_posts(session, cadence, since, until, now)
+        if made is None and not dry_run:
+            everything = compose_posts(service.settings, posts, since, min(until, now), None)
+            if everything is None:
+                status, reason = EditionStatus.EMPTY, NOTHING_NEW
+            else:
+                status, reason = (EditionStatus.DRAFT if draft and not approve else EditionStatus.SENDING), ""
+            made, plan.created = ledger.create_edition(
+                session, cadence, since, until, now, status, reason=reason,
+                approved_at=now if approve and status == EditionStatus.SENDING else None,
+            )  # fmt: skip
+            if plan.created:
+                ledger.hold_posts(session, made, post_ids)  # in the same transaction: made and filled at once
+                plan.approved = approve and status == EditionStatus.SENDING
+            else:  # a rival run made it after this one looked: what that one holds is what counts
+                made, _, posts = edition_posts(session, cadence, since, until, now)
+        # Whom it goes to, from what it holds (what it would hold, for a dry run of a window not made yet).
+        shown_until = until if made else min(until, now)
+        plan.edition = made
         for subscriber in subscriber_store.active_subscribers(session, cadence):
             plan.recipients += 1
             themes = subscriber.themes
             if themes not in digests:
-                digests[themes] = compose(service, since, until, themes)
-            digest = digests[themes]
-            if digest is None:
+                digests[themes] = compose_posts(service.settings, posts, since, shown_until, themes)
+            if digests[themes] is None:
                 plan.nothing_new += 1
                 continue
             plan.variants.add((themes, subscriber.language))
             chosen.append(subscriber.id)
         plan.posts = max((d.post_count for d in digests.values() if d is not None), default=0)
-        if dry_run:
-            plan.edition = ledger.find_edition(session, cadence, since, until)
+        if dry_run or plan.edition is None:
             return plan
-        now = service.clock()
-        everything = digests[None] if None in digests else compose(service, since, until, None)
-        if everything is None:
-            status, reason = EditionStatus.EMPTY, NOTHING_NEW
-        else:
-            status, reason = (EditionStatus.DRAFT if draft and not approve else EditionStatus.SENDING), ""
-        plan.edition, plan.created = ledger.create_edition(
-            session, cadence, since, until, now, status, reason=reason,
-            approved_at=now if approve and status == EditionStatus.SENDING else None,
-        )  # fmt: skip
-        plan.approved = plan.created and approve and status == EditionStatus.SENDING
         edition_id = plan.edition.id
         if not plan.created:
             existing = plan.edition
@@ -166,7 +193,7 @@ def plan_edition(
                 plan.edition = ledger.edition(session, edition_id)
             if not may_queue:
                 return plan
-        elif status == EditionStatus.EMPTY:
+        elif plan.empty:
             return plan
         deliveries = [(subscriber_id, _message_id(edition_id, subscriber_id)) for subscriber_id in chosen]
         plan.queued = ledger.queue(session, edition_id, deliveries, service.clock())
@@ -281,6 +308,7 @@ class MessageBuilder:
         self.renderer = MailRenderer(service.settings)
         self.keys = signing_keys(service.settings)
         self._editions: dict[int, Edition | None] = {}
+        self._posts: dict[int, list[Post]] = {}  # what each edition holds, read once
         self._variants: dict[tuple[int, tuple[str, ...] | None, str], RenderedEmail | None] = {}
         self._failures: dict[tuple[int, tuple[str, ...] | None, str], str] = {}  # variants that cannot be rendered
 
@@ -340,7 +368,8 @@ class MessageBuilder:
     def edition_email(self, edition: Edition, themes: tuple[str, ...] | None, language: str) -> RenderedEmail | None:
         """The edition's email as it is sent to readers of ``themes`` (None: everything) in ``language``, with
         placeholder links (``.personalised(links)`` puts a reader's in); None when it holds nothing for them.
-        Rendered once per variant; the editor's preview and "view in browser" show exactly this.
+        Rendered once per variant, from the posts the edition recorded when it was made (late ones included):
+        the editor's preview, "view in browser" and the public copy show exactly this, whatever came later.
 
         Raises RenderError when the variant cannot be rendered (a language the renderer refuses, a template that
         fails): once per variant, the same reason again after that without rendering it anew."""
@@ -348,7 +377,9 @@ class MessageBuilder:
         if key in self._failures:
             raise RenderError(self._failures[key])
         if key not in self._variants:
-            digest = compose(self.service, edition.since, edition.until, themes)
+            if edition.id not in self._posts:
+                self._posts[edition.id] = held_posts(self.service, edition)
+            digest = compose_posts(self.settings, self._posts[edition.id], edition.since, edition.until, themes)
             if digest is None:
                 self._variants[key] = None
             else:

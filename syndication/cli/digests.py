@@ -29,9 +29,22 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     )
     preview.add_argument("--themes", metavar="A,B", help="the followed themes (default: everything)")
     preview.add_argument(
-        "--subscriber", metavar="EMAIL", help="preview as this subscriber sees it (their themes and language)"
+        "--subscriber",
+        metavar="EMAIL",
+        help="preview as this subscriber sees it (their themes, language and cadence)",
     )
-    preview.add_argument("--since", metavar="ISO", type=timestamp, help="window start (default: 7 days ago)")
+    preview.add_argument(
+        "--cadence",
+        choices=CADENCES,
+        help="preview this cadence's edition of the window: what it holds if it was made, else what it would hold"
+        " now, posts gathered after their own window's edition included (default with --subscriber: theirs)",
+    )
+    preview.add_argument(
+        "--since",
+        metavar="ISO",
+        type=timestamp,
+        help="window start (default: where the cadence's last edition ended, else 7 days ago)",
+    )
     preview.add_argument("--until", metavar="ISO", type=timestamp, help="window end (default: now)")
     preview.add_argument("--language", metavar="L", help="the reader's language (default: site.language)")
     preview.add_argument("--intro", metavar="TEXT", help="an editor's note at the top")
@@ -63,6 +76,7 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
     from syndication.app.digests import preview_digest
+    from syndication.app.jobs import last_until
     from syndication.app.service import Service
     from syndication.app.subscribers import parse_themes
 
@@ -76,15 +90,19 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
                 raise SyndicationError(f"no subscriber {args.subscriber!r} (see 'syndication subscribers list')")
             followed = subscriber.themes
             args.language = args.language or subscriber.language
+            args.cadence = args.cadence or subscriber.cadence
         until = args.until or service.clock()
-        since = args.since or until - timedelta(days=7)
+        # A cadence's next edition starts where its last one ended.
+        since = args.since or (last_until(service, args.cadence) if args.cadence else None) or until - timedelta(days=7)
         if since >= until:
             raise SyndicationError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
         preview = preview_digest(
-            service, since=since, until=until, followed=followed, language=args.language, intro=args.intro
-        )
+            service, since=since, until=until, followed=followed, language=args.language, intro=args.intro,
+            cadence=args.cadence or "preview",
+        )  # fmt: skip
     if preview is None:
-        print(f"no digest: nothing was published between {since.isoformat()} and {until.isoformat()}"
+        what = f"the {args.cadence} edition holds nothing new" if args.cadence else "nothing was published"
+        print(f"no digest: {what} between {since.isoformat()} and {until.isoformat()}"
               + (f" on {', '.join(sorted(followed))}" if followed else ""), file=sys.stderr)  # fmt: skip
         return EXIT_OK
     body = {"html": preview.email.html.encode("utf-8"), "text": preview.email.text.encode("utf-8"),
@@ -96,9 +114,11 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.buffer.write(body)
         sys.stdout.flush()
     digest = preview.digest
+    # Late posts: published before the window, gathered (or out of embargo) after its cadence's edition was made.
+    late = f", {digest.late} late (published before {since.isoformat()})" if digest.late else ""
     print(
         f"digest: {preview.email.subject!r}: {digest.post_count} posts in {len(digest.sections)} sections"
-        f" ({digest.shown_count} shown, {digest.held_back_count} held back),"
+        f" ({digest.shown_count} shown, {digest.held_back_count} held back){late},"
         f" HTML {len(preview.email.html.encode('utf-8')):,} bytes" + (f", written to {args.out}" if args.out else ""),
         file=sys.stderr,
     )

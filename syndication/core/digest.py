@@ -1,5 +1,9 @@
 """What goes in a digest: the posts of a window, grouped by the themes a reader follows. Pure: no I/O.
 
+An edition's digest shows the posts the edition holds: those published in its window and, with ``with_late``,
+late ones published before it that reached the store (or had their embargo lifted) only after the edition of
+their own window was made. Each shows its own date; ``Digest.late`` counts them.
+
 Sections follow the configured order of themes. A post on several followed themes appears once, in the first of
 them, naming the others ("also in"). Posts on no configured theme go to a last catch-all section, only for
 readers who follow everything. A section over its cap ends with "N more on <theme>".
@@ -44,6 +48,7 @@ class Digest:
     until: datetime
     sections: tuple[Section, ...]
     followed: frozenset[str] | None  # None: everything
+    late: int = 0  # posts (shown or behind a "more" link) published at or before ``since``: late ones
 
     @property
     def post_count(self) -> int:
@@ -74,8 +79,10 @@ def compose_digest(
     until: datetime,
     followed: Collection[str] | None = None,
     section_cap: int | None = None,
+    with_late: bool = False,
 ) -> Digest | None:
-    """The digest of ``posts`` published in ``(since, until]`` for a reader following ``followed`` (None: all).
+    """The digest of ``posts`` published in ``(since, until]`` for a reader following ``followed`` (None: all);
+    ``with_late`` keeps those published at or before ``since`` too (an edition's late posts, counted in ``late``).
 
     Returns None when nothing in the window is for this reader: no digest is rendered or sent then.
     """
@@ -85,8 +92,10 @@ def compose_digest(
     buckets: dict[str | None, list[DigestItem]] = {theme.slug: [] for theme in order}
     if wanted is None:
         buckets[None] = []
+    late = 0
     for post in sorted(posts, key=lambda p: (p.published, p.guid), reverse=True):
-        if not since < post.published <= until:
+        # Never after the window's end (an edition's post re-dated since is unpublished, as the feeds see it).
+        if post.published > until or (post.published <= since and not with_late):
             continue
         own = [slug for slug in post.themes if slug in buckets]
         if own:
@@ -95,6 +104,10 @@ def compose_digest(
             buckets[first].append(DigestItem(post, others))
         elif wanted is None and not any(slug in by_slug for slug in post.themes):
             buckets[None].append(DigestItem(post))
+        else:
+            continue
+        if post.published <= since:
+            late += 1
     sections = []
     for key, items in buckets.items():
         if not items:
@@ -103,7 +116,7 @@ def compose_digest(
         sections.append(Section(by_slug[key] if key is not None else None, tuple(shown), len(items) - len(shown)))
     if not sections:
         return None
-    return Digest(since, until, tuple(sections), wanted)
+    return Digest(since, until, tuple(sections), wanted, late)
 
 
 def with_cap(digest: Digest, section_cap: int) -> Digest:
@@ -111,7 +124,7 @@ def with_cap(digest: Digest, section_cap: int) -> Digest:
     sections = tuple(
         Section(s.theme, s.items[:section_cap], s.more + max(0, len(s.items) - section_cap)) for s in digest.sections
     )
-    return Digest(digest.since, digest.until, sections, digest.followed)
+    return Digest(digest.since, digest.until, sections, digest.followed, digest.late)
 
 
 def with_shown(digest: Digest, count: int) -> Digest:
@@ -132,4 +145,4 @@ def with_shown(digest: Digest, count: int) -> Digest:
         Section(s.theme, s.items[:kept], s.more + len(s.items) - kept)
         for s, kept in zip(digest.sections, keep, strict=True)
     )
-    return Digest(digest.since, digest.until, sections, digest.followed)
+    return Digest(digest.since, digest.until, sections, digest.followed, digest.late)
