@@ -165,7 +165,7 @@ def test_hostile_text_arrives_as_readers_expect(built: Path) -> None:
         assert HOSTILE_TITLE in titles
         assert "São Paulo 🌍 electric buses" in titles
         assert "北九州市 plastics" in titles
-        assert "Tab andbell and break" in titles  # forbidden characters go; line breaks become spaces
+        assert "Tab and bell and break" in titles  # control characters and line breaks become spaces
         hostile = next(entry for entry in parsed.entries if entry.title == HOSTILE_TITLE)
         content = hostile.content[0].value
         for forbidden in ("<script", "onclick", "iframe", "alert("):
