@@ -224,27 +224,22 @@ class GatherSettings(_Section):
 
 class FeedSettings(_Section):
     output_dir: Path = Field(Path("var/feeds"), description="Folder the built feeds are written to.")
-    items: int = Field(50, ge=1, le=1000, description="Newest posts in each subscription feed.")
+    items: int = Field(
+        50, ge=1, le=1000, description="Newest posts in each subscription feed (at least; up to items + page size)."
+    )
     archive_page_size: int = Field(
-        50, ge=10, le=1000, description="Posts per archive page (RFC 5005); a full page never changes again."
+        25, ge=10, le=1000, description="Posts per archive page (RFC 5005) when it is made; its bounds never move."
     )
     content: Literal["full", "summary"] = Field(
         "full", description="'full' puts each post's whole HTML in the feeds, 'summary' only its summary."
     )
-    max_age_seconds: int = Field(300, ge=0, description="Cache-Control max-age of subscription feeds over HTTP.")
+    max_age_seconds: int = Field(300, ge=0, description="Cache-Control max-age of every feed document over HTTP.")
     websub_hub: str | None = Field(None, description="WebSub hub to announce in feeds and to ping after a build.")
 
     @field_validator("websub_hub")
     @classmethod
     def _hub(cls, value: str | None) -> str | None:
         return _check_http_url(value) if value else None
-
-    @model_validator(mode="after")
-    def _pages_fit(self) -> FeedSettings:
-        # Posts newer than the last full archive page are only in the subscription document: they must fit.
-        if self.archive_page_size > self.items:
-            raise ValueError(f"archive_page_size ({self.archive_page_size}) may not exceed items ({self.items})")
-        return self
 
 
 class MailSettings(_Section):
@@ -820,8 +815,10 @@ def _anchor_paths(settings: Settings, base: Path) -> Settings:
             anchored = url.set(database=str((base / db_path).resolve()))
             database = DatabaseSettings(url=anchored.render_as_string(hide_password=False))
     dkim = settings.dkim
-    if dkim.key_file is not None and not dkim.key_file.is_absolute():
-        dkim = dkim.model_copy(update={"key_file": (base / dkim.key_file).resolve()})
+    for key in ("key_file", "ed25519_key_file"):
+        file = getattr(dkim, key)
+        if file is not None and not file.is_absolute():
+            dkim = dkim.model_copy(update={key: (base / file).resolve()})
     digest = settings.digest
     if digest.templates_dir is not None and not digest.templates_dir.is_absolute():
         digest = digest.model_copy(update={"templates_dir": (base / digest.templates_dir).resolve()})

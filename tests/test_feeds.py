@@ -446,14 +446,6 @@ def test_a_document_that_cannot_be_written_fails_the_build_and_keeps_the_manifes
     assert json.loads((directory / "all.json").read_bytes())["items"][0]["id"] == post_record(70)["guid"]
 
 
-def test_archive_page_size_may_not_exceed_items(tmp_path: Path) -> None:
-    from syndication.errors import ConfigError
-
-    path = write_config(tmp_path, "sqlite:///x.db", "[feeds]\nitems = 10\narchive_page_size = 20\n")
-    with pytest.raises(ConfigError, match="archive_page_size"):
-        load_settings(path, environ={})
-
-
 # --- WebSub ----------------------------------------------------------------------------------------------------
 
 

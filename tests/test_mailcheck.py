@@ -162,6 +162,19 @@ def test_an_ed25519_key_adds_its_own_dkim_record_with_the_raw_public_key(
     assert base64.b64decode(match.group(1)) == raw
 
 
+def test_check_mail_prints_the_ed25519_record_and_reads_its_key_beside_the_config(
+    tmp_path: Path, key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519PrivateKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _ed25519_file(tmp_path, ed_key)
+    path = _config(tmp_path, key, from_address="news@greencities.org", dkim_domain="greencities.org",
+                   ed25519_key_file=Path("dkim-ed25519.pem"))  # relative: taken from the config's folder  # fmt: skip
+    assert main(["--config", str(path), "check-mail"]) == 0
+    out = capsys.readouterr().out
+    assert "DKIM (Ed25519): TXT record at news2024e._domainkey.greencities.org" in out
+    raw = ed_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert f"  v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}" in out
+
+
 def test_the_published_records_verify_what_the_signer_signs(
     tmp_path: Path, key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519PrivateKey
 ) -> None:

@@ -30,6 +30,8 @@ def _check_mail(args: argparse.Namespace, settings: Settings) -> int:
     _print_record("SPF", report.spf)
     if report.dkim is not None:
         _print_record("DKIM", report.dkim)
+    if report.dkim_ed25519 is not None:
+        _print_record("DKIM (Ed25519)", report.dkim_ed25519)
     _print_record("DMARC", report.dmarc)
     print()
     if not report.warnings:
