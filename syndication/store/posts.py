@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -65,8 +65,10 @@ def upsert_posts(session: Session, posts: Sequence[Post], now: datetime, source:
     """Add new posts and update those whose ``updated`` is newer than the stored one; the rest is unchanged.
 
     Idempotent: the same batch twice adds nothing the second time. Within the batch, the newest version of
-    a guid wins.
+    a guid wins. The batch is stamped later than any post written before (``changed_at``), even when the clock
+    reads the same or less: an incremental feed build looks for the posts written after the last one it saw.
     """
+    now = _after_last_change(session, now)
     newest: dict[str, Post] = {}
     for post in posts:
         kept = newest.get(post.guid)
@@ -102,6 +104,12 @@ def upsert_posts(session: Session, posts: Sequence[Post], now: datetime, source:
     return UpsertOutcome(len(to_add), len(to_update), len(posts) - len(to_add) - len(to_update))
 
 
+def _after_last_change(session: Session, now: datetime) -> datetime:
+    """``now``, or a microsecond after the newest ``changed_at`` if the clock does not read later than it."""
+    latest: datetime | None = session.scalar(select(func.max(_posts.c.changed_at)))
+    return now if latest is None or now > latest else latest + timedelta(microseconds=1)
+
+
 def _note_departures(session: Session, post_ids: Sequence[int], now: datetime) -> None:
     """Record every place in a feed these posts hold now (the site feed's, and each theme's, region's and
     author's, at their present date): they are about to be edited or deleted, and the archive pages that show
@@ -124,7 +132,7 @@ def delete_posts(session: Session, guids: Collection[str], now: datetime) -> int
     ids = [post_id for post_id, _ in _existing_versions(session, list(guids)).values()]
     if not ids:
         return 0
-    _note_departures(session, ids, now)
+    _note_departures(session, ids, _after_last_change(session, now))
     for chunk in _chunks(ids):
         for table in (_post_authors, _post_themes, _post_regions, _posts):
             column = table.c.id if table is _posts else table.c.post_id
