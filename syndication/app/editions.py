@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from urllib.parse import quote
 
+from sqlalchemy.orm import Session
+
 from syndication.app.bounces import record_bounce, verp_address
 from syndication.app.digests import (
     compose_posts,
@@ -488,11 +490,14 @@ class NoSuchEdition(SyndicationError):
 
 @dataclass(frozen=True)
 class EditionReport:
-    """An edition with its deliveries per status and, when asked for, the deliveries that did not go (yet)."""
+    """An edition with its deliveries per status, why those that did not go (yet) did not (``reasons``: status →
+    normalised reason → how many, by ``group_reasons``: {"bounced": {"550 RCPT TO refused by …: 5.1.1 …": 2}})
+    and, when asked for, each of those deliveries."""
 
     edition: Edition
     deliveries: dict[str, int]
     problems: list[DeliveryProblem] = field(default_factory=list)
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def actions(self) -> list[EditionAction]:
@@ -512,19 +517,27 @@ def find_edition(service: Service, edition_id: int) -> Edition | None:
 
 
 def edition_report(service: Service, edition_id: int, *, with_problems: bool = False) -> EditionReport:
-    """The edition, its deliveries per status and (``with_problems``) those that did not go; NoSuchEdition."""
+    """The edition, its deliveries per status, the grouped reasons of those that did not go and
+    (``with_problems``) each of them; NoSuchEdition."""
     with database.transaction(service.engine) as session:
         edition = ledger.edition(session, edition_id)
         if edition is None:
             raise NoSuchEdition(edition_id)
-        problems = ledger.problems(session, edition_id) if with_problems else []
-        return EditionReport(edition, ledger.progress(session, edition_id), problems)
+        return _report(session, edition, with_problems=with_problems)
 
 
 def list_editions(service: Service, limit: int = 50) -> list[EditionReport]:
-    """The newest editions first, each with its deliveries per status."""
+    """The newest editions first, each with its deliveries per status and the grouped reasons of its problems."""
     with database.transaction(service.engine) as session:
-        return [EditionReport(e, ledger.progress(session, e.id)) for e in ledger.editions(session, limit=limit)]
+        return [_report(session, edition) for edition in ledger.editions(session, limit=limit)]
+
+
+def _report(session: Session, edition: Edition, *, with_problems: bool = False) -> EditionReport:
+    # One way to report an edition for the list, its page and its progress, so that they never disagree.
+    # Sorted first so that the statuses come in the same order on every database (the grouping keeps it).
+    reasons = group_reasons(sorted(ledger.problem_details(session, edition.id)))
+    problems = ledger.problems(session, edition.id) if with_problems else []
+    return EditionReport(edition, ledger.progress(session, edition.id), problems, reasons)
 
 
 def sent_editions(service: Service, limit: int) -> list[Edition]:

@@ -1,7 +1,8 @@
 """The editions commands: ``editions list`` shows the newest editions (a paused one with the reason the sender
-paused it for, a sent one with what was given up), ``editions approve|pause|resume|cancel`` changes one as the
-edition state machine allows, and ``editions retry ID --poisoned --failed --unknown`` re-queues the deliveries an
-operator has mended (once, with the same Message-ID)."""
+paused it for, a sent one with what was given up), each followed, indented to its cadence, by one line per reason
+its deliveries did not go (yet) for, with how many ("9 deferred: temporary: cannot connect to ...");
+``editions approve|pause|resume|cancel`` changes one as the edition state machine allows, and ``editions retry ID
+--poisoned --failed --unknown`` re-queues the deliveries an operator has mended (once, with the same Message-ID)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ def _editions_list(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"{edition.id:>5}  {edition.cadence:<8} {window}  {edition.status:<9} {summary or 'no deliveries'}{reason}"
         )
+        for status, reasons in report.reasons.items():  # under the cadence: deeper than any edition's id
+            for why, count in reasons.items():
+                print(f"{'':7}{count} {status}: {why}")
     return EXIT_OK
 
 
