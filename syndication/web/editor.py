@@ -84,6 +84,8 @@ HOUR: Final = 3600.0
 MAX_SUBJECT: Final = 200
 MAX_INTRO: Final = 5000
 PREVIEW_WIDTHS: Final = (("Desktop", 600), ("Phone", 375))
+# The reasons an edition's row on the dashboard shows (the commonest); its own page shows every one.
+DASHBOARD_REASONS: Final = 2
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 NOTICES: Final = {
     "approved": "Approved: the edition is sending.",
@@ -318,7 +320,10 @@ class EditorPages:
             "statuses": SUBSCRIBER_STATUSES,
             "counts": board.subscribers,
             "following": board.following,
-            "editions": [(report.edition, report.deliveries) for report in board.editions],
+            "editions": [
+                (report.edition, report.deliveries, *_brief(report.reasons, DASHBOARD_REASONS))
+                for report in board.editions
+            ],
             "require_approval": self.settings.digest.require_approval,
         }
 
@@ -361,6 +366,7 @@ class EditorPages:
             "preview_src": f"/editor/editions/{edition.id}/preview?{preview.query()}",
             "progress": _progress(edition, report.deliveries),
             "problems": report.problems,
+            "reasons": report.reasons,
             # Bounces reported later (DSNs) of deliveries the relay had accepted: the problems above do not show them.
             "reported": [b for b in edition_bounces(service, edition.id) if b.source != "smtp"],
             "actions": report.actions,
@@ -572,6 +578,14 @@ def _progress(edition: Edition, counts: dict[str, int]) -> dict[str, Any]:
         "status": edition.status, "reason": edition.reason, "counts": counts, "total": total, "done": done,
         "summary": summary,
     }  # fmt: skip
+
+
+def _brief(reasons: dict[str, dict[str, int]], shown: int) -> tuple[list[tuple[int, str, str]], int]:
+    """An edition's grouped reasons (``EditionReport.reasons``) as (count, status, reason), the commonest
+    ``shown`` of them, and how many more reasons there are."""
+    every = [(count, status, reason) for status, grouped in reasons.items() for reason, count in grouped.items()]
+    every.sort(key=lambda line: -line[0])  # stable: equal counts keep the report's order
+    return every[:shown], max(0, len(every) - shown)
 
 
 def _to_login(request: Request, back: str | None = None) -> Response:
