@@ -177,7 +177,8 @@ def test_digest_send_approve_creates_and_sends_at_once(
     assert server.accepted == 3
 
 
-def _closed_port() -> int:
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now: an SMTP server that is down."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -189,7 +190,7 @@ def test_deferrals_keep_their_reason_and_nothing_delivered_fails(
     keyed: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    port = _closed_port()
+    port = closed_port()
     config = _config(audience, tmp_path, port)
     assert main(["--config", str(config), "digest", "send", "--cadence", "weekly", *WINDOW]) == 1
     captured = capsys.readouterr()
