@@ -113,6 +113,11 @@ class PostState:
     region: str
 
     @property
+    def language(self) -> str:
+        """The post's language, one of three by its number (a tag given in lower case, stored canonical)."""
+        return ("en", "es", "pt-br")[self.number % 3]
+
+    @property
     def guid(self) -> str:
         """The guid post_record gives post ``number``; an IRI, so also its Atom id."""
         return f"urn:test:post:{self.number}"
@@ -127,12 +132,14 @@ class PostState:
             themes=list(self.themes),
             authors=list(self.authors),
             regions=[self.region],
+            language=self.language,
         )
 
     def feeds(self) -> set[str]:
         """The paths of the feeds this post belongs to."""
         themes = {f"themes/{slug}" for slug in self.themes}
-        return {"all", f"regions/{self.region}", *themes, *(f"authors/{AUTHORS[name]}" for name in self.authors)}
+        authors = {f"authors/{AUTHORS[name]}" for name in self.authors}
+        return {"all", f"regions/{self.region}", f"languages/{self.language}", *themes, *authors}
 
 
 class History:
@@ -207,6 +214,7 @@ class History:
         feeds.update({f"themes/{slug}": {} for slug in THEMES})
         feeds.update({f"regions/{slug}": {} for slug in REGIONS})
         feeds.update({f"authors/{slug}": {} for slug in AUTHORS.values()})
+        feeds.update({f"languages/{tag}": {} for tag in ("en", "es", "pt-br")})
         for post in self.published():
             for feed in post.feeds():
                 feeds[feed][post.guid] = post.title

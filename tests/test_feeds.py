@@ -21,7 +21,9 @@ from syndication.app.service import Service, init_store
 from syndication.cli import main
 from syndication.clock import fixed_clock
 from syndication.config import Settings, load_settings
+from syndication.core.languages import canonical_tag
 from syndication.feeds.build import FeedBuildReport
+from syndication.feeds.rss_atom import atom_id
 from tests.golden import check_golden
 from tests.recorded import Reply, serving
 from tests.support import NOW, post_record, write_config, write_jsonl
@@ -29,6 +31,7 @@ from tests.support import NOW, post_record, write_config, write_jsonl
 ATOM = "{http://www.w3.org/2005/Atom}"
 HISTORY = "{http://purl.org/syndication/history/1.0}"
 DC = "{http://purl.org/dc/elements/1.1/}"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "atom.rnc"
 
 HOSTILE_TITLE = 'Climate & <Cities> "quoted" in Malmö'
@@ -126,7 +129,7 @@ def test_every_feed_exists_in_every_format(built: Path) -> None:
 def test_every_xml_feed_parses_without_bozo_and_atom_validates(built: Path) -> None:
     schema = atom_schema()
     xml = documents(built, ".rss") + documents(built, ".atom")
-    assert len(xml) == 18  # site, 3 themes, 3 regions, 2 authors; RSS and Atom each
+    assert len(xml) == 22  # site, 3 themes, 3 regions, 2 authors, 2 languages; RSS and Atom each
     for path in xml:
         parsed = feedparser.parse(path.read_bytes())
         assert not parsed.bozo, f"{path}: {parsed.get('bozo_exception')}"
@@ -255,6 +258,34 @@ def test_building_twice_is_byte_identical_and_writes_nothing(hostile: Service, t
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     again = build(hostile, first)
     assert not again.full and again.written == [] and again.feeds == 0
+
+
+def test_each_language_has_a_feed_of_exactly_its_posts_and_every_entry_says_its_language(
+    hostile: Service, tmp_path: Path
+) -> None:
+    more = [post_record(90, title="Resumen en español", language="es", published="2024-05-20T00:00:00Z"),
+            post_record(91, title="Notícias", language="pt_br", published="2024-05-21T00:00:00Z"),
+            post_record(92, title="Mais notícias", language="PT-BR", published="2024-05-22T00:00:00Z")]  # fmt: skip
+    import_file(hostile, write_jsonl(tmp_path / "languages.jsonl", more))
+    directory = tmp_path / "feeds"
+    build(hostile, directory)
+    published = [r for r in [*hostile_records(), *more] if r["title"] != "From the future"]
+    by_language: dict[str, set[str]] = {}
+    for record in published:
+        by_language.setdefault(canonical_tag(record.get("language") or "en"), set()).add(record["guid"])
+    assert by_language["pt-BR"] == {more[1]["guid"], more[2]["guid"]}  # one language whatever the tag's case
+    for tag, guids in by_language.items():
+        atom = etree.parse(str(directory / f"languages/{tag.lower()}.atom")).getroot()
+        assert set(entry_ids(atom)) == {atom_id(guid) for guid in guids}, tag
+        assert {entry.get(XML_LANG) for entry in atom.findall(f"{ATOM}entry")} == {tag}
+        items = json.loads((directory / f"languages/{tag.lower()}.json").read_bytes())["items"]
+        assert {item["id"] for item in items} == guids and {item["language"] for item in items} == {tag}
+    rss = etree.parse(str(directory / "all.rss")).getroot()
+    items = rss.findall("channel/item")
+    assert len(items) == len(published) and all(item.findtext(f"{DC}language") for item in items)
+    assert json.loads((directory / "languages/es.json").read_bytes())["title"].endswith(": Español")
+    opml = (directory / "feeds.opml").read_text(encoding="utf-8")
+    assert 'text="Languages"' in opml and "languages/pt-br.atom" in opml
 
 
 def test_opml_and_index_list_every_feed(built: Path) -> None:
@@ -520,9 +551,9 @@ def test_a_large_build_split_over_two_processes_writes_the_same_files(
 
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     build(hostile, serial)
-    monkeypatch.setattr(feed_build, "_PARALLEL_FROM_FEEDS", 2)  # this store's nine feeds count as many
+    monkeypatch.setattr(feed_build, "_PARALLEL_FROM_FEEDS", 2)  # this store's eleven feeds count as many
     report = build(hostile, parallel)
-    assert report.feeds == 9 and len(report.written) == 27
+    assert report.feeds == 11 and len(report.written) == 33
     files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(parallel) for p in parallel.rglob("*") if p.is_file())
     for name in files:

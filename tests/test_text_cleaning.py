@@ -171,11 +171,12 @@ def test_the_digest_carries_the_text_escaped_once(mixed: Service) -> None:
 # --- A post's language in Atom and RSS ----------------------------------------------------------------------------
 
 
-def test_a_post_in_another_language_says_so_in_atom_and_rss(feeds: Path) -> None:
+def test_every_entry_says_its_language_in_atom_and_rss(feeds: Path) -> None:
+    # A feed may mix languages (issue 19): each entry carries its own, the feed's included.
     atom = etree.parse(str(feeds / "all.atom"))
     entries = _by_title(atom.getroot().findall(f"{ATOM}entry"), f"{ATOM}title")
     assert entries["Ônibus elétricos em São Paulo"].get(XML_LANG) == "pt-BR"
-    assert [entries[title].get(XML_LANG) for title in (TITLE, "Same language")] == [None, None]
+    assert [entries[title].get(XML_LANG) for title in (TITLE, "Same language")] == ["en", "en"]
     assert atom_schema().validate(atom), atom_schema().error_log.last_error
     parsed = feedparser.parse((feeds / "all.atom").read_bytes())
     languages = {entry.title: entry.title_detail.language for entry in parsed.entries}
@@ -185,13 +186,13 @@ def test_a_post_in_another_language_says_so_in_atom_and_rss(feeds: Path) -> None
     assert rss.findtext("channel/language") == "en"
     items = _by_title(rss.findall("channel/item"), "title")
     assert [element.text for element in items["Ônibus elétricos em São Paulo"].iter(DC_LANGUAGE)] == ["pt-BR"]
-    assert [list(items[title].iter(DC_LANGUAGE)) for title in (TITLE, "Same language")] == [[], []]
+    assert [[e.text for e in items[title].iter(DC_LANGUAGE)] for title in (TITLE, "Same language")] == [["en"], ["en"]]
     parsed = feedparser.parse((feeds / "all.rss").read_bytes())
     assert not parsed.bozo
     assert {entry.title: entry.get("language") for entry in parsed.entries} == {
         "Ônibus elétricos em São Paulo": "pt-BR",
-        TITLE: None,
-        "Same language": None,
+        TITLE: "en",
+        "Same language": "en",
     }
     items_json = json.loads((feeds / "all.json").read_bytes())["items"]
     assert {item["title"]: item["language"] for item in items_json}["Ônibus elétricos em São Paulo"] == "pt-BR"

@@ -102,7 +102,7 @@ def build_feeds(
             if not site.regions:
                 site = replace(site, regions=tuple(Region(slug, slug.replace("-", " ").title()) for slug in
                                                    post_store.region_slugs(session, now)))  # fmt: skip
-            feeds = feeds_of(site, authors)
+            feeds = feeds_of(site, authors, post_store.languages_with_posts(session, now))
             incremental = not full and previous.get("fingerprint") == fingerprint
             report = FeedBuildReport(output.directory, full=not incremental)
             newest_overall = post_store.newest_posts(session, now=now, limit=1)
@@ -180,6 +180,7 @@ def _changes_since(session: Session, output: FeedOutput, feeds: list[Feed], now:
 def _feeds_of_post(post: Post) -> set[FeedKey]:
     return {
         ("site", None),
+        ("language", post.language),
         *(("theme", slug) for slug in post.themes),
         *(("region", slug) for slug in post.regions),
         *(("author", author.slug) for author in post.authors),
@@ -191,6 +192,7 @@ def _scope(feed: Feed) -> post_store.Scope:
         theme=feed.slug if feed.dimension == "theme" else None,
         region=feed.slug if feed.dimension == "region" else None,
         author=feed.slug if feed.dimension == "author" else None,
+        language=feed.slug if feed.dimension == "language" else None,
     )
 
 

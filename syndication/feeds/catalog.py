@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from syndication.core.languages import language_name
 from syndication.core.models import Author, Post, Region, Theme
 
 Format = Literal["rss", "atom", "json"]
-Dimension = Literal["site", "theme", "region", "author"]
+Dimension = Literal["site", "theme", "region", "author", "language"]
 FORMATS: tuple[Format, ...] = ("rss", "atom", "json")
 
 
@@ -139,8 +140,9 @@ class FeedDocument:
         return self.site.base_url + "/"
 
 
-def feeds_of(site: Site, authors: Sequence[Author]) -> list[Feed]:
-    """Every feed the site publishes: the whole site, then each theme, region and author."""
+def feeds_of(site: Site, authors: Sequence[Author], languages: Sequence[str] = ()) -> list[Feed]:
+    """Every feed the site publishes: the whole site, then each theme, region, author and language (a canonical
+    tag, named in that language; its path is the tag in lower case)."""
     feeds = [Feed("site", None, site.title, site.title, f"Everything published by {site.title}.", "all")]
     feeds += [
         Feed("theme", t.slug, t.name, f"{site.title}: {t.name}", t.description or f"{t.name}: posts by {site.title}.",
@@ -156,6 +158,11 @@ def feeds_of(site: Site, authors: Sequence[Author]) -> list[Feed]:
         Feed("author", a.slug, a.name, f"{site.title}: {a.name}", f"Posts by {a.name} on {site.title}.",
              f"authors/{a.slug}")
         for a in authors
+    ]  # fmt: skip
+    feeds += [
+        Feed("language", tag, language_name(tag), f"{site.title}: {language_name(tag)}",
+             f"Posts in {language_name(tag, 'en')} by {site.title}.", f"languages/{tag.lower()}")
+        for tag in languages
     ]  # fmt: skip
     return feeds
 

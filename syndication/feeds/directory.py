@@ -15,7 +15,9 @@ from syndication.feeds.catalog import FORMAT_LABELS, Feed, Site
 from syndication.resources import web_templates
 
 TEMPLATES = web_templates()
-_GROUPS = (("site", "Everything"), ("theme", "Themes"), ("region", "Regions"), ("author", "Authors"))
+_GROUPS = (
+    ("site", "Everything"), ("theme", "Themes"), ("region", "Regions"), ("language", "Languages"), ("author", "Authors")
+)  # fmt: skip
 
 
 def render_opml(site: Site, feeds: Sequence[Feed], updated: datetime) -> bytes:

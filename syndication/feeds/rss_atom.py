@@ -64,8 +64,8 @@ class _EntryExtras(BaseEntryExtension):  # type: ignore[misc]
     """What feedgen writes wrongly or not at all for one entry.
 
     That is the Atom id, the alternate link's attributes, the image enclosure in both formats, RSS's
-    ``dc:creator`` elements and the language of a post written in another language than the feed's (Atom's
-    ``xml:lang``, RSS's ``dc:language``: feedgen sets neither per entry). Writing these here rather than through
+    ``dc:creator`` elements and each post's language (Atom's ``xml:lang``, RSS's ``dc:language``: feedgen sets
+    neither per entry). Writing these here rather than through
     feedgen's setters and its Dublin Core extension is also a third cheaper: an entry is built once for each feed
     it is in.
     """
@@ -74,7 +74,7 @@ class _EntryExtras(BaseEntryExtension):  # type: ignore[misc]
         self.atom_id = ""
         self.enclosure: tuple[str, str] | None = None  # (url, media type)
         self.creators: list[str] = []
-        self.language: str | None = None  # only when it is not the feed's
+        self.language: str | None = None
 
     def extend_atom(self, entry: Any) -> Any:
         # feedgen builds Atom elements without a namespace and lets the root's default xmlns cover them.
@@ -173,9 +173,7 @@ def _add_entry(generator: FeedGenerator, document: FeedDocument, post: Post) -> 
     extras: _EntryExtras = entry.history
     entry.guid(post.guid, permalink=post.guid == post.url)
     extras.atom_id = atom_id(post.guid)
-    # Language tags compare without regard to case (RFC 5646); the same language as the feed's says nothing new.
-    if post.language.casefold() != site.language.casefold():
-        extras.language = post.language
+    extras.language = post.language  # every entry says its language: a feed may mix several
     entry.title(post.title)
     entry.link(href=post.url)  # RSS's <link>, Atom's alternate link
     if post.image:

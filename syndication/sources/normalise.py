@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from syndication.core.languages import canonical_tag
 from syndication.core.models import Author, Image, Post, Region, Theme
 from syndication.core.slugs import slugify
 from syndication.errors import ItemError
@@ -120,7 +121,7 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
         content_html=content_html,
         published=published,
         updated=updated,
-        language=language.replace("_", "-"),
+        language=canonical_tag(language),
         authors=tuple(authors),
         themes=tuple(themes),
         regions=tuple(regions),

@@ -116,11 +116,11 @@ def _note_departures(session: Session, post_ids: Sequence[int], now: datetime) -
     them must be rewritten wherever they go."""
     rows: list[dict[str, Any]] = []
     for chunk in _chunks(list(post_ids)):
-        query = select(_posts.c.id, _posts.c.published, _posts.c.links).where(_posts.c.id.in_(chunk))
-        for post_id, published, links in session.execute(query):
+        query = select(_posts.c.id, _posts.c.published, _posts.c.language, _posts.c.links).where(_posts.c.id.in_(chunk))
+        for post_id, published, language, links in session.execute(query):
             authors, themes, regions = _decode_links(links)
-            places = [("site", ""), *(("theme", t) for t in themes), *(("region", r) for r in regions),
-                      *(("author", a.slug) for a in authors)]  # fmt: skip
+            places = [("site", ""), ("language", language), *(("theme", t) for t in themes),
+                      *(("region", r) for r in regions), *(("author", a.slug) for a in authors)]  # fmt: skip
             rows += [{"changed_at": now, "dimension": dimension, "slug": slug, "published": published,
                       "post_id": post_id} for dimension, slug in places]  # fmt: skip
     if rows:
@@ -248,30 +248,34 @@ def _insert_links(session: Session, posts: Sequence[tuple[int, Post]], known: di
             session.execute(insert(table), rows)
 
 
-ScopeKind = Literal["site", "theme", "region", "author"]
+ScopeKind = Literal["site", "theme", "region", "author", "language"]
 
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Which posts a listing covers: all of them, or those of one theme, region or author (by slug)."""
+    """Which posts a listing covers: all of them, or those of one theme, region or author (by slug), or of one
+    language (by its canonical tag)."""
 
     theme: str | None = None
     region: str | None = None
     author: str | None = None
+    language: str | None = None
 
     @property
     def kind(self) -> ScopeKind:
-        """Which of the four kinds of listing this is."""
+        """Which of the five kinds of listing this is."""
         if self.theme is not None:
             return "theme"
         if self.region is not None:
             return "region"
+        if self.language is not None:
+            return "language"
         return "author" if self.author is not None else "site"
 
     @property
     def params(self) -> dict[str, Any]:
         """The bound parameters the listing's conditions take (its slug)."""
-        return {"slug": self.theme or self.region or self.author}
+        return {"slug": self.theme or self.region or self.author or self.language}
 
 
 # Listing statements are built once per shape and run with parameters: a feed build runs about a thousand of
@@ -293,6 +297,8 @@ def _scope_columns(kind: ScopeKind) -> tuple[Any, Any, tuple[Any, ...]]:
     if kind == "author":
         author_id = select(AuthorRow.id).where(AuthorRow.slug == _SLUG).scalar_subquery()
         return _post_authors.c.published, _post_authors.c.post_id, (_post_authors.c.author_id == author_id,)
+    if kind == "language":
+        return _posts.c.published, _posts.c.id, (_posts.c.language == _SLUG,)
     return _posts.c.published, _posts.c.id, ()
 
 
@@ -432,6 +438,12 @@ def authors_with_posts(session: Session, now: datetime) -> list[Author]:
         .order_by(AuthorRow.slug)
     )
     return [Author(slug, name) for slug, name in session.execute(query)]
+
+
+def languages_with_posts(session: Session, now: datetime) -> list[str]:
+    """Every language (canonical tag) of a published post, sorted."""
+    query = select(_posts.c.language).where(_posts.c.published <= now).distinct().order_by(_posts.c.language)
+    return list(session.scalars(query))
 
 
 def changed_posts(

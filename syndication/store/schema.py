@@ -74,7 +74,10 @@ class PostRow(Base):
     # post then reads one row (the link tables are what listings search by).
     links: Mapped[str] = mapped_column(Text, server_default="")
 
-    __table_args__ = (Index("ix_posts_published_id", "published", "id"),)
+    __table_args__ = (
+        Index("ix_posts_published_id", "published", "id"),
+        Index("ix_posts_language_published_id", "language", "published", "id"),  # the per-language feeds
+    )
 
 
 class AuthorRow(Base):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from babel import Locale, UnknownLocaleError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,6 +35,7 @@ from syndication.app.subscribers import (
     subscriber_for_link,
     unsubscribe,
 )
+from syndication.core.languages import language_name
 from syndication.core.models import CADENCES, Subscriber
 from syndication.web.errors import PageError, sentence
 from syndication.web.forms import FORM_EXPIRED, Choices, Form, read_choices
@@ -67,7 +67,7 @@ class SubscriberPages:
         web = self.settings.web
         self.per_client = RateLimit(web.subscribe_per_client_per_hour, HOUR)
         self.per_address = RateLimit(web.subscribe_per_address_per_hour, HOUR)
-        self.languages = [(code, _language_name(code)) for code in self.settings.digest.languages]
+        self.languages = [(code, language_name(code)) for code in self.settings.digest.languages]
 
     def routes(self) -> list[Route]:
         """The routes of these pages."""
@@ -306,7 +306,7 @@ class SubscriberPages:
     def _summary(self, subscriber: Subscriber) -> str:
         names = {theme.slug: theme.name for theme in self.settings.themes}
         themes = ", ".join(names.get(slug, slug) for slug in subscriber.themes) if subscriber.themes else "every theme"
-        return f"A {subscriber.cadence} digest in {_language_name(subscriber.language)}: {themes}."
+        return f"A {subscriber.cadence} digest in {language_name(subscriber.language)}: {themes}."
 
     # --- Shared -----------------------------------------------------------------------------------------------
 
@@ -360,12 +360,3 @@ def _choices_of(subscriber: Subscriber) -> Choices:
         language=subscriber.language,
         name=subscriber.name,
     )
-
-
-def _language_name(code: str) -> str:
-    """A language's name in that language ("English", "Español"), or its code when Babel does not know it."""
-    try:
-        name = Locale.parse(code.replace("-", "_")).get_display_name(code.replace("-", "_"))
-    except (UnknownLocaleError, ValueError):
-        return code
-    return name[:1].upper() + name[1:] if name else code
