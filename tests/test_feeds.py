@@ -288,6 +288,28 @@ def test_each_language_has_a_feed_of_exactly_its_posts_and_every_entry_says_its_
     assert 'text="Languages"' in opml and "languages/pt-br.atom" in opml
 
 
+def test_every_author_has_a_feed_of_their_own_under_a_slug_that_never_moves(service: Service, tmp_path: Path) -> None:
+    names = ["ICLEI 한국사무소", "ICLEI 日本", "ICLEI Europe", "São Paulo", "Sao Paulo"]
+    records = [post_record(100 + i, authors=[name]) for i, name in enumerate(names)]
+    import_file(service, write_jsonl(tmp_path / "authors.jsonl", records))
+    directory = tmp_path / "feeds"
+    build(service, directory)
+    slugs = {}
+    for record in records:
+        (author_feed,) = [path for path in (directory / "authors").glob("*.atom")
+                          if record["guid"] in entry_ids(etree.parse(str(path)).getroot())]  # fmt: skip
+        assert entry_ids(etree.parse(str(author_feed)).getroot()) == [record["guid"]]  # their posts only
+        slugs[record["authors"][0]] = author_feed.stem
+    assert len(set(slugs.values())) == len(names)  # two different names, two feeds
+    assert slugs["ICLEI 한국사무소"] == "iclei-hangugsamuso" and slugs["ICLEI 日本"] == "iclei-ri-ben"
+    assert slugs["São Paulo"] == "sao-paulo" and slugs["Sao Paulo"].startswith("sao-paulo-")
+    # The same names again, in another order and another case: the same authors, the same slugs.
+    again = [post_record(200 + i, authors=[name.upper()]) for i, name in enumerate(reversed(names))]
+    import_file(service, write_jsonl(tmp_path / "again.jsonl", again))
+    build(service, directory, full=True)
+    assert sorted(path.stem for path in (directory / "authors").glob("*.atom")) == sorted(slugs.values())
+
+
 def test_opml_and_index_list_every_feed(built: Path) -> None:
     opml = etree.parse(str(built / "feeds.opml")).getroot()
     assert opml.get("version") == "2.0"

@@ -12,9 +12,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, text
 
 from syndication.config import Settings
-from syndication.core.models import Author
+from syndication.core.models import Author, Post
+from syndication.core.slugs import slugify
 from syndication.store import database
-from syndication.store.posts import newest_posts
+from syndication.store.posts import newest_posts, upsert_posts
 from syndication.store.schema import Base
 
 
@@ -93,6 +94,28 @@ def test_upgrade_copies_each_posts_links_into_its_row(settings: Settings) -> Non
         assert posts["g1"].themes == ("climate-action", "resilience")
         assert posts["g1"].regions == ("europe",)
         assert (posts["g2"].authors, posts["g2"].themes, posts["g2"].regions) == ((), (), ())
+
+
+def test_upgrade_keeps_every_published_author_slug_and_gives_new_names_their_own(settings: Settings) -> None:
+    with store_at(settings, "0014") as (engine, _when):
+        with engine.begin() as connection:
+            # Made by the old rule, which dropped the Hangul: ICLEI 日本 would have been given the same slug.
+            connection.execute(text("INSERT INTO authors (id, slug, name) VALUES (7, 'iclei', 'ICLEI 한국사무소')"))
+        database.upgrade(engine)
+        now = datetime(2030, 1, 1, tzinfo=UTC)
+        with database.transaction(engine) as session:
+            upsert_posts(session, [_post("g1", "ICLEI 한국사무소"), _post("g2", "ICLEI 日本")], now)
+        with database.transaction(engine) as session:
+            posts = {post.guid: post for post in newest_posts(session, now=now)}
+        assert posts["g1"].authors == (Author("iclei", "ICLEI 한국사무소"),)  # its feed stays where readers found it
+        assert posts["g2"].authors == (Author("iclei-ri-ben", "ICLEI 日本"),)  # no longer in the other's feed
+
+
+def _post(guid: str, author: str) -> Post:
+    moment = datetime(2024, 1, 2, tzinfo=UTC)
+    return Post(guid=guid, title="T", url=f"https://x.example/{guid}", summary="s", content_html="<p>c</p>",
+                published=moment, updated=moment, language="en",
+                authors=(Author(slugify(author), author),))  # fmt: skip
 
 
 def test_the_migrations_make_exactly_the_schema_the_code_declares(settings: Settings) -> None:

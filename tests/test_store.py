@@ -150,7 +150,8 @@ def links_as_loaded(service: Service) -> dict[str, tuple[tuple[Author, ...], tup
 
 def test_a_loaded_post_has_the_links_the_tables_hold_after_adds_and_edits(filled: Service) -> None:
     assert links_as_loaded(filled) == links_in_tables(filled)
-    # Two spellings of one author share a slug: the post credits them once, under the name stored first.
+    # One name in another case is the same author, credited once under the name stored first; a name with other
+    # letters ("Ána") is another author, with a slug of its own beside hers.
     respelled = replace(make_post(6, hours=5), authors=(Author("ana", "ANA"), Author("bo", "Bo"), Author("ana", "Ána")))
     edited = replace(make_post(1, hours=1, themes=("circular-economy",), regions=(), authors=("cy", "ana")),
                      updated=START + timedelta(days=2))  # fmt: skip
@@ -158,7 +159,9 @@ def test_a_loaded_post_has_the_links_the_tables_hold_after_adds_and_edits(filled
         upsert_posts(session, [respelled, edited], NOW)
     loaded = links_as_loaded(filled)
     assert loaded == links_in_tables(filled)
-    assert loaded["g6"][0] == (Author("ana", "Ana"), Author("bo", "Bo"))
+    ana, bo, other = loaded["g6"][0]
+    assert (ana, bo) == (Author("ana", "Ana"), Author("bo", "Bo"))
+    assert other.name == "Ána" and other.slug.startswith("ana-") and other.slug != "ana"
     assert loaded["g1"] == ((Author("cy", "Cy"), Author("ana", "Ana")), ("circular-economy",), ())
 
 

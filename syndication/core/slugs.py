@@ -1,11 +1,15 @@
-"""Turning names into URL-safe slugs, the same way everywhere (author feeds, region names)."""
+"""Turning names into URL-safe slugs: ``slugify`` for region names met in sources (a rule that must not change: their
+feed URLs are computed, not stored), and ``author_slug`` for authors, whose slugs the store keeps once given."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import unicodedata
+from collections.abc import Container
 from functools import lru_cache
+
+from slugify import slugify as transliterated_slug
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 # A slug names files (``authors/<slug>.atom``) and file names end at 255 bytes: longer slugs are cut, and end with
@@ -30,3 +34,24 @@ def slugify(text: str) -> str:
         return slug
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return slug[: MAX_SLUG_LENGTH - len(digest) - 1].rstrip("-") + "-" + digest
+
+
+def name_key(name: str) -> str:
+    """What makes two author names one author: the same letters once Unicode-normalised, whatever their case
+    ("Ana Pérez" and "ANA PÉREZ"; "São Paulo" and "Sao Paulo" are two)."""
+    return unicodedata.normalize("NFKC", " ".join(name.split())).casefold()
+
+
+def author_slug(name: str, taken: Container[str]) -> str:
+    """A new author's slug: the name transliterated to ASCII (``'ICLEI 한국사무소'`` → ``'iclei-hangugsamuso'``,
+    ``'北九州市'`` → ``'bei-jiu-zhou-shi'``), and, when another author has that slug already (``taken``), a short
+    hash of the name after it, so two different names never share a feed. The store keeps the slug it gave."""
+    base = transliterated_slug(name, max_length=MAX_SLUG_LENGTH - 13, word_boundary=False) or "author"
+    if base not in taken:
+        return base
+    digest = hashlib.sha256(name_key(name).encode("utf-8", "surrogatepass")).hexdigest()
+    for length in (6, 12, 64):  # a longer hash only if a shorter one is taken too
+        candidate = f"{base}-{digest[:length]}"
+        if candidate not in taken:
+            return candidate
+    raise ValueError(f"no free slug for the author {name!r}")  # 64 hex digits taken: cannot happen

@@ -14,7 +14,7 @@ from typing import Any
 
 from syndication.core.languages import canonical_tag
 from syndication.core.models import Author, Image, Post, Region, Theme
-from syndication.core.slugs import slugify
+from syndication.core.slugs import name_key, slugify
 from syndication.errors import ItemError
 from syndication.sources.cleaning import (
     absolute_url,
@@ -110,7 +110,8 @@ def build_post(fields: Any, where: str, vocabulary: Vocabulary) -> BuiltPost:
     authors: list[Author] = []
     for name in _strings(fields, "authors", where):
         clean = _bounded(plain_text(name), "author name", MAX_AUTHOR_LENGTH, where)
-        if clean and all(a.slug != slugify(clean) for a in authors):
+        # One name once; its slug here is provisional: the store gives each author its own for good.
+        if clean and all(name_key(a.name) != name_key(clean) for a in authors):
             authors.append(Author(slugify(clean), clean))
     image = _image(fields.get("image"), raw_url, where, warnings)
     post = Post(

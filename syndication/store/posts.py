@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from syndication.core.models import Author, Image, Post
+from syndication.core.slugs import author_slug, name_key
 from syndication.store.schema import (
     AuthorRow,
     Base,
@@ -172,30 +173,51 @@ def _existing_versions(session: Session, guids: list[str]) -> dict[str, tuple[in
     return found
 
 
-def _known_authors(session: Session, authors: Iterable[Author]) -> dict[str, tuple[int, str]]:
-    """Each author's id and stored name by slug, adding those the store has not seen (the first spelling stays)."""
-    wanted = {author.slug: author.name for author in authors}
-    known: dict[str, tuple[int, str]] = {}
+def _known_authors(session: Session, authors: Iterable[Author]) -> dict[str, tuple[int, Author]]:
+    """Each author's id and stored self (slug and first spelling) by name key, adding those the store has not
+    met: a new author gets a slug no other author has (``core.slugs.author_slug``), kept for good."""
+    wanted = {name_key(author.name): author.name for author in authors}
+    known: dict[str, tuple[int, Author]] = {}
 
-    def read(slugs: list[str]) -> None:
-        for chunk in _chunks(slugs):
-            query = select(AuthorRow.slug, AuthorRow.id, AuthorRow.name).where(AuthorRow.slug.in_(chunk))
-            known.update((slug, (author_id, name)) for slug, author_id, name in session.execute(query))
+    def read(keys: list[str]) -> None:
+        for chunk in _chunks(keys):
+            query = select(AuthorRow.name_key, AuthorRow.id, AuthorRow.slug, AuthorRow.name).where(
+                AuthorRow.name_key.in_(chunk)
+            )
+            known.update(
+                (key, (author_id, Author(slug, name))) for key, author_id, slug, name in session.execute(query)
+            )
 
     read(list(wanted))
-    missing = [slug for slug in wanted if slug not in known]
+    missing = [key for key in wanted if key not in known]
     if missing:
-        session.execute(insert(_authors), [{"slug": slug, "name": wanted[slug]} for slug in missing])
+        bases = {author_slug(wanted[key], ()) for key in missing}
+        taken = _slugs_like(session, bases)
+        rows = []
+        for key in missing:
+            slug = author_slug(wanted[key], taken)
+            taken.add(slug)
+            rows.append({"slug": slug, "name": wanted[key], "name_key": key})
+        session.execute(insert(_authors), rows)
         read(missing)
     return known
 
 
-def _credited(post: Post, known: dict[str, tuple[int, str]]) -> list[tuple[int, Author]]:
-    """The post's authors as stored: by id, under their stored name, each once (two spellings share a slug)."""
+def _slugs_like(session: Session, bases: Collection[str]) -> set[str]:
+    """The author slugs stored that are one of ``bases`` or begin with one and a hyphen (its hashed forms)."""
+    taken: set[str] = set()
+    for base in bases:
+        query = select(AuthorRow.slug).where(or_(AuthorRow.slug == base, AuthorRow.slug.startswith(f"{base}-")))
+        taken.update(session.scalars(query))
+    return taken
+
+
+def _credited(post: Post, known: dict[str, tuple[int, Author]]) -> list[tuple[int, Author]]:
+    """The post's authors as stored: by id, under their stored slug and name, each once."""
     credited: dict[int, Author] = {}
     for author in post.authors:
-        author_id, name = known[author.slug]
-        credited.setdefault(author_id, Author(author.slug, name))
+        author_id, stored = known[name_key(author.name)]
+        credited.setdefault(author_id, stored)
     return list(credited.items())
 
 
@@ -209,7 +231,7 @@ def _decode_links(links: str) -> tuple[tuple[Author, ...], tuple[str, ...], tupl
     return tuple(Author(slug, name) for slug, name in data["a"]), tuple(data["t"]), tuple(data["r"])
 
 
-def _post_values(post: Post, source: str | None, now: datetime, known: dict[str, tuple[int, str]]) -> dict[str, Any]:
+def _post_values(post: Post, source: str | None, now: datetime, known: dict[str, tuple[int, Author]]) -> dict[str, Any]:
     authors = [author for _, author in _credited(post, known)]
     return {
         "links": encode_links(authors, post.themes, post.regions),
@@ -228,7 +250,7 @@ def _post_values(post: Post, source: str | None, now: datetime, known: dict[str,
     }
 
 
-def _insert_links(session: Session, posts: Sequence[tuple[int, Post]], known: dict[str, tuple[int, str]]) -> None:
+def _insert_links(session: Session, posts: Sequence[tuple[int, Post]], known: dict[str, tuple[int, Author]]) -> None:
     authors, themes, regions = [], [], []
     for post_id, post in posts:
         authors += [

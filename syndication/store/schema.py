@@ -86,6 +86,8 @@ class AuthorRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     slug: Mapped[str] = mapped_column(String(200), unique=True)
     name: Mapped[str] = mapped_column(Text)
+    # Who the author is (``core.slugs.name_key``): a name met again finds its author, and its slug, here.
+    name_key: Mapped[str] = mapped_column(String(400), unique=True)
 
 
 class PostAuthorRow(Base):
