@@ -224,9 +224,10 @@ def normalised_reason(detail: str) -> str:
 
 
 def group_reasons(rows: Collection[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
-    """(status, detail, count) rows as status → normalised reason → count, the commonest reason first."""
+    """(status, detail, count) rows as status → normalised reason → count, statuses by name and the commonest
+    reason first (the same order from every database)."""
     grouped: dict[str, dict[str, int]] = {}
-    for status, detail, count in rows:
+    for status, detail, count in sorted(rows, key=lambda row: str(row[0])):
         reasons = grouped.setdefault(str(status), {})
         reason = normalised_reason(detail)
         reasons[reason] = reasons.get(reason, 0) + count

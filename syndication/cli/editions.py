@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from syndication.cli.arguments import Commands, add_command, add_group, row_id
-from syndication.cli.output import EXIT_OK, EXIT_USAGE, say_error
+from syndication.cli.output import EXIT_OK, EXIT_USAGE, print_reasons, say_error
 from syndication.config import Settings
 from syndication.errors import SyndicationError
 
@@ -55,9 +55,7 @@ def _editions_list(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"{edition.id:>5}  {edition.cadence:<8} {window}  {edition.status:<9} {summary or 'no deliveries'}{reason}"
         )
-        for status, reasons in report.reasons.items():  # under the cadence: deeper than any edition's id
-            for why, count in reasons.items():
-                print(f"{'':7}{count} {status}: {why}")
+        print_reasons(report.reasons, indent=7)  # under the cadence: deeper than any edition's id
     return EXIT_OK
 
 

@@ -102,6 +102,13 @@ def progress_printer() -> Callable[[Drained], None]:
     return show
 
 
+def print_reasons(grouped: Mapping[str, Mapping[str, int]], indent: int) -> None:
+    """One line per reason deliveries did not go (yet), with how many: ``9 deferred: Connection refused``."""
+    for outcome, reasons in grouped.items():
+        for reason, count in reasons.items():
+            print(f"{'':{indent}}{count} {outcome}: {reason}")
+
+
 def print_drain(report: Drained) -> int:
     """Print what a delivery run did, then one line per reason deliveries were deferred or given up for
     ("9 deferred: Connection refused (127.0.0.1:25)"); the exit status is EXIT_FAILED when a message failed, was
@@ -121,10 +128,7 @@ def print_drain(report: Drained) -> int:
         + "".join(f", {part}" for part in extra if part)
         + (f"; editions finished: {', '.join(map(str, report.finished_editions))}" if report.finished_editions else "")
     )
-    grouped: Mapping[str, Mapping[str, int]] = getattr(report, "reasons", {})  # the app's DeliveryReport has them
-    for outcome, reasons in grouped.items():
-        for reason, count in reasons.items():
-            print(f"  {count} {outcome}: {reason}")
+    print_reasons(getattr(report, "reasons", {}), indent=2)  # the app's DeliveryReport has them
     due = report.deferred or report.failed or report.bounced or report.unknown or report.poisoned
     if report.sent == 0 and due:
         print("syndication: error: nothing could be delivered", file=sys.stderr)

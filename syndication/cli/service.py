@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from syndication.cli.arguments import Commands, add_command, path, port
-from syndication.cli.output import EXIT_OK
+from syndication.cli.output import EXIT_OK, print_reasons
 from syndication.config import Settings
 
 
@@ -143,9 +143,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
               f" ({counts}); {due}")  # fmt: skip
         if edition.reason:
             print(f"    {edition.status}: {edition.reason}")
-        for outcome, reasons in cadence.reasons.items():
-            for reason, count in reasons.items():
-                print(f"    {count} {outcome}: {reason}")
+        print_reasons(cadence.reasons, indent=4)
     for draft in report.stale_drafts:
         print(f"warning: draft edition {draft.id} ({draft.cadence}) has waited for approval since"
               f" {when(draft.created_at)}; approve it with 'syndication editions approve {draft.id}'")  # fmt: skip
