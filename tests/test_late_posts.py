@@ -17,13 +17,14 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from syndication.app.digests import compose, preview_digest
-from syndication.app.editions import SendPlan, deliver, edition_email, plan_edition, public_copy
+from syndication.app.editions import SendPlan, change_edition, deliver, edition_email, plan_edition, public_copy
 from syndication.app.gathering import import_file
 from syndication.app.service import Service
 from syndication.app.subscribers import add_subscriber
 from syndication.cli import main
 from syndication.clock import fixed_clock
 from syndication.config import Settings
+from syndication.core.editions import EditionAction
 from syndication.core.models import Edition, EditionStatus
 from syndication.store import database, ledger
 from syndication.store.schema import EditionPostRow, PostRow
@@ -282,3 +283,15 @@ def test_the_upgrade_gives_existing_editions_their_windows_posts_and_empty_ones_
         with engine.connect() as connection:
             rows = connection.execute(text("SELECT cadence, post_id, edition_id FROM edition_posts")).all()
     assert [tuple(row) for row in rows] == [("weekly", 1, 1)]  # post 2 goes in the next weekly edition made
+
+
+def test_a_cancelled_edition_that_reached_nobody_lets_the_next_one_take_its_posts(
+    readers: Service, server: SmtpTestServer, tmp_path: Path
+) -> None:
+    first = plan_edition(at(readers, NOW + timedelta(minutes=1)), "weekly", *FIRST, draft=True)  # waits for approval
+    assert first.edition is not None and held(readers, "Karachi heat plan") == [first.edition.id]
+    change_edition(readers, first.edition.id, EditionAction.CANCEL)
+    assert held(readers, "Karachi heat plan") == []  # nobody got it: it is new to every reader still
+    second = send(at(readers, NOW + WEEK + timedelta(minutes=1)), server, SECOND)
+    assert second.edition is not None and held(readers, "Karachi heat plan") == [second.edition.id]
+    assert [listed(text, "Karachi heat plan") for text in texts_for(server, READERS[0])] == [1]

@@ -62,7 +62,8 @@ def upcoming_edition(service: Service, cadence: str) -> Upcoming:
     now = service.clock()
     trigger = parse_crontab(crontab, settings.site.timezone)
     since = latest_fire(trigger, now)
-    digest = compose(service, since, now) if since is not None else None  # never fired: nothing counted yet
+    # What its next edition would hold if made now: the window's posts and the late ones no edition took.
+    digest = compose(service, since, now, cadence=cadence) if since is not None else None  # never fired yet
     per_theme: dict[str | None, int] = {}
     for section in digest.sections if digest else ():
         per_theme[section.theme.slug if section.theme else None] = section.total

@@ -551,7 +551,9 @@ def change_edition(service: Service, edition_id: int, action: EditionAction) -> 
     """Approve, pause, resume or cancel an edition; returns it as it was and its new status.
 
     An editor's action clears the reason the sender paused it for; resuming sends what was held back then.
-    Raises NoSuchEdition, or EditionRefused when its status does not allow ``action``.
+    Cancelling an edition of which no message may have reached anyone lets the next edition of its cadence take
+    its posts, so they still reach every reader once. Raises NoSuchEdition, or EditionRefused when its status
+    does not allow ``action``.
     """
     with database.transaction(service.engine) as session:
         edition = ledger.edition(session, edition_id)
@@ -559,7 +561,17 @@ def change_edition(service: Service, edition_id: int, action: EditionAction) -> 
             raise NoSuchEdition(edition_id)
         after = next_status(edition, action)
         ledger.set_edition_status(session, edition_id, after, service.clock())
+        if action is EditionAction.CANCEL:
+            progress = ledger.progress(session, edition_id)
+            if not any(progress.get(status) for status in _MAY_HAVE_ARRIVED):
+                ledger.release_posts(session, edition_id)
     return edition, after
+
+
+# Deliveries whose message may be in a reader's mailbox: handed over, in flight, with no answer, or cut off.
+_MAY_HAVE_ARRIVED = frozenset(
+    {DeliveryStatus.SENT, DeliveryStatus.CLAIMED, DeliveryStatus.UNKNOWN, DeliveryStatus.POISONED}
+)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, case, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, case, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -136,6 +136,13 @@ def hold_posts(session: Session, edition: Edition, post_ids: Iterable[int]) -> N
     rows = [{"cadence": edition.cadence, "post_id": post_id, "edition_id": edition.id} for post_id in post_ids]
     for start in range(0, len(rows), 1000):
         session.execute(insert(_edition_posts), rows[start : start + 1000])
+
+
+def release_posts(session: Session, edition_id: int) -> int:
+    """Let the next edition of the cadence take the posts this one held (it was cancelled before any message went);
+    returns how many."""
+    result = session.execute(delete(_edition_posts).where(_edition_posts.c.edition_id == edition_id))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def drafts_created_before(session: Session, moment: datetime) -> list[Edition]:
