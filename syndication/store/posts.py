@@ -354,7 +354,11 @@ def newest_posts(
     scope = Scope(theme, region, author)
     query = _newest_ids_query(scope.kind, since is not None, limit is not None)
     parameters = scope.params | {"now": now, "since": since, "offset": offset, "limit": limit}
-    ids = list(session.connection().scalars(query, parameters))
+    return _load_cached(session, list(session.connection().scalars(query, parameters)), loaded)
+
+
+def _load_cached(session: Session, ids: list[int], loaded: dict[int, Post] | None) -> list[Post]:
+    """The posts with these ids, in this order, read through the ``loaded`` cache when there is one."""
     if loaded is None:
         return _load(session, ids)
     missing = [post_id for post_id in ids if post_id not in loaded]
@@ -419,14 +423,8 @@ def posts_between(
 ) -> list[Post]:
     """The published posts of ``scope`` from ``lower`` (included) to ``upper`` (excluded), newest first;
     ``loaded`` as for ``newest_posts``."""
-    ids = [post_id for _, post_id in keys_between(session, scope, now, lower, upper)]
-    if loaded is None:
-        return _load(session, ids)
-    missing = [post_id for post_id in ids if post_id not in loaded]
-    if missing:
-        found_ids, found = _load_with_ids(session, missing)
-        loaded.update(zip(found_ids, found, strict=True))
-    return [loaded[post_id] for post_id in reversed(ids)]
+    newest_first = [post_id for _, post_id in reversed(keys_between(session, scope, now, lower, upper))]
+    return _load_cached(session, newest_first, loaded)
 
 
 def archive_cuts(session: Session, feed: str) -> list[Key]:
