@@ -68,9 +68,11 @@ test: lint types
 bench: setup
 	$(BIN)/python -m bench
 
+# The email catalogs keep their header when updated: its Plural-Forms picks each plural (without it Babel guesses
+# CLDR's three forms for es, fr and pt, and a two-form entry falls back to English).
 messages: setup
 	$(BIN)/pybabel extract -F babel.cfg -o syndication/mailing/locales/messages.pot --no-location --omit-header --sort-output .
-	$(BIN)/pybabel update -i syndication/mailing/locales/messages.pot -d syndication/mailing/locales --no-location --omit-header
+	$(BIN)/pybabel update -i syndication/mailing/locales/messages.pot -d syndication/mailing/locales
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache test-artifacts

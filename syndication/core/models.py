@@ -9,24 +9,55 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from syndication.core.languages import canonical_tag
+
 
 @dataclass(frozen=True, slots=True)
 class Theme:
-    """A subject the organisation writes about; the order of themes is the order of digest sections."""
+    """A subject the organisation writes about; the order of themes is the order of digest sections.
+
+    ``name`` is in the site's language; ``names`` holds its name in other languages, as (canonical language tag,
+    name) pairs (pairs rather than a dict: a theme stays hashable and immutable)."""
 
     slug: str
     name: str
     description: str = ""
     aliases: tuple[str, ...] = ()
+    names: tuple[tuple[str, str], ...] = ()
+
+    def name_in(self, language: str) -> str:
+        """The theme's name for readers of ``language``: see ``name_in_language``."""
+        return name_in_language(self.name, self.names, language)
 
 
 @dataclass(frozen=True, slots=True)
 class Region:
-    """A part of the world a post is about."""
+    """A part of the world a post is about; ``name`` and ``names`` as a theme's."""
 
     slug: str
     name: str
     aliases: tuple[str, ...] = ()
+    names: tuple[tuple[str, str], ...] = ()
+
+    def name_in(self, language: str) -> str:
+        """The region's name for readers of ``language``: see ``name_in_language``."""
+        return name_in_language(self.name, self.names, language)
+
+
+def name_in_language(name: str, names: tuple[tuple[str, str], ...], language: str) -> str:
+    """The name for ``language`` (any case, ``_`` or ``-``): its own entry of ``names``, else its base
+    language's (``pt-BR`` reads ``pt``), else ``name``, the site language's (a translation not written yet)."""
+    if not names:
+        return name
+    tag = canonical_tag(language)
+    base = tag.split("-", 1)[0]
+    fallback = name
+    for written, translated in names:
+        if written == tag:
+            return translated
+        if written == base:
+            fallback = translated
+    return fallback
 
 
 @dataclass(frozen=True, slots=True)

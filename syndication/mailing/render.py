@@ -6,18 +6,25 @@ cheaply: the per-recipient links are rendered as placeholder URLs, premailer inl
 (signed tokens: letters, digits, ``-_.~/:?=``), so substituting them gives exactly what rendering them would.
 
 Templates live in ``templates/email`` (``[digest] templates_dir`` can hold replacements with the same names).
-Strings go through gettext (Jinja2's i18n extension) with the catalogs in ``syndication/mailing/locales`` (a
-configured language without one is worded in English); dates and numbers are formatted by Babel in the reader's
-language. A renderer refuses a language that is not in ``[digest] languages`` (RenderError): the sender fails
-the delivery of a reader whose stored language is such, alone and with that reason.
+Strings go through gettext (Jinja2's i18n extension) with the catalogs in ``syndication/mailing/locales``
+(English, Spanish, French and Portuguese are shipped; a configured language without one is worded in English);
+dates, numbers and lists ("A, B and C") are formatted by Babel in the reader's language, and themes are named
+in it (the ``name`` filter: ``Theme.name_in``, which falls back to the site language's name). A renderer refuses
+a language that is not in ``[digest] languages`` (RenderError): the sender fails the delivery of a reader whose
+stored language is such, alone and with that reason.
+
+Every word a template shows is marked for translation (``tests/test_email_languages.py`` holds the rule: no
+letters in a template's text outside ``{% trans %}`` blocks and ``_()`` calls), and the shipped catalogs
+translate every one of them.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
@@ -27,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime
+from babel.lists import format_list
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -38,6 +46,7 @@ from premailer import Premailer
 
 from syndication.config import Settings
 from syndication.core.digest import Digest, with_shown
+from syndication.core.models import Theme
 from syndication.errors import SyndicationError
 from syndication.mailing.message import PreparedBody
 from syndication.resources import email_templates, message_catalogs
@@ -48,13 +57,17 @@ GMAIL_CLIP_BYTES = 102 * 1024
 # The language whose wording a language without a catalog of its own gets (the templates' msgids are English).
 FALLBACK_LANGUAGE = "en"
 
-# The emails the renderer makes (each: subject, preheader, HTML and text) and the parts their HTML takes in.
+# The emails the renderer makes (each: subject, preheader, HTML and text) and the parts they take in: the
+# cadences' words (``_cadences.txt``) and the sentence saying what a reader receives (``preferences.summary.txt``).
 EMAILS = ("digest", "confirm", "preferences", "approval", "paused")
 REQUIRED_TEMPLATES = (
     *(f"{name}{suffix}" for name in EMAILS for suffix in (".subject.txt", ".preheader.txt", ".html", ".txt")),
     "base.html",
     "_section.html",
     "_post.html",
+    "_sender.txt",
+    "_cadences.txt",
+    "preferences.summary.txt",
     "styles.css",
 )
 
@@ -194,6 +207,26 @@ class MailRenderer:
         email = self._render(name, language, links, {**context, "links": links})
         return replace(email, problems=check_email(email, self.settings.digest.max_html_bytes))
 
+    def subscription_summary(self, language: str, cadence: str, themes: Sequence[Theme] | None) -> str:
+        """What a reader of ``language`` receives, in one sentence of that language ("A weekly digest in English:
+        Climate action and Resilience."): the cadence in its words, the language by its own name, the themes
+        (None: every theme) by their names in it. ``preferences.summary.txt`` writes it."""
+        environment = self.environment(language)
+        locale = _locale(language)
+        # The language by its own name, without its region ("português" for pt-BR): the reader's own words for it.
+        own_name = Locale(locale.language).get_display_name(locale) or language
+        context = {
+            "site": self.settings.site,
+            "language": language,
+            "language_name": own_name,
+            "cadence": cadence,
+            "themes": None if themes is None else tuple(themes),
+        }
+        try:
+            return _one_line(environment.get_template("preferences.summary.txt").render(context))
+        except TemplateError as error:
+            raise RenderError(f"template 'preferences.summary.txt' ({language}): {error}") from error
+
     def _render(self, name: str, language: str, links: Links, context: Mapping[str, Any]) -> RenderedEmail:
         environment = self.environment(language)
         site = self.settings.site
@@ -202,9 +235,9 @@ class MailRenderer:
         sender = {"organisation": site.sender_name, "postal_lines": site.postal_lines}
         shared = {"site": site, "language": language, "links": links, **sender, **context}
         try:
-            subject = " ".join(environment.get_template(f"{name}.subject.txt").render(shared).split())
+            subject = _one_line(environment.get_template(f"{name}.subject.txt").render(shared))
             shared["subject"] = subject
-            preheader = " ".join(environment.get_template(f"{name}.preheader.txt").render(shared).split())
+            preheader = _one_line(environment.get_template(f"{name}.preheader.txt").render(shared))
             shared["preheader"] = preheader
             html = inline_css(environment.get_template(f"{name}.html").render(shared))
             text = environment.get_template(f"{name}.txt").render(shared).strip() + "\n"
@@ -223,10 +256,7 @@ class MailRenderer:
         return self._environments[language]
 
     def _make_environment(self, language: str) -> Environment:
-        try:
-            locale = Locale.parse(language.replace("-", "_"))
-        except (UnknownLocaleError, ValueError) as error:
-            raise RenderError(f"unknown language {language!r}") from error
+        locale = _locale(language)
         environment = Environment(
             loader=self._loader,
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True),
@@ -244,19 +274,46 @@ class MailRenderer:
             moment, format=form, tzinfo=zone, locale=locale
         )
         environment.filters["number"] = lambda number: format_decimal(number, locale=locale)
+        # A theme's (or region's) name in this language; "A, B and C" as this language writes a list.
+        environment.filters["name"] = lambda named: named.name_in(language)
+        environment.filters["and_list"] = lambda items: format_list(list(items), locale=locale) if items else ""
         environment.globals["theme_url"] = lambda theme: f"{self.settings.site.base_url}/themes/{theme.slug}"
         environment.globals["text_rule"] = "-" * 60
         return environment
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: runs of ASCII whitespace (the templates' line breaks) become one space. A no-break
+    space stays: French puts one before a colon."""
+    return _ASCII_SPACES.sub(" ", text).strip(" ")
+
+
+_ASCII_SPACES = re.compile(r"[ \t\r\n\f\v]+")
+
+
+def _locale(language: str) -> Locale:
+    try:
+        return Locale.parse(language.replace("-", "_"))
+    except (UnknownLocaleError, ValueError) as error:
+        raise RenderError(f"unknown language {language!r}") from error
+
+
+def catalog_language(language: str) -> str | None:
+    """The shipped catalog that words ``language`` (its own, else its base language's: ``pt-BR`` is worded by
+    ``pt``), by its folder's name; None when there is none (its readers get the English wording)."""
+    for candidate in dict.fromkeys((language.replace("-", "_"), language.split("-")[0].split("_")[0])):
+        if (LOCALES / candidate / "LC_MESSAGES" / "messages.po").exists():
+            return candidate
+    return None
 
 
 def translations(language: str) -> Translations:
     """The catalog of ``language`` (its base language's if there is no regional one), compiled in memory; for a
     language with neither, the English one: its readers get English wording, with dates and numbers in their
     language (``[digest] languages`` takes only languages Babel knows)."""
-    for candidate in (language.replace("-", "_"), language.split("-")[0].split("_")[0], FALLBACK_LANGUAGE):
-        po_file = LOCALES / candidate / "LC_MESSAGES" / "messages.po"
-        if po_file.exists():
-            return _compiled(po_file)
+    po_file = LOCALES / (catalog_language(language) or FALLBACK_LANGUAGE) / "LC_MESSAGES" / "messages.po"
+    if po_file.exists():
+        return _compiled(po_file)
     raise RenderError(f"no message catalog for language {language!r} nor {FALLBACK_LANGUAGE!r} in {LOCALES}")
 
 
