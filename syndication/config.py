@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from syndication.core.languages import canonical_tag
 from syndication.core.models import DEFAULT_SCHEDULES, Region, Theme
 from syndication.errors import ConfigError
 
@@ -134,19 +135,55 @@ class DatabaseSettings(_Section):
         return value
 
 
+# ThemeSettings.names and RegionSettings.names say the same.
+_NAMES_DESCRIPTION = (
+    "Its name in other languages, by language tag, e.g. { es = 'Acción climática', pt = 'Ação climática' }; a"
+    " reader of a language with none (nor of its base language: pt-BR reads pt) sees name, and"
+    " `syndication check-config` reports each language of digest.languages left without one."
+)
+
+
+def _checked_names(value: dict[str, str]) -> dict[str, str]:
+    """``names`` keyed by canonical language tags (``pt_br`` is ``pt-BR``: one entry per language), each name on
+    one line and not empty; refused (ValueError) otherwise."""
+    names: dict[str, str] = {}
+    for tag, name in value.items():
+        if not re.fullmatch(LANGUAGE_PATTERN, tag):
+            raise ValueError(f"{tag!r} is not a language tag (e.g. 'es', 'pt-BR')")
+        key = canonical_tag(tag)
+        if key in names:
+            raise ValueError(f"{tag!r} names the language {key!r} twice")
+        if "\r" in name or "\n" in name or not name.strip():
+            raise ValueError(f"{tag}: a name is one line of text")
+        names[key] = name.strip()
+    return names
+
+
 class ThemeSettings(_Section):
     slug: str = Field(pattern=SLUG_PATTERN, description="Stable identifier used in URLs and feeds.")
-    name: str = Field(min_length=1, description="Human name shown to readers.")
+    name: str = Field(min_length=1, description="Human name shown to readers, in the site's language.")
+    names: dict[str, str] = Field(default_factory=dict, description=_NAMES_DESCRIPTION)
     description: str = Field("", description="One sentence about the theme, used as feed subtitle.")
     aliases: tuple[str, ...] = Field(
         (), description="Categories or tags of outside sources that mean this theme (case-insensitive)."
     )
 
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_names(value)
+
 
 class RegionSettings(_Section):
     slug: str = Field(pattern=SLUG_PATTERN, description="Stable identifier used in URLs and feeds.")
-    name: str = Field(min_length=1, description="Human name shown to readers.")
+    name: str = Field(min_length=1, description="Human name shown to readers, in the site's language.")
+    names: dict[str, str] = Field(default_factory=dict, description=_NAMES_DESCRIPTION)
     aliases: tuple[str, ...] = Field((), description="Outside category names that mean this region.")
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_names(value)
 
 
 class SmtpSettings(_Section):
@@ -681,12 +718,12 @@ class Settings(_Section):
     @property
     def theme_list(self) -> tuple[Theme, ...]:
         """The configured themes as core values, in digest order."""
-        return tuple(Theme(t.slug, t.name, t.description, t.aliases) for t in self.themes)
+        return tuple(Theme(t.slug, t.name, t.description, t.aliases, tuple(t.names.items())) for t in self.themes)
 
     @property
     def region_list(self) -> tuple[Region, ...]:
         """The configured regions as core values."""
-        return tuple(Region(r.slug, r.name, r.aliases) for r in self.regions)
+        return tuple(Region(r.slug, r.name, r.aliases, tuple(r.names.items())) for r in self.regions)
 
     def source(self, name: str) -> SourceSettings:
         """The source called ``name``, or a ConfigError listing the known ones."""
@@ -695,6 +732,25 @@ class Settings(_Section):
                 return source
         known = ", ".join(s.name for s in self.sources) or "none configured"
         raise ConfigError(f"no source named {name!r} (known: {known})")
+
+
+def untranslated_names(settings: Settings) -> list[str]:
+    """One line for each theme and region that has no name in some language of ``[digest] languages`` (nor in
+    its base language), naming those languages: its readers there see ``name``, written in the site's language.
+    A language whose base is the site's own needs none. Warnings, not refusals: a name can be translated later."""
+    site_base = canonical_tag(settings.site.language).split("-", 1)[0]
+    lines = []
+    for kind, items in (("theme", settings.themes), ("region", settings.regions)):
+        for item in items:
+            missing = []
+            for language in settings.digest.languages:
+                tag = canonical_tag(language)
+                base = tag.split("-", 1)[0]
+                if base != site_base and tag not in item.names and base not in item.names:
+                    missing.append(language)
+            if missing:
+                lines.append(f"{kind} {item.slug!r} has no name in {', '.join(missing)}: shown as {item.name!r} there")
+    return lines
 
 
 def _refuse_duplicates(section: str, values: list[str], key: str) -> None:

@@ -166,10 +166,23 @@ def test_a_language_babel_does_not_know_is_refused_naming_it(tmp_path: Path) -> 
 
 
 def test_a_language_without_a_catalog_is_accepted_when_babel_knows_it(tmp_path: Path) -> None:
-    # No French catalog is shipped: French readers get the English wording, with French dates and numbers.
+    # No German catalog is shipped: German readers get the English wording, with German dates and numbers.
     path = tmp_path / "config.toml"
-    path.write_text('[digest]\nlanguages = ["en", "fr", "es-MX"]\n', encoding="utf-8")
-    assert load_settings(path, environ={}).digest.languages == ("en", "fr", "es-MX")
+    path.write_text('[digest]\nlanguages = ["en", "de", "es-MX"]\n', encoding="utf-8")
+    assert load_settings(path, environ={}).digest.languages == ("en", "de", "es-MX")
+
+
+def test_the_shipped_config_names_its_themes_and_regions_in_each_of_its_languages() -> None:
+    settings = load_settings(ROOT / "config.toml", environ={})
+    assert settings.digest.languages == ("en", "es", "fr", "pt")
+    for slug, names in [(item.slug, item.names) for item in settings.theme_list + settings.region_list]:
+        assert {language for language, _ in names} == {"es", "fr", "pt"}, slug
+    climate = settings.theme_list[0]
+    assert (climate.name_in("en"), climate.name_in("fr"), climate.name_in("pt-BR")) == (
+        "Climate action",
+        "Action climatique",
+        "Ação climática",
+    )
 
 
 def test_a_template_override_jinja_cannot_parse_is_refused_with_its_file_and_line(tmp_path: Path) -> None:
