@@ -7,6 +7,9 @@ domain that cannot receive mail, a DKIM domain DMARC will not count). ``sender_w
 as ``syndication run`` logs them when it starts and ``syndication check-mail`` prints them.
 ``dns_records`` is what ``check-mail`` prints: two DKIM records when ``[dkim]`` has an Ed25519 key beside the RSA
 one (RFC 8463), one per selector.
+
+``language_warnings`` is what ``syndication check-config`` prints: where readers of a language of ``[digest]
+languages`` would be shown words of another (no shipped catalog; a theme or region without a name in it).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
 
-from syndication.config import Settings
+from syndication.config import Settings, untranslated_names
 from syndication.errors import ConfigError
 
 Level = Literal["refuse", "warn"]
@@ -120,6 +123,21 @@ def sender_problems(settings: Settings) -> list[Problem]:
 def sender_warnings(settings: Settings) -> list[str]:
     """The warnings of ``sender_problems`` (the refusals are refused as the configuration loads)."""
     return [problem.message for problem in sender_problems(settings) if problem.level == "warn"]
+
+
+def language_warnings(settings: Settings) -> list[str]:
+    """Where readers of a language of ``[digest] languages`` are shown words of another: each language without a
+    shipped catalog (its emails are worded in English, its dates and numbers in it), then each theme and region
+    without a name in one (``config.untranslated_names``: shown in the site's language there)."""
+    from syndication.mailing.render import catalog_language  # the templates' machinery: only when asked
+
+    warnings = [
+        f"digest language {language!r} has no shipped catalog: its emails are worded in English (dates and numbers"
+        f" in {language})"
+        for language in settings.digest.languages
+        if catalog_language(language) is None
+    ]
+    return warnings + untranslated_names(settings)
 
 
 def dns_records(settings: Settings) -> MailDnsReport:
