@@ -152,12 +152,20 @@ def test_someone_who_left_is_sent_a_rejoin_link_and_a_complaint_nothing(service:
     assert rejoin(service, token).status == "active"
 
 
-def test_a_preferences_notice_is_rendered_when_sent(service: Service, smtp: SmtpTestServer) -> None:
-    kim = add_subscriber(service, "kim@example.org", language="es", confirmed=True).subscriber
-    queue_preferences_notice(service, kim, "A monthly digest: Circular economy.")
+def test_a_preferences_notice_is_rendered_when_sent_in_the_readers_language(
+    service: Service, smtp: SmtpTestServer
+) -> None:
+    kim = add_subscriber(
+        service, "kim@example.org", language="es", cadence="monthly", themes=["circular-economy", "resilience"],
+        confirmed=True,
+    ).subscriber  # fmt: skip
+    # Queued with the English line the preferences page writes: the drain words it anew, in Spanish, from what
+    # kim receives now (these fixture themes have no Spanish names: shown by their site-language names).
+    queue_preferences_notice(service, kim, "A monthly digest in Español: Resilience, Circular economy.")
     assert drain_notices(service).sent == 1
     body = text_of(smtp, "kim@example.org")
-    assert "Circular economy" in body and "https://news.example.org/preferences/" in body
+    assert "Un resumen mensual en español: Resilience y Circular economy." in body
+    assert "A monthly digest" not in body and "https://news.example.org/preferences/" in body
 
 
 # --- Not sent to whom it no longer concerns ---------------------------------------------------------------------

@@ -19,7 +19,11 @@ transaction of its own:
   subscriber erased since is gone with them (the store cascades).
 
 Confirmations and rejoin links are the same message for every recipient but their link: each language's is
-rendered once per ``NoticeRenderer`` (premailer is slow) and personalised by substitution, as digests are.
+rendered once per ``NoticeRenderer`` (premailer is slow) and personalised by substitution, as digests are. A
+change of preferences says what the subscriber receives from then on in one sentence of their language
+(``preferences_summary``: the cadence in its words, the language by its own name, the themes by their names in
+it), written as it is sent from the subscriber as they are then; the English ``summary`` older notices were
+queued with is not read.
 ``NoticeWorker`` is the drain of a web process: one thread, woken when something is queued, polling too.
 """
 
@@ -40,7 +44,8 @@ from sqlalchemy.orm import Session
 from syndication.app.digests import personalised_message
 from syndication.app.service import Service
 from syndication.app.subscribers import confirm_url, preferences_url, rejoin_url, unsubscribe_url
-from syndication.core.models import Subscriber
+from syndication.config import Settings
+from syndication.core.models import Subscriber, Theme
 from syndication.delivery.transport import Transport
 from syndication.errors import (
     ConfigError,
@@ -97,8 +102,9 @@ def queue_notice(
 ) -> int:
     """Queue a notice of ``kind`` (one of KINDS) to the subscriber ``subscriber_id`` at ``address``; returns its
     id. ``context`` is stored with it: ``status`` (the subscriber's status it is meant for; it is not sent once
-    that changed), and ``summary`` for a change of preferences. In a transaction of its own when ``target`` is
-    the service; inside the caller's when it is a session (then ``now``, the service's clock, is needed)."""
+    that changed) and ``cap`` (the subscribe form's daily cap of emails to one address). In a transaction of its
+    own when ``target`` is the service; inside the caller's when it is a session (then ``now``, the service's
+    clock, is needed)."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind of notice {kind!r} (one of {', '.join(KINDS)})")
     if isinstance(target, Service):
@@ -143,6 +149,25 @@ class NoticeRenderer:
         """Any notice, rendered for one recipient."""
         with self._lock:
             return self._renderer.render_notice(name, language, context, links)
+
+    def summary(self, subscriber: Subscriber) -> str:
+        """What ``subscriber`` receives now, in their language: ``preferences_summary``."""
+        with self._lock:
+            return preferences_summary(self.settings, subscriber, self._renderer)
+
+
+def preferences_summary(settings: Settings, subscriber: Subscriber, renderer: MailRenderer | None = None) -> str:
+    """What ``subscriber`` receives, in one sentence of their language ("Un resumen semanal en español: Acción
+    climática y Resiliencia."): their cadence in its words, their language by its own name, the themes they follow
+    by their names in it (a theme no longer configured by its slug). RenderError for a language the emails are not
+    written in (not in ``[digest] languages``)."""
+    by_slug = {theme.slug: theme for theme in settings.theme_list}
+    themes = (
+        None
+        if subscriber.themes is None
+        else tuple(by_slug.get(slug) or Theme(slug, slug) for slug in subscriber.themes)
+    )
+    return (renderer or MailRenderer(settings)).subscription_summary(subscriber.language, subscriber.cadence, themes)
 
 
 def drain_notices(
@@ -273,7 +298,8 @@ class _Drain:
                 preferences=preferences_url(service, subscriber),
                 view_online=f"{service.settings.site.base_url}/",
             )
-            summary = str(notice.context.get("summary", ""))
+            # Written now, in their language, from what they receive now (not the English line queued with it).
+            summary = renderer.summary(subscriber)
             variant = renderer.render("preferences", subscriber.language, {"summary": summary}, links)
         else:
             raise SyndicationError(f"unknown kind of notice {notice.kind!r}")
