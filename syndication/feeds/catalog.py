@@ -74,19 +74,28 @@ class Site:
     regions: Sequence[Region]
     full_content: bool
     hub: str | None = None
-    _theme_names: dict[str, str] = field(init=False, repr=False, compare=False)
+    _theme_names: dict[tuple[str, str], str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Every item of every feed looks up its themes' names: a dict rather than a scan of the themes.
-        object.__setattr__(self, "_theme_names", {theme.slug: theme.name for theme in self.themes})
+        # Every item of every feed looks up its themes' names: a dict rather than a scan of the themes, filled
+        # with the site language's names now and with another language's the first time one is asked for.
+        names = {(theme.slug, self.language): theme.name_in(self.language) for theme in self.themes}
+        object.__setattr__(self, "_theme_names", names)
 
     def url(self, path: str) -> str:
         """The public URL of a document path."""
         return f"{self.base_url}{FEEDS_PREFIX}{path}"
 
-    def theme_name(self, slug: str) -> str:
-        """The human name of a theme slug (the slug itself for a theme no longer configured)."""
-        return self._theme_names.get(slug, slug)
+    def theme_name(self, slug: str, language: str | None = None) -> str:
+        """The human name of a theme slug in ``language`` (default: the site's; ``Theme.name_in`` falls back to the
+        site language's name); the slug itself for a theme no longer configured."""
+        key = (slug, language or self.language)
+        name = self._theme_names.get(key)
+        if name is None:
+            theme = next((theme for theme in self.themes if theme.slug == slug), None)
+            name = slug if theme is None else theme.name_in(key[1])
+            self._theme_names[key] = name  # a race only writes the same name twice
+        return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,17 +151,20 @@ class FeedDocument:
 
 def feeds_of(site: Site, authors: Sequence[Author], languages: Sequence[str] = ()) -> list[Feed]:
     """Every feed the site publishes: the whole site, then each theme, region, author and language (a canonical
-    tag, named in that language; its path is the tag in lower case)."""
+    tag, named in that language; its path is the tag in lower case). Titles are in the site's language: themes and
+    regions by their names in it."""
     feeds = [Feed("site", None, site.title, site.title, f"Everything published by {site.title}.", "all")]
+    themes = [(t, t.name_in(site.language)) for t in site.themes]
+    regions = [(r, r.name_in(site.language)) for r in site.regions]
     feeds += [
-        Feed("theme", t.slug, t.name, f"{site.title}: {t.name}", t.description or f"{t.name}: posts by {site.title}.",
+        Feed("theme", t.slug, name, f"{site.title}: {name}", t.description or f"{name}: posts by {site.title}.",
              f"themes/{t.slug}")
-        for t in site.themes
+        for t, name in themes
     ]  # fmt: skip
     feeds += [
-        Feed("region", r.slug, r.name, f"{site.title}: {r.name}", f"Posts about {r.name} by {site.title}.",
+        Feed("region", r.slug, name, f"{site.title}: {name}", f"Posts about {name} by {site.title}.",
              f"regions/{r.slug}")
-        for r in site.regions
+        for r, name in regions
     ]  # fmt: skip
     feeds += [
         Feed("author", a.slug, a.name, f"{site.title}: {a.name}", f"Posts by {a.name} on {site.title}.",

@@ -189,7 +189,11 @@ def _add_entry(generator: FeedGenerator, document: FeedDocument, post: Post) -> 
         extras.creators = [author.name for author in post.authors]
     if post.themes:
         scheme = site.url("themes/")
-        entry.category([{"term": slug, "label": site.theme_name(slug), "scheme": scheme} for slug in post.themes])
+        # A language's own feed labels its categories in that language; every other feed in the site's.
+        feed = document.feed
+        language = feed.slug if feed.dimension == "language" else None
+        labels = [{"term": slug, "label": site.theme_name(slug, language), "scheme": scheme} for slug in post.themes]
+        entry.category(labels)
 
 
 def render_rss(document: FeedDocument) -> bytes:
