@@ -1,4 +1,5 @@
-"""The one place that finds the files shipped with the package: the email and web templates, the message catalogs.
+"""The one place that finds the files shipped with the package: the email and web templates, the message catalogs,
+and the one loader of those catalogs (``translations``) for whatever renders words in a reader's language.
 
 They are found with ``importlib.resources``, never from ``__file__``, so the answer is the same for every kind of
 install. The templates stay at the top of the repository (``templates/email``, ``templates/web``) and
@@ -14,8 +15,14 @@ copy for the length of a ``with`` block, and is not needed: pip installs a wheel
 
 from __future__ import annotations
 
+import io
+import threading
 from importlib.resources import files
 from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
 
 from syndication.errors import SyndicationError
 
@@ -33,6 +40,47 @@ def web_templates() -> Path:
 def message_catalogs() -> Path:
     """The gettext catalogs of the emails (``syndication/mailing/locales``)."""
     return _folder("syndication.mailing", "locales")
+
+
+def web_catalogs() -> Path:
+    """The gettext catalogs of the web pages (``syndication/web/locales``, domain ``web``)."""
+    return _folder("syndication.web", "locales")
+
+
+def catalog_languages(folder: Path, domain: str = "messages") -> tuple[str, ...]:
+    """The languages ``folder`` holds a catalog of ``domain`` for (``<language>/LC_MESSAGES/<domain>.po``), as
+    their folders name them (``es``, ``pt_BR``), sorted."""
+    return tuple(sorted(path.parent.parent.name for path in folder.glob(f"*/LC_MESSAGES/{domain}.po")))
+
+
+def catalog_file(folder: Path, language: str, domain: str = "messages") -> Path | None:
+    """The ``.po`` file of ``domain`` that words ``language`` in ``folder``: its own (``pt-BR`` is ``pt_BR``),
+    else its base language's (``pt``), else None."""
+    wanted = language.replace("-", "_")
+    for candidate in dict.fromkeys((wanted, wanted.split("_")[0])):
+        po_file = folder / candidate / "LC_MESSAGES" / f"{domain}.po"
+        if po_file.is_file():
+            return po_file
+    return None
+
+
+def translations(po_file: Path) -> Translations:
+    """The catalog ``po_file`` compiled in memory, once per process: the package ships the ``.po`` files only
+    (no build step makes ``.mo`` files, so a wheel and a checkout read the same text)."""
+    with _compiled_lock:
+        if po_file not in _compiled:
+            with po_file.open("rb") as handle:
+                catalog = read_po(handle)
+            buffer = io.BytesIO()
+            write_mo(buffer, catalog)
+            buffer.seek(0)
+            _compiled[po_file] = Translations(buffer)
+        return _compiled[po_file]
+
+
+_compiled: dict[Path, Translations] = {}
+# Pages are rendered from several threads at once (the event loop and the thread pool): one compiles each file.
+_compiled_lock = threading.Lock()
 
 
 def _folder(package: str, name: str) -> Path:
