@@ -36,9 +36,11 @@ def browser() -> Iterator[Browser]:
 
 
 @contextmanager
-def browsing(browser: Browser, site: WebSite, *, width: int, javascript: bool) -> Iterator[tuple[Page, list[str]]]:
+def browsing(
+    browser: Browser, site: WebSite, *, width: int, javascript: bool, locale: str = "en-US"
+) -> Iterator[tuple[Page, list[str]]]:
     """A page of a fresh browser context that may reach the site and nothing else (other requests are refused
-    and listed)."""
+    and listed); ``locale`` is the language the browser asks for (its Accept-Language)."""
     origin = site.server.url()
     refused: list[str] = []
 
@@ -50,7 +52,9 @@ def browsing(browser: Browser, site: WebSite, *, width: int, javascript: bool) -
             refused.append(url)
             request_route.abort("blockedbyclient")
 
-    context = browser.new_context(viewport={"width": width, "height": 900}, java_script_enabled=javascript)
+    context = browser.new_context(
+        viewport={"width": width, "height": 900}, java_script_enabled=javascript, locale=locale
+    )
     context.set_default_timeout(TIMEOUT_MS)
     try:
         context.route("**/*", route)
@@ -102,27 +106,29 @@ def test_a_subscriber_signs_up_confirms_chooses_and_leaves_without_javascript(br
             page.get_by_label("Email address").press("Enter")  # the keyboard sends the form too
             expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
 
+            # Léa chose Spanish emails: the pages her links open are in Spanish, though her browser asks for English.
             page.goto(link_in_email(site.smtp, "lea@example.org", "subscribe/confirm"))
+            expect(page.locator("html")).to_have_attribute("lang", "es")
             assert status_of(site, "lea@example.org") == "pending"  # opening the link alone confirms nothing
-            page.get_by_role("button", name="Yes, subscribe me").click()
-            expect(page.get_by_role("heading", level=1)).to_have_text("You are subscribed")
+            page.get_by_role("button", name="Sí, suscribirme").click()
+            expect(page.get_by_role("heading", level=1)).to_have_text("Suscripción confirmada")
             assert status_of(site, "lea@example.org") == "active"
 
-            page.get_by_role("link", name="Choose your themes, how often and the language").click()
-            expect(page.get_by_role("heading", level=1)).to_have_text("Your subscription")
+            page.get_by_role("link", name="Elija sus temas, la frecuencia y el idioma").click()
+            expect(page.get_by_role("heading", level=1)).to_have_text("Su suscripción")
             expect(page.get_by_label("Climate action")).to_be_checked()
-            expect(page.get_by_label("Monthly")).to_be_checked()
+            expect(page.get_by_label("Mensual")).to_be_checked()
             page.get_by_label("Climate action").uncheck()
             page.get_by_label("Circular economy").check()
-            page.get_by_label("Weekly").check()
-            page.get_by_role("button", name="Save my choices").click()
+            page.get_by_label("Semanal").check()
+            page.get_by_role("button", name="Guardar mis preferencias").click()
             expect(page.get_by_role("status")).to_have_text(
-                "Saved. A weekly digest in Español: Resilience, Circular economy."
+                "Guardado. Un correo cada semana en español: Resilience, Circular economy."
             )
             page.screenshot(path=artifact("pages-preferences.png"), full_page=True)
 
-            page.get_by_role("button", name="Unsubscribe lea@example.org").click()
-            expect(page.get_by_role("heading", level=1)).to_have_text("You are unsubscribed")
+            page.get_by_role("button", name="Dar de baja lea@example.org").click()
+            expect(page.get_by_role("heading", level=1)).to_have_text("Se ha dado de baja")
             assert status_of(site, "lea@example.org") == "unsubscribed"
         assert refused == []  # no outside asset, font or tracker
         with database.transaction(site.service.engine) as session:
@@ -130,6 +136,33 @@ def test_a_subscriber_signs_up_confirms_chooses_and_leaves_without_javascript(br
 
             lea = subscribers.subscriber_by_email(session, "lea@example.org")
         assert lea is not None and lea.themes == ("resilience", "circular-economy") and lea.cadence == "weekly"
+
+
+def test_a_french_browser_gets_french_pages_and_the_switcher_keeps_its_choice(browser: Browser, tmp_path: Path) -> None:
+    extra = '[digest]\nlanguages = ["en", "es", "fr", "pt"]\n'
+    with web_site(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", extra) as site:
+        with browsing(browser, site, width=420, javascript=False, locale="fr-FR") as (page, refused):
+            page.goto(site.server.url("/subscribe?themes=resilience"))
+            expect(page.locator("html")).to_have_attribute("lang", "fr")
+            expect(page.get_by_role("heading", level=1)).to_have_text("S’abonner")
+            languages = page.get_by_role("navigation", name="Langues")
+            expect(languages.get_by_role("link", name="Français")).to_have_attribute("aria-current", "true")
+
+            languages.get_by_role("link", name="Español").click()  # the same page, its query kept, in Spanish
+            expect(page.locator("html")).to_have_attribute("lang", "es")
+            expect(page.get_by_role("heading", level=1)).to_have_text("Suscribirse")
+            expect(page.get_by_label("Resilience")).to_be_checked()
+            assert page.url.endswith("/subscribe?themes=resilience&lang=es")
+            page.screenshot(path=artifact("pages-subscribe-es.png"), full_page=True)
+
+            # The choice stays made: the form's answer and the next pages are Spanish, though the browser is French.
+            page.get_by_label("Dirección de correo electrónico").fill("no es una dirección")
+            page.get_by_role("button", name="Suscribirse").click()
+            expect(page.get_by_role("alert")).to_contain_text("no es una dirección a la que podamos escribir")
+            page.get_by_role("navigation", name="Sitio").get_by_role("link", name="Ediciones anteriores").click()
+            expect(page.get_by_role("heading", level=1)).to_have_text("Ediciones anteriores")
+            expect(page.locator("html")).to_have_attribute("lang", "es")
+        assert refused == []
 
 
 # Every element's box against the frame's width: what sticks out sideways.

@@ -122,9 +122,12 @@ def test_the_wheel_holds_every_module_and_template(installed: Installed) -> None
     }
     assert "syndication/templates/email/digest.html" in templates
     assert "syndication/templates/web/subscribe.html" in templates
+    catalogs = {path.relative_to(source).as_posix() for path in (source / "syndication").rglob("*.po")}
+    assert "syndication/web/locales/es/LC_MESSAGES/web.po" in catalogs
     # A package missing from [tool.setuptools] packages in pyproject.toml shows here.
     assert modules - names == set(), "modules missing from the wheel: add their package to pyproject.toml"
     assert templates - names == set(), "templates missing from the wheel"
+    assert catalogs - names == set(), "message catalogs missing from the wheel: see package-data in pyproject.toml"
 
 
 def test_installed_project_finds_its_templates_outside_the_checkout(installed: Installed, outside: Path) -> None:
@@ -170,6 +173,8 @@ def test_installed_project_finds_its_templates_outside_the_checkout(installed: I
         assert page.status_code == 200, page.text
         assert "Subscribe" in page.text
         assert "Test Network" in page.text
+        spanish = client.get("/subscribe", headers={"Accept-Language": "es"})  # the web catalogs were installed
+        assert '<html lang="es">' in spanish.text and "<h1>Suscribirse</h1>" in spanish.text, spanish.text
         stylesheet = client.get("/assets/site.css")
         assert stylesheet.status_code == 200
         assert stylesheet.headers["content-type"].startswith("text/css")

@@ -74,17 +74,18 @@ def test_subscribe_confirm_by_button_and_reach_the_preferences(site: WebSite) ->
         confirm_path = link_in(site.smtp, "zoe@example.org", "subscribe/confirm")
         email = site.smtp.received_for("zoe@example.org")[0].parsed()
         assert email["Subject"] and email["Auto-Submitted"] == "auto-generated"
+        # Zoë chose Spanish emails: the pages her links open are in Spanish too, whatever her browser says.
         shown = client.get(confirm_path)  # what a link scanner does: it confirms nobody
-        assert shown.status_code == 200 and "Yes, subscribe me" in shown.text
+        assert shown.status_code == 200 and "Sí, suscribirme" in shown.text and '<html lang="es">' in shown.text
         assert shown.headers["referrer-policy"] == "no-referrer"
         assert site.status_of("zoe@example.org") == "pending"
 
         done = form_post(client, confirm_path, {}, shown.text)
-        assert done.status_code == 200 and "You are subscribed" in done.text
+        assert done.status_code == 200 and "Suscripción confirmada" in done.text
         assert site.status_of("zoe@example.org") == "active"
         preferences = re.search(r'href="(http://127\.0\.0\.1:\d+/preferences/[^"]+)"', done.text)
         assert preferences, done.text
-        assert "Yes, subscribe me" not in client.get(confirm_path).text  # confirming again: already subscribed
+        assert "Sí, suscribirme" not in client.get(confirm_path).text  # confirming again: already subscribed
 
     with database.transaction(site.service.engine) as session:
         row = session.scalars(select(SubscriberRow).where(SubscriberRow.email == "zoe@example.org")).one()
@@ -312,7 +313,9 @@ def test_preferences_change_send_a_notice_and_lead_out(site: WebSite) -> None:
             page.text,
         )
         assert saved.status_code == 200 and 'role="status"' in saved.text
-        assert "Saved. A monthly digest in Español: Circular economy." in saved.text
+        # The answer is in the language the form was shown in; from now on Kim's links open Spanish pages.
+        assert '<html lang="en">' in saved.text
+        assert "Saved. One email every month in Spanish: Circular economy." in saved.text
         wait_for_emails(site.smtp, 1)
         notice = site.smtp.received_for("kim@example.org")[0].parsed()
         notice_text = notice.get_body(("plain",))
@@ -323,15 +326,15 @@ def test_preferences_change_send_a_notice_and_lead_out(site: WebSite) -> None:
             {"name": "Kim L.", "themes": ["circular-economy"], "cadence": "monthly", "language": "es"},
             page.text,
         )
-        assert "Nothing changed" in same.text
+        assert "No ha cambiado nada" in same.text and '<html lang="es">' in same.text
 
         left = form_post(client, f"{path}/unsubscribe", {}, page.text)
-        assert left.status_code == 200 and "You are unsubscribed" in left.text
+        assert left.status_code == 200 and "Se ha dado de baja" in left.text
         assert site.status_of("kim@example.org") == "unsubscribed"
-        after = client.get(path)
-        assert after.status_code == 409 and "unsubscribed" in after.text
+        after = client.get(f"{path}?lang=en")  # the URL's language over Kim's own
+        assert after.status_code == 409 and "is unsubscribed: nothing is sent to it" in after.text
         refused = form_post(client, path, {"themes": [], "cadence": "weekly", "language": "en"}, page.text)
-        assert refused.status_code == 409 and "subscribe again" in refused.text
+        assert refused.status_code == 409 and "Volver a suscribirse" in refused.text
     with database.transaction(site.service.engine) as session:
         row = session.scalars(select(SubscriberRow).where(SubscriberRow.email == "kim@example.org")).one()
     assert (row.name, row.themes, row.cadence, row.language) == ("Kim L.", ["circular-economy"], "monthly", "es")

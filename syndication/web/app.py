@@ -136,8 +136,6 @@ async def _home() -> RedirectResponse:
 
 def _http_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Response]]:
     """Unknown paths and methods answered with a page of the site rather than a JSON body."""
-    titles = {404: "Page not found", 405: "Not allowed here"}
-    texts = {404: "There is no page at this address.", 405: "This address does not take this kind of request."}
 
     async def handle(request: Request, error: Exception) -> Response:
         assert isinstance(error, StarletteHTTPException)
@@ -145,15 +143,21 @@ def _http_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Respon
         if error.status_code == 404 and (other := _other_slash(request)) is not None:
             query = request.url.query
             return RedirectResponse(other + (f"?{query}" if query else ""), status_code=307)
-        if error.status_code not in titles:
+        words = pages.words_of(request)
+        pages_for = {
+            404: (words.gettext("Page not found"), words.gettext("There is no page at this address.")),
+            405: (words.gettext("Not allowed here"), words.gettext("This address does not take this kind of request.")),
+        }
+        if error.status_code not in pages_for:
             return PlainTextResponse(f"{error.detail}\n", status_code=error.status_code, headers=headers)
+        title, text = pages_for[error.status_code]
         return pages.message(
             request,
-            titles[error.status_code],
-            [texts[error.status_code]],
+            title,
+            [text],
             status=error.status_code,
             headers=headers,
-            links=[("/subscribe", "Subscribe")],
+            links=[(words.url("/subscribe"), words.gettext("Subscribe"))],
         )
 
     return handle
@@ -161,10 +165,11 @@ def _http_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Respon
 
 def _page_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Response]]:
     """The one answer to a handler's PageError and to the app-layer errors that have a page (``page_of``): the
-    site's message page, with the editor's navigation on the editor's pages."""
+    site's message page, in the language chosen for the request, with the editor's navigation on the editor's
+    pages."""
 
     async def handle(request: Request, error: Exception) -> Response:
-        page = page_of(error, request.method, request.url.path)
+        page = page_of(error, request.method, request.url.path, pages.words_of(request))
         return pages.message(
             request,
             page.title,

@@ -7,6 +7,10 @@
   Atom writer.
 - ``/themes/`` and ``/themes/<slug>`` (the digests' "N more on <theme>" links) list recent posts, with
   autodiscovery links to the theme's feeds.
+
+The list and theme pages are worded in the reader's language (``web.languages``); an edition is shown as its
+email was written (a reader's copy in their language, the public copy in the site's), and the editions feed in
+the site's language.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from syndication.core.editions import READABLE
 from syndication.core.models import Edition
 from syndication.errors import TokenError
 from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
-from syndication.web.errors import PageError, sentence
+from syndication.web.errors import PageError, token_refusal
 from syndication.web.feeds import document_of, freshness
+from syndication.web.languages import Words
 from syndication.web.templating import Pages, email_headers
 
 ARCHIVE_SIZE: Final = 100
@@ -63,40 +68,54 @@ class ArchivePages:
         """One edition as its email: a reader's copy with a view token, else the public copy."""
         edition_id: int = request.path_params["edition_id"]
         token = request.query_params.get("t") or None  # an empty token is no token: the public copy
+        words = self.pages.words(request)
         try:
-            return await run_in_threadpool(self._edition, edition_id, token)
+            return await run_in_threadpool(self._edition, words, edition_id, token)
         except TokenError as error:  # the link's own edition has a public copy to offer instead
             raise PageError(
                 400,
-                "This link does not work",
-                [sentence(error)],
-                links=[(f"/editions/{edition_id}", "The public copy")],
+                words.gettext("This link does not work"),
+                [token_refusal(error, words)],
+                links=[(words.url(f"/editions/{edition_id}"), words.gettext("The public copy"))],
             ) from error
 
-    def _edition(self, edition_id: int, token: str | None) -> Response:
+    def _edition(self, words: Words, edition_id: int, token: str | None) -> Response:
         service = self.service()
         edition = find_edition(service, edition_id)
         if edition is None or edition.status not in READABLE:
-            raise _no_edition(edition_id)
+            raise _no_edition(words, edition_id)
         if token is not None:
             mine = reader_copy(service, edition, token)
             if mine is not None:
                 return HTMLResponse(mine.html, headers=email_headers(private=True))
         public = public_copy(service, edition)
         if public is None:  # not sent to everyone yet, or nothing in it for a reader of everything
-            raise _no_edition(edition_id)
+            raise _no_edition(words, edition_id)
         return HTMLResponse(public.html, headers=email_headers(private=False))
 
     async def editions_page(self, request: Request) -> Response:
         """The sent editions, newest first."""
+        words = self.pages.words(request)
         editions = await run_in_threadpool(lambda: sent_editions(self.service(), ARCHIVE_SIZE))
-        context = {"title": "Past editions", "editions": [(e, self._title(e)) for e in editions]}
-        return self.pages.render(request, "editions.html", context, headers={"Cache-Control": "public, max-age=300"})
+        context = {
+            "title": words.gettext("Past editions"),
+            "editions": [(e, self._title(words, e)) for e in editions],
+        }
+        return self.pages.render(
+            request, "editions.html", context, headers={"Cache-Control": "public, max-age=300"}, public=True
+        )
 
     async def editions_feed(self, request: Request) -> Response:
         """``/feeds/editions.atom``: the sent editions as an Atom feed."""
+        # The feed is one document for every reader: worded in the site's language.
+        words = self.pages.languages.words(self.pages.languages.default)
         rendered = await run_in_threadpool(
-            lambda: editions_feed(self.service(), title_of=self._title, window_of=self._window, limit=ARCHIVE_SIZE)
+            lambda: editions_feed(
+                self.service(),
+                title_of=lambda edition: self._title(words, edition),
+                window_of=lambda edition: self._window(words, edition),
+                limit=ARCHIVE_SIZE,
+            )
         )
         body = rendered.body
         # Validated as the built feeds are (weak If-None-Match, If-Modified-Since, a gzip variant of its own).
@@ -113,45 +132,74 @@ class ArchivePages:
             lines.append((b"content-encoding", b"gzip"))
         return Response(body, headers=_header_dict([*lines, *document.metadata]))
 
-    def _title(self, edition: Edition) -> str:
-        return edition.subject or f"{edition.cadence.capitalize()} digest, {self._window(edition)}"
+    def _title(self, words: Words, edition: Edition) -> str:
+        """An edition's subject, or (an edition without one) its cadence and window: ``Weekly digest, 1 May 2024
+        to 1 Jun 2024``."""
+        if edition.subject:
+            return edition.subject
+        window = self._window(words, edition)
+        titles = {
+            "daily": words.gettext("Daily digest, %(window)s", window=window),
+            "weekly": words.gettext("Weekly digest, %(window)s", window=window),
+            "monthly": words.gettext("Monthly digest, %(window)s", window=window),
+        }
+        return titles.get(edition.cadence, f"{words.cadence(edition.cadence)}, {window}")
 
-    def _window(self, edition: Edition) -> str:
-        day = self.pages.environment.filters["day"]
-        return f"{day(edition.since)} to {day(edition.until)}"
+    def _window(self, words: Words, edition: Edition) -> str:
+        return words.gettext("%(since)s to %(until)s", since=words.day(edition.since), until=words.day(edition.until))
 
     # --- Themes -----------------------------------------------------------------------------------------------
 
     async def themes_page(self, request: Request) -> Response:
         """Every theme with its number of posts."""
+        words = self.pages.words(request)
         counts = await run_in_threadpool(lambda: theme_post_counts(self.service()))
-        themes = [(theme, counts.get(theme.slug, 0)) for theme in self.settings.themes]
+        themes = [(theme, counts.get(theme.slug, 0)) for theme in self.settings.theme_list]
         return self.pages.render(
             request,
             "themes.html",
-            {"title": "Themes", "themes": themes},
+            {"title": words.gettext("Themes"), "themes": themes},
             headers={"Cache-Control": "public, max-age=300"},
+            public=True,
         )
 
     async def theme_page(self, request: Request) -> Response:
         """A theme's newest posts, its feeds (with autodiscovery links) and a way to subscribe to it."""
         slug = request.path_params["slug"]
-        theme = next((t for t in self.settings.themes if t.slug == slug), None)
+        words = self.pages.words(request)
+        theme = next((t for t in self.settings.theme_list if t.slug == slug), None)
         if theme is None:
-            raise PageError(404, "No such theme", [f"There is no theme {slug!r}."], links=[("/themes/", "Every theme")])
+            raise PageError(
+                404,
+                words.gettext("No such theme"),
+                [words.gettext("There is no theme '%(theme)s'.", theme=slug)],
+                links=[(words.url("/themes/"), words.gettext("Every theme"))],
+            )
         posts = await run_in_threadpool(lambda: list_posts(self.service(), theme=slug, limit=THEME_PAGE_POSTS))
-        names = {t.slug: t.name for t in self.settings.themes}
-        context = {"title": theme.name, "theme": theme, "posts": posts, "names": names, "feed_formats": feed_formats()}
-        return self.pages.render(request, "theme.html", context, headers={"Cache-Control": "public, max-age=300"})
+        names = {t.slug: t.name_in(words.language) for t in self.settings.theme_list}
+
+        def also_in(slugs: list[str]) -> str:
+            return ", ".join(names.get(other, other) for other in slugs)
+
+        context = {
+            "title": theme.name_in(words.language),
+            "theme": theme,
+            "posts": posts,
+            "also_in": also_in,
+            "feed_formats": feed_formats(),
+        }
+        return self.pages.render(
+            request, "theme.html", context, headers={"Cache-Control": "public, max-age=300"}, public=True
+        )
 
 
-def _no_edition(edition_id: int) -> PageError:
+def _no_edition(words: Words, edition_id: int) -> PageError:
     """The answer for an edition that does not exist or cannot be read (yet): the same, so as to tell nothing."""
     return PageError(
         404,
-        "No such edition",
-        [f"There is no sent edition {edition_id}."],
-        links=[("/editions/", "Every past edition")],
+        words.gettext("No such edition"),
+        [words.gettext("There is no sent edition %(number)s.", number=edition_id)],
+        links=[(words.url("/editions/"), words.gettext("Every past edition"))],
     )
 
 

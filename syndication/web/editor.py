@@ -12,6 +12,10 @@ where the edition page is shown again with the refusal beside the form.
 
 Every post needs the CSRF token; every page but the sign-in needs a session, and sends to the sign-in page
 without one. Form handlers redirect after success (303), so reloading a page never posts twice.
+
+The pages are worded in the editor's language (``web.languages``: ``?lang=``, which the pages' links, forms and
+redirects carry on, else Accept-Language). What the use cases and the mail servers say (an edition's reason,
+a refusal of the edition state machine, bounce diagnostics) is shown as they said it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
+from markupsafe import escape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -74,6 +79,7 @@ from syndication.errors import DeliveryError, SenderBusy, SyndicationError
 from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
 from syndication.web.errors import PageError, sentence
 from syndication.web.forms import FORM_EXPIRED, Form
+from syndication.web.languages import N_, PARAMETER, Words
 from syndication.web.limits import RateLimit
 from syndication.web.subscribe import client_address
 from syndication.web.templating import Pages, email_headers
@@ -83,18 +89,19 @@ log = logging.getLogger(__name__)
 HOUR: Final = 3600.0
 MAX_SUBJECT: Final = 200
 MAX_INTRO: Final = 5000
-PREVIEW_WIDTHS: Final = (("Desktop", 600), ("Phone", 375))
+PREVIEW_WIDTHS: Final = ((N_("Desktop"), 600), (N_("Phone"), 375))
 # The reasons an edition's row on the dashboard shows (the commonest); its own page shows every one.
 DASHBOARD_REASONS: Final = 2
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# What the edition page says after a form worked (``?done=``); worded in the page's language where shown.
 NOTICES: Final = {
-    "approved": "Approved: the edition is sending.",
-    "paused": "Paused: nothing more is sent until you resume.",
-    "resumed": "Resumed: the edition is sending again.",
-    "cancelled": "Cancelled: nothing more of this edition will be sent.",
-    "saved": "Saved the subject and intro.",
-    "unchanged": "Nothing changed.",
-    "tested": "The test was sent.",
+    "approved": N_("Approved: the edition is sending."),
+    "paused": N_("Paused: nothing more is sent until you resume."),
+    "resumed": N_("Resumed: the edition is sending again."),
+    "cancelled": N_("Cancelled: nothing more of this edition will be sent."),
+    "saved": N_("Saved the subject and intro."),
+    "unchanged": N_("Nothing changed."),
+    "tested": N_("The test was sent."),
 }
 
 
@@ -211,41 +218,52 @@ class EditorPages:
 
     async def login_page(self, request: Request) -> Response:
         """The sign-in form (an editor already signed in goes on to the dashboard)."""
+        words = self.pages.words(request)
         if await self.cookies.editor(request):
-            return RedirectResponse(_next_page(request.query_params.get("next", "")), status_code=303)
-        notice = "You are signed out." if request.query_params.get("signed_out") else ""
+            return RedirectResponse(words.url(_next_page(request.query_params.get("next", ""))), status_code=303)
+        notice = words.gettext("You are signed out.") if request.query_params.get("signed_out") else ""
         return self._login_page(request, request.query_params.get("next", ""), "", {}, notice=notice)
 
     async def login(self, request: Request) -> Response:
         """Check the name and password; on success set the session cookie and go where the editor was going."""
+        words = self.pages.words(request)
         form = await self.pages.form(request)
         name, password, wanted = form.text("name"), form.get("password", ""), form.get("next", "")
         if not self.cookies.csrf_ok(request, form):
-            return self._login_page(request, wanted, name, {"form": FORM_EXPIRED}, status=403)
+            return self._login_page(request, wanted, name, {"form": words.gettext(FORM_EXPIRED)}, status=403)
         client = client_address(request)
         if not self.logins.allow(client):
             retry = self.logins.retry_after(client)
+            minutes = max(1, (retry + 59) // 60)
             raise PageError(
                 429,
-                "Too many attempts",
-                [f"Too many sign-in attempts from your connection: try again in {max(1, (retry + 59) // 60)} minutes."],
+                words.gettext("Too many attempts"),
+                [
+                    words.ngettext(
+                        "Too many sign-in attempts from your connection: try again in %(num)s minute.",
+                        "Too many sign-in attempts from your connection: try again in %(num)s minutes.",
+                        minutes,
+                    )
+                ],
                 headers={"Retry-After": str(retry)},
             )
         stored = self.settings.editors.passwords.get(name)
         matches = await run_in_threadpool(verify_password, password, stored or _dummy_hash())
         if stored is None or not matches:
             log.warning("editor sign-in refused for %r from %s", name[:100], client)
-            return self._login_page(request, wanted, name, {"password": "Wrong name or password."}, status=400)
-        response = RedirectResponse(_next_page(wanted), status_code=303)
+            refused = {"password": words.gettext("Wrong name or password.")}
+            return self._login_page(request, wanted, name, refused, status=400)
+        response = RedirectResponse(words.url(_next_page(wanted)), status_code=303)
         self.cookies.start_session(response, name)
         log.info("editor %s signed in from %s", name, client)
         return response
 
     async def logout(self, request: Request) -> Response:
         """Sign out (a post with the CSRF token, so that no other site can sign an editor out)."""
+        words = self.pages.words(request)
         form = await self.pages.form(request)
         self._check_csrf(request, form, "/editor/")
-        response = RedirectResponse("/editor/login?signed_out=1", status_code=303)
+        response = RedirectResponse(words.url("/editor/login?signed_out=1"), status_code=303)
         await self.cookies.end_session(request, response)
         return response
 
@@ -253,7 +271,7 @@ class EditorPages:
         self, request: Request, wanted: str, name: str, errors: dict[str, str], *, status: int = 200, notice: str = ""
     ) -> Response:
         context = {
-            "title": "Sign in",
+            "title": self.pages.words_of(request).gettext("Sign in"),
             "next": wanted,
             "name": name,
             "errors": errors,
@@ -266,18 +284,19 @@ class EditorPages:
 
     async def bounces_page(self, request: Request) -> Response:
         """What came back to the bounce and unsubscribe addresses, the bounces counted, and one subscriber's."""
+        words = self.pages.words(request)
         editor = await self.cookies.editor(request)
         if editor is None:
-            return _to_login(request)
+            return _to_login(request, words)
         asked = request.query_params.get("subscriber", "").strip()
-        context = await run_in_threadpool(self._bounces, asked)
+        context = await run_in_threadpool(self._bounces, words, asked)
         return self.pages.render(request, "editor_bounces.html", context, editor=editor)
 
-    def _bounces(self, asked: str) -> dict[str, Any]:
+    def _bounces(self, words: Words, asked: str) -> dict[str, Any]:
         service = self.service()
         config = self.settings.bounces
         context: dict[str, Any] = {
-            "title": "Bounces",
+            "title": words.gettext("Bounces"),
             "bounce_address": config.address,
             "threshold": config.threshold,
             "hard_score": config.hard_score,
@@ -295,7 +314,9 @@ class EditorPages:
             except SubscriberError:
                 person = None
             if person is None:
-                context["errors"] = {"subscriber": f"There is no subscriber {asked!r}."}
+                context["errors"] = {
+                    "subscriber": words.gettext("There is no subscriber '%(address)s'.", address=asked)
+                }
             else:
                 context["person"] = person
                 context["person_bounces"] = subscriber_bounces(service, person.id)
@@ -304,18 +325,19 @@ class EditorPages:
 
     async def dashboard(self, request: Request) -> Response:
         """Posts per theme this period, subscribers per theme and cadence, the next editions, the last ones."""
+        words = self.pages.words(request)
         editor = await self.cookies.editor(request)
         if editor is None:
-            return _to_login(request)
-        context = await run_in_threadpool(self._dashboard)
+            return _to_login(request, words)
+        context = await run_in_threadpool(self._dashboard, words)
         return self.pages.render(request, "editor_dashboard.html", context, editor=editor)
 
-    def _dashboard(self) -> dict[str, Any]:
+    def _dashboard(self, words: Words) -> dict[str, Any]:
         board = dashboard(self.service())
         return {
-            "title": "Dashboard",
+            "title": words.gettext("Dashboard"),
             "upcoming": board.upcoming,
-            "themes": self.settings.themes,
+            "themes": self.settings.theme_list,
             "cadences": CADENCES,
             "statuses": SUBSCRIBER_STATUSES,
             "counts": board.subscribers,
@@ -331,13 +353,20 @@ class EditorPages:
 
     async def edition_page(self, request: Request) -> Response:
         """The edition as it will be sent, its text, its controls and its delivery."""
+        words = self.pages.words(request)
         editor = await self.cookies.editor(request)
         if editor is None:
-            return _to_login(request)
+            return _to_login(request, words)
         edition_id: int = request.path_params["edition_id"]
-        notice = NOTICES.get(request.query_params.get("done", ""), "")
-        if request.query_params.get("done") == "tested":
-            notice = f"The test was sent to {_address_or(request.query_params.get('to', ''), 'the address given')}."
+        done = request.query_params.get("done", "")
+        notice = words.gettext(NOTICES[done]) if done in NOTICES else ""
+        if done == "tested":
+            address = _address_or(request.query_params.get("to", ""), "")
+            notice = (
+                words.gettext("The test was sent to %(address)s.", address=address)
+                if address
+                else words.gettext("The test was sent to the address given.")
+            )
         return await run_in_threadpool(self._edition_page, request, editor, edition_id, notice, {}, 200, None)
 
     def _edition_page(
@@ -351,20 +380,21 @@ class EditorPages:
         values: dict[str, str] | None,
     ) -> Response:
         service = self.service()
+        words = self.pages.words_of(request)
         report = edition_report(service, edition_id, with_problems=True)
         edition = report.edition
         preview = self._preview_of(request)
         email = edition_email(service, edition, preview.themes, preview.language)
         text = email.personalised(preview_links(self.settings)).text if email else ""
         context = {
-            "title": f"Edition {edition.id}",
+            "title": words.gettext("Edition %(number)s", number=edition.id),
             "edition": edition,
             "preview": preview,
             "email": email,
             "text_part": text,
-            "widths": PREVIEW_WIDTHS,
+            "widths": [(words.gettext(label), width) for label, width in PREVIEW_WIDTHS],
             "preview_src": f"/editor/editions/{edition.id}/preview?{preview.query()}",
-            "progress": _progress(edition, report.deliveries),
+            "progress": _progress(words, edition, report.deliveries),
             "problems": report.problems,
             "reasons": report.reasons,
             # Bounces reported later (DSNs) of deliveries the relay had accepted: the problems above do not show them.
@@ -374,7 +404,7 @@ class EditorPages:
             "notice": notice,
             "errors": {**preview.errors, **errors},
             "values": values or {"subject": edition.subject, "intro": edition.intro, "address": ""},
-            "themes": self.settings.themes,
+            "themes": self.settings.theme_list,
             "languages": self.settings.digest.languages,
         }
         return self.pages.render(
@@ -383,9 +413,10 @@ class EditorPages:
 
     async def preview(self, request: Request) -> Response:
         """The edition's HTML email alone (shown in the edition page's frames), with preview links."""
+        words = self.pages.words(request)
         editor = await self.cookies.editor(request)
         if editor is None:
-            return _to_login(request)
+            return _to_login(request, words)
         edition_id: int = request.path_params["edition_id"]
         return await run_in_threadpool(self._preview, request, edition_id)
 
@@ -397,12 +428,21 @@ class EditorPages:
         preview = self._preview_of(request)
         email = edition_email(service, edition, preview.themes, preview.language)
         if email is None:
-            html = "<!doctype html><p>Nothing in this edition for these readers: they get no email.</p>"
+            words = self.pages.words_of(request)
+            nothing = escape(words.gettext("Nothing in this edition for these readers: they get no email."))
+            html = f'<!doctype html><html lang="{escape(words.language)}"><p>{nothing}</p></html>'
             return HTMLResponse(html, headers=email_headers(private=True))
         return HTMLResponse(email.personalised(preview_links(self.settings)).html, headers=email_headers(private=True))
 
     async def progress(self, request: Request) -> Response:
         """The delivery counts as JSON, for the edition page's live progress."""
+        # The page's script asks with the page's own address's ``lang``: its sentence is in the page's language.
+        words = self.pages.words(request)
+        headers = (
+            {"Cache-Control": "no-store", "Vary": "Accept-Language"}
+            if words.negotiated
+            else {"Cache-Control": "no-store"}
+        )
         if await self.cookies.editor(request) is None:
             return JSONResponse({"error": "sign in first"}, status_code=401, headers={"Cache-Control": "no-store"})
         edition_id: int = request.path_params["edition_id"]
@@ -410,7 +450,7 @@ class EditorPages:
             report = await run_in_threadpool(lambda: edition_report(self.service(), edition_id))
         except NoSuchEdition:  # asked for by the page's script: answered in JSON, as every answer here is
             return JSONResponse({"error": f"no edition {edition_id}"}, status_code=404)
-        return JSONResponse(_progress(report.edition, report.deliveries), headers={"Cache-Control": "no-store"})
+        return JSONResponse(_progress(words, report.edition, report.deliveries), headers=headers)
 
     async def save_text(self, request: Request) -> Response:
         """Save the subject and intro of a draft or paused edition."""
@@ -418,13 +458,14 @@ class EditorPages:
         if isinstance(checked, Response):
             return checked
         editor, edition_id, form = checked
+        words = self.pages.words_of(request)
         subject = " ".join(form.get("subject", "").split())
         intro = form.get("intro", "").replace("\r\n", "\n").strip()
         errors = {}
         if len(subject) > MAX_SUBJECT or _CONTROL.search(subject):
-            errors["subject"] = f"Subject: one line of at most {MAX_SUBJECT} characters."
+            errors["subject"] = words.gettext("Subject: one line of at most %(most)s characters.", most=MAX_SUBJECT)
         if len(intro) > MAX_INTRO or _CONTROL.search(intro.replace("\n", "")):
-            errors["intro"] = f"Intro: at most {MAX_INTRO} characters of text."
+            errors["intro"] = words.gettext("Intro: at most %(most)s characters of text.", most=MAX_INTRO)
         if errors:
             values = {"subject": subject, "intro": intro, "address": ""}
             return await run_in_threadpool(self._edition_page, request, editor, edition_id, "", errors, 400, values)
@@ -448,15 +489,16 @@ class EditorPages:
         if isinstance(checked, Response):
             return checked
         editor, edition_id, form = checked
+        words = self.pages.words_of(request)
         typed = form.text("address")
         values = {"address": typed}
         try:
             address = normalise_email(typed)
         except SubscriberError:
             error = {
-                "address": f"Test address: {typed!r} is not an email address."
+                "address": words.gettext("Test address: '%(address)s' is not an email address.", address=typed)
                 if typed
-                else "Test address: enter the address to send the test to."
+                else words.gettext("Test address: enter the address to send the test to.")
             }
             return await run_in_threadpool(
                 self._edition_page, request, editor, edition_id, "", error, 400, self._values(edition_id, values)
@@ -467,10 +509,10 @@ class EditorPages:
             preview = self._preview_of(request)
             try:
                 sent = send_test_email(self.service(), edition_id, address, preview.themes, preview.language)
-            except DeliveryError as error:
-                return f"The test was not sent to {address}: {error}"
+            except DeliveryError as error:  # the server's reason as it gave it
+                return words.gettext("The test was not sent to %(address)s: %(reason)s", address=address, reason=error)
             if sent is None:
-                return "Nothing in this edition for these readers: there is nothing to send."
+                return words.gettext("Nothing in this edition for these readers: there is nothing to send.")
             log.info("editor %s sent a test of edition %d to %s", editor, edition_id, address)
             return None
 
@@ -491,10 +533,15 @@ class EditorPages:
     async def control(self, request: Request) -> Response:
         """Approve, pause, resume or cancel the edition."""
         named = request.path_params["action"]
+        words = self.pages.words(request)
         try:
             action = EditionAction(named)
         except ValueError:
-            raise PageError(404, "No such action", [f"Editions cannot be {named!r}-ed."]) from None
+            raise PageError(
+                404,
+                words.gettext("No such action"),
+                [words.gettext("Editions cannot be '%(action)s'-ed.", action=named)],
+            ) from None
         checked = await self._checked_post(request)
         if isinstance(checked, Response):
             return checked
@@ -517,6 +564,7 @@ class EditorPages:
     def _preview_of(self, request: Request) -> Preview:
         """Whom the page previews the edition as, from its query string; errors name what was not understood."""
         query = request.query_params
+        words = self.pages.words_of(request)
         preview = Preview(language=default_language(self.settings))
         chosen = query.get("subscriber", "").strip()
         if chosen:
@@ -526,20 +574,34 @@ class EditorPages:
             except SubscriberError:  # not an address at all: no subscriber either
                 found = None
             if found is None:
-                preview.errors["subscriber"] = f"Preview as: there is no subscriber {chosen!r}."
+                preview.errors["subscriber"] = words.gettext(
+                    "Preview as: there is no subscriber '%(address)s'.", address=chosen
+                )
             else:
                 preview.themes, preview.language = found.themes, found.language
                 return preview
         try:
             preview.themes = parse_themes(self.settings, query.getlist("themes"))
-        except SubscriberError as error:
-            preview.errors["themes"] = f"Themes: {error}."
+        except SubscriberError:
+            unknown = next((term for term in query.getlist("themes") if not self._known_theme(term)), "")
+            preview.errors["themes"] = words.gettext(
+                "Themes: unknown theme '%(theme)s'; choose among those listed.", theme=unknown.strip()
+            )
         if query.get("language"):
             try:
                 preview.language = check_language(self.settings, query["language"])
-            except SubscriberError as error:
-                preview.errors["language"] = f"Language: {error}."
+            except SubscriberError:
+                preview.errors["language"] = words.gettext(
+                    "Language: unknown language '%(language)s'; choose one of those listed.", language=query["language"]
+                )
         return preview
+
+    def _known_theme(self, term: str) -> bool:
+        try:
+            parse_themes(self.settings, [term])
+        except SubscriberError:
+            return False
+        return True
 
     def _values(self, edition_id: int, extra: dict[str, str]) -> dict[str, str]:
         edition = find_edition(self.service(), edition_id)
@@ -547,9 +609,10 @@ class EditorPages:
 
     async def _checked_post(self, request: Request) -> tuple[str, int, Form] | Response:
         """The editor, edition id and form of a post to an edition, or the answer refusing it."""
+        words = self.pages.words(request)
         editor = await self.cookies.editor(request)
         if editor is None:
-            return _to_login(request, back=f"/editor/editions/{request.path_params['edition_id']}")
+            return _to_login(request, words, back=f"/editor/editions/{request.path_params['edition_id']}")
         form = await self.pages.form(request)
         self._check_csrf(request, form, f"/editor/editions/{request.path_params['edition_id']}")
         return editor, request.path_params["edition_id"], form
@@ -557,26 +620,35 @@ class EditorPages:
     def _back(self, edition_id: int, done: str, request: Request, **extra: str) -> Response:
         # Back to the page as it was previewed (the forms carry the preview's query string).
         query = request.query_params
-        pairs = [(key, value) for key, value in query.multi_items() if key in ("subscriber", "themes", "language")]
+        kept = ("subscriber", "themes", "language", PARAMETER)
+        pairs = [(key, value) for key, value in query.multi_items() if key in kept]
         pairs += [("done", done), *extra.items()]
         return RedirectResponse(f"/editor/editions/{edition_id}?{urlencode(pairs)}", status_code=303)
 
     def _check_csrf(self, request: Request, form: Form, back: str) -> None:
-        self.pages.check_csrf(request, form, (back, "Back to the page"))
+        words = self.pages.words_of(request)
+        self.pages.check_csrf(request, form, (words.url(back), words.gettext("Back to the page")))
 
 
-def _progress(edition: Edition, counts: dict[str, int]) -> dict[str, Any]:
-    """The edition's delivery in numbers: per status, how many are done (sent or given up on), and a sentence;
-    with its status and the reason the sender paused it for, if it did."""
+def _progress(words: Words, edition: Edition, counts: dict[str, int]) -> dict[str, Any]:
+    """The edition's delivery in numbers: per status, how many are done (sent or given up on), and a sentence
+    in ``words``' language; with its status (and its name in that language) and the reason the sender paused it
+    for, if it did."""
     total = sum(counts.values())
     done = sum(counts.get(status, 0) for status in FINAL_DELIVERIES)
     sent = counts.get(DeliveryStatus.SENT, 0)
     given_up = [status for status in FINAL_DELIVERIES if status != DeliveryStatus.SENT]
-    others = ", ".join(f"{counts[s]} {s}" for s in (*given_up, DeliveryStatus.DEFERRED) if counts.get(s))
-    summary = f"{sent} of {total} sent" + (f" ({others})" if others else "")
+    others = ", ".join(
+        words.gettext("%(count)s %(status)s", count=counts[s], status=words.delivery_status(s))
+        for s in (*given_up, DeliveryStatus.DEFERRED)
+        if counts.get(s)
+    )
+    summary = words.ngettext("%(sent)s of %(num)s sent", "%(sent)s of %(num)s sent", total, sent=sent)
+    if others:
+        summary = words.gettext("%(summary)s (%(others)s)", summary=summary, others=others)
     return {
-        "status": edition.status, "reason": edition.reason, "counts": counts, "total": total, "done": done,
-        "summary": summary,
+        "status": edition.status, "status_label": words.edition_status(edition.status), "reason": edition.reason,
+        "counts": counts, "total": total, "done": done, "summary": summary,
     }  # fmt: skip
 
 
@@ -588,9 +660,9 @@ def _brief(reasons: dict[str, dict[str, int]], shown: int) -> tuple[list[tuple[i
     return every[:shown], max(0, len(every) - shown)
 
 
-def _to_login(request: Request, back: str | None = None) -> Response:
+def _to_login(request: Request, words: Words, back: str | None = None) -> Response:
     wanted = back or (request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-    return RedirectResponse(f"/editor/login?next={quote(wanted, safe='/')}", status_code=303)
+    return RedirectResponse(words.url(f"/editor/login?next={quote(wanted, safe='/')}"), status_code=303)
 
 
 def _next_page(wanted: str) -> str:

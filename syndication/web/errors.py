@@ -2,7 +2,8 @@
 and the app's one exception handler (``syndication.web.app``) renders it as the site's message page.
 
 ``page_of`` says which page each error is: a ``PageError`` is its own page; ``NoSuchEdition``, ``EditionRefused``,
-``TokenError`` and ``ConfigError`` from the use cases get the page written for them here, so no handler repeats it.
+``TokenError`` and ``ConfigError`` from the use cases get the page written for them here, so no handler repeats it,
+worded in the request's language (a ``PageError`` is worded where it is raised, with the same words).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Final
 from syndication.app.editions import NoSuchEdition
 from syndication.core.editions import EditionRefused
 from syndication.errors import ConfigError, TokenError
+from syndication.web.languages import Words
 
 log = logging.getLogger(__name__)
 
@@ -40,34 +42,51 @@ class PageError(Exception):
         super().__init__(self.status, self.title)
 
 
-def page_of(error: Exception, method: str, path: str) -> PageError:
+def page_of(error: Exception, method: str, path: str, words: Words) -> PageError:
     """The page answering ``error`` raised by the handler of ``method path``: a PageError as it is, an app-layer
-    error as the page written for it below. A configuration error is logged (the page does not show it)."""
+    error as the page written for it below, in ``words``. A configuration error is logged (the page does not show
+    it)."""
     if isinstance(error, PageError):
         return error
     if isinstance(error, NoSuchEdition):
         return PageError(
-            404, "No such edition", [f"There is no edition {error.edition_id}."], links=[("/editor/", "Dashboard")]
+            404,
+            words.gettext("No such edition"),
+            [words.gettext("There is no edition %(number)s.", number=error.edition_id)],
+            links=[(words.url("/editor/"), words.gettext("Dashboard"))],
         )
     if isinstance(error, EditionRefused):
-        return PageError(409, "This cannot be done now", [sentence(error)])
+        # The edition state machine's reason: editors' wording, in English (core/editions.py words it).
+        return PageError(409, words.gettext("This cannot be done now"), [sentence(error)])
     if isinstance(error, TokenError):
         return PageError(
             400,
-            "This link does not work",
-            [sentence(error)],
-            links=[("/subscribe", "Subscribe, or get a new link")],
+            words.gettext("This link does not work"),
+            [token_refusal(error, words)],
+            links=[(words.url("/subscribe"), words.gettext("Subscribe, or get a new link"))],
             headers=NO_REFERRER,
         )
     if isinstance(error, ConfigError):
         log.error("%s %s refused: %s", method, path, error)
         return PageError(
             503,
-            "Not available right now",
-            ["This page is not available right now. Please try again later."],
+            words.gettext("Not available right now"),
+            [words.gettext("This page is not available right now. Please try again later.")],
             headers={**NO_REFERRER, "Retry-After": "3600"},
         )
     raise TypeError(f"no page for {type(error).__name__}") from error
+
+
+def token_refusal(error: TokenError, words: Words) -> str:
+    """Why a signed link was refused, as a reader is told it: it expired, it is for another edition (a view
+    link), or it is not valid. The use cases' message (``core.tokens``, ``app.subscribers``) says which in
+    English; the page says it in the reader's language."""
+    reason = str(error)
+    if "expired" in reason:
+        return words.gettext("This link has expired: ask for a new one.")
+    if "another edition" in reason:
+        return words.gettext("This link is for another edition.")
+    return words.gettext("This link is not valid: it was altered, or made for something else.")
 
 
 def sentence(error: Exception | str) -> str:

@@ -11,23 +11,38 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect, Request
 
-from syndication.app.subscribers import SubscriberError, check_cadence, check_language, clean_name, parse_themes
+from syndication.app.subscribers import (
+    MAX_NAME_LENGTH,
+    SubscriberError,
+    check_cadence,
+    check_language,
+    clean_name,
+    parse_themes,
+)
 from syndication.config import Settings
+from syndication.web.languages import N_, Words
 
 MAX_FORM_BYTES: Final = 64 * 1024
 MAX_FIELDS: Final = 200
 
 
-FORM_EXPIRED: Final = "This form has expired or was not sent from this site: please send it again."
+# Worded where it is shown (``Words.gettext``): the same refusal on every form.
+FORM_EXPIRED: Final = N_("This form has expired or was not sent from this site: please send it again.")
 
 
 class FormRefused(Exception):
-    """A post that is not a form we read: wrong encoding (415) or too large (413)."""
+    """A post that is not a form we read: wrong encoding (415), too large (413) or cut short (400). ``reason`` is
+    a msgid (marked with ``N_``) and ``values`` its placeholders: the page words it (``worded``)."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, status: int, reason: str, **values: object) -> None:
+        super().__init__(reason % values)
         self.status = status
         self.reason = reason
+        self.values = values
+
+    def worded(self, words: Words) -> str:
+        """Why the post was refused, as a sentence in the page's language."""
+        return words.gettext(self.reason, **self.values)
 
 
 @dataclass(frozen=True)
@@ -62,15 +77,15 @@ async def read_body(request: Request) -> bytes:
     further) or was not sent in full."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        raise FormRefused(413, f"the form is larger than {MAX_FORM_BYTES // 1024} KiB")
+        raise FormRefused(413, _TOO_LARGE, size=MAX_FORM_BYTES // 1024)
     body = bytearray()
     try:
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_FORM_BYTES:
-                raise FormRefused(413, f"the form is larger than {MAX_FORM_BYTES // 1024} KiB")
+                raise FormRefused(413, _TOO_LARGE, size=MAX_FORM_BYTES // 1024)
     except ClientDisconnect as error:
-        raise FormRefused(400, "the form was not sent in full") from error
+        raise FormRefused(400, N_("The form was not sent in full.")) from error
     return bytes(body)
 
 
@@ -79,13 +94,18 @@ async def read_form(request: Request) -> Form:
     a body over MAX_FORM_BYTES."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded" and (kind or request.headers.get("content-length", "0") != "0"):
-        raise FormRefused(415, f"a form is sent as application/x-www-form-urlencoded, not {kind or 'unlabelled'}")
+        if kind:
+            raise FormRefused(415, N_("A form is sent as application/x-www-form-urlencoded, not %(kind)s."), kind=kind)
+        raise FormRefused(415, N_("A form is sent as application/x-www-form-urlencoded, not unlabelled."))
     body = await read_body(request)
     try:
         pairs = parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
     except ValueError as error:  # more than MAX_FIELDS fields
-        raise FormRefused(413, f"the form has more than {MAX_FIELDS} fields") from error
+        raise FormRefused(413, N_("The form has more than %(count)s fields."), count=MAX_FIELDS) from error
     return Form(tuple(pairs))
+
+
+_TOO_LARGE: Final = N_("The form is larger than %(size)s KiB.")
 
 
 @dataclass
@@ -99,23 +119,42 @@ class Choices:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def read_choices(settings: Settings, form: Form) -> Choices:
-    """Themes (checkboxes), cadence, language and name from ``form``, each checked on its own."""
+def read_choices(settings: Settings, form: Form, words: Words) -> Choices:
+    """Themes (checkboxes), cadence, language and name from ``form``, each checked on its own (by the use cases'
+    checks), each refusal worded in ``words`` next to its field."""
     choices = Choices()
     try:
         choices.themes = list(parse_themes(settings, form.all("themes")) or ())
-    except SubscriberError as error:
-        choices.errors["themes"] = f"Themes: {error}."
+    except SubscriberError:
+        unknown = next((term for term in form.all("themes") if not _known_theme(settings, term)), "")
+        choices.errors["themes"] = words.gettext(
+            "Themes: unknown theme '%(theme)s'; choose among those listed.", theme=unknown.strip()
+        )
     try:
         choices.cadence = check_cadence(form.text("cadence"))
     except SubscriberError:
-        choices.errors["cadence"] = "How often: choose daily, weekly or monthly."
+        choices.errors["cadence"] = words.gettext("How often: choose daily, weekly or monthly.")
     try:
         choices.language = check_language(settings, form.text("language"))
-    except SubscriberError as error:
-        choices.errors["language"] = f"Language: {error}."
+    except SubscriberError:
+        choices.errors["language"] = words.gettext(
+            "Language: unknown language '%(language)s'; choose one of those listed.", language=form.text("language")
+        )
     try:
         choices.name = clean_name(form.get("name", ""))
-    except SubscriberError as error:
-        choices.errors["name"] = f"Name: {error}."
+    except SubscriberError:
+        choices.errors["name"] = words.gettext(
+            "Name: name is %(length)s characters long (at most %(most)s).",
+            length=len(" ".join(form.get("name", "").split())),
+            most=MAX_NAME_LENGTH,
+        )
     return choices
+
+
+def _known_theme(settings: Settings, term: str) -> bool:
+    """Whether the use cases take ``term`` (a slug or an alias) as a theme."""
+    try:
+        parse_themes(settings, [term])
+    except SubscriberError:
+        return False
+    return True

@@ -20,8 +20,9 @@
     counts.forEach(function (cell) {
       cell.textContent = String(progress.counts[cell.getAttribute("data-count")] || 0);
     });
-    if (status && status.textContent !== progress.status) {
-      status.textContent = progress.status;
+    // The status's name is in the page's language (status_label); its class keeps the stored name.
+    if (status && status.className !== "status status-" + progress.status) {
+      status.textContent = progress.status_label;
       status.className = "status status-" + progress.status;
     }
   }
