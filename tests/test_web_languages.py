@@ -49,7 +49,8 @@ from tests.web_site import EDITOR, PASSWORD, WebSite, csrf_of, form_post, web_si
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGES = ("en", "es", "fr", "pt")
-TRANSLATED = ("es", "fr", "pt")
+# Every shipped catalog but English's (the msgids' own language), a language added later included.
+TRANSLATED = tuple(language for language in catalog_languages(web_catalogs(), DOMAIN) if language != SOURCE_LANGUAGE)
 SINCE, UNTIL = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)
 # The site offers the four shipped languages, and names a theme of its own in each.
 EXTRA = """
@@ -102,14 +103,14 @@ def extracted_ids() -> set[tuple[str | None, str]]:
     return found
 
 
-def test_the_shipped_web_languages_are_the_four() -> None:
-    assert catalog_languages(web_catalogs(), DOMAIN) == ("en", "es", "fr", "pt")
+def test_the_four_languages_are_shipped() -> None:
+    assert set(LANGUAGES) <= set(catalog_languages(web_catalogs(), DOMAIN))
 
 
 def test_the_catalogs_hold_exactly_what_the_templates_and_the_code_mark() -> None:
     wanted = extracted_ids()
     assert len(wanted) > 200, "the extraction found too little: babel.cfg no longer maps the web"
-    for language in LANGUAGES:
+    for language in (SOURCE_LANGUAGE, *TRANSLATED):
         held = {(message.context, ids_of(message)[0]) for message in catalog(language) if message.id}
         assert held == wanted, (
             f"{language}: run `make messages` and translate: missing {sorted(map(str, wanted - held))[:5]},"
