@@ -280,7 +280,7 @@ def test_an_email_in_another_language_holds_no_english_sentence_nor_english_them
          "1 more on Climate action", "A weekly digest in English: Climate action, Resilience, and Circular economy.",
          "May 1, 2024", "12,345"),
         ("es", "9 artículos nuevos sobre Acción climática, Resiliencia y 2 temas más",
-         "También en Resiliencia, Economía circular", "1 artículo más sobre Acción climática",
+         "También en Resiliencia, Economía circular", "1 más sobre Acción climática",
          "Un resumen semanal en español: Acción climática, Resiliencia y Economía circular.", "1 de mayo de 2024",
          "12.345"),
         ("fr", "9 nouveaux articles sur Action climatique, Résilience et 2 autres thèmes",
