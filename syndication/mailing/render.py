@@ -20,7 +20,6 @@ translate every one of them.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import secrets
@@ -28,15 +27,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime
 from babel.lists import format_list
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 from babel.support import Translations
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
@@ -49,7 +45,8 @@ from syndication.core.digest import Digest, with_shown
 from syndication.core.models import Theme
 from syndication.errors import SyndicationError
 from syndication.mailing.message import PreparedBody
-from syndication.resources import email_templates, message_catalogs
+from syndication.resources import catalog_file, email_templates, message_catalogs
+from syndication.resources import translations as compiled_catalog
 
 SHIPPED_TEMPLATES = email_templates()
 LOCALES = message_catalogs()
@@ -301,34 +298,18 @@ def _locale(language: str) -> Locale:
 def catalog_language(language: str) -> str | None:
     """The shipped catalog that words ``language`` (its own, else its base language's: ``pt-BR`` is worded by
     ``pt``), by its folder's name; None when there is none (its readers get the English wording)."""
-    for candidate in dict.fromkeys((language.replace("-", "_"), language.split("-")[0].split("_")[0])):
-        if (LOCALES / candidate / "LC_MESSAGES" / "messages.po").exists():
-            return candidate
-    return None
+    po_file = catalog_file(LOCALES, language)
+    return None if po_file is None else po_file.parent.parent.name
 
 
 def translations(language: str) -> Translations:
-    """The catalog of ``language`` (its base language's if there is no regional one), compiled in memory; for a
-    language with neither, the English one: its readers get English wording, with dates and numbers in their
-    language (``[digest] languages`` takes only languages Babel knows)."""
-    po_file = LOCALES / (catalog_language(language) or FALLBACK_LANGUAGE) / "LC_MESSAGES" / "messages.po"
-    if po_file.exists():
-        return _compiled(po_file)
-    raise RenderError(f"no message catalog for language {language!r} nor {FALLBACK_LANGUAGE!r} in {LOCALES}")
-
-
-_catalogs: dict[Path, Translations] = {}
-
-
-def _compiled(po_file: Path) -> Translations:
-    if po_file not in _catalogs:
-        with po_file.open("rb") as handle:
-            catalog = read_po(handle)
-        buffer = io.BytesIO()
-        write_mo(buffer, catalog)
-        buffer.seek(0)
-        _catalogs[po_file] = Translations(buffer)
-    return _catalogs[po_file]
+    """The catalog of ``language`` (its base language's if there is no regional one), compiled in memory once per
+    process (``resources.translations``); for a language with neither, the English one: its readers get English
+    wording, with dates and numbers in their language (``[digest] languages`` takes only languages Babel knows)."""
+    po_file = catalog_file(LOCALES, language) or catalog_file(LOCALES, FALLBACK_LANGUAGE)
+    if po_file is None:
+        raise RenderError(f"no message catalog for language {language!r} nor {FALLBACK_LANGUAGE!r} in {LOCALES}")
+    return compiled_catalog(po_file)
 
 
 def inline_css(html: str) -> str:
