@@ -126,7 +126,7 @@ def test_a_variant_that_fails_is_rendered_once_and_refused_again_with_the_same_r
 
 def test_a_configured_language_without_a_catalog_is_worded_in_english(service: Service) -> None:
     settings = service.settings.model_copy(
-        update={"digest": service.settings.digest.model_copy(update={"languages": ("en", "es", "fr")})}
+        update={"digest": service.settings.digest.model_copy(update={"languages": ("en", "es", "de")})}
     )
     renderer = MailRenderer(settings)
     source = "{{ ngettext('%(count)s new post', '%(count)s new posts', 3, count=3) }}, {{ moment | date }}"
@@ -134,5 +134,5 @@ def test_a_configured_language_without_a_catalog_is_worded_in_english(service: S
     def written(language: str) -> str:
         return renderer.environment(language).from_string(source).render(moment=NOW)
 
-    assert written("fr") == "3 new posts, 1 juin 2024"  # English words, Babel's French dates
+    assert written("de") == "3 new posts, 1. Juni 2024"  # English words, Babel's German dates
     assert written("es").startswith("3 artículos nuevos")  # Spanish has its catalog
