@@ -239,7 +239,9 @@ def _plan_feed(
     # A page that back-dated posts filled past twice its size is split: its oldest posts keep its name.
     bounds = [None, *cuts]
     looked_at: Iterable[int]
-    if marks is None:
+    if not archives:
+        looked_at = ()  # no page is written now: the build that writes them looks (a full one looks at all)
+    elif marks is None:
         looked_at = range(len(cuts))
     else:
         looked_at = sorted({bisect.bisect_right(cuts, place) for place in marks} - {len(cuts)})

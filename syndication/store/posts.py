@@ -373,18 +373,19 @@ def _bounded_query(
     kind: ScopeKind, what: Literal["keys", "count"], lower: bool, upper: bool, limited: bool = False
 ) -> Select[Any]:
     """Published posts of a scope with ``:lower <= key < :upper`` (either bound optional): their keys, oldest
-    first, or their number. Row values compared column by column: SQLite and PostgreSQL both use the index."""
+    first, or their number. Each bound is a range on ``published`` (what the index is searched by) and a filter
+    on the post id among posts of that very moment: an OR of the two alone made SQLite scan every post."""
     published, post_id, conditions = _scope_columns(kind)
     query = select(func.count()) if what == "count" else select(published, post_id).order_by(published, post_id)
     query = query.where(*conditions, published <= _NOW)
     if lower:
         low_published: BindParameter[datetime] = bindparam("low_published")
         low_id: BindParameter[int] = bindparam("low_id", type_=Integer)
-        query = query.where(or_(published > low_published, and_(published == low_published, post_id >= low_id)))
+        query = query.where(published >= low_published, or_(published > low_published, post_id >= low_id))
     if upper:
         high_published: BindParameter[datetime] = bindparam("high_published")
         high_id: BindParameter[int] = bindparam("high_id", type_=Integer)
-        query = query.where(or_(published < high_published, and_(published == high_published, post_id < high_id)))
+        query = query.where(published <= high_published, or_(published < high_published, post_id < high_id))
     return query.limit(bindparam("limit", type_=Integer)) if limited else query
 
 
