@@ -30,7 +30,7 @@ NEWSBOAT = shutil.which("newsboat")
 pytestmark = pytest.mark.skipif(
     NEWSBOAT is None, reason="newsboat is not installed (apt-get install newsboat); CI installs it"
 )
-FILLER_TITLES = {f"Post number {n}" for n in range(10, 22)}
+FILLER_TITLES = {f"Post number {n}" for n in range(10, 30)}
 # Each feed and the titles its items must have, as the reader shows them (no entity, no markup left over).
 EXPECTED = {
     "all.rss": set(TITLES.values()) | FILLER_TITLES,
@@ -65,7 +65,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    settings = build_site(tmp_path_factory.mktemp("site"), site_posts())
+    # Every post in the subscription documents: newsboat reads those, not the archive pages.
+    settings = build_site(tmp_path_factory.mktemp("site"), site_posts(), extra="[feeds]\nitems = 50\n")
     recorder = Recorder(create_app(settings))
     with live_server(recorder) as server:
         yield Served(settings, server, recorder)
