@@ -26,6 +26,17 @@ from pydantic import (
     model_validator,
 )
 
+from syndication.config_sources import (
+    EDITORS_VARIABLE,
+    OLD_SECRET_KEYS_VARIABLE,
+    SECRET_KEY_VARIABLE,
+    Origin,
+    apply,
+    environment_overrides,
+    file_origins,
+    origin_of,
+    value_of,
+)
 from syndication.core.languages import canonical_tag
 from syndication.core.models import DEFAULT_SCHEDULES, Region, Theme
 from syndication.errors import ConfigError
@@ -674,7 +685,10 @@ class Settings(_Section):
     web: WebSettings = WebSettings()
     bounces: BounceSettings = BounceSettings()
     secret_key: SecretStr | None = Field(
-        None, exclude=True, description="Signing key; only from SYNDICATION_SECRET_KEY, never from the file."
+        None,
+        exclude=True,
+        description="Signing key; only from SYNDICATION_SECRET_KEY (or its _FILE), else the signing key file of an"
+        " embedded store, never from the configuration file.",
     )
     old_secret_keys: tuple[SecretStr, ...] = Field(
         (),
@@ -682,6 +696,8 @@ class Settings(_Section):
         description="Retired signing keys whose links stay valid; only from SYNDICATION_OLD_SECRET_KEYS.",
     )
     config_path: Path | None = Field(None, exclude=True)
+    # Where each key set by other than its default came from (dotted key: "smtp.host"), for `config show`.
+    origins: dict[str, Origin] = Field(default_factory=dict, exclude=True)
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:
@@ -782,21 +798,9 @@ def load_settings(path: Path, environ: Mapping[str, str] = os.environ) -> Settin
 def settings_from_mapping(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str] = os.environ) -> Settings:
     """Validate an already parsed configuration (``path`` names it in messages and anchors relative paths)."""
     data = {key: (dict(value) if isinstance(value, Mapping) else value) for key, value in raw.items()}
-    for variable, (section, key) in ENVIRONMENT_OVERRIDES.items():
-        if environ.get(variable):
-            existing = data.get(section, {})
-            if not isinstance(existing, dict):
-                raise ConfigError(f"{path}: [{section}] must be a table")
-            data[section] = {**existing, key: environ[variable]}
-    for key in ("secret_key", "old_secret_keys", "config_path"):
+    for key in ("secret_key", "old_secret_keys", "config_path", "origins"):
         if key in data:
             raise ConfigError(f"{path}: {key}: not a configuration key")
-    if environ.get("SYNDICATION_SECRET_KEY"):
-        data["secret_key"] = environ["SYNDICATION_SECRET_KEY"]
-    if environ.get("SYNDICATION_OLD_SECRET_KEYS"):
-        # Comma-separated: keys being rotated out, still accepted when reading links signed before the rotation.
-        old_keys = (key.strip() for key in environ["SYNDICATION_OLD_SECRET_KEYS"].split(","))
-        data["old_secret_keys"] = tuple(key for key in old_keys if key)
     mail = data.get("mail")
     if isinstance(mail, dict) and "bounce_address" in mail:
         # Before [bounces] address there was [mail] bounce_address, the same address without VERP: read it as that.
@@ -805,30 +809,52 @@ def settings_from_mapping(raw: Mapping[str, Any], path: Path, environ: Mapping[s
         if bounces.get("address", moved) != moved:
             raise ConfigError(f"{path}: mail.bounce_address and bounces.address differ: keep bounces.address alone")
         data["bounces"] = {**bounces, "address": moved}
-    if environ.get(MAILBOX_PASSWORD_VARIABLE):
-        # A key of a table inside a section: [bounces.mailbox] password. Only for a mailbox the file configures.
-        bounces = data.get("bounces", {})
-        mailbox = bounces.get("mailbox") if isinstance(bounces, dict) else None
-        if isinstance(mailbox, Mapping):
-            data["bounces"] = {**bounces, "mailbox": {**mailbox, "password": environ[MAILBOX_PASSWORD_VARIABLE]}}
-    if environ.get("SYNDICATION_EDITORS"):
+    origins = file_origins(Settings, data, str(path))
+    # The environment overrides the file: SYNDICATION_<SECTION>__<KEY> for every key (config_sources), and the
+    # older names of a few.
+    legacy: dict[str, tuple[str, ...]] = {
+        **ENVIRONMENT_OVERRIDES,
+        MAILBOX_PASSWORD_VARIABLE: ("bounces", "mailbox", "password"),
+    }
+    overrides = environment_overrides(Settings, environ, legacy)
+    bounces_table = data.get("bounces")
+    mailbox_configured = (
+        isinstance(bounces_table, Mapping) and isinstance(bounces_table.get("mailbox"), Mapping)
+    ) or any(
+        override.path[:2] == ("bounces", "mailbox") and override.variable != MAILBOX_PASSWORD_VARIABLE
+        for override in overrides
+    )
+    for override in overrides:
+        if override.variable == MAILBOX_PASSWORD_VARIABLE and not mailbox_configured:
+            continue  # as it always was: the old name sets the password of a mailbox configured elsewhere
+        apply(data, override)
+        origins[".".join(override.path)] = override.origin
+    if (read := value_of(SECRET_KEY_VARIABLE, environ)) and read[0]:
+        data["secret_key"], origins["secret_key"] = read
+    if (read := value_of(OLD_SECRET_KEYS_VARIABLE, environ)) and read[0]:
+        # Comma-separated (or one a line in a file): keys being rotated out, still accepted when reading links
+        # signed before the rotation.
+        old_keys = (key.strip() for key in read[0].replace("\n", ",").split(","))
+        data["old_secret_keys"], origins["old_secret_keys"] = tuple(key for key in old_keys if key), read[1]
+    if (read := value_of(EDITORS_VARIABLE, environ)) and read[0]:
         # "name:hash,name:hash": editors whose hashes live in the environment rather than the file (they win).
         editors = data.get("editors", {})
         if not isinstance(editors, dict):
             raise ConfigError(f"{path}: [editors] must be a table")
         passwords = dict(editors.get("passwords", {}))
-        for item in environ["SYNDICATION_EDITORS"].split(","):
+        for item in read[0].replace("\n", ",").split(","):
             name, separator, stored = item.strip().partition(":")
             if not item.strip():
                 continue
             if not separator or not name or not stored:
-                raise ConfigError(f"SYNDICATION_EDITORS: {name or item!r} is not written NAME:HASH")
+                raise ConfigError(f"{read[1][1]}: {name or item!r} is not written NAME:HASH")
             passwords[name] = stored
         data["editors"] = {**editors, "passwords": passwords}
+        origins["editors.passwords"] = read[1]
     try:
-        settings = Settings.model_validate({**data, "config_path": path})
+        settings = Settings.model_validate({**data, "config_path": path, "origins": origins})
     except ValidationError as error:
-        raise ConfigError(_describe(path, error)) from None
+        raise ConfigError(_describe(path, error, origins)) from None
     settings = _anchor_paths(settings, path.parent)
     for key, templates in (("digest", settings.digest.templates_dir), ("web", settings.web.templates_dir)):
         if templates is not None and not templates.is_dir():
@@ -837,11 +863,16 @@ def settings_from_mapping(raw: Mapping[str, Any], path: Path, environ: Mapping[s
     digest_templates = settings.digest.templates_dir
     if digest_templates is not None and (problem := _digest_template_problem(digest_templates)):
         raise ConfigError(f"{path}: {problem}")
+    key_file = signing_key_path(settings)
+    if settings.secret_key is None and key_file is not None and (from_key_file := _read_key_file(key_file)) is not None:
+        origins = {**settings.origins, "secret_key": ("key file", str(key_file))}
+        settings = settings.model_copy(update={"secret_key": SecretStr(from_key_file), "origins": origins})
     return settings
 
 
-def _describe(path: Path, error: ValidationError) -> str:
+def _describe(path: Path, error: ValidationError, origins: Mapping[str, Origin]) -> str:
     lines = []
+    from_file = False
     for problem in error.errors():
         location = problem["loc"]
         # Tagged unions add the tag as a location step ("sources.0.jsonl.path"): drop it.
@@ -855,8 +886,13 @@ def _describe(path: Path, error: ValidationError) -> str:
         elif problem["type"] == "union_tag_invalid":
             *others, last = (repr(kind) for kind in SOURCE_KINDS)
             message = f"unknown kind (expected {', '.join(others)} or {last})"
+        kind, variable = origin_of(re.sub(r"\[\d+\]", "", key), origins)
+        if kind in ("environment", "variable file"):
+            lines.append(f"{variable} ({key}): {message}")  # the variable is what to mend, not the file
+            continue
+        from_file = True
         lines.append(f"{key}: {message}" if key else message)
-    return f"{path}: " + "; ".join(lines)
+    return (f"{path}: " if from_file else "") + "; ".join(lines)
 
 
 def _anchor_paths(settings: Settings, base: Path) -> Settings:
@@ -957,6 +993,36 @@ def _type_name(annotation: Any) -> str:
 
 # A key shorter than this could be found by trying keys against one link; refuse it rather than sign with it.
 MIN_KEY_LENGTH: Final = 16
+# The signing key file `syndication init` makes beside an embedded (SQLite) store when no key is set.
+SIGNING_KEY_FILE: Final = "signing-key"
+
+
+def signing_key_path(settings: Settings) -> Path | None:
+    """Where the signing key file of an embedded store is (the folder of its SQLite file), or None for a shared
+    store (PostgreSQL) or one in memory, whose processes need the same SYNDICATION_SECRET_KEY wherever they run."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database.url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).parent / SIGNING_KEY_FILE
+
+
+def _read_key_file(path: Path) -> str | None:
+    """The key in the signing key file ``path``, or None when there is none; ConfigError when it cannot be used."""
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ConfigError(f"signing key file {path} cannot be read: {reason}") from None
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"signing key file {path} holds fewer than {MIN_KEY_LENGTH} characters: delete it and run"
+            " `syndication init` to make another (links signed with it stop working)"
+        )
+    return key
 
 
 def signing_keys(settings: Settings) -> list[str]:
@@ -965,10 +1031,19 @@ def signing_keys(settings: Settings) -> list[str]:
     Raises ConfigError when SYNDICATION_SECRET_KEY is not set or a key is too short to be safe.
     """
     if settings.secret_key is None or not settings.secret_key.get_secret_value():
-        raise ConfigError("no signing key: set SYNDICATION_SECRET_KEY (a long random string) in the environment")
+        key_file = signing_key_path(settings)
+        where = (
+            f", or run `syndication init` to make {key_file}, the key file of this SQLite store"
+            if key_file is not None
+            else " (or SYNDICATION_SECRET_KEY_FILE, a file holding it), the same for every process of this store"
+        )
+        raise ConfigError(
+            f"no signing key: set SYNDICATION_SECRET_KEY (a long random string) in the environment{where}"
+        )
     current = settings.secret_key.get_secret_value()
     if len(current) < MIN_KEY_LENGTH:
-        raise ConfigError(f"SYNDICATION_SECRET_KEY is too short: use at least {MIN_KEY_LENGTH} random characters")
+        where = settings.origins.get("secret_key", ("environment", SECRET_KEY_VARIABLE))[1]
+        raise ConfigError(f"{where}: the signing key is too short: use at least {MIN_KEY_LENGTH} random characters")
     old = [key.get_secret_value() for key in settings.old_secret_keys]
     if any(len(key) < MIN_KEY_LENGTH for key in old):
         raise ConfigError(

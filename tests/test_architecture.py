@@ -21,6 +21,7 @@ _SHARED = {"syndication", "syndication.errors", "syndication.clock"}
 _BELOW_APP = {
     "syndication.core",
     "syndication.config",
+    "syndication.config_sources",
     "syndication.resources",
     "syndication.runtime",
     "syndication.store",
@@ -33,7 +34,13 @@ _BELOW_APP = {
     "syndication.templates",
 }
 # What the drivers may use besides the use cases: the vocabulary, the settings, the process set-up.
-_FOR_DRIVERS = {"syndication.app", "syndication.core", "syndication.config", "syndication.runtime"}
+_FOR_DRIVERS = {
+    "syndication.app",
+    "syndication.core",
+    "syndication.config",
+    "syndication.config_sources",
+    "syndication.runtime",
+}
 
 # Each part of the package (the longest prefix decides) and the parts of ours it may import.
 ALLOWED: dict[str, set[str]] = {
@@ -41,7 +48,12 @@ ALLOWED: dict[str, set[str]] = {
     "syndication.errors": set(),
     "syndication.clock": set(),
     "syndication.core": {"syndication.core"},
-    "syndication.config": {"syndication.core", "syndication.scheduling.cadences"},  # crontabs checked on load
+    "syndication.config": {  # crontabs are checked on load; the environment is read by config_sources
+        "syndication.core",
+        "syndication.scheduling.cadences",
+        "syndication.config_sources",
+    },
+    "syndication.config_sources": set(),
     "syndication.resources": set(),
     "syndication.templates": set(),
     "syndication.runtime": {"syndication.config", "syndication.runtime"},
