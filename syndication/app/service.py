@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from syndication.clock import Clock, system_clock
-from syndication.config import Settings
+from syndication.config import Settings, signing_key_path
 from syndication.delivery.mailer import Mailer
 from syndication.sources.normalise import Vocabulary
 from syndication.store import database
@@ -73,3 +76,23 @@ def init_store(settings: Settings) -> str:
 def store_location(settings: Settings) -> str:
     """The store's database URL with its password hidden (``***``), for messages such as ``init``'s."""
     return make_url(settings.database.url).render_as_string(hide_password=True)
+
+
+def ensure_signing_key(settings: Settings) -> tuple[Path, bool] | None:
+    """The signing key file of an embedded store, made when the settings have no key (32 random bytes, urlsafe,
+    readable by its owner only), and whether it was made now; None when a key is set (SYNDICATION_SECRET_KEY)
+    or the store is shared (PostgreSQL: every process needs the same key, so none is made up here)."""
+    path = signing_key_path(settings)
+    origin = settings.origins.get("secret_key")
+    from_environment = settings.secret_key is not None and (origin is None or origin[0] != "key file")
+    if path is None or from_environment:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path, False  # made by an earlier `init` (and read by load_settings), kept
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(secrets.token_urlsafe(32) + "\n")
+    return path, True

@@ -15,7 +15,19 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from syndication.cli import bounces, checks, digests, editions, editors, feeds, mailcheck, posts, service, subscribers
+from syndication.cli import (
+    bounces,
+    checks,
+    configuration,
+    digests,
+    editions,
+    editors,
+    feeds,
+    mailcheck,
+    posts,
+    service,
+    subscribers,
+)
 from syndication.cli.output import EXIT_FAILED, EXIT_USAGE, Terminated, say_error
 from syndication.config import config_path_from, load_settings
 from syndication.errors import ConfigError, SyndicationError
@@ -23,7 +35,9 @@ from syndication.errors import ConfigError, SyndicationError
 __all__ = ["main"]
 
 # The command modules in the order their commands are listed by --help.
-_COMMAND_MODULES = (service, posts, feeds, digests, editions, subscribers, bounces, editors, mailcheck, checks)
+_COMMAND_MODULES = (
+    service, posts, feeds, digests, editions, subscribers, bounces, editors, mailcheck, checks, configuration,
+)  # fmt: skip
 
 
 def _terminate(_signum: int, _frame: object) -> None:

@@ -44,10 +44,18 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 
 def _init(args: argparse.Namespace, settings: Settings) -> int:
-    from syndication.app.service import init_store, store_location
+    from syndication.app.service import ensure_signing_key, init_store, store_location
 
     revision = init_store(settings)
     print(f"store ready at {store_location(settings)} (schema {revision})")
+    key = ensure_signing_key(settings)
+    if key is not None:
+        path, made = key
+        print(f"signing key {'created in' if made else 'kept in'} {path} (SYNDICATION_SECRET_KEY, when set, wins)")
+    elif settings.secret_key is None:
+        print("warning: no signing key: a shared store needs SYNDICATION_SECRET_KEY (or SYNDICATION_SECRET_KEY_FILE),"
+              " the same for every process; commands that sign links refuse to run without it",
+              file=sys.stderr)  # fmt: skip
     return EXIT_OK
 
 
@@ -60,8 +68,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         report = publish_feeds(service)  # serve current feeds from the first request on
     print(f"feeds ready in {report.directory}; serving on http://{args.host}:{args.port}/feeds/", file=sys.stderr)
     if settings.secret_key is None:
-        print("warning: SYNDICATION_SECRET_KEY is not set: unsubscribe links cannot be checked (answered 503)",
-              file=sys.stderr)  # fmt: skip
+        print("warning: no signing key (SYNDICATION_SECRET_KEY, or the key file `syndication init` makes for a"
+              " SQLite store): unsubscribe links cannot be checked (answered 503)", file=sys.stderr)  # fmt: skip
     here = f"http://{args.host}:{args.port}"
     print(f"pages: {here}/subscribe, {here}/editions/, {here}/themes/; editors sign in at {here}/editor/",
           file=sys.stderr)  # fmt: skip
