@@ -7,6 +7,7 @@ runs, with one message naming the file, the key and what is wrong.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -54,6 +55,7 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "SYNDICATION_SMTP_PORT": ("smtp", "port"),
     "SYNDICATION_SMTP_USERNAME": ("smtp", "username"),
     "SYNDICATION_SMTP_PASSWORD": ("smtp", "password"),
+    "SYNDICATION_METRICS_TOKEN": ("metrics", "token"),
 }
 
 # The bounce mailbox's IMAP password ([bounces.mailbox] password), a key one table deeper than those above.
@@ -505,6 +507,41 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Least severe level logged.")
 
 
+class MetricsSettings(_Section):
+    """Who may read ``/metrics``: a client whose address is in ``allow`` and, when ``token`` is set, that sends it
+    as ``Authorization: Bearer``. ``/healthz`` and ``/readyz`` are open to all (they tell nothing secret)."""
+
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token /metrics requires when set (at least 16 characters); set it with "
+        "SYNDICATION_METRICS_TOKEN rather than in the file. Required for a request that came through a proxy.",
+    )
+    allow: tuple[str, ...] = Field(
+        ("127.0.0.0/8", "::1/128"),
+        min_length=1,
+        description="Client addresses or networks /metrics answers (others get 403); loopback only by default, "
+        "'0.0.0.0/0' and '::/0' for any address (then set a token).",
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(f"too short: use at least {MIN_KEY_LENGTH} random characters")
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        networks = []
+        for item in value:
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError as error:
+                raise ValueError(f"{item!r} is not an address or a network (e.g. '10.0.0.0/8')") from error
+        return tuple(networks)
+
+
 # The longest local part allowed before the ``+<token>`` of a VERP address (RFC 5321 allows 64 octets in all; a
 # token is at most 28 characters).
 MAX_BOUNCE_LOCAL_PART: Final = 32
@@ -681,6 +718,7 @@ class Settings(_Section):
     dkim: DkimSettings = DkimSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
     editors: EditorSettings = EditorSettings()
     web: WebSettings = WebSettings()
     bounces: BounceSettings = BounceSettings()
@@ -958,6 +996,7 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
         ("dkim", DkimSettings),
         ("schedule", ScheduleSettings),
         ("logging", LoggingSettings),
+        ("metrics", MetricsSettings),
         ("editors", EditorSettings),
         ("web", WebSettings),
         ("bounces", BounceSettings),
