@@ -1,7 +1,8 @@
 """Log output for the long-running service: one line per event, plain text or JSON lines (``[logging] format``).
 
 Fields given with ``extra={"job": ..., ...}`` become keys of the JSON object, so a log collector can count
-deliveries or alert on a failed job without parsing sentences.
+deliveries or alert on a failed job without parsing sentences. A record logged while the web app answers a
+request carries that request's id (``request_id``, set by the web app in ``REQUEST_ID``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -22,6 +24,20 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "taskName",
     "color_message",
 }
+
+
+# The id of the HTTP request being answered (each request runs in a context of its own), or None.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the id of the request being answered, if any, on each record as ``request_id``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = REQUEST_ID.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -45,6 +61,7 @@ class JsonLineFormatter(logging.Formatter):
 def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> None:
     """Send the service's log records to ``stream`` (standard error) in the configured format and level."""
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RequestIdFilter())
     if settings.format == "json":
         handler.setFormatter(JsonLineFormatter())
     else:
