@@ -58,6 +58,7 @@ from syndication.app.service import Service
 from syndication.clock import Clock, system_clock
 from syndication.config import Settings
 from syndication.errors import SenderBusy, SyndicationError
+from syndication.runtime import metrics
 from syndication.scheduling.cadences import parse_crontab
 
 log = logging.getLogger("syndication.scheduler")
@@ -150,6 +151,7 @@ class Runner:
         ``poll_leadership`` to take part in scheduling."""
         global _current
         _current = self
+        metrics.register_scheduler(self.state)
         if self.settings.bounces.listen is not None and self.receiver is None:
             # Every process may receive: the MTA can be given several, and each message is processed once.
             self.receiver = start_receiver(self.service)
@@ -201,7 +203,12 @@ class Runner:
         self.service.close()
         if _current is self:
             _current = None
+        metrics.unregister_scheduler(self.state)
         log.info("stopped", extra={"event": "stopped", "runner": self.name})
+
+    def state(self) -> str:
+        """``stopping`` once asked to stop, else ``leader`` while this process schedules, else ``standby``."""
+        return "stopping" if self.stop.is_set() else "leader" if self.leading else "standby"
 
     def wake_deliveries(self) -> None:
         """Drain the queue now rather than at the next interval (an edition was just queued)."""
@@ -327,10 +334,20 @@ class Runner:
         stored = False
         # One pull of a source at a time: its scheduled job and an edition's last-minute gather may meet.
         with self._source_locks.setdefault(source, threading.Lock()), self._job(f"gather:{source}") as outcome:
-            (report,) = gather(self.service, [source])
+            try:
+                (report,) = gather(self.service, [source])
+            except Exception:
+                metrics.observe_gather(source, False)
+                raise
             stored = bool(report.added or report.updated)
             outcome.ok = report.failure is None
-            outcome.fields = {"added": report.added, "updated": report.updated, "rejected": len(report.rejections)}
+            metrics.observe_gather(source, outcome.ok, report.added, report.updated, len(report.rejections))
+            outcome.fields = {
+                "source": source,
+                "added": report.added,
+                "updated": report.updated,
+                "rejected": len(report.rejections),
+            }
             outcome.summary = (
                 f"{report.added} new, {report.updated} updated, {report.unchanged} unchanged,"
                 f" {len(report.rejections)} refused" + (f"; failed: {report.failure}" if report.failure else "")
@@ -341,7 +358,12 @@ class Runner:
     def feeds(self) -> None:
         """Rebuild the feeds that changed."""
         with self._job("feeds") as outcome, self._feeds_lock:
-            report = publish_feeds(self.service)
+            started, written = time.monotonic(), None
+            try:
+                report = publish_feeds(self.service)
+                written = len(report.written)
+            finally:
+                metrics.observe_feed_build(time.monotonic() - started, written)
             outcome.fields = {"written": len(report.written), "feeds": report.feeds}
             outcome.summary = f"{len(report.written)} documents rewritten in {report.feeds} feeds"
             if report.hub_refused:

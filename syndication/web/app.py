@@ -18,10 +18,12 @@ from syndication.app.notices import NoticeWorker
 from syndication.app.service import Service
 from syndication.config import Settings
 from syndication.errors import SyndicationError
+from syndication.runtime.logs import REQUEST_ID, configure_logging
 from syndication.web import feeds, unsubscribe
 from syndication.web.archive import ArchivePages
 from syndication.web.editor import EditorPages
 from syndication.web.errors import MAPPED_ERRORS, PageError, page_of
+from syndication.web.health import Health, RequestMiddleware
 from syndication.web.limits import limited_protocol
 from syndication.web.sessions import SESSION_PATH, Cookies
 from syndication.web.subscribe import SubscriberPages
@@ -37,6 +39,8 @@ def create_app(
     preferences, unsubscribe), the archive, and the editor's pages under ``/editor/``; ``/`` sends readers to the
     feeds. ``wake_sender``, given by ``syndication run``, is called when an editor approves or resumes an edition
     so that the process's own scheduled sender sends it, instead of a second sender started by the web app.
+    ``/healthz``, ``/readyz`` and ``/metrics`` are the operators' (``web.health``); every request gets an id
+    (``X-Request-ID``) and is counted by route.
 
     The app sends the notices its pages queue (confirmations, rejoin links, preference changes) from one thread of
     its own (``app.notices.NoticeWorker``), started and stopped with it: woken when a page queues one, and looking
@@ -49,21 +53,24 @@ def create_app(
     )
     pages = Pages(settings, Cookies(settings, store.service))
     editor = EditorPages(store.service, pages, wake_sender)
+    health = Health(settings)
     # The notices' drain and the senders started by an editor finish the messages in hand before the store closes.
-    on_shutdown = [notices.stop, editor.deliveries.close, store.close]
+    on_shutdown = [notices.stop, editor.deliveries.close, store.close, health.close]
     app = FastAPI(
         title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None, on_startup=[notices.start],
         on_shutdown=on_shutdown,
     )  # fmt: skip
     # Starlette's own slash redirect writes an absolute Location from the request's Host header; ours is relative.
     app.router.redirect_slashes = False
+    app.add_middleware(RequestMiddleware)
     app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(StarletteHTTPException, _http_error(pages))
     for error_type in (PageError, *MAPPED_ERRORS):
         app.add_exception_handler(error_type, _page_error(pages))
+    app.router.routes.extend(health.routes())
     app.router.routes.extend(pages.asset_routes())
     app.router.routes.extend(ArchivePages(store.service, pages).routes())  # before /feeds/{path}: editions.atom
-    app.include_router(feeds.router(settings))
+    app.router.routes.extend(feeds.router(settings).routes)  # plain routes: each names its path template
     app.router.routes.extend(unsubscribe.routes(store.service, pages))
     app.router.routes.extend(SubscriberPages(store.service, pages, notices.wake).routes())
     app.router.routes.extend(editor.routes())
@@ -125,9 +132,10 @@ def server_config(
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the app on ``host:port`` until interrupted (``syndication serve``)."""
+    """Run the app on ``host:port`` until interrupted (``syndication serve``), logging as ``[logging]`` says."""
+    configure_logging(settings.logging)
     app = create_app(settings, drain_notices_at_start=True)
-    uvicorn.Server(server_config(app, settings, host, port, log_level="info")).run()
+    uvicorn.Server(server_config(app, settings, host, port, log_config=None)).run()
 
 
 async def _home() -> RedirectResponse:
@@ -210,7 +218,9 @@ def _other_slash(request: Request) -> str | None:
 async def _internal_error(request: Request, error: Exception) -> Response:
     # The traceback goes to the log, never to the client: it would show paths, settings and code.
     log.error("%s %s failed", request.method, request.url.path, exc_info=error)
-    return PlainTextResponse("Internal server error\n", status_code=500)
+    request_id = REQUEST_ID.get()  # this handler answers outside the middleware that echoes it
+    headers = {"X-Request-ID": request_id} if request_id else None
+    return PlainTextResponse("Internal server error\n", status_code=500, headers=headers)
 
 
 class BackgroundServer:
