@@ -205,8 +205,11 @@ class SmtpSettings(_Section):
     security: Literal["none", "starttls", "tls"] = Field(
         "none", description="'starttls' upgrades the connection, 'tls' connects with implicit TLS."
     )
-    username: str | None = Field(None, description="User for SMTP AUTH (prefer SYNDICATION_SMTP_USERNAME).")
-    password: SecretStr | None = Field(None, description="Password for SMTP AUTH (use SYNDICATION_SMTP_PASSWORD).")
+    username: str | None = Field(None, description="User for SMTP AUTH (prefer SYNDICATION_SMTP__USERNAME).")
+    password: SecretStr | None = Field(
+        None,
+        description="Password for SMTP AUTH (use SYNDICATION_SMTP__PASSWORD or SYNDICATION_SMTP__PASSWORD_FILE).",
+    )
     timeout_seconds: float = Field(30.0, gt=0, description="Socket timeout of every SMTP command.")
 
 
@@ -561,7 +564,8 @@ class BounceMailboxSettings(_Section):
     port: int = Field(993, ge=1, le=65535, description="IMAP port.")
     user: str = Field(min_length=1, description="IMAP user.")
     password: SecretStr | None = Field(
-        None, description="IMAP password (use SYNDICATION_BOUNCES_MAILBOX_PASSWORD rather than the file)."
+        None,
+        description="IMAP password (use SYNDICATION_BOUNCES__MAILBOX__PASSWORD or its _FILE rather than the file).",
     )
     folder: str = Field("INBOX", min_length=1, description="Folder read for new messages.")
     processed_folder: str | None = Field(
