@@ -413,8 +413,16 @@ class DigestSettings(_Section):
     )
     languages: tuple[str, ...] = Field(
         ("en", "es"),
-        description="Languages digests can be written in; each one Babel knows. One without a shipped catalog"
-        " (en, es) is worded in English, its dates and numbers formatted in it.",
+        description="Languages digests, notices and web pages can be written in; each one Babel knows. Catalogs"
+        " are shipped for en, es, fr and pt (pt-BR, es-MX and the like use their base language's); one without a"
+        " catalog is worded in English, its dates and numbers formatted in it. Adding a language: a folder of its"
+        " own in syndication/mailing/locales and in syndication/web/locales (README.md, 'Adding a language'),"
+        " then its tag here.",
+    )
+    language_choice: Literal["all", "first", "only"] = Field(
+        "all",
+        description="What a digest does with posts in languages its reader does not read, unless they chose in"
+        " their preferences: all (every post, as published), first (theirs first in each theme), only (theirs only).",
     )
     max_html_bytes: int = Field(
         100_000, ge=10_000, description="Largest HTML body; Gmail clips messages over 102 KB, so sections are cut."

@@ -1,5 +1,6 @@
 """Right-to-left and mixed-language posts (issue 19): each post shown in a digest email or on a theme page carries
-its own language and direction (``lang`` and ``dir="auto"`` on the element holding its title and summary), so an
+its own language and direction (``lang`` and ``dir``, ``rtl`` for a right-to-left language and ``auto`` for the
+others, on the element holding its title and summary), so an
 Arabic post reads and lines up right to left inside an English email or page, and a Korean post keeps ``lang="ko"``
 in a French one. Its date line and "Also in" are in the reader's language (``lang`` of theirs when it differs),
 isolated in their own direction while they line up with the post.
@@ -22,6 +23,7 @@ from playwright.sync_api import Browser, Page
 
 from syndication.app.digests import DigestPreview, preview_digest
 from syndication.app.gathering import import_file
+from syndication.core.languages import text_direction
 from tests.browser import artifact, chromium_browser, open_page, requires_chromium
 from tests.support import NOW, opened, post_record, write_config, write_jsonl
 from tests.test_browser_pages import browsing
@@ -85,7 +87,7 @@ def test_an_arabic_post_in_an_english_email_carries_its_language_and_direction(
     document = lxml_html.fromstring(previews["en"].email.html)
     assert document.get("lang") == "en"
     arabic = post_holder(document, ARABIC_TITLE)
-    assert (arabic.tag, arabic.get("class"), arabic.get("lang"), arabic.get("dir")) == ("div", "post", "ar", "auto")
+    assert (arabic.tag, arabic.get("class"), arabic.get("lang"), arabic.get("dir")) == ("div", "post", "ar", "rtl")
     summary = arabic.find_class("post-summary")
     assert [p.text_content() for p in summary] == [ARABIC_SUMMARY]  # the summary inside it, not a sibling
     # Its date line and "Also in" are English, in their own direction: English is said where the post is Arabic.
@@ -125,7 +127,7 @@ def test_the_theme_page_gives_each_post_its_language_and_direction(tmp_path: Pat
 
     document = lxml_html.fromstring(english_page.text)
     arabic = post_holder(document, ARABIC_TITLE)
-    assert (arabic.tag, arabic.get("lang"), arabic.get("dir")) == ("li", "ar", "auto")
+    assert (arabic.tag, arabic.get("lang"), arabic.get("dir")) == ("li", "ar", "rtl")
     assert [p.text_content() for p in arabic.findall("p") if p.get("class") is None] == [ARABIC_SUMMARY]
     [meta] = arabic.find_class("meta")
     assert meta.get("lang") == "en"
@@ -270,3 +272,9 @@ def test_the_theme_page_lays_out_the_arabic_post_right_to_left(browser: Browser,
             artifact("rtl-theme.png").write_bytes(shot.read_bytes())
             check_right_to_left(browser, page, shot, "li")
         assert refused == []
+
+
+def test_right_to_left_languages_are_said_outright_and_the_others_left_to_the_text() -> None:
+    # Said outright: a title opening with a Latin word ("COP28 ...") must still read right to left.
+    assert [text_direction(tag) for tag in ("ar", "he-IL", "fa", "ur-PK")] == ["rtl"] * 4
+    assert [text_direction(tag) for tag in ("en", "ko-KR", "zz", "not a tag")] == ["auto"] * 4

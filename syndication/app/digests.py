@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from syndication.app.service import Service
 from syndication.config import Settings
 from syndication.core.digest import Digest, compose_digest
+from syndication.core.languages import Reading
 from syndication.core.models import CADENCES, Edition, Post
 from syndication.delivery.mailer import Mailer
 from syndication.delivery.transport import Transport
@@ -105,9 +106,11 @@ def compose_posts(
     followed: Collection[str] | None,
     *,
     with_late: bool = True,
+    reading: Reading | None = None,
 ) -> Digest | None:
     """The digest of an edition's ``posts`` for a reader of ``followed`` themes (None: everything), in the site's
-    themes and section cap; its late posts (published at or before ``since``) kept unless ``with_late`` is off."""
+    themes and section cap; its late posts (published at or before ``since``) kept unless ``with_late`` is off;
+    chosen by language for a reader's ``reading`` (None: every post)."""
     return compose_digest(
         posts,
         settings.theme_list,
@@ -116,6 +119,7 @@ def compose_posts(
         followed=followed,
         section_cap=settings.digest.section_cap,
         with_late=with_late,
+        reading=reading,
     )
 
 

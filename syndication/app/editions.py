@@ -39,11 +39,13 @@ from syndication.app.subscribers import (
     default_language,
     preferences_url,
     reader_of_view_link,
+    reading_of,
     token_subject,
     unsubscribe_url,
 )
 from syndication.config import Settings, signing_keys
 from syndication.core.digest import Digest
+from syndication.core.languages import Reading, with_language
 from syndication.core.editions import (
     EDITABLE,
     NOTHING_NEW,
@@ -75,6 +77,8 @@ from syndication.store import subscribers as subscriber_store
 from syndication.store.ledger import DeliveryProblem
 
 log = logging.getLogger(__name__)
+# One rendered variant of an edition: its id, the themes followed (None: all), the language, the reading.
+_VariantKey = tuple[int, tuple[str, ...] | None, str, Reading | None]
 
 
 @dataclass
@@ -89,7 +93,7 @@ class SendPlan:
     recipients: int = 0
     queued: int = 0
     nothing_new: int = 0
-    variants: set[tuple[tuple[str, ...] | None, str]] = field(default_factory=set)
+    variants: set[tuple[tuple[str, ...] | None, str, Reading | None]] = field(default_factory=set)
     posts: int = 0
     approved: bool = False  # this run approved the edition (``digest send --approve``): the operator's approval
 
@@ -147,7 +151,7 @@ def plan_edition(
             f"the window is empty: since {since.isoformat()} is not before until {until.isoformat()}"
         )
     plan = SendPlan(cadence, since, until, None, created=False)
-    digests: dict[tuple[str, ...] | None, Digest | None] = {}
+    digests: dict[tuple[tuple[str, ...] | None, Reading | None], Digest | None] = {}
     chosen: list[int] = []
     with database.transaction(service.engine) as session:
         now = service.clock()
@@ -172,13 +176,15 @@ def plan_edition(
         plan.edition = made
         for subscriber in subscriber_store.active_subscribers(session, cadence):
             plan.recipients += 1
-            themes = subscriber.themes
-            if themes not in digests:
-                digests[themes] = compose_posts(service.settings, posts, since, shown_until, themes)
-            if digests[themes] is None:
+            themes, reads = subscriber.themes, reading_of(service.settings, subscriber)
+            if (themes, reads) not in digests:
+                digests[themes, reads] = compose_posts(
+                    service.settings, posts, since, shown_until, themes, reading=reads
+                )
+            if digests[themes, reads] is None:
                 plan.nothing_new += 1
                 continue
-            plan.variants.add((themes, subscriber.language))
+            plan.variants.add((themes, subscriber.language, reads))
             chosen.append(subscriber.id)
         plan.posts = max((d.post_count for d in digests.values() if d is not None), default=0)
         if dry_run or plan.edition is None:
@@ -312,8 +318,8 @@ class MessageBuilder:
         self.keys = signing_keys(service.settings)
         self._editions: dict[int, Edition | None] = {}
         self._posts: dict[int, list[Post]] = {}  # what each edition holds, read once
-        self._variants: dict[tuple[int, tuple[str, ...] | None, str], RenderedEmail | None] = {}
-        self._failures: dict[tuple[int, tuple[str, ...] | None, str], str] = {}  # variants that cannot be rendered
+        self._variants: dict[_VariantKey, RenderedEmail | None] = {}
+        self._failures: dict[_VariantKey, str] = {}  # variants that cannot be rendered
 
     def build(self, claims: list[ledger.Claim]) -> list[Outgoing | str]:
         """The message of each claim, or the reason none can be sent; the batch's subscribers in one query."""
@@ -357,32 +363,43 @@ class MessageBuilder:
         return Outgoing(claim, subscriber.email, message, verp)
 
     def links(self, edition: Edition, subscriber: Subscriber) -> Links:
-        """The subscriber's signed links for this edition."""
+        """The subscriber's signed links for this edition. "View online" says the email's language (``lang``): the
+        copy it opens is the email itself, in that language, and so is the page that says the link no longer
+        works; the preferences and unsubscribe pages follow the subscriber's language as it is when they are
+        opened, so their links carry none (see ``mailing.render``)."""
         view = make_token(self.keys, "view", f"{edition.id}/{token_subject(subscriber)}")
+        online = f"{self.settings.site.base_url}/editions/{edition.id}?t={quote(view, safe='')}"
         return Links(
             unsubscribe=unsubscribe_url(self.service, subscriber),
             preferences=preferences_url(self.service, subscriber),
-            view_online=f"{self.settings.site.base_url}/editions/{edition.id}?t={quote(view, safe='')}",
+            view_online=with_language(online, subscriber.language),
         )
 
     def _variant(self, edition: Edition, subscriber: Subscriber) -> RenderedEmail | None:
-        return self.edition_email(edition, subscriber.themes, subscriber.language)
+        return self.edition_email(
+            edition, subscriber.themes, subscriber.language, reading_of(self.settings, subscriber)
+        )
 
-    def edition_email(self, edition: Edition, themes: tuple[str, ...] | None, language: str) -> RenderedEmail | None:
-        """The edition's email as it is sent to readers of ``themes`` (None: everything) in ``language``, with
-        placeholder links (``.personalised(links)`` puts a reader's in); None when it holds nothing for them.
-        Rendered once per variant, from the posts the edition recorded when it was made (late ones included):
+    def edition_email(
+        self, edition: Edition, themes: tuple[str, ...] | None, language: str, reading: Reading | None = None
+    ) -> RenderedEmail | None:
+        """The edition's email as it is sent to readers of ``themes`` (None: everything) in ``language`` who
+        choose posts by language with ``reading`` (None: every post), with placeholder links
+        (``.personalised(links)`` puts a reader's in); None when it holds nothing for them. Rendered once per
+        variant, from the posts the edition recorded when it was made (late ones included):
         the editor's preview, "view in browser" and the public copy show exactly this, whatever came later.
 
         Raises RenderError when the variant cannot be rendered (a language the renderer refuses, a template that
         fails): once per variant, the same reason again after that without rendering it anew."""
-        key = (edition.id, themes, language)
+        key = (edition.id, themes, language, reading)
         if key in self._failures:
             raise RenderError(self._failures[key])
         if key not in self._variants:
             if edition.id not in self._posts:
                 self._posts[edition.id] = held_posts(self.service, edition)
-            digest = compose_posts(self.settings, self._posts[edition.id], edition.since, edition.until, themes)
+            digest = compose_posts(
+                self.settings, self._posts[edition.id], edition.since, edition.until, themes, reading=reading
+            )
             if digest is None:
                 self._variants[key] = None
             else:
@@ -647,7 +664,7 @@ def reader_copy(service: Service, edition: Edition, token: str) -> RenderedEmail
     if reader is None:
         return None
     builder = MessageBuilder(service)
-    email = builder.edition_email(edition, reader.themes, reader.language)
+    email = builder.edition_email(edition, reader.themes, reader.language, reading_of(service.settings, reader))
     return email.personalised(builder.links(edition, reader)) if email is not None else None
 
 

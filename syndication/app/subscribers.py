@@ -34,6 +34,14 @@ from sqlalchemy.orm import Session
 from syndication.app.digests import send_notice
 from syndication.app.service import Service
 from syndication.config import Settings, signing_keys
+from syndication.core.languages import (
+    LANGUAGE_CHOICES,
+    Reading,
+    canonical_tag,
+    is_language_tag,
+    reading,
+    with_language,
+)
 from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES, Consent, Notice, Subscriber
 from syndication.core.tokens import make_token, read_token
 from syndication.delivery.transport import Transport
@@ -42,6 +50,7 @@ from syndication.mailing.render import Links, MailRenderer
 from syndication.sources.cleaning import BIDI_CONTROLS
 from syndication.store import database, form_emails
 from syndication.store import notices as notice_store
+from syndication.store import posts as post_store
 from syndication.store import subscribers as store
 
 MAX_NAME_LENGTH = 200
@@ -141,6 +150,50 @@ def default_language(settings: Settings) -> str:
     """The site's language when digests are written in it, else the first digest language."""
     languages = settings.digest.languages
     return settings.site.language if settings.site.language in languages else languages[0]
+
+
+# At most this many languages a subscriber reads (a form or a file cannot make the list grow without end).
+MAX_READS = 20
+
+
+def check_reads(values: Iterable[str]) -> tuple[str, ...]:
+    """The languages of ``values`` (tags, or ``"a,b"`` strings) as canonical tags, repeats left out, or
+    SubscriberError naming one that is not a language tag."""
+    tags: list[str] = []
+    for value in values:
+        for part in value.replace(";", ",").split(","):
+            if not part.strip():
+                continue
+            if not is_language_tag(part):
+                raise SubscriberError(f"{part.strip()!r} is not a language tag (such as es, pt-BR)")
+            tags.append(canonical_tag(part))
+    chosen = tuple(dict.fromkeys(tags))
+    if len(chosen) > MAX_READS:
+        raise SubscriberError(f"{len(chosen)} languages read (at most {MAX_READS})")
+    return chosen
+
+
+def check_language_choice(value: str) -> str:
+    """``value`` as one of LANGUAGE_CHOICES or ``default`` (the site's), or SubscriberError."""
+    choice = value.strip().lower()
+    if choice not in (*LANGUAGE_CHOICES, "default"):
+        raise SubscriberError(f"unknown language choice {value!r} (one of {', '.join(LANGUAGE_CHOICES)}, default)")
+    return choice
+
+
+def reading_languages(service: Service) -> list[str]:
+    """The languages a subscriber may say they read: those digests are written in, then those of published
+    posts (canonical tags, each once)."""
+    with database.transaction(service.engine) as session:
+        published = post_store.languages_with_posts(session, service.clock())
+    return list(dict.fromkeys(canonical_tag(tag) for tag in (*service.settings.digest.languages, *published)))
+
+
+def reading_of(settings: Settings, subscriber: Subscriber) -> Reading | None:
+    """How ``subscriber``'s digests choose posts by language: the language of their emails and those they read,
+    with their choice, else the site's (``[digest] language_choice``); None when they get every post."""
+    choice = subscriber.language_choice or settings.digest.language_choice
+    return reading((subscriber.language, *subscriber.reads), choice)
 
 
 def check_status(value: str) -> str:
@@ -620,19 +673,31 @@ def subscriber_token(service: Service, purpose: str, subscriber: Subscriber) -> 
     return make_token(signing_keys(service.settings), purpose, token_subject(subscriber), now=service.clock())
 
 
+# A subscriber's own links (confirm, rejoin, unsubscribe, preferences) carry no ``lang``: the page one opens is in
+# the language the subscriber has chosen when it is opened (``web.languages``), so an email written before they
+# changed it still leads to pages in the new one. An email's other links to the site say the email's language
+# (``home_url``; ``mailing.render`` for the links its templates write).
+
+
 def confirm_url(service: Service, subscriber: Subscriber) -> str:
-    """The link that confirms ``subscriber``'s subscription (valid for 7 days)."""
+    """The link that confirms ``subscriber``'s subscription (valid for 7 days); no ``lang`` (see above)."""
     return f"{service.settings.site.base_url}/subscribe/confirm/{subscriber_token(service, 'confirm', subscriber)}"
 
 
 def unsubscribe_url(service: Service, subscriber: Subscriber) -> str:
-    """The link that unsubscribes ``subscriber`` (it does not expire)."""
+    """The link that unsubscribes ``subscriber`` (it does not expire); no ``lang`` (see ``confirm_url``)."""
     return f"{service.settings.site.base_url}/unsubscribe/{subscriber_token(service, 'unsubscribe', subscriber)}"
 
 
 def preferences_url(service: Service, subscriber: Subscriber) -> str:
-    """The link to ``subscriber``'s preferences page (it does not expire)."""
+    """The link to ``subscriber``'s preferences page (it does not expire); no ``lang`` (see ``confirm_url``)."""
     return f"{service.settings.site.base_url}/preferences/{subscriber_token(service, 'preferences', subscriber)}"
+
+
+def home_url(settings: Settings, language: str) -> str:
+    """The site's home page in ``language``: where the layout of an email with no online copy of its own (a
+    confirmation, a notice) leads its "view online" and site links."""
+    return with_language(f"{settings.site.base_url}/", language)
 
 
 def subscriber_from_token(session: Session, service: Service, purpose: str, token: str) -> Subscriber | None:
@@ -783,7 +848,8 @@ def rejoin_url(service: Service, subscriber: Subscriber, left_at: datetime) -> s
     """The link with which ``subscriber``, who left (or bounced) at ``left_at``, confirms they subscribe again.
 
     It names the moment they left: once their status changes again (they rejoin, or leave once more), it no
-    longer works, so an old email cannot undo a later unsubscribe. Valid for 7 days, like a confirmation.
+    longer works, so an old email cannot undo a later unsubscribe. Valid for 7 days, like a confirmation; no
+    ``lang`` (see ``confirm_url``).
     """
     subject = f"{token_subject(subscriber)}@{_microseconds(left_at)}"
     token = make_token(signing_keys(service.settings), "rejoin", subject, now=service.clock())
@@ -867,9 +933,12 @@ def change_preferences(
     cadence: str,
     language: str,
     name: str | None = None,
+    reads: Iterable[str] | None = None,
+    language_choice: str | None = None,
 ) -> tuple[Subscriber, bool]:
     """Set the preferences of the subscriber a preferences link was made for; returns them and whether anything
-    changed. ``themes`` empty means every theme.
+    changed. ``themes`` empty means every theme; ``reads`` (the languages of posts they read besides their emails')
+    and ``language_choice`` (``check_language_choice``) are kept when None.
 
     Raises TokenError for a link that is not valid, and SubscriberError for a value that is refused (naming it)
     or a subscription that was removed or has ended (an old link does not bring it back).
@@ -879,6 +948,11 @@ def change_preferences(
         if subscriber is None:
             raise SubscriberError("this subscription no longer exists: subscribe again")
         request = _request(service.settings, subscriber.email, name, themes, cadence, language)
+        try:
+            read = None if reads is None else check_reads(reads)
+            choice = None if language_choice is None else check_language_choice(language_choice)
+        except SubscriberError as error:
+            raise SubscriberError(f"{subscriber.email}: {error}") from None
         if subscriber.status in ENDED_STATUSES:
             raise SubscriberError(f"{subscriber.email} is {subscriber.status}: subscribe again to receive digests")
         chosen = request.themes or None  # () is every theme: stored None
@@ -887,12 +961,14 @@ def change_preferences(
             or request.cadence != subscriber.cadence
             or request.language != subscriber.language
             or (request.name is not None and request.name != subscriber.name)
+            or (read is not None and read != subscriber.reads)
+            or (choice is not None and (choice if choice != "default" else None) != subscriber.language_choice)
         )
         if not changed:
             return subscriber, False
         updated = store.update_preferences(
             session, subscriber.id, name=request.name, language=request.language, cadence=request.cadence,
-            themes=chosen, everything=chosen is None,
+            themes=chosen, everything=chosen is None, reads=read, language_choice=choice,
         )  # fmt: skip
         assert updated is not None
         return updated, True

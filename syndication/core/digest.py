@@ -7,6 +7,10 @@ their own window was made. Each shows its own date; ``Digest.late`` counts them.
 Sections follow the configured order of themes. A post on several followed themes appears once, in the first of
 them, naming the others ("also in"). Posts on no configured theme go to a last catch-all section, only for
 readers who follow everything. A section over its cap ends with "N more on <theme>".
+
+A reader's ``Reading`` (``core.languages``) chooses by language: ``only`` leaves out the posts in languages they
+do not read; ``first`` puts the posts in theirs first in each section (each part newest first), so a section's
+cap leaves out the others first. Without one, every post is shown as published.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from syndication.core.languages import Reading
 from syndication.core.models import Post, Theme
 
 
@@ -49,6 +54,7 @@ class Digest:
     sections: tuple[Section, ...]
     followed: frozenset[str] | None  # None: everything
     late: int = 0  # posts (shown or behind a "more" link) published at or before ``since``: late ones
+    reading: Reading | None = None  # how its posts were chosen by language (None: all, as published)
 
     @property
     def post_count(self) -> int:
@@ -80,9 +86,11 @@ def compose_digest(
     followed: Collection[str] | None = None,
     section_cap: int | None = None,
     with_late: bool = False,
+    reading: Reading | None = None,
 ) -> Digest | None:
     """The digest of ``posts`` published in ``(since, until]`` for a reader following ``followed`` (None: all);
-    ``with_late`` keeps those published at or before ``since`` too (an edition's late posts, counted in ``late``).
+    ``with_late`` keeps those published at or before ``since`` too (an edition's late posts, counted in ``late``);
+    ``reading`` chooses and orders them by language (None: every post, as published).
 
     Returns None when nothing in the window is for this reader: no digest is rendered or sent then.
     """
@@ -96,6 +104,8 @@ def compose_digest(
     for post in sorted(posts, key=lambda p: (p.published, p.guid), reverse=True):
         # Never after the window's end (an edition's post re-dated since is unpublished, as the feeds see it).
         if post.published > until or (post.published <= since and not with_late):
+            continue
+        if reading is not None and reading.choice == "only" and not reading.reads(post.language):
             continue
         own = [slug for slug in post.themes if slug in buckets]
         if own:
@@ -112,11 +122,13 @@ def compose_digest(
     for key, items in buckets.items():
         if not items:
             continue
+        if reading is not None and reading.choice == "first":
+            items.sort(key=lambda item: not reading.reads(item.post.language))  # stable: newest first in each part
         shown = items if section_cap is None else items[:section_cap]
         sections.append(Section(by_slug[key] if key is not None else None, tuple(shown), len(items) - len(shown)))
     if not sections:
         return None
-    return Digest(since, until, tuple(sections), wanted, late)
+    return Digest(since, until, tuple(sections), wanted, late, reading)
 
 
 def with_cap(digest: Digest, section_cap: int) -> Digest:
@@ -124,7 +136,7 @@ def with_cap(digest: Digest, section_cap: int) -> Digest:
     sections = tuple(
         Section(s.theme, s.items[:section_cap], s.more + max(0, len(s.items) - section_cap)) for s in digest.sections
     )
-    return Digest(digest.since, digest.until, sections, digest.followed, digest.late)
+    return Digest(digest.since, digest.until, sections, digest.followed, digest.late, digest.reading)
 
 
 def with_shown(digest: Digest, count: int) -> Digest:
@@ -145,4 +157,4 @@ def with_shown(digest: Digest, count: int) -> Digest:
         Section(s.theme, s.items[:kept], s.more + len(s.items) - kept)
         for s, kept in zip(digest.sections, keep, strict=True)
     )
-    return Digest(digest.since, digest.until, sections, digest.followed, digest.late)
+    return Digest(digest.since, digest.until, sections, digest.followed, digest.late, digest.reading)

@@ -152,7 +152,9 @@ class Consent:
 @dataclass(frozen=True, slots=True)
 class Subscriber:
     """Somebody who receives digests. ``themes`` is None for everything; ``status`` is one of
-    SUBSCRIBER_STATUSES, and only ``active`` subscribers get digests."""
+    SUBSCRIBER_STATUSES, and only ``active`` subscribers get digests. ``language`` is their emails' and pages'
+    language; with ``reads`` it is the languages of the posts they read, and ``language_choice`` says what their
+    digest does with posts in others (see ``core.languages.Reading``)."""
 
     id: int
     email: str
@@ -164,6 +166,8 @@ class Subscriber:
     consent: Consent
     created_at: datetime
     confirmed_at: datetime | None = None
+    reads: tuple[str, ...] = ()  # the languages of posts they read besides that of their emails (canonical tags)
+    language_choice: str | None = None  # one of core.languages.LANGUAGE_CHOICES; None: the site's default
 
 
 class EditionStatus(StrEnum):

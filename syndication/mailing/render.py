@@ -13,6 +13,14 @@ in it (the ``name`` filter: ``Theme.name_in``, which falls back to the site lang
 a language that is not in ``[digest] languages`` (RenderError): the sender fails the delivery of a reader whose
 stored language is such, alone and with that reason.
 
+Every link an email gives to the site's own pages leads to them in the email's language: the templates write
+them with ``site_url(path)`` and ``theme_url(theme)``, which add ``lang=<language>`` (``core.languages
+.with_language``, the rule the pages' own links keep), and the "view online" link the sender gives says it too.
+A subscriber's personal links (confirm, rejoin, preferences, unsubscribe) carry no ``lang``: the pages they open
+follow the language the subscriber chose, as it is when they open it, not as it was when the email was written
+(an old email keeps working after they change it). An editor's links (approve, see the edition) carry none
+either: editors choose no language, and their pages follow their browser's.
+
 Every word a template shows is marked for translation (``tests/test_email_languages.py`` holds the rule: no
 letters in a template's text outside ``{% trans %}`` blocks and ``_()`` calls), and the shipped catalogs
 translate every one of them.
@@ -42,6 +50,7 @@ from premailer import Premailer
 
 from syndication.config import Settings
 from syndication.core.digest import Digest, with_shown
+from syndication.core.languages import text_direction, with_language
 from syndication.core.models import Theme
 from syndication.errors import SyndicationError
 from syndication.mailing.message import PreparedBody
@@ -273,8 +282,12 @@ class MailRenderer:
         environment.filters["number"] = lambda number: format_decimal(number, locale=locale)
         # A theme's (or region's) name in this language; "A, B and C" as this language writes a list.
         environment.filters["name"] = lambda named: named.name_in(language)
+        environment.filters["direction"] = text_direction
         environment.filters["and_list"] = lambda items: format_list(list(items), locale=locale) if items else ""
-        environment.globals["theme_url"] = lambda theme: f"{self.settings.site.base_url}/themes/{theme.slug}"
+        # Links to the site's pages, in this email's language (see the module's description).
+        base = self.settings.site.base_url
+        environment.globals["site_url"] = lambda path="/": with_language(f"{base}{path}", language)
+        environment.globals["theme_url"] = lambda theme: with_language(f"{base}/themes/{theme.slug}", language)
         environment.globals["text_rule"] = "-" * 60
         return environment
 

@@ -151,6 +151,10 @@ class SubscriberRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The languages of posts they read besides their emails' (None: none), and their choice for the others
+    # (all, first, only; None: the site's default, so that changing the default reaches them).
+    reads: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    language_choice: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
     __table_args__ = (Index("ix_subscribers_cadence_status", "cadence", "status"),)
 

@@ -92,11 +92,18 @@ def update_preferences(
     themes: Sequence[str] | None = None,
     everything: bool = False,
     cadence: str | None = None,
+    reads: Sequence[str] | None = None,
+    language_choice: str | None = None,
 ) -> Subscriber | None:
-    """Change what is given (None keeps a value; ``everything=True`` sets themes to all); None if not found."""
+    """Change what is given (None keeps a value; ``everything=True`` sets themes to all; ``language_choice``
+    ``"default"`` goes back to the site's); None if not found."""
     row = session.get(SubscriberRow, subscriber_id)
     if row is None:
         return None
+    if reads is not None:
+        row.reads = list(reads) or None
+    if language_choice is not None:
+        row.language_choice = None if language_choice == "default" else language_choice
     if cadence is not None:
         _check(cadence=cadence)
         row.cadence = cadence
@@ -244,4 +251,6 @@ def _subscriber(row: SubscriberRow) -> Subscriber:
         consent=Consent(at=row.consent_at, method=row.consent_method, source=row.consent_source),
         created_at=row.created_at,
         confirmed_at=row.confirmed_at,
+        reads=tuple(row.reads or ()),
+        language_choice=row.language_choice,
     )

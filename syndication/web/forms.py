@@ -16,10 +16,13 @@ from syndication.app.subscribers import (
     SubscriberError,
     check_cadence,
     check_language,
+    check_language_choice,
+    check_reads,
     clean_name,
     parse_themes,
 )
 from syndication.config import Settings
+from syndication.core.languages import is_language_tag
 from syndication.web.languages import N_, Words
 
 MAX_FORM_BYTES: Final = 64 * 1024
@@ -116,11 +119,15 @@ class Choices:
     cadence: str = ""
     language: str = ""
     name: str = ""
+    # The preference centre's choice of posts by language; None where the form does not ask (subscribe).
+    reads: list[str] | None = None
+    language_choice: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
 
 def read_choices(settings: Settings, form: Form, words: Words) -> Choices:
-    """Themes (checkboxes), cadence, language and name from ``form``, each checked on its own (by the use cases'
+    """Themes (checkboxes), cadence, language, name and (in the preference centre) the languages read and the
+    choice of posts by language from ``form``, each checked on its own (by the use cases'
     checks), each refusal worded in ``words`` next to its field."""
     choices = Choices()
     try:
@@ -140,6 +147,18 @@ def read_choices(settings: Settings, form: Form, words: Words) -> Choices:
         choices.errors["language"] = words.gettext(
             "Language: unknown language '%(language)s'; choose one of those listed.", language=form.text("language")
         )
+    if "language_choice" in form:  # the preference centre's fieldset: its checkboxes are read with it
+        try:
+            choices.language_choice = check_language_choice(form.text("language_choice"))
+        except SubscriberError:
+            choices.errors["language_choice"] = words.gettext("Posts in other languages: choose one of those listed.")
+        try:
+            choices.reads = list(check_reads(form.all("reads")))
+        except SubscriberError:
+            unknown = next((tag for tag in form.all("reads") if not is_language_tag(tag)), "")
+            choices.errors["reads"] = words.gettext(
+                "Languages you read: '%(language)s' is not a language.", language=unknown.strip()
+            )
     try:
         choices.name = clean_name(form.get("name", ""))
     except SubscriberError:

@@ -34,12 +34,13 @@ from syndication.app.subscribers import (
     normalise_email,
     preferences_url,
     queue_preferences_notice,
+    reading_languages,
     rejoin,
     subscribe_by_form,
     subscriber_for_link,
     unsubscribe,
 )
-from syndication.core.languages import language_name
+from syndication.core.languages import LANGUAGE_CHOICES, language_name
 from syndication.core.models import CADENCES, Subscriber
 from syndication.web.errors import PageError
 from syndication.web.forms import FORM_EXPIRED, Choices, Form, read_choices
@@ -267,7 +268,8 @@ class SubscriberPages:
         words = self.pages.words(request, found.language)
         if found.status not in ("pending", "active"):
             raise _ended(words, found)
-        return self._preferences_page(request, token, found, _choices_of(found), {})
+        readable = await run_in_threadpool(reading_languages, self.service())
+        return self._preferences_page(request, token, found, _choices_of(found), {}, readable)
 
     async def save_preferences(self, request: Request) -> Response:
         """Save the choices; the subscriber is emailed that they changed (after the answer)."""
@@ -278,9 +280,10 @@ class SubscriberPages:
         choices = read_choices(self.settings, form, words)
         csrf_ok = self.pages.cookies.csrf_ok(request, form)
         errors = dict(choices.errors) if csrf_ok else {"form": words.gettext(FORM_EXPIRED), **choices.errors}
+        readable = await run_in_threadpool(reading_languages, self.service())
         if errors:
             status = 400 if csrf_ok else 403
-            return self._preferences_page(request, token, found, choices, errors, status=status)
+            return self._preferences_page(request, token, found, choices, errors, readable, status=status)
         try:
             subscriber, changed = await run_in_threadpool(
                 lambda: change_preferences(
@@ -290,6 +293,8 @@ class SubscriberPages:
                     cadence=choices.cadence,
                     language=choices.language,
                     name=choices.name,
+                    reads=choices.reads,
+                    language_choice=choices.language_choice,
                 )
             )
         except SubscriberError as error:
@@ -297,13 +302,15 @@ class SubscriberPages:
                 raise _ended(words, found) from error
             log.info("preferences refused: %s", error)
             refusal = words.gettext("This subscription changed since this page was shown: please look again.")
-            return self._preferences_page(request, token, found, choices, {"form": refusal}, status=409)
+            return self._preferences_page(request, token, found, choices, {"form": refusal}, readable, status=409)
         saved = (
             words.gettext("Saved. %(summary)s", summary=self._summary(words, subscriber))
             if changed
             else words.gettext("Nothing changed: these were your choices.")
         )
-        response = self._preferences_page(request, token, subscriber, _choices_of(subscriber), {}, saved=saved)
+        response = self._preferences_page(
+            request, token, subscriber, _choices_of(subscriber), {}, readable, saved=saved
+        )
         if changed:
             # Kept with the notice as a record; the email says it in its own words, in the subscriber's language
             # (``app.notices`` writes it as it sends).
@@ -341,11 +348,15 @@ class SubscriberPages:
         subscriber: Subscriber,
         chosen: Choices,
         errors: dict[str, str],
+        readable: list[str],
         *,
         status: int = 200,
         saved: str = "",
     ) -> Response:
         words = self.pages.words_of(request)
+        # Every language a reader may read, each named in itself; their own ticked even if no post is in it yet.
+        reads = chosen.reads if chosen.reads is not None else list(subscriber.reads)
+        offered = list(dict.fromkeys([*readable, *reads]))
         context = {
             "title": words.gettext("Your subscription"),
             "subscriber": subscriber,
@@ -353,6 +364,10 @@ class SubscriberPages:
             "saved": saved,
             "action": words.url(f"/preferences/{token}"),
             "unsubscribe_action": words.url(f"/preferences/{token}/unsubscribe"),
+            "reading_languages": [(tag, language_name(tag)) for tag in offered],
+            "reads": reads,
+            "language_choices": LANGUAGE_CHOICES,
+            "site_language_choice": self.settings.digest.language_choice,
             **self._choice_context(chosen),
         }
         return self.pages.render(request, "preferences.html", context, status=status, headers=LINK_PAGE)
@@ -445,4 +460,6 @@ def _choices_of(subscriber: Subscriber) -> Choices:
         cadence=subscriber.cadence,
         language=subscriber.language,
         name=subscriber.name,
+        reads=list(subscriber.reads),
+        language_choice=subscriber.language_choice or "default",
     )

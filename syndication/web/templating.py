@@ -30,6 +30,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from syndication.config import Settings
+from syndication.core.languages import text_direction
 from syndication.resources import web_templates
 from syndication.web.errors import PageError
 from syndication.web.forms import FORM_EXPIRED, Form, FormRefused, read_form
@@ -120,6 +121,7 @@ class Pages:
         environment.filters["day"] = words.day
         # A theme's name in this language (``[[themes]] names``; its site-language name when it has none here).
         environment.filters["name"] = lambda named: named.name_in(words.language)
+        environment.filters["direction"] = text_direction
         environment.globals["site"] = self.settings.site
         environment.globals["asset"] = lambda name: f"/assets/{name}?v={self.assets[name].version}"
         return environment
