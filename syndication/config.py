@@ -674,6 +674,12 @@ class WebSettings(_Section):
     logins_per_client_per_hour: int = Field(
         20, ge=1, description="Editor sign-in attempts accepted per client address per hour (then 429)."
     )
+    trusted_proxies: tuple[str, ...] = Field(
+        ("127.0.0.1", "::1"),
+        description="Addresses or networks (CIDR) of the reverse proxies in front: from these only, X-Forwarded-For"
+        " gives the visitor's address (per-client limits, logs, /metrics' allow list) and X-Forwarded-Proto the"
+        " scheme. Another client's forwarded headers are ignored. Empty: believe none.",
+    )
     send_on_approve: bool = Field(
         True,
         description="Approving or resuming an edition in the editor starts sending it from the web process "
@@ -711,6 +717,16 @@ class WebSettings(_Section):
         description="How often the web process looks for notices to send (confirmations, preference changes) "
         "besides when it queues one itself.",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (10.0.0.5, 10.0.0.0/24)") from None
+        return value
 
 
 class Settings(_Section):

@@ -23,7 +23,11 @@ class LiveServer:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind(("127.0.0.1", 0))
         # log_config=None: uvicorn leaves logging as pytest set it up, so its records reach caplog.
-        config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+        # proxy_headers=False: as in production (web.app.server_config), the app itself believes forwarded headers
+        # only from [web] trusted_proxies.
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, timeout_graceful_shutdown=5, proxy_headers=False
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 

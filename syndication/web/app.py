@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from syndication.app.notices import NoticeWorker
 from syndication.app.service import Service
@@ -63,6 +64,11 @@ def create_app(
     # Starlette's own slash redirect writes an absolute Location from the request's Host header; ours is relative.
     app.router.redirect_slashes = False
     app.add_middleware(RequestMiddleware)
+    if settings.web.trusted_proxies:
+        # Outermost, so that every other part sees the visitor's address and scheme: the per-client limits, the
+        # logs, /metrics' allow list. Only the configured proxies are believed (servers run with uvicorn's own
+        # proxy handling off: server_config).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.web.trusted_proxies))
     app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(StarletteHTTPException, _http_error(pages))
     for error_type in (PageError, *MAPPED_ERRORS):
@@ -127,6 +133,7 @@ def server_config(
         "limit_concurrency": web.max_concurrency,
         "h11_max_incomplete_event_size": web.max_header_bytes,  # h11's own limit, should h11 ever be chosen
         "timeout_graceful_shutdown": 10,
+        "proxy_headers": False,  # the app believes forwarded headers from [web] trusted_proxies only
     }
     return uvicorn.Config(app, **{**defaults, **options})
 
