@@ -5,6 +5,7 @@ traceback."""
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import signal
 import sqlite3
@@ -145,3 +146,11 @@ def test_sigterm_during_a_large_import_stops_cleanly_and_leaves_no_process(tmp_p
         with contextlib.suppress(ProcessLookupError):
             os.killpg(importing.pid, signal.SIGKILL)  # a failed run leaves nothing behind either
     assert main(["--config", str(config), "import", str(posts)]) == 0
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    # One version: the package's own, and the one pip installed from pyproject.toml.
+    assert capsys.readouterr().out == f"syndication {importlib.metadata.version('syndication')}\n"

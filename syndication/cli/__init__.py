@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from syndication import __version__
 from syndication.cli import (
     bounces,
     checks,
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Gather posts, publish feeds and send themed email digests.",
         parents=[common],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.set_defaults(handler=None)  # not config: parents share one --config action and its default
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     for module in _COMMAND_MODULES:
