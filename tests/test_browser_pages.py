@@ -110,12 +110,12 @@ def test_a_subscriber_signs_up_confirms_chooses_and_leaves_without_javascript(br
             page.goto(link_in_email(site.smtp, "lea@example.org", "subscribe/confirm"))
             expect(page.locator("html")).to_have_attribute("lang", "es")
             assert status_of(site, "lea@example.org") == "pending"  # opening the link alone confirms nothing
-            page.get_by_role("button", name="Sí, suscribirme").click()
+            page.get_by_role("button", name="Sí, quiero suscribirme").click()
             expect(page.get_by_role("heading", level=1)).to_have_text("Suscripción confirmada")
             assert status_of(site, "lea@example.org") == "active"
 
-            page.get_by_role("link", name="Elija sus temas, la frecuencia y el idioma").click()
-            expect(page.get_by_role("heading", level=1)).to_have_text("Su suscripción")
+            page.get_by_role("link", name="Elige tus temas, la frecuencia y el idioma").click()
+            expect(page.get_by_role("heading", level=1)).to_have_text("Tu suscripción")
             expect(page.get_by_label("Climate action")).to_be_checked()
             expect(page.get_by_label("Mensual")).to_be_checked()
             page.get_by_label("Climate action").uncheck()
@@ -128,7 +128,7 @@ def test_a_subscriber_signs_up_confirms_chooses_and_leaves_without_javascript(br
             page.screenshot(path=artifact("pages-preferences.png"), full_page=True)
 
             page.get_by_role("button", name="Dar de baja lea@example.org").click()
-            expect(page.get_by_role("heading", level=1)).to_have_text("Se ha dado de baja")
+            expect(page.get_by_role("heading", level=1)).to_have_text("Te has dado de baja")
             assert status_of(site, "lea@example.org") == "unsubscribed"
         assert refused == []  # no outside asset, font or tracker
         with database.transaction(site.service.engine) as session:

@@ -520,7 +520,7 @@ def test_dates_and_plurals_follow_the_language(site: WebSite) -> None:
     assert "Semanal · enviada el 1 jun 2024" in editions["es"]
     assert "Hebdomadaire · envoyée le 1 juin 2024" in editions["fr"]
     assert "Semanal · enviada em 1 de jun. de 2024" in editions["pt"]
-    assert "Resumo semanal, de 1 de mai. de 2024 a 1 de jun. de 2024" in editions["pt"]
+    assert "Boletim semanal, de 1 de mai. de 2024 a 1 de jun. de 2024" in editions["pt"]
     # One post (singular in each language), two posts, and none.
     assert "1 post<" in themes["en"] and "2 posts<" in themes["en"] and "No posts yet" in themes["en"]
     assert "1 artículo<" in themes["es"] and "2 artículos<" in themes["es"]

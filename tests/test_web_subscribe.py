@@ -76,7 +76,7 @@ def test_subscribe_confirm_by_button_and_reach_the_preferences(site: WebSite) ->
         assert email["Subject"] and email["Auto-Submitted"] == "auto-generated"
         # Zoë chose Spanish emails: the pages her links open are in Spanish too, whatever her browser says.
         shown = client.get(confirm_path)  # what a link scanner does: it confirms nobody
-        assert shown.status_code == 200 and "Sí, suscribirme" in shown.text and '<html lang="es">' in shown.text
+        assert shown.status_code == 200 and "Sí, quiero suscribirme" in shown.text and '<html lang="es">' in shown.text
         assert shown.headers["referrer-policy"] == "no-referrer"
         assert site.status_of("zoe@example.org") == "pending"
 
@@ -85,7 +85,7 @@ def test_subscribe_confirm_by_button_and_reach_the_preferences(site: WebSite) ->
         assert site.status_of("zoe@example.org") == "active"
         preferences = re.search(r'href="(http://127\.0\.0\.1:\d+/preferences/[^"]+)"', done.text)
         assert preferences, done.text
-        assert "Sí, suscribirme" not in client.get(confirm_path).text  # confirming again: already subscribed
+        assert "Sí, quiero suscribirme" not in client.get(confirm_path).text  # confirming again: already subscribed
 
     with database.transaction(site.service.engine) as session:
         row = session.scalars(select(SubscriberRow).where(SubscriberRow.email == "zoe@example.org")).one()
@@ -329,7 +329,7 @@ def test_preferences_change_send_a_notice_and_lead_out(site: WebSite) -> None:
         assert "No ha cambiado nada" in same.text and '<html lang="es">' in same.text
 
         left = form_post(client, f"{path}/unsubscribe", {}, page.text)
-        assert left.status_code == 200 and "Se ha dado de baja" in left.text
+        assert left.status_code == 200 and "Te has dado de baja" in left.text
         assert site.status_of("kim@example.org") == "unsubscribed"
         after = client.get(f"{path}?lang=en")  # the URL's language over Kim's own
         assert after.status_code == 409 and "is unsubscribed: nothing is sent to it" in after.text
