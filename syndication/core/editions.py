@@ -45,21 +45,37 @@ READABLE: Final = (EditionStatus.SENDING, EditionStatus.PAUSED, EditionStatus.SE
 
 
 class EditionRefused(SyndicationError):
-    """An action that the edition's status does not allow; the message names the edition, its status and why."""
+    """An action that the edition's status does not allow; the message names the edition, its status and why, in
+    English (the command line and the log). ``edition_id``, ``status`` and ``refused`` (the action refused, or
+    ``"edit"`` for a change of subject or intro) say the same for a page that words it in its reader's language."""
+
+    def __init__(
+        self, message: str, *, edition_id: int | None = None, status: str | None = None, refused: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.edition_id = edition_id
+        self.status = status
+        self.refused = refused
 
 
 def next_status(edition: Edition, action: EditionAction) -> EditionStatus:
     """The status ``action`` moves ``edition`` to, or EditionRefused when its status does not allow it."""
     allowed, after = TRANSITIONS[action]
     if edition.status not in allowed:
-        raise EditionRefused(f"edition {edition.id} is {edition.status}: it cannot be {action.done}")
+        raise EditionRefused(
+            f"edition {edition.id} is {edition.status}: it cannot be {action.done}",
+            edition_id=edition.id, status=edition.status, refused=action.value,
+        )  # fmt: skip
     return after
 
 
 def check_editable(edition: Edition) -> None:
     """Refuse (EditionRefused) a change of subject or intro to an edition that is being sent or is over."""
     if edition.status not in EDITABLE:
-        raise EditionRefused(f"edition {edition.id} is {edition.status}: only a draft or paused edition can change")
+        raise EditionRefused(
+            f"edition {edition.id} is {edition.status}: only a draft or paused edition can change",
+            edition_id=edition.id, status=edition.status, refused="edit",
+        )  # fmt: skip
 
 
 # The longest reason kept with an edition (one line: it is listed beside the edition).

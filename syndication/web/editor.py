@@ -14,8 +14,8 @@ Every post needs the CSRF token; every page but the sign-in needs a session, and
 without one. Form handlers redirect after success (303), so reloading a page never posts twice.
 
 The pages are worded in the editor's language (``web.languages``: ``?lang=``, which the pages' links, forms and
-redirects carry on, else Accept-Language). What the use cases and the mail servers say (an edition's reason,
-a refusal of the edition state machine, bounce diagnostics) is shown as they said it.
+redirects carry on, else Accept-Language), a refusal of the edition state machine too (``edition_refusal``).
+What the mail servers say (a paused edition's reason, bounce diagnostics) is shown as they said it.
 """
 
 from __future__ import annotations
@@ -65,10 +65,11 @@ from syndication.app.subscribers import (
     normalise_email,
     parse_themes,
 )
-from syndication.core.editions import EditionAction, EditionRefused
+from syndication.core.editions import NOTHING_NEW, EditionAction, EditionRefused
 from syndication.core.models import (
     CADENCES,
     FINAL_DELIVERIES,
+    GIVEN_UP_DELIVERIES,
     SUBSCRIBER_STATUSES,
     DeliveryStatus,
     Edition,
@@ -77,7 +78,7 @@ from syndication.core.models import (
 from syndication.core.passwords import hash_password, verify_password
 from syndication.errors import DeliveryError, SenderBusy, SyndicationError
 from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
-from syndication.web.errors import PageError, sentence
+from syndication.web.errors import PageError, edition_refusal
 from syndication.web.forms import FORM_EXPIRED, Form
 from syndication.web.languages import N_, PARAMETER, Words
 from syndication.web.limits import RateLimit
@@ -347,6 +348,7 @@ class EditorPages:
                 for report in board.editions
             ],
             "require_approval": self.settings.digest.require_approval,
+            "reason_of": functools.partial(_edition_reason, words),
         }
 
     # --- One edition ------------------------------------------------------------------------------------------
@@ -395,6 +397,7 @@ class EditorPages:
             "widths": [(words.gettext(label), width) for label, width in PREVIEW_WIDTHS],
             "preview_src": f"/editor/editions/{edition.id}/preview?{preview.query()}",
             "progress": _progress(words, edition, report.deliveries),
+            "reason_of": functools.partial(_edition_reason, words),
             "problems": report.problems,
             "reasons": report.reasons,
             # Bounces reported later (DSNs) of deliveries the relay had accepted: the problems above do not show them.
@@ -476,9 +479,8 @@ class EditorPages:
             )
         except EditionRefused as error:  # shown beside the form, the text as the editor wrote it
             values = {"subject": subject, "intro": intro, "address": ""}
-            return await run_in_threadpool(
-                self._edition_page, request, editor, edition_id, "", {"form": sentence(error)}, 409, values
-            )
+            refusal = {"form": edition_refusal(error, words)}
+            return await run_in_threadpool(self._edition_page, request, editor, edition_id, "", refusal, 409, values)
         if changed:
             log.info("editor %s changed the text of edition %d", editor, edition_id)
         return self._back(edition_id, "saved" if changed else "unchanged", request)
@@ -549,9 +551,8 @@ class EditorPages:
         try:
             edition, after = await run_in_threadpool(lambda: change_edition(self.service(), edition_id, action))
         except EditionRefused as error:  # the edition page again, saying why, with what can be done instead
-            return await run_in_threadpool(
-                self._edition_page, request, editor, edition_id, "", {"form": sentence(error)}, 409, None
-            )
+            refusal = {"form": edition_refusal(error, words)}
+            return await run_in_threadpool(self._edition_page, request, editor, edition_id, "", refusal, 409, None)
         log.info("editor %s: edition %d %s -> %s", editor, edition_id, edition.status, after)
         if after == EditionStatus.SENDING and self.wake_sender is not None:
             self.wake_sender()
@@ -650,6 +651,23 @@ def _progress(words: Words, edition: Edition, counts: dict[str, int]) -> dict[st
         "status": edition.status, "status_label": words.edition_status(edition.status), "reason": edition.reason,
         "counts": counts, "total": total, "done": done, "summary": summary,
     }  # fmt: skip
+
+
+def _edition_reason(words: Words, edition: Edition) -> str:
+    """An edition's reason as the editor's pages show it: what the service itself wrote (an empty edition's
+    "nothing new", a sent one's "2 failed, 1 unknown") in ``words``' language; what a mail server said (a paused
+    edition's reason) as it said it."""
+    reason = edition.reason
+    if edition.status == EditionStatus.EMPTY and reason == NOTHING_NEW:
+        return words.gettext("nothing new")
+    if edition.status == EditionStatus.SENT and reason:
+        given_up = [part.split(" ", 1) for part in reason.split(", ")]
+        if all(len(part) == 2 and part[0].isdigit() and part[1] in GIVEN_UP_DELIVERIES for part in given_up):
+            return ", ".join(
+                words.gettext("%(count)s %(status)s", count=int(count), status=words.delivery_status(status))
+                for count, status in given_up
+            )
+    return reason
 
 
 def _brief(reasons: dict[str, dict[str, int]], shown: int) -> tuple[list[tuple[int, str, str]], int]:

@@ -3,7 +3,9 @@ and the app's one exception handler (``syndication.web.app``) renders it as the 
 
 ``page_of`` says which page each error is: a ``PageError`` is its own page; ``NoSuchEdition``, ``EditionRefused``,
 ``TokenError`` and ``ConfigError`` from the use cases get the page written for them here, so no handler repeats it,
-worded in the request's language (a ``PageError`` is worded where it is raised, with the same words).
+worded in the request's language (a ``PageError`` is worded where it is raised, with the same words). The use
+cases' own messages are English, for the command line and the log: a page words what they mean from the
+catalog (``token_refusal``, ``edition_refusal``) rather than showing them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Final
 from syndication.app.editions import NoSuchEdition
 from syndication.core.editions import EditionRefused
 from syndication.errors import ConfigError, TokenError
-from syndication.web.languages import Words
+from syndication.web.languages import N_, Words
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,7 @@ def page_of(error: Exception, method: str, path: str, words: Words) -> PageError
             links=[(words.url("/editor/"), words.gettext("Dashboard"))],
         )
     if isinstance(error, EditionRefused):
-        # The edition state machine's reason: editors' wording, in English (core/editions.py words it).
-        return PageError(409, words.gettext("This cannot be done now"), [sentence(error)])
+        return PageError(409, words.gettext("This cannot be done now"), [edition_refusal(error, words)])
     if isinstance(error, TokenError):
         return PageError(
             400,
@@ -87,6 +88,24 @@ def token_refusal(error: TokenError, words: Words) -> str:
     if "another edition" in reason:
         return words.gettext("This link is for another edition.")
     return words.gettext("This link is not valid: it was altered, or made for something else.")
+
+
+def edition_refusal(error: EditionRefused, words: Words) -> str:
+    """Why the edition state machine refused an editor's action, as an editor is told it: what cannot be done to
+    which edition, and its status, in the page's language. The use case's message (``core.editions``) says the
+    same in English; it is shown as it is only for a refusal this page does not know (none today)."""
+    if error.edition_id is None or error.status is None:
+        return sentence(error)
+    values = {"number": error.edition_id, "status": words.edition_status(error.status)}
+    refusals = {
+        "approve": N_("Edition %(number)s is %(status)s: it cannot be approved."),
+        "pause": N_("Edition %(number)s is %(status)s: it cannot be paused."),
+        "resume": N_("Edition %(number)s is %(status)s: it cannot be resumed."),
+        "cancel": N_("Edition %(number)s is %(status)s: it cannot be cancelled."),
+        "edit": N_("Edition %(number)s is %(status)s: only a draft or paused edition can change."),
+    }
+    refusal = refusals.get(error.refused or "")
+    return sentence(error) if refusal is None else words.gettext(refusal, **values)
 
 
 def sentence(error: Exception | str) -> str:
