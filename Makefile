@@ -71,11 +71,11 @@ bench: setup
 
 # The email catalogs keep their header when updated: its Plural-Forms picks each plural (without it Babel guesses
 # CLDR's three forms for es, fr and pt, and a two-form entry falls back to English).
-# The web pages' catalogs (syndication/web/locales, domain web) likewise. Each extraction leaves the other's
-# folders out (babel.cfg maps both). A new language: README.md, "Languages".
+# The web pages' catalogs (syndication/web/locales, domain web, which words the feeds too) likewise. Each
+# extraction leaves the other's folders out (babel.cfg maps both). A new language: README.md, "Languages".
 messages: setup
 	$(BIN)/pybabel extract -F babel.cfg -o syndication/mailing/locales/messages.pot --no-location --omit-header --sort-output \
-	  --ignore-dirs '.* _* web' .
+	  --ignore-dirs '.* _* web feeds' .
 	$(BIN)/pybabel update -i syndication/mailing/locales/messages.pot -d syndication/mailing/locales
 	$(BIN)/pybabel extract -F babel.cfg -o syndication/web/locales/web.pot --no-location --omit-header --sort-output \
 	  --add-comments TRANSLATORS: --ignore-dirs '.* _* email' .

@@ -22,7 +22,11 @@ from syndication.cli import main
 from syndication.clock import fixed_clock
 from syndication.config import Settings, load_settings
 from syndication.core.languages import canonical_tag
-from syndication.feeds.build import FeedBuildReport
+from syndication.core.models import Author, Post, Region, Theme
+from syndication.feeds.build import FeedBuildReport, feed_words
+from syndication.feeds.catalog import FeedDocument, Site, feeds_of
+from syndication.feeds.directory import render_index, render_opml
+from syndication.feeds.json_feed import render_json
 from syndication.feeds.rss_atom import atom_id
 from tests.golden import check_golden
 from tests.recorded import Reply, serving
@@ -283,9 +287,41 @@ def test_each_language_has_a_feed_of_exactly_its_posts_and_every_entry_says_its_
     rss = etree.parse(str(directory / "all.rss")).getroot()
     items = rss.findall("channel/item")
     assert len(items) == len(published) and all(item.findtext(f"{DC}language") for item in items)
-    assert json.loads((directory / "languages/es.json").read_bytes())["title"].endswith(": Español")
+    spanish = json.loads((directory / "languages/es.json").read_bytes())
+    # A language's feed is named and described in that language, and says it is written in it.
+    assert spanish["title"].endswith(": Español") and spanish["language"] == "es"
+    assert spanish["description"].startswith("Artículos de ") and spanish["description"].endswith(" en español.")
+    assert etree.parse(str(directory / "languages/es.atom")).getroot().get(XML_LANG) == "es"
     opml = (directory / "feeds.opml").read_text(encoding="utf-8")
     assert 'text="Languages"' in opml and "languages/pt-br.atom" in opml
+
+
+def test_a_sites_feeds_and_their_lists_are_worded_in_its_language_and_a_language_feed_in_its_own() -> None:
+    theme = Theme("climate-action", "Acción climática", names=(("en", "Climate action"), ("fr", "Action climatique")))
+    site = Site("Red", "https://news.example.org", "es", (theme,), (Region("europe", "Europa"),), full_content=False)
+    feeds = {feed.path: feed for feed in feeds_of(site, [Author("ana", "Ana")], ["fr", "ko"], feed_words)}
+    assert [feeds[path].description for path in ("all", "themes/climate-action", "regions/europe", "authors/ana")] == [
+        "Todo lo que publica Red.", "Acción climática: artículos de Red.", "Artículos de Red sobre Europa.",
+        "Artículos de Ana en Red.",
+    ]  # fmt: skip
+    french, korean = feeds["languages/fr"], feeds["languages/ko"]
+    assert (french.title, french.description) == ("Red: Français", "Articles de Red en français.")
+    # No catalog of Korean: its feed is described in the site's language.
+    assert (korean.title, korean.description) == ("Red: 한국어", "Artículos de Red en coreano.")
+    entry = Post("g1", "Titre", "https://news.example.org/p/1", "", "", NOW, NOW, "fr", themes=("climate-action",))
+    document = FeedDocument(site, french, "json", [entry], NOW)
+    json_feed = json.loads(render_json(document))
+    assert json_feed["language"] == "fr" and json_feed["items"][0]["tags"] == ["Action climatique"]  # as Atom's labels
+    everything = json.loads(render_json(FeedDocument(site, feeds["all"], "json", [entry], NOW)))
+    assert everything["language"] == "es" and everything["items"][0]["tags"] == ["Acción climática"]
+    # The index page and the OPML list: in the site's language, its lang said.
+    words = feed_words("es")
+    assert words is not None
+    index = render_index(site, list(feeds.values()), None, words).decode("utf-8")
+    assert '<html lang="es">' in index and "<title>Red: feeds</title>" in index and "Sigue todo, o solo" in index
+    assert "<h2>Temas</h2>" in index and "<h2>Idiomas</h2>" in index and "Follow" not in index
+    opml = render_opml(site, list(feeds.values()), NOW, words).decode("utf-8")
+    assert "<title>Red: feeds</title>" in opml and 'text="Regiones"' in opml and 'text="Todo"' in opml
 
 
 def test_every_author_has_a_feed_of_their_own_under_a_slug_that_never_moves(service: Service, tmp_path: Path) -> None:

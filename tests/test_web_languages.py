@@ -62,8 +62,6 @@ slug = "energy"
 name = "Energy"
 names = { es = "Energía", fr = "Énergie", pt = "Energia" }
 """
-# The feeds' index page is built once, in the site's language, by the feed build: it is no page of this catalog.
-STATIC_PAGES = ("feeds_index.html",)
 
 
 # --- The catalogs --------------------------------------------------------------------------------------------
@@ -262,7 +260,8 @@ def unmarked_words(source: str) -> list[str]:
 
 
 def web_template_files() -> list[Path]:
-    return sorted(path for path in web_templates().glob("*.html") if path.name not in STATIC_PAGES)
+    """Every template of the pages, the editor's and the feeds' index page (built in the site's language) too."""
+    return sorted(web_templates().glob("*.html"))
 
 
 @pytest.mark.parametrize("path", web_template_files(), ids=lambda path: path.name)

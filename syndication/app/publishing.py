@@ -39,24 +39,30 @@ def publish_feeds(
 
 
 def editions_feed(
-    service: Service, *, title_of: Callable[[Edition], str], window_of: Callable[[Edition], str], limit: int
+    service: Service,
+    *,
+    title: str,
+    description: str,
+    title_of: Callable[[Edition], str],
+    summary_of: Callable[[Edition], str],
+    limit: int,
 ) -> RenderedFeed:
     """The sent editions among the newest ``limit`` as an Atom document, written by the feeds' own writer.
 
-    Each entry links to the edition's page; ``title_of`` and ``window_of`` ("1 May 2025 to 8 May 2025") write an
-    edition's title and period as the archive's pages do.
+    Each entry links to the edition's page. The words are the caller's, in the site's language (the feed is one
+    document for every reader): the feed's ``title`` and ``description``, and ``title_of`` and ``summary_of``
+    an edition's title and one sentence about it, as the archive's pages word them.
     """
     settings = service.settings
     site = replace(feed_site(settings), full_content=False)  # a summary per edition: the page is the content
-    title = settings.site.title
-    feed = Feed("site", None, "Editions", f"{title}: editions", f"Every digest {title} sent.", "editions")
+    feed = Feed("site", None, title, title, description, "editions")
     base = settings.site.base_url
     entries = [
         Post(
             guid=f"{base}/editions/{edition.id}",
             title=title_of(edition),
             url=f"{base}/editions/{edition.id}",
-            summary=f"The {edition.cadence} digest of {title}: what was published {window_of(edition)}.",
+            summary=summary_of(edition),
             content_html="",
             published=edition.until,
             updated=edition.until,

@@ -30,12 +30,25 @@ from sqlalchemy.orm import Session
 from syndication import __version__
 from syndication.config import FeedSettings, Settings
 from syndication.core.models import Post, Region
-from syndication.feeds.catalog import CONTENT_TYPES, FORMATS, Feed, FeedDocument, Format, Site, feeds_of, updated_of
+from syndication.feeds.catalog import (
+    CONTENT_TYPES,
+    DESCRIPTIONS,
+    ENGLISH,
+    FORMATS,
+    Feed,
+    FeedDocument,
+    FeedWords,
+    Format,
+    Site,
+    feeds_of,
+    updated_of,
+)
 from syndication.feeds.directory import render_index, render_opml
 from syndication.feeds.json_feed import render_json
 from syndication.feeds.output import FeedOutput
 from syndication.feeds.rss_atom import render_rss_and_atom
 from syndication.feeds.websub import notify_hub
+from syndication.resources import catalog_file, catalog_languages, translations, web_catalogs
 from syndication.runtime.workers import worker_context
 from syndication.store import database
 from syndication.store import posts as post_store
@@ -44,6 +57,8 @@ _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 # How long the feeds an edited post left are remembered. An output directory last built longer ago than this
 # rebuilds every subscription document instead of asking which feeds were left (the answer may be gone).
 DEPARTURES_KEPT = timedelta(days=30)
+# The web pages' catalog, which words the feeds' descriptions and lists too (``feeds.catalog.FeedWords``).
+WEB_DOMAIN = "web"
 
 
 @dataclass
@@ -76,6 +91,13 @@ def feed_site(settings: Settings) -> Site:
     )
 
 
+def feed_words(language: str) -> FeedWords | None:
+    """The feeds' words in ``language``, from the web pages' catalog of it (a regional tag, ``pt-BR``, from its
+    base language's when it has none of its own); None when there is none."""
+    po_file = catalog_file(web_catalogs(), language, WEB_DOMAIN)
+    return None if po_file is None else FeedWords(language, translations(po_file))
+
+
 def build_feeds(
     settings: Settings,
     engine: Engine,
@@ -102,7 +124,7 @@ def build_feeds(
             if not site.regions:
                 site = replace(site, regions=tuple(Region(slug, slug.replace("-", " ").title()) for slug in
                                                    post_store.region_slugs(session, now)))  # fmt: skip
-            feeds = feeds_of(site, authors, post_store.languages_with_posts(session, now))
+            feeds = feeds_of(site, authors, post_store.languages_with_posts(session, now), feed_words)
             incremental = not full and previous.get("fingerprint") == fingerprint
             report = FeedBuildReport(output.directory, full=not incremental)
             newest_overall = post_store.newest_posts(session, now=now, limit=1)
@@ -121,8 +143,9 @@ def build_feeds(
         report.feeds, report.written, report.unchanged = done.feeds, done.written, done.unchanged
         changed_subscriptions = done.changed_urls
         updated = newest_overall[0].updated if newest_overall else _EPOCH
-        output.write("feeds.opml", render_opml(site, feeds, updated), CONTENT_TYPES["opml"], now)
-        index = render_index(site, feeds, settings.web.templates_dir)
+        words = feed_words(site.language) or ENGLISH
+        output.write("feeds.opml", render_opml(site, feeds, updated, words), CONTENT_TYPES["opml"], now)
+        index = render_index(site, feeds, settings.web.templates_dir, words)
         output.write("index.html", index, CONTENT_TYPES["html"], now)
         output.save(
             {
@@ -409,5 +432,11 @@ def _feed_fingerprint(settings: Settings) -> str:
         [t.model_dump_json() for t in settings.themes],
         [r.model_dump_json() for r in settings.regions],
         settings.feeds.model_dump_json(exclude={"output_dir", "max_age_seconds"}),
+        # The descriptions as each catalog words them: a translation changed rewrites every document.
+        [
+            (language, [words.gettext(text, site="", name="", language="") for text in DESCRIPTIONS.values()])
+            for language in catalog_languages(web_catalogs(), WEB_DOMAIN)
+            if (words := feed_words(language)) is not None
+        ],
     )
     return hashlib.sha256(repr(shape).encode()).hexdigest()[:16]

@@ -1,5 +1,10 @@
 """Which feeds exist, where they live and what one document of a feed holds. Pure: no SQL, no I/O.
 
+A feed's own words (its description, the headings of the OPML list and of the index page) are in the site's
+language, a language's own feed in that language, worded by ``FeedWords`` from the web pages' catalog (domain
+``web``: the feeds are public documents of the site, as its pages are); the build loads the catalogs
+(``feeds.build.feed_words``). Titles name themes and regions by their names in the same language.
+
 Feed paths have one namespace per dimension (``themes/``, ``regions/``, ``authors/``), so a theme and an author
 with the same slug never collide. Archive pages (RFC 5005) live under ``archive/<feed path>/<page id>``, the id
 named after where the page begins (see ``syndication.feeds.build``), so a page keeps its URL for good.
@@ -7,10 +12,13 @@ named after where the page begins (see ``syndication.feeds.build``), so a page k
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from gettext import NullTranslations
 from typing import Literal
+
+from babel import Locale, UnknownLocaleError
 
 from syndication.core.languages import language_name
 from syndication.core.models import Author, Post, Region, Theme
@@ -43,6 +51,53 @@ CONTENT_TYPES: Mapping[str, str] = {
     "html": "text/html; charset=utf-8",
 }
 FEEDS_PREFIX = "/feeds/"
+
+
+def N_(message: str) -> str:
+    """Marks ``message`` for the web catalog where it is worded later (``FeedWords.gettext``)."""
+    return message
+
+
+# The feeds' descriptions (``feeds_of``); the build's fingerprint holds their wording in every catalog, so a
+# changed translation rewrites every document.
+DESCRIPTIONS: Mapping[str, str] = {
+    "site": N_("Everything published by %(site)s."),
+    "theme": N_("%(name)s: posts by %(site)s."),
+    "region": N_("Posts about %(name)s by %(site)s."),
+    "author": N_("Posts by %(name)s on %(site)s."),
+    "language": N_("Posts in %(language)s by %(site)s."),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FeedWords:
+    """The feeds' own words in one language: ``translations``, the web pages' catalog of ``language`` (the
+    default, NullTranslations, words them in English, the language of the sources)."""
+
+    language: str = "en"
+    translations: NullTranslations = field(default_factory=NullTranslations)
+
+    def gettext(self, message: str, **values: object) -> str:
+        """``message`` in this language, its ``%(name)s`` placeholders filled from ``values``."""
+        return self.translations.gettext(message) % values
+
+    def language_in_sentence(self, tag: str) -> str:
+        """The name of the language ``tag`` as written inside a sentence of this language (``español`` in
+        Spanish, ``Spanish`` in English); the tag when Babel does not know it."""
+        try:
+            name = Locale.parse(tag.replace("-", "_")).get_display_name(self.language.replace("-", "_"))
+        except (UnknownLocaleError, ValueError):
+            return tag
+        return name or tag
+
+
+ENGLISH = FeedWords()
+# The words of a language, None when the web pages have no catalog for it (``feeds.build.feed_words``).
+Wording = Callable[[str], FeedWords | None]
+
+
+def _english_only(language: str) -> FeedWords | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +172,14 @@ class FeedDocument:
         return self.feed.document_path(self.fmt, self.archive_page)
 
     @property
+    def language(self) -> str:
+        """The language the document is written in, and its categories labelled in: a language's own feed, that
+        language (its title names it in itself); every other feed, the site's."""
+        if self.feed.dimension == "language" and self.feed.slug:
+            return self.feed.slug
+        return self.site.language
+
+    @property
     def self_url(self) -> str:
         """This document's own public URL."""
         return self.site.url(self.path)
@@ -149,33 +212,42 @@ class FeedDocument:
         return self.site.base_url + "/"
 
 
-def feeds_of(site: Site, authors: Sequence[Author], languages: Sequence[str] = ()) -> list[Feed]:
+def feeds_of(
+    site: Site, authors: Sequence[Author], languages: Sequence[str] = (), wording: Wording = _english_only
+) -> list[Feed]:
     """Every feed the site publishes: the whole site, then each theme, region, author and language (a canonical
-    tag, named in that language; its path is the tag in lower case). Titles are in the site's language: themes and
-    regions by their names in it."""
-    feeds = [Feed("site", None, site.title, site.title, f"Everything published by {site.title}.", "all")]
+    tag; its path is the tag in lower case). Titles and descriptions are in the site's language (``wording``'s
+    words for it; English when it has none), themes and regions named in it; a language's own feed is named in
+    that language, and described in it when ``wording`` has its words (else in the site's)."""
+    words = wording(site.language) or ENGLISH
+    title = site.title
+
+    def described(dimension: str, in_words: FeedWords = words, **values: str) -> str:
+        return in_words.gettext(DESCRIPTIONS[dimension], site=title, **values)
+
+    feeds = [Feed("site", None, title, title, described("site"), "all")]
     themes = [(t, t.name_in(site.language)) for t in site.themes]
     regions = [(r, r.name_in(site.language)) for r in site.regions]
     feeds += [
-        Feed("theme", t.slug, name, f"{site.title}: {name}", t.description or f"{name}: posts by {site.title}.",
+        Feed("theme", t.slug, name, f"{title}: {name}", t.description or described("theme", name=name),
              f"themes/{t.slug}")
         for t, name in themes
     ]  # fmt: skip
     feeds += [
-        Feed("region", r.slug, name, f"{site.title}: {name}", f"Posts about {name} by {site.title}.",
-             f"regions/{r.slug}")
+        Feed("region", r.slug, name, f"{title}: {name}", described("region", name=name), f"regions/{r.slug}")
         for r, name in regions
     ]  # fmt: skip
     feeds += [
-        Feed("author", a.slug, a.name, f"{site.title}: {a.name}", f"Posts by {a.name} on {site.title}.",
-             f"authors/{a.slug}")
+        Feed("author", a.slug, a.name, f"{title}: {a.name}", described("author", name=a.name), f"authors/{a.slug}")
         for a in authors
     ]  # fmt: skip
-    feeds += [
-        Feed("language", tag, language_name(tag), f"{site.title}: {language_name(tag)}",
-             f"Posts in {language_name(tag, 'en')} by {site.title}.", f"languages/{tag.lower()}")
-        for tag in languages
-    ]  # fmt: skip
+    for tag in languages:
+        own = wording(tag) or words
+        description = described("language", own, language=own.language_in_sentence(tag))
+        feeds.append(
+            Feed("language", tag, language_name(tag), f"{title}: {language_name(tag)}", description,
+                 f"languages/{tag.lower()}")
+        )  # fmt: skip
     return feeds
 
 

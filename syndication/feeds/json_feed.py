@@ -21,7 +21,7 @@ def render_json(document: FeedDocument) -> bytes:
         "home_page_url": document.home_url,
         "feed_url": document.self_url,
         "description": feed.description,
-        "language": site.language,
+        "language": document.language,
         "authors": [{"name": site.title, "url": site.base_url + "/"}],
     }
     if document.prev_archive_url:
@@ -49,7 +49,8 @@ def _item(document: FeedDocument, post: Post) -> dict[str, Any]:
     if post.authors:
         item["authors"] = [{"name": author.name} for author in post.authors]
     if post.themes:
-        item["tags"] = [site.theme_name(slug) for slug in post.themes]
+        # Labelled as the Atom and RSS documents label their categories: a language's own feed in that language.
+        item["tags"] = [site.theme_name(slug, document.language) for slug in post.themes]
     item["language"] = post.language
     return item
 

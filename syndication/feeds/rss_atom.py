@@ -136,7 +136,7 @@ def _generator(document: FeedDocument) -> FeedGenerator:
     generator.register_extension("creators", _Creators, atom=False, rss=True)  # entries' creators: _EntryExtras
     generator.title(feed.title)
     generator.subtitle(feed.description)
-    generator.language(site.language)
+    generator.language(document.language)
     generator.author({"name": site.title, "uri": site.base_url + "/"})
     generator.generator("syndication", version=__version__, uri=GENERATOR_URI)
     generator.updated(document.updated)
@@ -190,8 +190,7 @@ def _add_entry(generator: FeedGenerator, document: FeedDocument, post: Post) -> 
     if post.themes:
         scheme = site.url("themes/")
         # A language's own feed labels its categories in that language; every other feed in the site's.
-        feed = document.feed
-        language = feed.slug if feed.dimension == "language" else None
+        language = document.language
         labels = [{"term": slug, "label": site.theme_name(slug, language), "scheme": scheme} for slug in post.themes]
         entry.category(labels)
 

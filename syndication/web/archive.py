@@ -109,11 +109,14 @@ class ArchivePages:
         """``/feeds/editions.atom``: the sent editions as an Atom feed."""
         # The feed is one document for every reader: worded in the site's language.
         words = self.pages.languages.words(self.pages.languages.default)
+        site = self.settings.site.title
         rendered = await run_in_threadpool(
             lambda: editions_feed(
                 self.service(),
+                title=words.gettext("%(site)s: editions", site=site),
+                description=words.gettext("Every digest %(site)s sent.", site=site),
                 title_of=lambda edition: self._title(words, edition),
-                window_of=lambda edition: self._window(words, edition),
+                summary_of=lambda edition: self._summary(words, edition),
                 limit=ARCHIVE_SIZE,
             )
         )
@@ -144,6 +147,23 @@ class ArchivePages:
             "monthly": words.gettext("Monthly digest, %(window)s", window=window),
         }
         return titles.get(edition.cadence, f"{words.cadence(edition.cadence)}, {window}")
+
+    def _summary(self, words: Words, edition: Edition) -> str:
+        """One sentence about an edition, for its entry in the feed of editions: ``The weekly digest of <site>:
+        what was published 1 May 2024 to 1 Jun 2024.``"""
+        site, window = self.settings.site.title, self._window(words, edition)
+        summaries = {
+            "daily": words.gettext(
+                "The daily digest of %(site)s: what was published %(window)s.", site=site, window=window
+            ),
+            "weekly": words.gettext(
+                "The weekly digest of %(site)s: what was published %(window)s.", site=site, window=window
+            ),
+            "monthly": words.gettext(
+                "The monthly digest of %(site)s: what was published %(window)s.", site=site, window=window
+            ),
+        }
+        return summaries.get(edition.cadence, f"{words.cadence(edition.cadence)}: {window}")
 
     def _window(self, words: Words, edition: Edition) -> str:
         return words.gettext("%(since)s to %(until)s", since=words.day(edition.since), until=words.day(edition.until))
