@@ -729,6 +729,26 @@ class WebSettings(_Section):
         return value
 
 
+class RetentionSettings(_Section):
+    """How long the delivery ledger and received messages are kept; ``syndication prune`` and the scheduler's
+    daily ``prune`` job remove what is older. 0 keeps them for ever. What exactly-once needs is never removed
+    (``syndication.store.retention`` says what that is)."""
+
+    deliveries_days: int = Field(
+        180,
+        ge=0,
+        description="Days the deliveries and delivery attempts of a finished edition (sent or cancelled, none "
+        "still to send) are kept after its window ended and its last attempt; the edition itself is kept. "
+        "0: for ever.",
+    )
+    inbound_raw_days: int = Field(
+        90,
+        ge=0,
+        description="Days the bytes of an unrecognised inbound message are kept for an operator to look at; "
+        "its record (hash, kind, outcome) stays, so the same message is never processed twice. 0: for ever.",
+    )
+
+
 class Settings(_Section):
     """The whole validated configuration."""
 
@@ -750,6 +770,7 @@ class Settings(_Section):
     editors: EditorSettings = EditorSettings()
     web: WebSettings = WebSettings()
     bounces: BounceSettings = BounceSettings()
+    retention: RetentionSettings = RetentionSettings()
     secret_key: SecretStr | None = Field(
         None,
         exclude=True,
@@ -1029,6 +1050,7 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
         ("web", WebSettings),
         ("bounces", BounceSettings),
         ("bounces.mailbox", BounceMailboxSettings),
+        ("retention", RetentionSettings),
     ]
     for section, model in sections:
         for name, field in model.model_fields.items():

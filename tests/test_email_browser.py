@@ -269,7 +269,7 @@ def check_meaning(page: Page, preview: DigestPreview, language: str) -> None:
     assert [(s.theme.slug if s.theme else None, s.more) for s in capped] == [("climate-action", 3)]
     for section in capped:
         assert section.theme is not None
-        more = page.locator(f'p.more a[href="{BASE_URL}/themes/{section.theme.slug}"]')
+        more = page.locator(f'p.more a[href="{BASE_URL}/themes/{section.theme.slug}?lang={language}"]')
         assert more.is_visible()
         assert more.inner_text() == MORE_TEXT[language].format(count=section.more, name=section.theme.name)
 

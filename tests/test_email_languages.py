@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from babel.messages.catalog import Catalog, Message
@@ -159,7 +160,7 @@ def shipped_catalog(language: str) -> Catalog:
 
 def test_four_languages_are_shipped_and_the_template_file_is_current() -> None:
     found = sorted(path.parent.parent.name for path in LOCALES.glob("*/LC_MESSAGES/messages.po"))
-    assert set(SHIPPED_LANGUAGES) <= set(found)  # and any language added since (one folder: README.md)
+    assert found == sorted(SHIPPED_LANGUAGES)
     with (LOCALES / "messages.pot").open("rb") as handle:
         template = read_po(handle)
     assert {message.id for message in template if message.id} == {
@@ -167,11 +168,10 @@ def test_four_languages_are_shipped_and_the_template_file_is_current() -> None:
     }
 
 
-@pytest.mark.parametrize("language", sorted(path.parent.parent.name for path in LOCALES.glob("*/*/messages.po")))
+@pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
 def test_a_shipped_catalog_translates_every_template_string(language: str) -> None:
     catalog = shipped_catalog(language)
-    if language in PLURAL_FORMS:  # a language added later keeps the rule ``pybabel init`` wrote (CLDR's)
-        assert catalog.plural_forms == f"nplurals=2; plural={PLURAL_FORMS[language]};"
+    assert catalog.plural_forms == f"nplurals=2; plural={PLURAL_FORMS[language]};"
     wanted = extracted_messages()
     held = {message.id if isinstance(message.id, str) else message.id[0]: message for message in catalog if message.id}
     assert sorted(set(wanted) - set(held)) == [], "strings the templates show that the catalog lacks (make messages)"
@@ -184,7 +184,7 @@ def test_a_shipped_catalog_translates_every_template_string(language: str) -> No
             continue  # the templates' own language: an empty translation is the msgid itself
         raw = message.string
         strings = [str(string) for string in raw] if isinstance(raw, (list, tuple)) else [raw or ""]
-        assert len(strings) == (catalog.num_plurals if message.pluralizable else 1), key
+        assert len(strings) == (2 if message.pluralizable else 1), key
         assert all(string.strip() for string in strings), f"{language}: {key!r} is not translated"
     problems = [(message.id, [str(error) for error in errors]) for message, errors in catalog.check()]
     assert problems == []  # placeholders: the same names as the msgid's
@@ -315,6 +315,28 @@ def test_the_catch_all_section_and_the_cadences_are_worded_too() -> None:
     assert emails["paused"].subject == "Le bulletin quotidien de Test Network est suspendu"
     every_theme = MailRenderer(make_settings()).subscription_summary("fr", "daily", None)
     assert every_theme == "Un bulletin quotidien en français, sur tous les thèmes."
+
+
+@pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
+def test_every_link_to_the_site_says_the_emails_language_but_the_personal_ones(language: str) -> None:
+    """The home page, a theme's page (the digest's "N more on <theme>") and the catch-all's "N more posts" open in
+    the email's language (``?lang=``); a confirmation link and an editor's link carry none (mailing.render)."""
+    settings = make_settings()
+    base = settings.site.base_url
+    personal = {"https://news.example.org/subscribe/confirm/x", "https://news.example.org/e/1"}
+    for name, email in every_email(settings, language):
+        hrefs = [str(href) for href in lxml_html.document_fromstring(email.html).xpath("//a/@href")]
+        in_text = re.findall(r"https?://\S+", email.text)
+        # The posts' own pages are the publisher's (here on the same host), not pages of this site.
+        ours = [url for url in hrefs + in_text if url.startswith(base) and not url.startswith(f"{base}/p/")]
+        assert f"{base}/?lang={language}" in hrefs, name  # the site's title, at the top of every email
+        for url in ours:
+            asked = parse_qs(urlsplit(url).query).get("lang")
+            assert asked == (None if url in personal else [language]), f"{language} {name}: {url}"
+        if name == "digest":
+            for links in (hrefs, in_text):
+                assert f"{base}/themes/climate-action?lang={language}" in links
+                assert f"{base}/?lang={language}" in links  # "1 more post", the section on no theme
 
 
 # --- Names per language, and their fallbacks --------------------------------------------------------------------

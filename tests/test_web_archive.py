@@ -65,6 +65,23 @@ def test_view_in_browser_is_the_readers_own_copy(site: WebSite) -> None:
     assert "Repair cafés &amp; &lt;tool&gt; libraries" in ana.text  # escaped, as in the email
 
 
+def test_the_view_link_says_the_readers_language_even_where_it_no_longer_works(site: WebSite) -> None:
+    """The copy is the email, in its language; the link says it too (``lang``), so that the page saying a link
+    does not work (a token cut short, say) is in that language, whatever the browser asks for."""
+    text = site.smtp.received_for("bo@example.org")[0].parsed().get_body(("plain",))
+    assert text is not None
+    link = view_link(site, "bo@example.org")
+    assert re.search(rf"{re.escape(link)}&lang=es\s", text.get_content()), text.get_content()
+    broken = f"{link[:-3]}abc&lang=es"
+    with site.client() as client:
+        copy = client.get(f"{link}&lang=es", headers={"Accept-Language": "en"})
+        refused = client.get(broken, headers={"Accept-Language": "en"})
+    base = site.settings.site.base_url
+    assert copy.status_code == 200 and f'href="{base}/?lang=es"' in copy.text  # its links to the site too
+    assert refused.status_code == 400 and '<html lang="es">' in refused.text
+    assert "Este enlace no funciona" in refused.text and 'href="/editions/1?lang=es"' in refused.text
+
+
 def test_the_public_copy_has_every_theme_and_no_personal_link(site: WebSite) -> None:
     with site.client() as client:
         public = client.get("/editions/1")

@@ -256,7 +256,7 @@ def test_an_empty_window_is_neither_published_nor_emailed_and_the_pages_say_it_i
         page = edition_page(client, 2)
         assert (page.status, page.counts, page.reasons) == ("empty", {}, [])
         assert actions_of(page.text, 2) == [] and "Approve and send" not in page.text
-        assert "Empty: nothing new was published in this window. Nothing is sent" in page.text
+        assert "Empty: nothing new was published in this window (nothing new)." in page.text
         assert 'role="alert"' not in page.text
         refused = form_post(client, "/editor/editions/2/approve", {}, page.text)
         assert refused.status_code == 409 and "Edition 2 is empty: it cannot be approved." in refused.text
@@ -357,13 +357,17 @@ def test_the_page_previews_for_a_subscriber_what_that_subscriber_is_sent(
 
 def as_previewed(body: str, base: str) -> str:
     """A delivered part with its reader's own links (signed unsubscribe, preferences and view-in-browser links,
-    the one thing that differs by design) replaced by the preview's, each of which it must hold, and its lines
-    ended as the page's are (SMTP ends them with CRLF)."""
+    the last with its reader's language: the one thing that differs by design) replaced by the preview's, each of
+    which it must hold, and its lines ended as the page's are (SMTP ends them with CRLF)."""
     body = body.replace("\r\n", "\n")
     for kind, pattern, preview in (
         ("unsubscribe", rf"{re.escape(base)}/unsubscribe/[A-Za-z0-9._~%-]+", f"{base}/unsubscribe/preview"),
         ("preferences", rf"{re.escape(base)}/preferences/[A-Za-z0-9._~%-]+", f"{base}/preferences/preview"),
-        ("view online", rf"{re.escape(base)}/editions/\d+\?t=[A-Za-z0-9._~%-]+", f"{base}/editions/preview"),
+        (
+            "view online",
+            rf"{re.escape(base)}/editions/\d+\?t=[A-Za-z0-9._~%-]+&(?:amp;)?lang=[A-Za-z-]+",
+            f"{base}/editions/preview",
+        ),
     ):
         body, found = re.subn(pattern, preview, body)
         assert found, f"no {kind} link in {body}"

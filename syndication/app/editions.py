@@ -45,7 +45,6 @@ from syndication.app.subscribers import (
 )
 from syndication.config import Settings, signing_keys
 from syndication.core.digest import Digest
-from syndication.core.languages import Reading, with_language
 from syndication.core.editions import (
     EDITABLE,
     NOTHING_NEW,
@@ -56,6 +55,7 @@ from syndication.core.editions import (
     on_rerun,
     reopen_for_retry,
 )
+from syndication.core.languages import Reading, with_language
 from syndication.core.models import (
     CADENCES,
     RETRYABLE_DELIVERIES,

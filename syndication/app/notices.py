@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from syndication.app.digests import personalised_message
 from syndication.app.service import Service
-from syndication.app.subscribers import confirm_url, preferences_url, rejoin_url, unsubscribe_url
+from syndication.app.subscribers import confirm_url, home_url, preferences_url, rejoin_url, unsubscribe_url
 from syndication.config import Settings
 from syndication.core.models import Subscriber, Theme
 from syndication.delivery.transport import Transport
@@ -134,7 +134,8 @@ class NoticeRenderer:
 
     def link_notice(self, language: str, url: str) -> tuple[RenderedEmail, Links]:
         """The confirmation (or rejoin) email in ``language`` with its placeholders, and the links that replace
-        them for a recipient whose link is ``url``: the shared layout's other links lead to the site."""
+        them for a recipient whose link is ``url``: the shared layout's other links lead to the site's home page,
+        in ``language``."""
         with self._lock:
             variant = self._variants.get(language)
             if variant is None:
@@ -142,8 +143,8 @@ class NoticeRenderer:
                     "confirm", language, {"confirm_url": PLACEHOLDERS.unsubscribe}, PLACEHOLDERS
                 )
                 self._variants[language] = variant
-        base = self.settings.site.base_url
-        return variant, Links(unsubscribe=url, preferences=f"{base}/", view_online=f"{base}/")
+        home = home_url(self.settings, language)
+        return variant, Links(unsubscribe=url, preferences=home, view_online=home)
 
     def render(self, name: str, language: str, context: Mapping[str, Any], links: Links) -> RenderedEmail:
         """Any notice, rendered for one recipient."""
@@ -296,7 +297,7 @@ class _Drain:
             links = Links(
                 unsubscribe=unsubscribe_url(service, subscriber),
                 preferences=preferences_url(service, subscriber),
-                view_online=f"{service.settings.site.base_url}/",
+                view_online=home_url(service.settings, subscriber.language),
             )
             # Written now, in their language, from what they receive now (not the English line queued with it).
             summary = renderer.summary(subscriber)

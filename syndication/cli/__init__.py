@@ -25,6 +25,7 @@ from syndication.cli import (
     editors,
     feeds,
     mailcheck,
+    maintenance,
     posts,
     service,
     subscribers,
@@ -38,6 +39,7 @@ __all__ = ["main"]
 # The command modules in the order their commands are listed by --help.
 _COMMAND_MODULES = (
     service, posts, feeds, digests, editions, subscribers, bounces, editors, mailcheck, checks, configuration,
+    maintenance,
 )  # fmt: skip
 
 

@@ -52,6 +52,7 @@ from syndication.app import jobs
 from syndication.app.bounces import Stoppable, poll_mailbox_once, start_receiver
 from syndication.app.editions import deliver, notify_editors, open_sender, plan_edition
 from syndication.app.gathering import gather
+from syndication.app.maintenance import prune
 from syndication.app.notices import drain_notices
 from syndication.app.publishing import publish_feeds
 from syndication.app.service import Service
@@ -94,6 +95,11 @@ def run_deliveries() -> None:
 def run_mailbox() -> None:
     """Job: read the bounce mailbox ([bounces.mailbox])."""
     _runner().mailbox()
+
+
+def run_prune() -> None:
+    """Job: remove what [retention] no longer keeps."""
+    _runner().prune()
 
 
 def _runner() -> Runner:
@@ -325,6 +331,9 @@ class Runner:
         if mailbox is not None:
             every = IntervalTrigger(seconds=mailbox.poll_seconds, timezone=self.zone)
             specs.append(_JobSpec("bounces:mailbox", run_mailbox, every, run_at_start=True))
+        retention = self.settings.retention
+        if retention.deliveries_days or retention.inbound_raw_days:
+            specs.append(_JobSpec("prune", run_prune, IntervalTrigger(days=1, timezone=self.zone)))
         return specs
 
     # --- Jobs -----------------------------------------------------------------------------------------------
@@ -441,6 +450,16 @@ class Runner:
             outcome.fields = {"handled": handled, "failed": failed}
             outcome.summary = f"{handled} messages processed" + (f", {failed} failed (kept for the next poll)"
                                                                  if failed else "")  # fmt: skip
+
+    def prune(self) -> None:
+        """Remove the old finished deliveries and attempts, and old inbound bytes, [retention] no longer keeps."""
+        with self._job("prune") as outcome:
+            report = prune(self.service)
+            outcome.fields = {"deliveries": report.deliveries, "attempts": report.attempts,
+                              "inbound": report.inbound_bytes}  # fmt: skip
+            outcome.summary = (f"{report.deliveries} deliveries and {report.attempts} attempts of"
+                               f" {report.editions} editions removed, {report.inbound_bytes} inbound messages'"
+                               " bytes let go")  # fmt: skip
 
     def _report_stale_drafts(self, now: datetime) -> None:
         stale = jobs.stale_drafts(self.service, now)

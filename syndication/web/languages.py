@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from gettext import NullTranslations
 from typing import Final, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
@@ -36,15 +35,16 @@ from babel.dates import format_date, format_datetime
 from starlette.requests import Request
 
 from syndication.config import Settings
-from syndication.core.languages import canonical_tag, language_name
+from syndication.core.languages import LANGUAGE_PARAMETER, canonical_tag, language_name
+from syndication.core.languages import with_language as with_language  # the pages' name for the one rule
 from syndication.resources import catalog_file, translations, web_catalogs
 
 CATALOGS: Final = web_catalogs()
 DOMAIN: Final = "web"
 # The language the templates and the Python sources are written in: its catalog translates nothing.
 SOURCE_LANGUAGE: Final = "en"
-# The query parameter that chooses a page's language.
-PARAMETER: Final = "lang"
+# The query parameter that chooses a page's language (``with_language`` writes it into a link).
+PARAMETER: Final = LANGUAGE_PARAMETER
 # At most this many entries of an Accept-Language header are read (browsers send a handful).
 MAX_PREFERENCES: Final = 32
 
@@ -206,14 +206,6 @@ class Words:
         # short month, y year, HH:mm hours and minutes (24 h); the time zone's abbreviation follows it.
         pattern = self.gettext("EEE d MMM y, HH:mm")
         return f"{format_datetime(local, pattern, tzinfo=self.zone, locale=self.locale)} {local.strftime('%Z')}"
-
-
-def with_language(href: str, language: str) -> str:
-    """``href`` with ``lang=<language>`` in its query (in place of any it had), its fragment kept."""
-    parts = urlsplit(href)
-    query = [(name, value) for name, value in parse_qsl(parts.query, keep_blank_values=True) if name != PARAMETER]
-    query.append((PARAMETER, language))
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class Languages:
