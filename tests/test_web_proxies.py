@@ -25,7 +25,7 @@ def subscribe_from(site_folder: Path, database_url: str, trusted: str, visitors:
     extra = f"[web]\ntrusted_proxies = {trusted}\n{LIMITS}"
     with web_site(site_folder, database_url, extra) as site, site.client() as client:
         page = client.get("/subscribe").text
-        choices = {"themes": [], "cadence": "weekly", "language": "en"}
+        choices: dict[str, str | list[str]] = {"themes": [], "cadence": "weekly", "language": "en"}
         return [
             form_post(client, "/subscribe", {**choices, "email": f"v{n}@example.org"}, page, **{
                 "X-Forwarded-For": visitor, "X-Forwarded-Proto": "https"}).status_code
