@@ -160,7 +160,7 @@ def shipped_catalog(language: str) -> Catalog:
 
 def test_four_languages_are_shipped_and_the_template_file_is_current() -> None:
     found = sorted(path.parent.parent.name for path in LOCALES.glob("*/LC_MESSAGES/messages.po"))
-    assert found == sorted(SHIPPED_LANGUAGES)
+    assert set(SHIPPED_LANGUAGES) <= set(found)  # and any language added since (one folder: README.md)
     with (LOCALES / "messages.pot").open("rb") as handle:
         template = read_po(handle)
     assert {message.id for message in template if message.id} == {
@@ -168,10 +168,11 @@ def test_four_languages_are_shipped_and_the_template_file_is_current() -> None:
     }
 
 
-@pytest.mark.parametrize("language", SHIPPED_LANGUAGES)
+@pytest.mark.parametrize("language", sorted(path.parent.parent.name for path in LOCALES.glob("*/*/messages.po")))
 def test_a_shipped_catalog_translates_every_template_string(language: str) -> None:
     catalog = shipped_catalog(language)
-    assert catalog.plural_forms == f"nplurals=2; plural={PLURAL_FORMS[language]};"
+    if language in PLURAL_FORMS:  # a language added later keeps the rule ``pybabel init`` wrote (CLDR's)
+        assert catalog.plural_forms == f"nplurals=2; plural={PLURAL_FORMS[language]};"
     wanted = extracted_messages()
     held = {message.id if isinstance(message.id, str) else message.id[0]: message for message in catalog if message.id}
     assert sorted(set(wanted) - set(held)) == [], "strings the templates show that the catalog lacks (make messages)"
@@ -184,7 +185,7 @@ def test_a_shipped_catalog_translates_every_template_string(language: str) -> No
             continue  # the templates' own language: an empty translation is the msgid itself
         raw = message.string
         strings = [str(string) for string in raw] if isinstance(raw, (list, tuple)) else [raw or ""]
-        assert len(strings) == (2 if message.pluralizable else 1), key
+        assert len(strings) == (catalog.num_plurals if message.pluralizable else 1), key
         assert all(string.strip() for string in strings), f"{language}: {key!r} is not translated"
     problems = [(message.id, [str(error) for error in errors]) for message, errors in catalog.check()]
     assert problems == []  # placeholders: the same names as the msgid's

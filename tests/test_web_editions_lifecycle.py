@@ -256,7 +256,7 @@ def test_an_empty_window_is_neither_published_nor_emailed_and_the_pages_say_it_i
         page = edition_page(client, 2)
         assert (page.status, page.counts, page.reasons) == ("empty", {}, [])
         assert actions_of(page.text, 2) == [] and "Approve and send" not in page.text
-        assert "Empty: nothing new was published in this window (nothing new)." in page.text
+        assert "Empty: nothing new was published in this window. Nothing is sent" in page.text
         assert 'role="alert"' not in page.text
         refused = form_post(client, "/editor/editions/2/approve", {}, page.text)
         assert refused.status_code == 409 and "Edition 2 is empty: it cannot be approved." in refused.text
