@@ -30,8 +30,7 @@ def run(config: Path, *args: str) -> int:
 def exported(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, Any]]:
     capsys.readouterr()
     assert run(config, "posts", "list", "--json", *args) == 0
-    rows: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
-    return rows
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, add_group, count, path, timestamp
-from syndication.cli.output import EXIT_FAILED, EXIT_OK
+from syndication.cli.output import EXIT_FAILED, EXIT_OK, UsageError
 from syndication.config import Settings
 from syndication.errors import SyndicationError
 
@@ -32,7 +32,9 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     listing.add_argument("--region", metavar="SLUG", help="only posts about this region")
     listing.add_argument("--since", metavar="ISO", type=timestamp, help="only posts published after this")
     listing.add_argument("--limit", type=count, metavar="N", help="at most N posts")
-    listing.add_argument("--json", action="store_true", help="a JSON array in the JSON Lines field names")
+    listing.add_argument(
+        "--json", action="store_true", help="JSON Lines, one post per line, as 'syndication import' reads them"
+    )
     deleting = add_command(post_commands, "delete", _posts_delete, "delete posts (feeds drop them at the next build)",
                            common)  # fmt: skip
     deleting.add_argument("guids", nargs="+", metavar="GUID", help="the post's guid (see 'posts list --json')")
@@ -92,15 +94,18 @@ def _posts_list(args: argparse.Namespace, settings: Settings) -> int:
 
     theme = None
     if args.theme:
-        chosen = parse_themes(settings, [args.theme])  # one theme, or one of its aliases; refused when unknown
+        try:  # one theme, or one of its aliases; an unknown one is a wrong argument (exit 2)
+            chosen = parse_themes(settings, [args.theme])
+        except SyndicationError as error:
+            raise UsageError(f"--theme: {error}") from None
         theme = chosen[0] if chosen else None
     if args.region and settings.regions and args.region not in {r.slug for r in settings.regions}:
-        raise SyndicationError(f"unknown region {args.region!r} (see [[regions]] in the configuration)")
+        raise UsageError(f"--region: unknown region {args.region!r} (see [[regions]] in the configuration)")
     with Service.open(settings) as service:
         posts = list_posts(service, theme=theme, region=args.region, since=args.since, limit=args.limit)
-    if args.json:
-        json.dump(post_records(posts), sys.stdout, ensure_ascii=False, indent=2)
-        print()
+    if args.json:  # JSON Lines, the import's format: a listing imports again as it is
+        for record in post_records(posts):
+            print(json.dumps(record, ensure_ascii=False))
         return EXIT_OK
     for post in posts:
         themes = ",".join(post.themes) or "-"
