@@ -22,7 +22,7 @@ import getpass
 import io
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
@@ -55,7 +55,12 @@ from syndication.store import subscribers as store
 
 MAX_NAME_LENGTH = 200
 DEFAULT_CADENCE = "weekly"
-IMPORT_COLUMNS = ("email", "name", "themes", "cadence", "language")
+# What an import reads: the preferences, then what an export adds that a round trip keeps (the languages read, the
+# status, the consent). The export's other columns (id, dates of the store's own) are taken and ignored, so an
+# export imports as it is.
+PREFERENCE_COLUMNS = ("email", "name", "themes", "cadence", "language", "reads", "language_choice")
+IMPORT_COLUMNS = (*PREFERENCE_COLUMNS, "status", "consent_at", "consent_method", "consent_source")
+MAX_CONSENT_METHOD_LENGTH = 32
 
 # Statuses that end a subscription: only the person's renewed, confirmed consent makes them active again.
 ENDED_STATUSES = ("unsubscribed", "bounced", "complained")
@@ -215,6 +220,12 @@ class _Request:
     themes: tuple[str, ...] | None
     cadence: str | None
     language: str | None
+    # An import's other columns (None: not given): the languages read, the choice for the others, the status the
+    # row names (the most it may be: a row that left is never made active) and the consent it records.
+    reads: tuple[str, ...] | None = None
+    language_choice: str | None = None
+    status: str | None = None
+    consent: Consent | None = None
 
 
 def _request(
@@ -350,6 +361,12 @@ def _apply(
                 )
             store.lift_suppression(session, request.email)
             action = "resubscribed"
+        status = "active" if confirmed else "pending"
+        if request.status in (*ENDED_STATUSES, "pending"):  # the row's status is the most it may be
+            status = request.status
+        # The row's own consent is kept when the operator vouches for it, and for a subscription that ended (its
+        # record of how it began); one who must confirm afresh by email gets this request's consent.
+        kept = request.consent is not None and (confirmed or status in ENDED_STATUSES)
         subscriber = store.insert_subscriber(
             session,
             email=request.email,
@@ -357,13 +374,21 @@ def _apply(
             language=request.language or default_language(settings),
             themes=request.themes or None,
             cadence=request.cadence or DEFAULT_CADENCE,
-            status="active" if confirmed else "pending",
-            consent=consent,
+            status=status,
+            consent=request.consent if kept and request.consent is not None else consent,
             now=now,
         )
+        if request.reads or request.language_choice not in (None, "default"):
+            read = store.update_preferences(
+                session, subscriber.id, reads=request.reads, language_choice=request.language_choice
+            )
+            assert read is not None
+            subscriber = read
         return subscriber, action
 
-    if existing.status in ENDED_STATUSES and (not confirmed or reactivation is None):
+    # Refused: making an ended subscription active without a reactivation (a row saying it ended asks for none).
+    wants_active = request.status in (None, "active")
+    if existing.status in ENDED_STATUSES and wants_active and (not confirmed or reactivation is None):
         raise SubscriberError(
             f"{request.email} is {existing.status} (since {_since(session, existing)}): not made active again;"
             " they can subscribe again through the subscribe form, or, with their renewed consent, an operator"
@@ -373,11 +398,14 @@ def _apply(
     subscriber = existing
     if update:
         themes = None if request.themes is None else (request.themes or None)  # () is every theme: stored None
+        choice = request.language_choice
         changed = (
             (request.name is not None and request.name != existing.name)
             or (request.language is not None and request.language != existing.language)
             or (request.cadence is not None and request.cadence != existing.cadence)
             or (request.themes is not None and themes != existing.themes)
+            or (request.reads is not None and request.reads != existing.reads)
+            or (choice is not None and (choice if choice != "default" else None) != existing.language_choice)
         )
         if changed:
             updated = store.update_preferences(
@@ -388,11 +416,14 @@ def _apply(
                 cadence=request.cadence,
                 themes=themes,
                 everything=request.themes == (),
+                reads=request.reads,
+                language_choice=choice,
             )
             assert updated is not None
             subscriber = updated
         action = "updated" if changed else "unchanged"
-    if confirmed and existing.status != "active":
+    # A row that names another status than active (it left, or never confirmed) never makes anyone active.
+    if confirmed and existing.status != "active" and wants_active:
         action = "confirmed" if existing.status == "pending" else "reactivated"
         renewed = reactivation if existing.status in ENDED_STATUSES and reactivation is not None else consent
         store.record_consent(session, existing.id, renewed)
@@ -458,7 +489,15 @@ def import_subscribers(
     reactivate: bool = False,
     reason: str | None = None,
 ) -> ImportReport:
-    """Add the subscribers of a CSV file (header ``email,name,themes,cadence,language``; only email is required).
+    """Add the subscribers of a CSV file (header naming columns among IMPORT_COLUMNS, in any order; only email is
+    required); the columns ``export_subscribers`` writes besides them are read and ignored, so an export imports
+    as it is.
+
+    A ``status`` cell is the most a row may become: ``unsubscribed``, ``bounced`` or ``complained`` rows are added
+    with that status (never active, and never sent anything) and never make an existing subscriber active;
+    ``pending`` rows are added pending and sent a confirmation email, even with ``confirmed``. The ``consent_*``
+    cells are the consent recorded for a new subscriber when ``confirmed`` (as it was exported) and for one whose
+    subscription ended; a new subscriber asked to confirm by email gets this import's.
 
     Each row is checked on its own: a bad one is reported with its line number and the good ones are kept.
     Rows for existing subscribers change nothing unless ``update`` (the row's columns replace theirs; empty
@@ -472,7 +511,8 @@ def import_subscribers(
     report = ImportReport(source=str(path))
     now = service.clock()
     _reactivation(now, "import", "", confirmed, reactivate, reason)  # refuses a wrong request before reading
-    keys = None if confirmed else signing_keys(settings)
+    if not confirmed:
+        signing_keys(settings)  # the confirmation emails need it: refuse before storing anything
     rows = list(_read_csv(settings, path, report))
     to_confirm: list[tuple[int, Subscriber]] = []
     with database.transaction(service.engine) as session:
@@ -504,7 +544,8 @@ def import_subscribers(
             else:
                 report.unchanged += 1
             # Only new addresses are written to: running the same import again must not mail everyone pending.
-            if subscriber.status == "pending" and keys is not None and action == "added":
+            # A pending row of a confirmed import is asked too (sending then needs the signing key, as without).
+            if subscriber.status == "pending" and action == "added":
                 to_confirm.append((line, subscriber))
     stopped: ConfigError | None = None
     connection = service.mailer.connect()  # one connection for every confirmation (opened on the first send)
@@ -545,7 +586,7 @@ def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[
     if isinstance(first, str):
         raise SubscriberError(f"{path}: line 1: {first}")
     header = [column.strip().lower() for column in first]
-    unknown = [column for column in header if column not in IMPORT_COLUMNS]
+    unknown = [column for column in header if column not in IMPORT_COLUMNS and column not in _EXPORT_ONLY]
     if "email" not in header or unknown or len(set(header)) != len(header):
         problem = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column"
         if not unknown and "email" in header:
@@ -577,6 +618,7 @@ def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[
                 cadence=values.get("cadence", "").strip() or None,
                 language=values.get("language", "").strip() or None,
             )
+            request = _with_exported(request, values, header)
         except SubscriberError as error:
             report.refused.append(Notice(report.source, f"line {start}", str(error)))
             continue
@@ -586,6 +628,46 @@ def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[
             continue
         seen[request.email] = start
         yield start, request
+
+
+# The columns an export writes that an import does not read: the store's own id and dates.
+_EXPORT_ONLY = frozenset(column for column in store.record_columns() if column not in IMPORT_COLUMNS)
+
+
+def _with_exported(request: _Request, values: dict[str, str], header: list[str]) -> _Request:
+    """``request`` with the row's languages read, language choice, status and consent; SubscriberError naming the
+    cell that is refused."""
+    try:
+        reads = check_reads([values.get("reads", "")]) if "reads" in header else None
+        choice = values.get("language_choice", "").strip()
+        status = values.get("status", "").strip().lower()
+        return replace(
+            request,
+            reads=reads,
+            language_choice=check_language_choice(choice) if choice else None,
+            status=check_status(status) if status else None,
+            consent=_consent(values),
+        )
+    except SubscriberError as error:
+        raise SubscriberError(f"{request.email}: {error}") from None
+
+
+def _consent(values: dict[str, str]) -> Consent | None:
+    """The consent a row records (``consent_at`` and ``consent_method`` given), or None when it records none."""
+    at, method = values.get("consent_at", "").strip(), " ".join(values.get("consent_method", "").split())
+    if not at and not method:
+        return None
+    if not at or not method:
+        raise SubscriberError("consent_at and consent_method go together (when and how they agreed)")
+    try:
+        moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        raise SubscriberError(f"consent_at {at!r} is not an ISO 8601 time") from None
+    if len(method) > MAX_CONSENT_METHOD_LENGTH:
+        raise SubscriberError(f"consent_method is longer than {MAX_CONSENT_METHOD_LENGTH} characters")
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # no offset: UTC, as posts
+    source = " ".join(values.get("consent_source", "").split())
+    return Consent(at=moment.astimezone(UTC), method=method, source=source)
 
 
 class _RanOver(Exception):

@@ -45,8 +45,12 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     _reactivation_arguments(adding, "make an unsubscribed, bounced or complained address active again")
     importing_subscribers = command("import", _subscribers_import, "add the subscribers of a CSV file")
     importing_subscribers.description = (
-        "Add the subscribers of a CSV file with a header row naming columns among email,name,themes,cadence,language"
-        " (only email is required; themes separated by ';' or ','; an empty themes cell means every theme). Each row"
+        "Add the subscribers of a CSV file with a header row naming columns among email,name,themes,cadence,language,"
+        "reads,language_choice,status,consent_at,consent_method,consent_source (only email is required; themes"
+        " separated by ';' or ','; an empty themes cell means every theme); what 'subscribers export' writes imports"
+        " as it is (its id and dates are ignored). A row's status is the most it becomes: an unsubscribed, bounced"
+        " or complained row is added so and never makes anyone active, a pending one is sent a confirmation email."
+        " With --confirmed a new subscriber's consent is the row's consent_* cells when given. Each row"
         " is checked on its own: bad rows are reported with their line number and the good ones are kept (exit 1 if"
         " any row was refused). New subscribers are pending and sent a confirmation email, or active with"
         " --confirmed. Existing subscribers are left as they are unless --update (the row's cells replace their"
