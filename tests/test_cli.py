@@ -77,8 +77,10 @@ def test_an_unknown_region_is_refused_like_an_unknown_theme(
     regional = write_config(
         tmp_path, f"sqlite:///{tmp_path / 'store.db'}", '[[regions]]\nslug = "europe"\nname = "Europe"\n'
     )
-    assert main(["--config", str(regional), "posts", "list", "--region", "atlantis"]) == 1
+    assert main(["--config", str(regional), "posts", "list", "--region", "atlantis"]) == 2  # a wrong argument
     assert "unknown region 'atlantis'" in capsys.readouterr().err
+    assert main(["--config", str(regional), "posts", "list", "--theme", "astrology"]) == 2
+    assert "--theme: unknown theme 'astrology'" in capsys.readouterr().err
     assert main(["--config", str(regional), "posts", "list", "--region", "europe"]) == 0
 
 

@@ -389,7 +389,7 @@ def test_preview_command_writes_each_format(
     capsys.readouterr()
     assert main(["--config", str(config), "digest", "preview", "--since", "2020-01-01", "--until", "2020-02-01"]) == 0
     assert "no digest: nothing was published" in capsys.readouterr().err
-    assert main(["--config", str(config), "digest", "preview", "--themes", "astrology"]) == 1
+    assert main(["--config", str(config), "digest", "preview", "--themes", "astrology"]) == 2  # a wrong argument
     assert "unknown theme 'astrology'" in capsys.readouterr().err
 
 

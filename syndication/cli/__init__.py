@@ -30,7 +30,7 @@ from syndication.cli import (
     service,
     subscribers,
 )
-from syndication.cli.output import EXIT_FAILED, EXIT_USAGE, Terminated, say_error
+from syndication.cli.output import EXIT_FAILED, EXIT_USAGE, Terminated, UsageError, say_error
 from syndication.config import config_path_from, load_settings
 from syndication.errors import ConfigError, SyndicationError
 
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("syndication: terminated", file=sys.stderr)
         return 143  # 128 + SIGTERM, as a shell reports it
-    except ConfigError as error:
+    except (ConfigError, UsageError) as error:
         say_error(error)
         return EXIT_USAGE
     except SyndicationError as error:

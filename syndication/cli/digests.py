@@ -15,7 +15,15 @@ import argparse
 import sys
 
 from syndication.cli.arguments import Commands, add_command, add_group, path, timestamp
-from syndication.cli.output import EXIT_FAILED, EXIT_OK, print_drain, progress_printer, say_error, stopping_on_signals
+from syndication.cli.output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    print_drain,
+    progress_printer,
+    say_error,
+    stopping_on_signals,
+)
 from syndication.config import Settings
 from syndication.core.models import CADENCES, EditionStatus
 from syndication.errors import SyndicationError
@@ -80,7 +88,10 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.app.service import Service
     from syndication.app.subscribers import parse_themes
 
-    followed = parse_themes(settings, args.themes) if args.themes else None  # slugs or aliases; None: everything
+    try:  # slugs or aliases; None: everything; an unknown one is a wrong argument (exit 2)
+        followed = parse_themes(settings, args.themes) if args.themes else None
+    except SyndicationError as error:
+        raise UsageError(f"--themes: {error}") from None
     with Service.open(settings) as service:
         if args.subscriber:
             from syndication.app.subscribers import find_subscriber

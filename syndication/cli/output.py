@@ -14,6 +14,11 @@ from typing import Protocol
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+class UsageError(Exception):
+    """An argument names something that does not exist (an unknown theme or region): the arguments are wrong, so
+    the command exits 2 (EXIT_USAGE) with this one line, as argparse's own refusals do; nothing has run."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (``timeout``, ``systemctl stop``): unwind as Ctrl-C does, so that open transactions roll
     back and worker processes are shut down, instead of dying at once and leaving them behind. The command line

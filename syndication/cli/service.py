@@ -62,8 +62,9 @@ def _init(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.app.publishing import publish_feeds
     from syndication.app.service import Service
-    from syndication.web.app import serve
+    from syndication.web.app import listening_socket, serve
 
+    sock = listening_socket(args.host, args.port)  # a port in use stops here, before anything is built
     with Service.open(settings) as service:
         report = publish_feeds(service)  # serve current feeds from the first request on
     print(f"feeds ready in {report.directory}; serving on http://{args.host}:{args.port}/feeds/", file=sys.stderr)
@@ -75,7 +76,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
           file=sys.stderr)  # fmt: skip
     if not settings.editors.passwords:
         print("warning: no editor is configured: nobody can sign in (syndication editors add NAME)", file=sys.stderr)
-    serve(settings, args.host, args.port)
+    serve(settings, sock)
     return EXIT_OK
 
 
@@ -89,6 +90,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.scheduling.runner import Runner
 
     check_sending(settings)  # without these nothing could ever be sent: say so now
+    sock = None
+    if not args.no_web:  # a port in use stops here, not in the web thread once the scheduler runs
+        from syndication.web.app import listening_socket
+
+        sock = listening_socket(args.host, args.port)
     configure_logging(settings.logging)
     for warning in sender_warnings(settings):  # mail that would go out but land in spam or bounce: say so too
         logging.getLogger("syndication.run").warning("mail: %s", warning)
@@ -104,7 +110,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.no_web:
         from syndication.web.app import BackgroundServer
 
-        web = BackgroundServer(settings, args.host, args.port, wake_sender=runner.wake_deliveries)
+        web = BackgroundServer(settings, args.host, args.port, wake_sender=runner.wake_deliveries, sock=sock)
         web.start()
     try:
         runner.run_until_stopped()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from syndication.app.service import Service
 from syndication.config import Settings
 from syndication.errors import SyndicationError
 from syndication.runtime.logs import REQUEST_ID, configure_logging
-from syndication.web import feeds, unsubscribe
+from syndication.web import feeds, home, unsubscribe
 from syndication.web.archive import ArchivePages
 from syndication.web.editor import EditorPages
 from syndication.web.errors import MAPPED_ERRORS, PageError, page_of
@@ -37,9 +38,10 @@ def create_app(
     settings: Settings, wake_sender: Callable[[], None] | None = None, *, drain_notices_at_start: bool = False
 ) -> FastAPI:
     """The whole web app for ``settings``: the feeds under ``/feeds/``, the subscriber's pages (subscribe, confirm,
-    preferences, unsubscribe), the archive, and the editor's pages under ``/editor/``; ``/`` sends readers to the
-    feeds. ``wake_sender``, given by ``syndication run``, is called when an editor approves or resumes an edition
-    so that the process's own scheduled sender sends it, instead of a second sender started by the web app.
+    preferences, unsubscribe), the archive, the editor's pages under ``/editor/``, and the home page ``/``, which
+    leads to them. Every address that takes GET takes HEAD too (Starlette's routes add it). ``wake_sender``, given
+    by ``syndication run``, is called when an editor approves or resumes an edition so that the process's own
+    scheduled sender sends it, instead of a second sender started by the web app.
     ``/healthz``, ``/readyz`` and ``/metrics`` are the operators' (``web.health``); every request gets an id
     (``X-Request-ID``) and is counted by route.
 
@@ -80,7 +82,7 @@ def create_app(
     app.router.routes.extend(unsubscribe.routes(store.service, pages))
     app.router.routes.extend(SubscriberPages(store.service, pages, notices.wake).routes())
     app.router.routes.extend(editor.routes())
-    app.add_api_route("/", _home, methods=["GET"], include_in_schema=False)
+    app.router.routes.extend(home.routes(pages))
     return app
 
 
@@ -138,15 +140,25 @@ def server_config(
     return uvicorn.Config(app, **{**defaults, **options})
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the app on ``host:port`` until interrupted (``syndication serve``), logging as ``[logging]`` says."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, made before anything else starts, so that a port in use (or
+    an address not of this machine) stops the command at once with one line naming it: SyndicationError (exit 1).
+    Uvicorn would otherwise report it in its log after start-up and exit with a status of its own."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as error:
+        why = os.strerror(error.errno) if error.errno else str(error)  # not create_server's repeat of the address
+        raise SyndicationError(f"cannot listen on {host}:{port}: {why}") from None
+
+
+def serve(settings: Settings, sock: socket.socket) -> None:
+    """Run the app on the listening socket ``sock`` (``listening_socket``) until interrupted (``syndication
+    serve``), logging as ``[logging]`` says."""
     configure_logging(settings.logging)
     app = create_app(settings, drain_notices_at_start=True)
-    uvicorn.Server(server_config(app, settings, host, port, log_config=None)).run()
-
-
-async def _home() -> RedirectResponse:
-    return RedirectResponse("/feeds/", status_code=307)
+    host, port = sock.getsockname()[:2]
+    uvicorn.Server(server_config(app, settings, host, port, log_config=None)).run(sockets=[sock])
 
 
 def _http_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Response]]:

@@ -38,7 +38,11 @@ from syndication.web.languages import PARAMETER, Languages, Words, with_language
 from syndication.web.sessions import Cookies
 
 TEMPLATES: Final = web_templates()
-ASSETS: Final = {"site.css": "text/css; charset=utf-8", "progress.js": "text/javascript; charset=utf-8"}
+ASSETS: Final = {
+    "site.css": "text/css; charset=utf-8",
+    "progress.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 
 # Pages of our own: nothing but our own files, no inline script or style, never framed.
 PAGE_POLICY: Final = (
@@ -184,7 +188,7 @@ class Pages:
         (the answer to a form is not at its address), not on an error page (its address shows nothing), and only
         when there is a choice. Each link is this very address, its path (and signed token) and query kept, with
         ``lang`` set."""
-        if request.method != "GET" or len(self.languages.offered) < 2:
+        if request.method not in ("GET", "HEAD") or len(self.languages.offered) < 2:
             return []
         here = _relative(request)
         return [(tag, label, with_language(here, tag), tag == words.language) for tag, label in self.languages.names()]
