@@ -830,11 +830,14 @@ def send_confirmation(
     Raises DeliveryError when the SMTP server does not take the message (the subscriber stays pending), and
     ConfigError when the relay or the signing key is not configured right.
     """
+    from syndication.app.digests import send_notice  # with mailing.render: templates, premailer (slow to import)
+    from syndication.mailing.render import Links, MailRenderer
+
     settings = service.settings
     url = url or confirm_url(service, subscriber)
-    base = settings.site.base_url
+    home = home_url(settings, subscriber.language)
     # The confirmation has no unsubscribe or online copy; the shared layout's links lead to the site instead.
-    links = Links(unsubscribe=url, preferences=f"{base}/", view_online=f"{base}/")
+    links = Links(unsubscribe=url, preferences=home, view_online=home)
     email = MailRenderer(settings).render_notice("confirm", subscriber.language, {"confirm_url": url}, links)
     send_notice(service, email, subscriber.email, subscriber.name, f"confirm.{subscriber.id}", connection=connection)
 
@@ -1060,11 +1063,14 @@ def send_preferences_notice(service: Service, subscriber: Subscriber, summary: s
     """Email ``subscriber`` that their preferences changed (``summary``: what they receive now), in their
     language, with their links to change them again or leave, through the service's Mailer (DKIM-signed when
     configured). Raises DeliveryError or ConfigError."""
+    from syndication.app.digests import send_notice
+    from syndication.mailing.render import Links, MailRenderer
+
     settings = service.settings
     links = Links(
         unsubscribe=unsubscribe_url(service, subscriber),
         preferences=preferences_url(service, subscriber),
-        view_online=f"{settings.site.base_url}/",
+        view_online=home_url(settings, subscriber.language),
     )
     email = MailRenderer(settings).render_notice("preferences", subscriber.language, {"summary": summary}, links)
     send_notice(service, email, subscriber.email, subscriber.name, f"preferences.{subscriber.id}")
