@@ -38,6 +38,7 @@ from syndication.app.service import Service
 from syndication.config import Settings, signing_keys
 from syndication.core.bounces import Fault
 from syndication.core.models import SUBSCRIBER_STATUSES
+from syndication.core.progress import Progress, running
 from syndication.core.tokens import read_verp_token, verp_token
 from syndication.errors import ConfigError
 from syndication.inbound.classify import InboundReport, MessageKind, classify_message
@@ -306,18 +307,32 @@ def process_message(
 
 
 def process_messages(
-    service: Service, messages: Iterable[Incoming], *, source: str = "import", batch_size: int = BATCH_SIZE
+    service: Service,
+    messages: Iterable[Incoming],
+    *,
+    source: str = "import",
+    batch_size: int = BATCH_SIZE,
+    progress: Progress | None = None,
+    total: int | None = None,
 ) -> Iterator[InboundOutcome]:
     """``process_message`` for many messages, ``batch_size`` to a transaction (each batch's outcomes are yielded
-    once it committed): what an import of saved messages uses."""
-    batch: list[Incoming] = []
-    for message in messages:
-        batch.append(message)
-        if len(batch) >= batch_size:
-            yield from _process_batch(service, batch, source)
-            batch = []
-    if batch:
-        yield from _process_batch(service, batch, source)
+    once it committed): what an import of saved messages uses. ``progress`` is told of each message processed,
+    against ``total`` (how many ``messages`` holds, if known)."""
+    with running(progress, "messages", total) as shows:
+        batch: list[Incoming] = []
+        for message in messages:
+            batch.append(message)
+            if len(batch) >= batch_size:
+                yield from _processed(service, batch, source, shows)
+                batch = []
+        if batch:
+            yield from _processed(service, batch, source, shows)
+
+
+def _processed(service: Service, batch: Sequence[Incoming], source: str, progress: Progress) -> list[InboundOutcome]:
+    outcomes = _process_batch(service, batch, source)
+    progress.advance(len(batch))
+    return outcomes
 
 
 def _process_batch(service: Service, batch: Sequence[Incoming], source: str) -> list[InboundOutcome]:

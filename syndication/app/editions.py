@@ -65,6 +65,7 @@ from syndication.core.models import (
     Post,
     Subscriber,
 )
+from syndication.core.progress import Progress, running
 from syndication.core.tokens import make_token
 from syndication.delivery.mailer import Mailer
 from syndication.delivery.sender import Bounce, DrainReport, Outgoing, Sender
@@ -265,6 +266,7 @@ def deliver(
     edition_id: int | None = None,
     on_progress: Callable[[DrainReport], None] | None = None,
     sender: Sender | None = None,
+    progress: Progress | None = None,
 ) -> DeliveryReport:
     """Send every due delivery (retries included) of sending editions, or of one edition, through the service's
     Mailer; with ``sender`` (from ``open_sender``) through that one. Raises SenderBusy when another sender drains
@@ -272,15 +274,27 @@ def deliver(
 
     An edition the relay refused to send (our sender, content, relaying, credentials, the relay's own trouble, or
     the breaker) is paused, named in the report's ``paused_editions`` with the reason, logged as an error, and
-    the editors are emailed (a failure to email them is logged, never raised)."""
+    the editors are emailed (a failure to email them is logged, never raised). ``progress`` is told the
+    deliveries due as the run starts and each one dealt with."""
     sender = sender or open_sender(service)
     builder = MessageBuilder(service)
     with database.transaction(service.engine) as session:
         before = ledger.last_attempt_id(session)
-    drained = sender.drain(
-        builder.build, edition_id=edition_id, on_progress=on_progress,
-        on_bounce=lambda bounce: _count_bounce(service, bounce),
-    )  # fmt: skip
+        due = ledger.due_count(session, service.clock(), edition_id)
+    with running(progress, "sending", due) as shows:
+        shown = 0
+
+        def progressed(report: DrainReport) -> None:
+            nonlocal shown
+            shows.advance(report.handled - shown)
+            shown = report.handled
+            if on_progress is not None:
+                on_progress(report)
+
+        drained = sender.drain(
+            builder.build, edition_id=edition_id, on_progress=progressed,
+            on_bounce=lambda bounce: _count_bounce(service, bounce),
+        )  # fmt: skip
     with database.transaction(service.engine) as session:
         rows = [row for row in ledger.outcomes_after(session, before, edition_id) if row[0] in _REASONED]
     report = DeliveryReport(

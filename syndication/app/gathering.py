@@ -8,41 +8,52 @@ from pathlib import Path
 
 from syndication.app.service import Service
 from syndication.core.models import GatherReport, Notice, Post
+from syndication.core.progress import Progress, running
 from syndication.errors import SourceError
 from syndication.sources import open_source
 from syndication.sources.base import CursorMoved, PullEvent, Rejected, Source, Warned
-from syndication.sources.jsonl import read_jsonl_file
+from syndication.sources.jsonl import count_lines, read_jsonl_file
 from syndication.store import cursors, database
 from syndication.store import posts as post_store
 
 
-def gather(service: Service, source_names: Sequence[str] | None = None) -> list[GatherReport]:
-    """Pull every configured source (or the named ones) into the store, one report per source."""
+def gather(
+    service: Service, source_names: Sequence[str] | None = None, *, progress: Progress | None = None
+) -> list[GatherReport]:
+    """Pull every configured source (or the named ones) into the store, one report per source. ``progress`` is
+    told of each source's items (posts and refusals) as they come; how many a pull brings is not known first."""
     chosen = [service.settings.source(n) for n in source_names] if source_names else service.settings.sources
     vocabulary = service.vocabulary
-    return [_pull_into_store(service, open_source(entry, vocabulary)) for entry in chosen]
+    return [_pull_into_store(service, open_source(entry, vocabulary), progress) for entry in chosen]
 
 
-def import_file(service: Service, path: Path) -> GatherReport:
-    """Import one JSON Lines file in full, without touching any source's cursor."""
+def import_file(service: Service, path: Path, *, progress: Progress | None = None) -> GatherReport:
+    """Import one JSON Lines file in full, without touching any source's cursor. ``progress`` is told of each
+    line read, against the file's count of lines that hold something."""
     report = GatherReport(source=str(path))
-    try:
-        _store_events(
-            service, report, read_jsonl_file(path, service.vocabulary), source_label="import", cursor_key=None
-        )
-    except SourceError as error:
-        report.failure = str(error)
+    with running(progress, f"import {path.name}", count_lines(path)) as shows:
+        try:
+            _store_events(
+                service, report, read_jsonl_file(path, service.vocabulary), source_label="import", cursor_key=None,
+                progress=shows,
+            )  # fmt: skip
+        except SourceError as error:
+            report.failure = str(error)
     return report
 
 
-def _pull_into_store(service: Service, source: Source) -> GatherReport:
+def _pull_into_store(service: Service, source: Source, progress: Progress | None = None) -> GatherReport:
     report = GatherReport(source=source.name)
     with database.transaction(service.engine) as session:
         cursor = cursors.load_cursor(session, source.name)
-    try:
-        _store_events(service, report, source.pull(cursor), source_label=source.name, cursor_key=source.name)
-    except SourceError as error:
-        report.failure = str(error)
+    with running(progress, f"gather {source.name}", None) as shows:
+        try:
+            _store_events(
+                service, report, source.pull(cursor), source_label=source.name, cursor_key=source.name,
+                progress=shows,
+            )  # fmt: skip
+        except SourceError as error:
+            report.failure = str(error)
     return report
 
 
@@ -53,6 +64,7 @@ def _store_events(
     *,
     source_label: str,
     cursor_key: str | None,
+    progress: Progress,
 ) -> None:
     """Store posts in batches, one transaction each; the cursor commits with the last batch only.
 
@@ -69,11 +81,13 @@ def _store_events(
                 if event.published > now:
                     report.warnings.append(Notice(report.source, event.guid, "dated in the future; held until then"))
                 batch.append(event)
+                progress.advance()
                 if len(batch) >= size:
                     _store_batch(service, report, batch, source_label, None, None)
                     batch = []
             elif isinstance(event, Rejected):
                 report.rejections.append(Notice(report.source, event.where, event.reason))
+                progress.advance()
             elif isinstance(event, Warned):
                 report.warnings.append(Notice(report.source, event.where, event.message))
             elif isinstance(event, CursorMoved):

@@ -11,6 +11,7 @@ from typing import Final
 from syndication.app.editions import sent_editions
 from syndication.app.service import Service
 from syndication.core.models import Edition, Post
+from syndication.core.progress import Progress
 from syndication.feeds.build import FeedBuildReport, build_feeds, feed_site
 from syndication.feeds.catalog import CONTENT_TYPES, FORMAT_LABELS, Feed, FeedDocument, FormatLabel
 from syndication.feeds.rss_atom import render_atom
@@ -29,13 +30,21 @@ class RenderedFeed:
 
 
 def publish_feeds(
-    service: Service, directory: Path | None = None, *, full: bool = False, archives: bool = True
+    service: Service,
+    directory: Path | None = None,
+    *,
+    full: bool = False,
+    archives: bool = True,
+    progress: Progress | None = None,
 ) -> FeedBuildReport:
     """Write every feed that changed since the last build (or all of them), then the manifest.
 
-    ``directory`` defaults to ``[feeds] output_dir``; ``archives=False`` leaves archive pages for a later build.
+    ``directory`` defaults to ``[feeds] output_dir``; ``archives=False`` leaves archive pages for a later build;
+    ``progress`` is told of each feed written.
     """
-    return build_feeds(service.settings, service.engine, service.clock(), directory, full=full, archives=archives)
+    return build_feeds(
+        service.settings, service.engine, service.clock(), directory, full=full, archives=archives, progress=progress
+    )
 
 
 def editions_feed(

@@ -43,6 +43,7 @@ from syndication.core.languages import (
     with_language,
 )
 from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES, Consent, Notice, Subscriber
+from syndication.core.progress import Progress, running
 from syndication.core.tokens import make_token, read_token
 from syndication.delivery.transport import Transport
 from syndication.errors import ConfigError, DeliveryError, SyndicationError, TokenError
@@ -488,6 +489,7 @@ def import_subscribers(
     update: bool = False,
     reactivate: bool = False,
     reason: str | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Add the subscribers of a CSV file (header naming columns among IMPORT_COLUMNS, in any order; only email is
     required); the columns ``export_subscribers`` writes besides them are read and ignored, so an export imports
@@ -505,7 +507,7 @@ def import_subscribers(
     complained subscribers are refused unless ``confirmed``, ``reactivate`` and a ``reason`` (recorded with who
     did it in their consent). Suppressed addresses are always refused. New subscribers are pending and sent a
     confirmation email, or active when ``confirmed``. The rows are written in one transaction; emails go out after
-    it commits.
+    it commits. ``progress`` is told of each good row written, then of each confirmation email.
     """
     settings = service.settings
     report = ImportReport(source=str(path))
@@ -515,8 +517,9 @@ def import_subscribers(
         signing_keys(settings)  # the confirmation emails need it: refuse before storing anything
     rows = list(_read_csv(settings, path, report))
     to_confirm: list[tuple[int, Subscriber]] = []
-    with database.transaction(service.engine) as session:
+    with running(progress, f"import {path.name}", len(rows)) as shows, database.transaction(service.engine) as session:
         for line, request in rows:
+            shows.advance()
             where = f"import of {path.name}, line {line}"
             source = where + (", consent confirmed by the operator" if confirmed else ", double opt-in")
             try:
@@ -550,18 +553,20 @@ def import_subscribers(
     stopped: ConfigError | None = None
     connection = service.mailer.connect()  # one connection for every confirmation (opened on the first send)
     try:
-        for line, subscriber in to_confirm:
-            try:
-                if stopped is not None:  # a relay that refuses our settings refuses every message: do not retry
-                    raise stopped
-                send_confirmation(service, subscriber, connection=connection)
-            except ConfigError as error:
-                stopped = error
-                report.send_failures.append(Notice(report.source, f"line {line}", f"{subscriber.email}: {error}"))
-            except DeliveryError as error:
-                report.send_failures.append(Notice(report.source, f"line {line}", f"{subscriber.email}: {error}"))
-            else:
-                report.confirmations_sent += 1
+        with running(progress if to_confirm else None, "confirmation emails", len(to_confirm)) as shows:
+            for line, subscriber in to_confirm:
+                shows.advance()
+                try:
+                    if stopped is not None:  # a relay that refuses our settings refuses every message: do not retry
+                        raise stopped
+                    send_confirmation(service, subscriber, connection=connection)
+                except ConfigError as error:
+                    stopped = error
+                    report.send_failures.append(Notice(report.source, f"line {line}", f"{subscriber.email}: {error}"))
+                except DeliveryError as error:
+                    report.send_failures.append(Notice(report.source, f"line {line}", f"{subscriber.email}: {error}"))
+                else:
+                    report.confirmations_sent += 1
     finally:
         connection.close()
     report.refused.sort(key=lambda notice: int(notice.where.removeprefix("line ")))

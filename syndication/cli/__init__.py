@@ -31,6 +31,7 @@ from syndication.cli import (
     subscribers,
 )
 from syndication.cli.output import EXIT_FAILED, EXIT_USAGE, Terminated, UsageError, say_error
+from syndication.cli.progress import DEFAULT_INTERVAL, seconds
 from syndication.config import config_path_from, load_settings
 from syndication.errors import ConfigError, SyndicationError
 
@@ -102,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="configuration file (default: $SYNDICATION_CONFIG, else ./config.toml)",
     )
+    common.add_argument(
+        "--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+        help="show no progress while a long command runs (its summary is still printed)",
+    )  # fmt: skip
+    common.add_argument(
+        "--progress-every", type=seconds, metavar="SECONDS", default=argparse.SUPPRESS,
+        help=f"when standard error is not a terminal, a progress line every SECONDS (default {DEFAULT_INTERVAL:g})",
+    )  # fmt: skip
     parser = argparse.ArgumentParser(
         prog="syndication",
         description="Gather posts, publish feeds and send themed email digests.",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from syndication.cli.arguments import Commands, Handler, add_command, add_group, count, path, port
 from syndication.cli.output import EXIT_FAILED, EXIT_OK, say_error
+from syndication.cli.progress import progress_for
 from syndication.config import Settings
 from syndication.errors import SyndicationError
 
@@ -93,7 +94,8 @@ def _bounces_import(args: argparse.Namespace, settings: Settings) -> int:
             yield Incoming(raw)
 
     with Service.open(settings) as service:
-        for outcome in process_messages(service, messages(), source="import"):
+        outcomes = process_messages(service, messages(), source="import", progress=progress_for(args), total=len(files))
+        for outcome in outcomes:
             print(f"{read.popleft()}: {outcome.kind}: {outcome.outcome}")
             if outcome.duplicate:
                 duplicates += 1

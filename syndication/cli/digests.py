@@ -20,10 +20,10 @@ from syndication.cli.output import (
     EXIT_OK,
     UsageError,
     print_drain,
-    progress_printer,
     say_error,
     stopping_on_signals,
 )
+from syndication.cli.progress import progress_for
 from syndication.config import Settings
 from syndication.core.models import CADENCES, EditionStatus
 from syndication.errors import SyndicationError
@@ -194,7 +194,7 @@ def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         sender = open_sender(service)
         with stopping_on_signals(sender.stop) as stopped:
-            report = deliver(service, edition_id=edition.id, on_progress=progress_printer(), sender=sender)
+            report = deliver(service, edition_id=edition.id, sender=sender, progress=progress_for(args))
     status = _print_paused(report.paused_editions, print_drain(report))
     stopped.raise_it()
     return status
@@ -207,7 +207,7 @@ def _deliver(args: argparse.Namespace, settings: Settings) -> int:
     with Service.open(settings) as service:
         sender = open_sender(service)
         with stopping_on_signals(sender.stop) as stopped:
-            report = deliver(service, on_progress=progress_printer(), sender=sender)
+            report = deliver(service, sender=sender, progress=progress_for(args))
     status = _print_paused(report.paused_editions, print_drain(report))
     stopped.raise_it()
     return status

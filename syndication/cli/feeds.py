@@ -7,6 +7,7 @@ import sys
 
 from syndication.cli.arguments import Commands, add_command, add_group, path
 from syndication.cli.output import EXIT_OK
+from syndication.cli.progress import progress_for
 from syndication.config import Settings
 
 
@@ -25,7 +26,7 @@ def _feeds_build(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.app.service import Service
 
     with Service.open(settings) as service:
-        report = publish_feeds(service, args.out, full=args.full)
+        report = publish_feeds(service, args.out, full=args.full, progress=progress_for(args))
     kind = "full build" if report.full else "incremental build"
     print(
         f"feeds: {kind} of {report.feeds} feeds into {report.directory}: {len(report.written)} documents written"

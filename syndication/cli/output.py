@@ -1,5 +1,5 @@
-"""What the command line says back: its exit statuses, its error lines and the progress of a delivery run; and
-how a signal ends a command (``Terminated``, ``stopping_on_signals``)."""
+"""What the command line says back: its exit statuses, its error lines and the summary of a delivery run (its
+progress is ``cli.progress``'s); and how a signal ends a command (``Terminated``, ``stopping_on_signals``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
 from typing import Protocol
 
@@ -88,25 +88,6 @@ class Drained(Protocol):
     def finished_editions(self) -> Sequence[int]: ...
 
 
-def progress_printer() -> Callable[[Drained], None]:
-    """A progress callback for ``deliver``: one line rewritten in place on a terminal, else a line every 5 s."""
-    interactive = sys.stderr.isatty()
-    last = [0.0]
-
-    def show(report: Drained) -> None:
-        import time
-
-        now = time.monotonic()
-        if now - last[0] < (0.2 if interactive else 5.0):
-            return
-        last[0] = now
-        line = (f"sending: {report.sent} sent, {report.deferred} deferred, {report.failed} failed,"
-                f" {report.bounced} bounced")  # fmt: skip
-        print(("\r" + line) if interactive else line, end="" if interactive else "\n", file=sys.stderr, flush=True)
-
-    return show
-
-
 def print_reasons(grouped: Mapping[str, Mapping[str, int]], indent: int) -> None:
     """One line per reason deliveries did not go (yet), with how many: ``9 deferred: Connection refused``."""
     for outcome, reasons in grouped.items():
@@ -118,8 +99,6 @@ def print_drain(report: Drained) -> int:
     """Print what a delivery run did, then one line per reason deliveries were deferred or given up for
     ("9 deferred: Connection refused (127.0.0.1:25)"); the exit status is EXIT_FAILED when a message failed, was
     set aside or its outcome is unknown, or when something was due and nothing could be delivered."""
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
     extra = [
         f"{report.unknown} unknown (no answer after the message; not resent)" if report.unknown else "",
         f"{report.lost_leases} leases lost to another sender (not sent or not recorded here)"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, add_group, count, path, timestamp
 from syndication.cli.output import EXIT_FAILED, EXIT_OK, UsageError
+from syndication.cli.progress import progress_for
 from syndication.config import Settings
 from syndication.errors import SyndicationError
 
@@ -51,7 +52,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.app.service import Service
 
     with Service.open(settings) as service:
-        return _print_reports([import_file(service, args.file)])
+        return _print_reports([import_file(service, args.file, progress=progress_for(args))])
 
 
 def _gather(args: argparse.Namespace, settings: Settings) -> int:
@@ -62,7 +63,7 @@ def _gather(args: argparse.Namespace, settings: Settings) -> int:
         print("no sources configured ([[sources]] in the configuration file)", file=sys.stderr)
         return EXIT_OK
     with Service.open(settings) as service:
-        return _print_reports(gather(service, args.source))
+        return _print_reports(gather(service, args.source, progress=progress_for(args)))
 
 
 def _print_reports(reports: Sequence[GatherReport]) -> int:

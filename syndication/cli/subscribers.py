@@ -8,6 +8,7 @@ import sys
 
 from syndication.cli.arguments import Commands, Handler, add_command, add_group, path
 from syndication.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say_error
+from syndication.cli.progress import progress_for
 from syndication.config import Settings
 from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES
 from syndication.errors import SyndicationError
@@ -167,6 +168,7 @@ def _subscribers_import(args: argparse.Namespace, settings: Settings) -> int:
             update=args.update,
             reactivate=args.reactivate,
             reason=args.reason,
+            progress=progress_for(args),
         )
     for notice in report.refused:
         print(f"refused: {notice}", file=sys.stderr)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from syndication import __version__
 from syndication.config import FeedSettings, Settings
 from syndication.core.models import Post, Region
+from syndication.core.progress import Progress, running
 from syndication.feeds.catalog import (
     CONTENT_TYPES,
     DESCRIPTIONS,
@@ -106,8 +107,10 @@ def build_feeds(
     *,
     full: bool = False,
     archives: bool = True,
+    progress: Progress | None = None,
 ) -> FeedBuildReport:
-    """Write every feed that changed since the last build (or all of them), then the manifest.
+    """Write every feed that changed since the last build (or all of them), then the manifest; ``progress`` is
+    told of each feed written, against the feeds this build writes.
 
     Each document's posts and links follow from the posts and the stored page bounds (see the module's
     docstring); only documents whose bytes changed are rewritten, each with the build's time as its
@@ -138,8 +141,8 @@ def build_feeds(
         # stops half way saves no manifest: the next one sees the same changes again (``feeds build --full``
         # rewrites every page, should a page beside a cut made then still be the old one).
         job = _FeedJob(settings, output.directory, site, now, archives)
-        with database.transaction(engine) as session:
-            done = _build_feeds_on_two_cores(session, output, job, plans)
+        with running(progress, "feed build", len(plans)) as shows, database.transaction(engine) as session:
+            done = _build_feeds_on_two_cores(session, output, job, plans, shows)
         report.feeds, report.written, report.unchanged = done.feeds, done.written, done.unchanged
         changed_subscriptions = done.changed_urls
         updated = newest_overall[0].updated if newest_overall else _EPOCH
@@ -326,22 +329,31 @@ _PARALLEL_FROM_FEEDS = 64
 
 
 def _build_feeds_on_two_cores(
-    session: Session, output: FeedOutput, job: _FeedJob, plans: list[_FeedPlan]
+    session: Session, output: FeedOutput, job: _FeedJob, plans: list[_FeedPlan], progress: Progress
 ) -> _FeedsDone:
     """Write the planned feeds; a large build shares them with a worker process that has its own connection.
 
     Each process claims the next feed from a shared counter, so the worker's start-up time and a busy core even
-    out on their own (a fixed half each left one process waiting a second for the other).
+    out on their own (a fixed half each left one process waiting a second for the other). ``progress`` counts
+    the feeds claimed by either process, as this one claims its next.
     """
     if len(plans) < _PARALLEL_FROM_FEEDS or (os.cpu_count() or 1) < 2:
-        return _build_feeds(session, output, job, plans)
+        return _build_feeds(session, output, job, _counted(plans, progress))
     context = worker_context()
     next_feed = context.Value("i", 0)
     with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_share_counter,
                              initargs=(next_feed,)) as pool:  # fmt: skip
         future = pool.submit(_build_feeds_in_worker, job, plans, output.documents)
-        done = _build_feeds(session, output, job, _claimed(plans, next_feed))
+        shown = 0
+
+        def claimed(index: int) -> None:  # ``index`` feeds were claimed before: built, or being built
+            nonlocal shown
+            progress.advance(index - shown)
+            shown = index
+
+        done = _build_feeds(session, output, job, _claimed(plans, next_feed, claimed))
         other = future.result()
+        progress.advance(len(plans) - shown)
     output.documents.update(other.documents)
     done.merge(other)
     return done
@@ -356,15 +368,27 @@ def _share_counter(counter: Any) -> None:
     _next_feed = counter
 
 
-def _claimed(plans: Sequence[_FeedPlan], counter: Any) -> Iterator[_FeedPlan]:
-    """The feeds this process claims, one at a time, until none is left."""
+def _claimed(
+    plans: Sequence[_FeedPlan], counter: Any, on_claim: Callable[[int], None] | None = None
+) -> Iterator[_FeedPlan]:
+    """The feeds this process claims, one at a time, until none is left; ``on_claim`` is told each claim's index
+    (how many feeds both processes had claimed before it)."""
     while True:
         with counter.get_lock():
             index = counter.value
             counter.value = index + 1
+        if on_claim is not None:
+            on_claim(min(index, len(plans)))
         if index >= len(plans):
             return
         yield plans[index]
+
+
+def _counted(plans: Iterable[_FeedPlan], progress: Progress) -> Iterator[_FeedPlan]:
+    """``plans``, each counted done once the next is asked for (or the last is built)."""
+    for plan in plans:
+        yield plan
+        progress.advance()
 
 
 def _build_feeds_in_worker(job: _FeedJob, plans: list[_FeedPlan], documents: dict[str, dict[str, Any]]) -> _FeedsDone:

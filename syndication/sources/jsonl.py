@@ -214,6 +214,17 @@ def read_jsonl_file(path: Path, vocabulary: Vocabulary) -> Iterator[PullEvent]:
     yield from JsonlSource(f"import:{path.name}", path, vocabulary, growing=False).pull({})
 
 
+def count_lines(path: Path) -> int | None:
+    """How many lines of ``path`` hold something (a progress total), read block by block as ``read_jsonl_file``
+    reads it; None when the file cannot be read (reading it says why)."""
+    try:
+        with _open_regular_file(path) as handle:
+            # With a limit of 0 every line that holds a byte is "too long" (None) and a blank one is b"".
+            return sum(1 for raw, _, _ in _lines(handle, 0) if raw is None)
+    except (SourceError, OSError):
+        return None
+
+
 def post_as_record(post: Post) -> dict[str, Any]:
     """A stored post as a JSON Lines object with the import field names, so an export can be re-imported."""
     return {

@@ -560,6 +560,27 @@ def problems(session: Session, edition_id: int, limit: int = 200) -> list[Delive
     ]
 
 
+def due_count(session: Session, now: datetime, edition_id: int | None = None) -> int:
+    """How many deliveries of sending editions (or of one) ``claim`` would take now: the total a drain shows its
+    progress against."""
+    d = _deliveries
+    query = (
+        select(func.count())
+        .select_from(d)
+        .join(EditionRow, EditionRow.id == d.c.edition_id)
+        .where(
+            EditionRow.status == EditionStatus.SENDING,
+            (
+                (d.c.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)) & (d.c.next_attempt_at <= now))
+                | ((d.c.status == DeliveryStatus.CLAIMED) & (d.c.lease_until < now))
+            ),
+        )
+    )
+    if edition_id is not None:
+        query = query.where(d.c.edition_id == edition_id)
+    return session.scalar(query) or 0
+
+
 def queue_depth(session: Session, now: datetime) -> int:
     """Deliveries of sending editions still to send (due or not)."""
     query = (
