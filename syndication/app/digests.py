@@ -54,8 +54,10 @@ def compose(
     followed: Collection[str] | None = None,
     *,
     cadence: str | None = None,
+    reading: Reading | None = None,
 ) -> Digest | None:
-    """The digest of the window ``(since, until]`` for a reader of ``followed`` themes (None: everything).
+    """The digest of the window ``(since, until]`` for a reader of ``followed`` themes (None: everything) who
+    chooses posts by language with ``reading`` (None: every post).
 
     Without ``cadence``, the posts published in the window by now. With it, what that cadence's edition of the
     window holds (``edition_posts``): the posts it recorded if it was made, else those it would take if made
@@ -65,10 +67,11 @@ def compose(
         if cadence is None:
             until = min(until, now)  # a post dated in the future is not published yet
             posts = post_store.posts_in_window(session, since, until, themes=None if followed is None else followed)
-            return compose_posts(service.settings, posts, since, until, followed, with_late=False)
+            return compose_posts(service.settings, posts, since, until, followed, with_late=False, reading=reading)
         made, _ids, posts = edition_posts(session, cadence, since, until, now)
     # A made edition is shown as it was made, whenever this is asked; one still to make, as it would be now.
-    return compose_posts(service.settings, posts, since, until if made else min(until, now), followed)
+    shown_until = until if made else min(until, now)
+    return compose_posts(service.settings, posts, since, shown_until, followed, reading=reading)
 
 
 def edition_posts(
