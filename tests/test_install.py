@@ -6,7 +6,9 @@ importable there by a ``.pth`` file naming the running environment's site-packag
 editable install's finder among them, are not run from there), so the test needs no package index to install
 them (building the wheel fetches setuptools, as every ``pip install .`` does), while every file of syndication
 itself comes from the wheel. Then, from a folder outside the checkout, the
-installed ``syndication`` command renders a digest preview, builds the feeds and serves pages over real HTTP.
+installed ``syndication`` command renders a digest preview, builds the feeds and serves pages over real HTTP;
+and deploy/Containerfile's steps run on the same install (no container engine runs here): its configuration,
+settings and secret from the environment only, its command (``init``, ``run``) and its HEALTHCHECK.
 """
 
 from __future__ import annotations
@@ -221,3 +223,75 @@ def _serving(installed: Installed, config: Path, cwd: Path, environment: dict[st
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(timeout=15)
+
+
+def test_the_container_image_steps_run_with_configuration_from_the_environment(
+    installed: Installed, outside: Path
+) -> None:
+    """deploy/Containerfile's steps on this install, as its last stage sets them up: its configuration file in a
+    folder of its own, paths into a data folder standing for the volume, settings and the signing key (as a
+    secret file) from the environment only, its CMD (``init``, then ``run``) from the data folder, and its
+    HEALTHCHECK answering; SIGTERM then stops the service cleanly. Nothing is written beside the configuration."""
+    from tests.test_deploy import DATA, DEPLOY_CONFIG, image
+
+    final = image()
+    data, etc = outside / "data", outside / "etc"
+    data.mkdir()
+    etc.mkdir()
+    image_environment = final.environment()
+    config = etc / Path(image_environment["SYNDICATION_CONFIG"]).name
+    config.write_text(DEPLOY_CONFIG.read_text("utf-8").replace(str(DATA), str(data)), "utf-8")
+    secret = outside / "secret-key"
+    secret.write_text(SECRET + "\n", "utf-8")
+    port = _free_port()
+    environment = _environment()
+    del environment["SYNDICATION_SECRET_KEY"]
+    environment.update(
+        {key: value for key, value in image_environment.items() if key not in ("PATH", "SYNDICATION_CONFIG")}
+    )
+    environment.update(
+        PATH=f"{installed.venv / 'bin'}{os.pathsep}{environment.get('PATH', '')}",
+        SYNDICATION_CONFIG=str(config),
+        SYNDICATION_SECRET_KEY_FILE=str(secret),
+        SYNDICATION_SITE__BASE_URL="https://news.example.org",
+        SYNDICATION_SITE__TITLE="Contained Network",
+        SYNDICATION_THEMES='[{"slug": "water", "name": "Water"}]',
+    )
+    command = [word.replace("--port 8000", f"--port {port}").replace("0.0.0.0", "127.0.0.1")
+               for word in final.exec_form("CMD")]  # fmt: skip
+    check = [word.replace(":8000/", f":{port}/") for word in final.exec_form("HEALTHCHECK")]
+    check[0] = str(installed.venv / "bin" / check[0])
+    log = outside / "run.log"
+    with log.open("wb") as output:
+        service = subprocess.Popen(
+            command, cwd=data, env=environment, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def healthy() -> bool:
+            if service.poll() is not None:
+                raise AssertionError(f"the image's command exited with {service.returncode}:\n{log.read_text()}")
+            return subprocess.run(check, env=environment, capture_output=True, timeout=30, check=False).returncode == 0
+
+        wait_for(healthy, "the image's HEALTHCHECK", timeout=90)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.get("/healthz").status_code == 200
+            ready = client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            page = client.get("/subscribe")
+            assert page.status_code == 200 and "Contained Network" in page.text and "Water" in page.text
+    finally:
+        if service.poll() is None:
+            service.send_signal(signal.SIGTERM)  # sh exec'd the service: the signal reaches it, as docker stop's
+        try:
+            status = service.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait(timeout=15)
+            raise
+    assert status == 0, log.read_text()
+    assert sorted(path.name for path in etc.iterdir()) == [config.name], "written beside the configuration"
+    assert (data / "syndication.db").is_file() and (data / "feeds" / "index.html").is_file()
+    assert not (data / "signing-key").exists()  # the key came from the secret file
+    said = log.read_text()
+    assert "store ready at" in said and "Traceback" not in said
