@@ -71,15 +71,15 @@ bench: setup
 
 # The email catalogs keep their header when updated: its Plural-Forms picks each plural (without it Babel guesses
 # CLDR's three forms for es, fr and pt, and a two-form entry falls back to English).
-# The web pages' catalogs (syndication/web/locales, domain web, which words the feeds too) likewise. Each
+# The web pages' catalogs (domain web, which words the feeds too) likewise; both live in syndication/locales. Each
 # extraction leaves the other's folders out (babel.cfg maps both). A new language: README.md, "Languages".
 messages: setup
-	$(BIN)/pybabel extract -F babel.cfg -o syndication/mailing/locales/messages.pot --no-location --omit-header --sort-output \
+	$(BIN)/pybabel extract -F babel.cfg -o syndication/locales/messages.pot --no-location --omit-header --sort-output \
 	  --ignore-dirs '.* _* web feeds' .
-	$(BIN)/pybabel update -i syndication/mailing/locales/messages.pot -d syndication/mailing/locales
-	$(BIN)/pybabel extract -F babel.cfg -o syndication/web/locales/web.pot --no-location --omit-header --sort-output \
+	$(BIN)/pybabel update -i syndication/locales/messages.pot -d syndication/locales
+	$(BIN)/pybabel extract -F babel.cfg -o syndication/locales/web.pot --no-location --omit-header --sort-output \
 	  --add-comments TRANSLATORS: --ignore-dirs '.* _* email' .
-	$(BIN)/pybabel update -D web -i syndication/web/locales/web.pot -d syndication/web/locales
+	$(BIN)/pybabel update -D web -i syndication/locales/web.pot -d syndication/locales
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache test-artifacts

@@ -415,9 +415,8 @@ class DigestSettings(_Section):
         ("en", "es"),
         description="Languages digests, notices and web pages can be written in; each one Babel knows. Catalogs"
         " are shipped for en, es, fr and pt (pt-BR, es-MX and the like use their base language's); one without a"
-        " catalog is worded in English, its dates and numbers formatted in it. Adding a language: a folder of its"
-        " own in syndication/mailing/locales and in syndication/web/locales (README.md, 'Adding a language'),"
-        " then its tag here.",
+        " catalog is worded in English, its dates and numbers formatted in it. Adding a language: its folder in"
+        " syndication/locales (README.md, 'Adding a language'), then its tag here.",
     )
     language_choice: Literal["all", "first", "only"] = Field(
         "all",

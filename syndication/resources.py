@@ -37,14 +37,11 @@ def web_templates() -> Path:
     return _folder("syndication.templates", "web")
 
 
-def message_catalogs() -> Path:
-    """The gettext catalogs of the emails (``syndication/mailing/locales``)."""
-    return _folder("syndication.mailing", "locales")
-
-
-def web_catalogs() -> Path:
-    """The gettext catalogs of the web pages (``syndication/web/locales``, domain ``web``)."""
-    return _folder("syndication.web", "locales")
+def catalogs() -> Path:
+    """The gettext catalogs, one folder a language (``syndication/locales/<language>/LC_MESSAGES``): the emails'
+    (domain ``messages``) and the web pages' and feeds' (domain ``web``) side by side, so that a language is added
+    as one folder."""
+    return _folder("syndication", "locales")
 
 
 def catalog_languages(folder: Path, domain: str = "messages") -> tuple[str, ...]:

@@ -1,11 +1,11 @@
-"""Every shipped message catalog, of the emails (``syndication/mailing/locales``, domain ``messages``) and of the
-web pages and feeds (``syndication/web/locales``, domain ``web``), whatever its language: a language added later
-is checked as the four shipped ones are, with no change here.
+"""Every shipped message catalog (``syndication/locales/<language>/LC_MESSAGES``), of the emails (domain
+``messages``) and of the web pages and feeds (domain ``web``), whatever its language: a language added later is
+checked as the four shipped ones are, with no change here.
 
 A catalog ships complete: every entry translated (English, the msgids' own language, leaves them empty), none
 fuzzy, none obsolete, each placeholder of the msgid kept, as many plural forms as its header's ``Plural-Forms``
 says, and exactly the entries of its template file (``messages.pot``, ``web.pot``: ``make messages`` keeps them
-in step). A language is one folder in each of the two catalogs' folders, so that its readers get both their
+in step). A language is one folder holding both catalogs, so that its readers get both their
 emails and their pages in it. Whether the templates mark every word they show, and whether the template files
 hold what the templates and the code mark, is for ``tests/test_email_languages.py`` and
 ``tests/test_web_languages.py``.
@@ -20,23 +20,24 @@ import pytest
 from babel.messages.catalog import Catalog, Message
 from babel.messages.pofile import read_po
 
-from syndication.resources import catalog_languages, message_catalogs, web_catalogs
+from syndication.resources import catalog_languages, catalogs
 
 SOURCE_LANGUAGE = "en"
-DOMAINS = {"messages": message_catalogs(), "web": web_catalogs()}
+FOLDER = catalogs()
+DOMAINS = ("messages", "web")
 SHIPPED = ("en", "es", "fr", "pt")
-CATALOGS = [(domain, language) for domain, folder in DOMAINS.items() for language in catalog_languages(folder, domain)]
+CATALOGS = [(domain, language) for domain in DOMAINS for language in catalog_languages(FOLDER, domain)]
 PLACEHOLDER = re.compile(r"%\(\w+\)s")
 
 
 def catalog(domain: str, language: str) -> Catalog:
-    path = DOMAINS[domain] / language / "LC_MESSAGES" / f"{domain}.po"
+    path = FOLDER / language / "LC_MESSAGES" / f"{domain}.po"
     with path.open("rb") as handle:
         return read_po(handle, locale=language)
 
 
 def template(domain: str) -> Catalog:
-    with (DOMAINS[domain] / f"{domain}.pot").open("rb") as handle:
+    with (FOLDER / f"{domain}.pot").open("rb") as handle:
         return read_po(handle)
 
 
@@ -50,9 +51,9 @@ def forms(message: Message) -> list[str]:
 
 
 def test_the_four_languages_are_shipped_in_both_catalogs_and_no_language_in_one_only() -> None:
-    languages = {domain: set(catalog_languages(folder, domain)) for domain, folder in DOMAINS.items()}
+    languages = {domain: set(catalog_languages(FOLDER, domain)) for domain in DOMAINS}
     assert set(SHIPPED) <= languages["messages"]
-    assert languages["messages"] == languages["web"], "a language is a folder in each catalog's folder"
+    assert languages["messages"] == languages["web"], "a language's folder holds both catalogs"
 
 
 def plural_counts(text: str) -> list[tuple[str, int]]:
@@ -90,7 +91,7 @@ def problems(shipped: Catalog, language: str) -> list[str]:
 @pytest.mark.parametrize(("domain", "language"), CATALOGS, ids=[f"{d}-{lang}" for d, lang in CATALOGS])
 def test_a_shipped_catalog_is_complete_not_fuzzy_and_in_step_with_its_template(domain: str, language: str) -> None:
     shipped = catalog(domain, language)
-    text = (DOMAINS[domain] / language / "LC_MESSAGES" / f"{domain}.po").read_text(encoding="utf-8")
+    text = (FOLDER / language / "LC_MESSAGES" / f"{domain}.po").read_text(encoding="utf-8")
     wrong = [(msgid, count) for msgid, count in plural_counts(text) if count != shipped.num_plurals]
     assert wrong == [], f"{domain}/{language}: not the {shipped.num_plurals} plural forms of its header"
     held = {key(message) for message in shipped if message.id}

@@ -125,7 +125,7 @@ def test_the_wheel_holds_every_module_and_template(installed: Installed) -> None
     assert "syndication/templates/email/digest.html" in templates
     assert "syndication/templates/web/subscribe.html" in templates
     catalogs = {path.relative_to(source).as_posix() for path in (source / "syndication").rglob("*.po")}
-    assert "syndication/web/locales/es/LC_MESSAGES/web.po" in catalogs
+    assert "syndication/locales/es/LC_MESSAGES/web.po" in catalogs
     # A package missing from [tool.setuptools] packages in pyproject.toml shows here.
     assert modules - names == set(), "modules missing from the wheel: add their package to pyproject.toml"
     assert templates - names == set(), "templates missing from the wheel"

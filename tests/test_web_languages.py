@@ -42,7 +42,7 @@ from syndication.app.editions import deliver, plan_edition
 from syndication.app.subscribers import add_subscriber, find_subscriber, preferences_url, subscriber_token
 from syndication.config import load_settings
 from syndication.core.models import Subscriber
-from syndication.resources import catalog_languages, web_catalogs, web_templates
+from syndication.resources import catalog_languages, catalogs, web_templates
 from syndication.web.languages import DOMAIN, SOURCE_LANGUAGE, Languages, preferred_languages, with_language
 from tests.support import write_config
 from tests.web_site import EDITOR, PASSWORD, WebSite, csrf_of, form_post, web_site
@@ -50,7 +50,7 @@ from tests.web_site import EDITOR, PASSWORD, WebSite, csrf_of, form_post, web_si
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGES = ("en", "es", "fr", "pt")
 # Every shipped catalog but English's (the msgids' own language), a language added later included.
-TRANSLATED = tuple(language for language in catalog_languages(web_catalogs(), DOMAIN) if language != SOURCE_LANGUAGE)
+TRANSLATED = tuple(language for language in catalog_languages(catalogs(), DOMAIN) if language != SOURCE_LANGUAGE)
 SINCE, UNTIL = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)
 # The site offers the four shipped languages, and names a theme of its own in each.
 EXTRA = """
@@ -68,7 +68,7 @@ names = { es = "Energía", fr = "Énergie", pt = "Energia" }
 
 
 def catalog(language: str) -> Catalog:
-    with (web_catalogs() / language / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as handle:
+    with (catalogs() / language / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as handle:
         return read_po(handle, locale=language)
 
 
@@ -102,7 +102,7 @@ def extracted_ids() -> set[tuple[str | None, str]]:
 
 
 def test_the_four_languages_are_shipped() -> None:
-    assert set(LANGUAGES) <= set(catalog_languages(web_catalogs(), DOMAIN))
+    assert set(LANGUAGES) <= set(catalog_languages(catalogs(), DOMAIN))
 
 
 def test_the_catalogs_hold_exactly_what_the_templates_and_the_code_mark() -> None:

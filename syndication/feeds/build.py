@@ -49,7 +49,7 @@ from syndication.feeds.json_feed import render_json
 from syndication.feeds.output import FeedOutput
 from syndication.feeds.rss_atom import render_rss_and_atom
 from syndication.feeds.websub import notify_hub
-from syndication.resources import catalog_file, catalog_languages, translations, web_catalogs
+from syndication.resources import catalog_file, catalog_languages, catalogs, translations
 from syndication.runtime.workers import worker_context
 from syndication.store import database
 from syndication.store import posts as post_store
@@ -95,7 +95,7 @@ def feed_site(settings: Settings) -> Site:
 def feed_words(language: str) -> FeedWords | None:
     """The feeds' words in ``language``, from the web pages' catalog of it (a regional tag, ``pt-BR``, from its
     base language's when it has none of its own); None when there is none."""
-    po_file = catalog_file(web_catalogs(), language, WEB_DOMAIN)
+    po_file = catalog_file(catalogs(), language, WEB_DOMAIN)
     return None if po_file is None else FeedWords(language, translations(po_file))
 
 
@@ -459,7 +459,7 @@ def _feed_fingerprint(settings: Settings) -> str:
         # The descriptions as each catalog words them: a translation changed rewrites every document.
         [
             (language, [words.gettext(text, site="", name="", language="") for text in DESCRIPTIONS.values()])
-            for language in catalog_languages(web_catalogs(), WEB_DOMAIN)
+            for language in catalog_languages(catalogs(), WEB_DOMAIN)
             if (words := feed_words(language)) is not None
         ],
     )

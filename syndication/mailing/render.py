@@ -6,12 +6,12 @@ cheaply: the per-recipient links are rendered as placeholder URLs, premailer inl
 (signed tokens: letters, digits, ``-_.~/:?=``), so substituting them gives exactly what rendering them would.
 
 Templates live in ``templates/email`` (``[digest] templates_dir`` can hold replacements with the same names).
-Strings go through gettext (Jinja2's i18n extension) with the catalogs in ``syndication/mailing/locales``
-(English, Spanish, French and Portuguese are shipped; a configured language without one is worded in English);
-dates, numbers and lists ("A, B and C") are formatted by Babel in the reader's language, and themes are named
-in it (the ``name`` filter: ``Theme.name_in``, which falls back to the site language's name). A renderer refuses
-a language that is not in ``[digest] languages`` (RenderError): the sender fails the delivery of a reader whose
-stored language is such, alone and with that reason.
+Strings go through gettext (Jinja2's i18n extension) with the catalogs in ``syndication/locales`` (domain
+``messages``) (English, Spanish, French and Portuguese are shipped; a configured language without one is worded in
+English); dates, numbers and lists ("A, B and C") are formatted by Babel in the reader's language, and themes are
+named in it (the ``name`` filter: ``Theme.name_in``, which falls back to the site language's name). A renderer
+refuses a language that is not in ``[digest] languages`` (RenderError): the sender fails the delivery of a reader
+whose stored language is such, alone and with that reason.
 
 Every link an email gives to the site's own pages leads to them in the email's language: the templates write
 them with ``site_url(path)`` and ``theme_url(theme)``, which add ``lang=<language>`` (``core.languages
@@ -54,11 +54,11 @@ from syndication.core.languages import text_direction, with_language
 from syndication.core.models import Theme
 from syndication.errors import SyndicationError
 from syndication.mailing.message import PreparedBody
-from syndication.resources import catalog_file, email_templates, message_catalogs
+from syndication.resources import catalog_file, catalogs, email_templates
 from syndication.resources import translations as compiled_catalog
 
 SHIPPED_TEMPLATES = email_templates()
-LOCALES = message_catalogs()
+LOCALES = catalogs()
 GMAIL_CLIP_BYTES = 102 * 1024
 # The language whose wording a language without a catalog of its own gets (the templates' msgids are English).
 FALLBACK_LANGUAGE = "en"

@@ -10,7 +10,7 @@ A page's language is, in this order:
 4. the site's, ``[site] language``.
 
 The languages offered are those of ``[digest] languages`` that have a shipped web catalog
-(``syndication/web/locales/<language>/LC_MESSAGES/web.po``; a regional tag such as ``pt-BR`` is worded with
+(``syndication/locales/<language>/LC_MESSAGES/web.po``; a regional tag such as ``pt-BR`` is worded with
 ``pt``'s catalog when it has none of its own). A reader can so get the emails in every language a page is
 shown in, and a site names its languages once. English, the language of the templates' own text, stands in
 when no configured language has a catalog.
@@ -37,9 +37,9 @@ from starlette.requests import Request
 from syndication.config import Settings
 from syndication.core.languages import LANGUAGE_PARAMETER, canonical_tag, language_name
 from syndication.core.languages import with_language as with_language  # the pages' name for the one rule
-from syndication.resources import catalog_file, translations, web_catalogs
+from syndication.resources import catalog_file, catalogs, translations
 
-CATALOGS: Final = web_catalogs()
+CATALOGS: Final = catalogs()
 DOMAIN: Final = "web"
 # The language the templates and the Python sources are written in: its catalog translates nothing.
 SOURCE_LANGUAGE: Final = "en"
