@@ -12,6 +12,7 @@ from bench import (
     send_digests,
     serve_feeds,
     sign_dkim,
+    startup,
     subscribe,
 )
 
@@ -29,6 +30,7 @@ def main() -> int:
             import_bounces,
             subscribe,
             sign_dkim,
+            startup,
         )
     ]
     return max(statuses)

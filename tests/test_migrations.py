@@ -130,3 +130,8 @@ def test_the_migrations_make_exactly_the_schema_the_code_declares(settings: Sett
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_the_head_revision_the_code_knows_is_the_newest_migration() -> None:
+    # Opening the store compares its revision with HEAD_REVISION rather than importing Alembic to read the scripts.
+    assert database.head_revision() == database.HEAD_REVISION == database.scripts_head_revision()

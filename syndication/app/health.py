@@ -57,7 +57,7 @@ def open_health_store(settings: Settings) -> Service:
 
 @functools.cache
 def _head_revision() -> str:
-    return database.head_revision()  # reads the migration scripts: once per process
+    return database.head_revision()
 
 
 def store_problems(service: Service) -> dict[str, str]:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from syndication.app.editions import sent_editions
 from syndication.app.service import Service
 from syndication.core.models import Edition, Post
 from syndication.core.progress import Progress
@@ -62,6 +61,8 @@ def editions_feed(
     document for every reader): the feed's ``title`` and ``description``, and ``title_of`` and ``summary_of``
     an edition's title and one sentence about it, as the archive's pages word them.
     """
+    from syndication.app.editions import sent_editions  # the sending side: slow to import, a build needs none of it
+
     settings = service.settings
     site = replace(feed_site(settings), full_content=False)  # a summary per edition: the page is the content
     feed = Feed("site", None, title, title, description, "editions")

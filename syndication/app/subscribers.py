@@ -27,11 +27,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from syndication.app.digests import send_notice
 from syndication.app.service import Service
 from syndication.config import Settings, signing_keys
 from syndication.core.languages import (
@@ -47,7 +45,6 @@ from syndication.core.progress import Progress, running
 from syndication.core.tokens import make_token, read_token
 from syndication.delivery.transport import Transport
 from syndication.errors import ConfigError, DeliveryError, SyndicationError, TokenError
-from syndication.mailing.render import Links, MailRenderer
 from syndication.sources.cleaning import BIDI_CONTROLS
 from syndication.store import database, form_emails
 from syndication.store import notices as notice_store
@@ -91,6 +88,8 @@ def normalise_email(address: str) -> str:
     does, and two rows for one person would mean two digests. Addresses with non-ASCII before the @ are refused:
     delivering to them needs SMTPUTF8, which the messages we build do not use.
     """
+    from email_validator import EmailNotValidError, validate_email
+
     candidate = address.strip()
     try:
         checked = validate_email(candidate, check_deliverability=False, allow_smtputf8=False)

@@ -32,7 +32,6 @@ from syndication.cli import (
 )
 from syndication.cli.output import EXIT_FAILED, EXIT_USAGE, Terminated, UsageError, say_error
 from syndication.cli.progress import DEFAULT_INTERVAL, seconds
-from syndication.config import config_path_from, load_settings
 from syndication.errors import ConfigError, SyndicationError
 
 __all__ = ["main"]
@@ -59,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # sender while it drains (cli.output.stopping_on_signals), which ends as this does.
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        from syndication.config import config_path_from, load_settings  # not for --help: pydantic is slow to import
+
         settings = load_settings(config_path_from(getattr(args, "config", None)))
         status: int = args.handler(args, settings)
         return status

@@ -7,11 +7,12 @@ import argparse
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-from syndication.config import Settings
+if TYPE_CHECKING:
+    from syndication.config import Settings
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+Handler: TypeAlias = "Callable[[argparse.Namespace, Settings], int]"
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 

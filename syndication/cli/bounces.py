@@ -9,12 +9,15 @@ import sys
 from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, Handler, add_command, add_group, count, path, port
 from syndication.cli.output import EXIT_FAILED, EXIT_OK, say_error
 from syndication.cli.progress import progress_for
-from syndication.config import Settings
 from syndication.errors import SyndicationError
+
+if TYPE_CHECKING:
+    from syndication.config import Settings
 
 # The kinds of inbound message (syndication.app.bounces.KINDS), for --kind.
 _KINDS = ("dsn", "complaint", "unsubscribe", "auto-reply", "unrecognised")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from typing import TYPE_CHECKING
 
-from syndication.app.mailcheck import language_warnings
 from syndication.cli.arguments import Commands, add_command
 from syndication.cli.output import EXIT_FAILED, EXIT_OK
-from syndication.config import Settings
+
+if TYPE_CHECKING:
+    from syndication.config import Settings
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:
@@ -27,6 +29,8 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 
 def _check_config(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.mailcheck import language_warnings
+
     print(f"{settings.config_path}: loads")
     print(f"Languages: {', '.join(settings.digest.languages)} (site: {settings.site.language})")
     print(f"Themes: {len(settings.themes)}; regions: {len(settings.regions)}")

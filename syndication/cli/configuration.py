@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syndication.cli.arguments import Commands, add_command, add_group
 from syndication.cli.output import EXIT_OK
-from syndication.config import Settings
-from syndication.config_sources import Origin, ShownValue, shown_values
+
+if TYPE_CHECKING:
+    from syndication.config import Settings
+    from syndication.config_sources import Origin, ShownValue
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:
@@ -27,6 +29,8 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.config_sources import shown_values
+
     values = shown_values(settings, settings.origins)
     if args.json:
         document = {

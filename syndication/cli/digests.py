@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, add_group, path, timestamp
 from syndication.cli.output import (
@@ -24,9 +25,11 @@ from syndication.cli.output import (
     stopping_on_signals,
 )
 from syndication.cli.progress import progress_for
-from syndication.config import Settings
 from syndication.core.models import CADENCES, EditionStatus
 from syndication.errors import SyndicationError
+
+if TYPE_CHECKING:
+    from syndication.config import Settings
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:

@@ -7,11 +7,14 @@ its deliveries did not go (yet) for, with how many ("9 deferred: temporary: cann
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, add_group, row_id
 from syndication.cli.output import EXIT_OK, EXIT_USAGE, print_reasons, say_error
-from syndication.config import Settings
 from syndication.errors import SyndicationError
+
+if TYPE_CHECKING:
+    from syndication.config import Settings
 
 _ACTIONS = (
     ("pause", "stop sending an edition for now"),

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, add_group
 from syndication.cli.output import EXIT_OK, EXIT_USAGE, say_error
-from syndication.config import Settings
 from syndication.errors import SyndicationError
+
+if TYPE_CHECKING:
+    from syndication.config import Settings
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, add_group, path
 from syndication.cli.output import EXIT_OK
 from syndication.cli.progress import progress_for
-from syndication.config import Settings
+
+if TYPE_CHECKING:
+    from syndication.config import Settings
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from typing import TYPE_CHECKING
 
-from syndication.app.mailcheck import DnsRecord, dns_records
 from syndication.cli.arguments import Commands, add_command
 from syndication.cli.output import EXIT_FAILED, EXIT_OK
-from syndication.config import Settings
+
+if TYPE_CHECKING:
+    from syndication.app.mailcheck import DnsRecord
+    from syndication.config import Settings
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:
@@ -24,6 +27,8 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 
 def _check_mail(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.mailcheck import dns_records
+
     report = dns_records(settings)
     print(f"From domain: {report.from_domain}")
     print(f"Envelope (Return-Path) domain: {report.envelope_domain}")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, path
 from syndication.cli.output import EXIT_OK
-from syndication.config import Settings
+
+if TYPE_CHECKING:
+    from syndication.config import Settings
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from syndication.cli.arguments import Commands, add_command, add_group, count, path, timestamp
 from syndication.cli.output import EXIT_FAILED, EXIT_OK, UsageError
 from syndication.cli.progress import progress_for
-from syndication.config import Settings
 from syndication.errors import SyndicationError
 
 if TYPE_CHECKING:
+    from syndication.config import Settings
     from syndication.core.models import GatherReport
 
 

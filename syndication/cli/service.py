@@ -8,10 +8,13 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, path, port
 from syndication.cli.output import EXIT_OK, print_reasons
-from syndication.config import Settings
+
+if TYPE_CHECKING:
+    from syndication.config import Settings
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, Handler, add_command, add_group, path
 from syndication.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say_error
 from syndication.cli.progress import progress_for
-from syndication.config import Settings
 from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES
 from syndication.errors import SyndicationError
+
+if TYPE_CHECKING:
+    from syndication.config import Settings
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import httpx
-
 log = logging.getLogger(__name__)
 
 
@@ -15,6 +13,8 @@ def notify_hub(hub: str, urls: Iterable[str], timeout: float = 10.0) -> list[str
 
     Returns the URLs the hub did not accept.
     """
+    import httpx  # slow to import (and with the dev extra, rich and pygments with it): only when there is a hub
+
     refused: list[str] = []
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         for url in urls:

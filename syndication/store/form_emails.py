@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from sqlalchemy import delete
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from syndication.store.schema import Base, FormEmailRow
@@ -28,6 +26,9 @@ def reserve(session: Session, email: str, day: date, cap: int) -> bool:
     One statement (an upsert whose update only happens under the cap), so two requests at once cannot both take
     the last place.
     """
+    from sqlalchemy.dialects.postgresql import insert as pg_insert  # not imported by every command using the store
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
     table = _form_emails
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (
