@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, Handler, add_command, add_group, count, path, port
-from syndication.cli.output import EXIT_FAILED, EXIT_OK, say_error
+from syndication.cli.output import EXIT_FAILED, EXIT_OK, print_json, say_error
 from syndication.cli.progress import progress_for
 from syndication.errors import SyndicationError
 
@@ -162,24 +161,8 @@ def _bounces_list(args: argparse.Namespace, settings: Settings) -> int:
             score = bounce_score(service, subscriber.id)
             rules = settings.bounces
             if args.json:
-                json.dump(
-                    {
-                        "email": subscriber.email,
-                        "status": subscriber.status,
-                        "score": score,
-                        "threshold": rules.threshold,
-                        "bounces": [
-                            {"id": b.id, "at": b.at.isoformat(), "source": b.source, "fault": b.fault,
-                             "status": b.status, "diagnostic": b.diagnostic, "score": b.score,
-                             "edition_id": b.edition_id, "delivery_id": b.delivery_id, "inbound_id": b.inbound_id}
-                            for b in bounces
-                        ],
-                    },
-                    sys.stdout,
-                    ensure_ascii=False,
-                    indent=2,
-                )  # fmt: skip
-                print()
+                print_json({"email": subscriber.email, "status": subscriber.status, "score": score,
+                            "threshold": rules.threshold, "bounces": bounces})  # fmt: skip
                 return EXIT_OK
             for b in bounces:
                 edition = f"edition {b.edition_id}" if b.edition_id is not None else "edition unknown"
@@ -194,13 +177,11 @@ def _bounces_list(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         messages = list_inbound(service, args.limit, args.kind)
     if args.json:
-        rows = [
-            {"id": m.id, "received_at": m.received_at.isoformat(), "source": m.source, "kind": m.kind,
-             "summary": m.summary, "outcome": m.outcome, "kept_bytes": m.raw_bytes}
+        print_json([
+            {"id": m.id, "received_at": m.received_at, "source": m.source, "kind": m.kind, "summary": m.summary,
+             "outcome": m.outcome, "kept_bytes": m.raw_bytes}
             for m in messages
-        ]  # fmt: skip
-        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
-        print()
+        ])  # fmt: skip
         return EXIT_OK
     for m in messages:
         print(f"{m.id:>6}  {m.received_at:%Y-%m-%d %H:%M}  {m.source:<8}  {m.kind:<12}  {m.outcome}")

@@ -10,7 +10,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, add_group, row_id
-from syndication.cli.output import EXIT_OK, EXIT_USAGE, print_reasons, say_error
+from syndication.cli.output import EXIT_OK, EXIT_USAGE, json_ready, print_json, print_reasons, say_error
 from syndication.errors import SyndicationError
 
 if TYPE_CHECKING:
@@ -27,7 +27,12 @@ _ACTIONS = (
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     """Declare ``editions list`` and one ``editions ACTION ID`` per action on an edition."""
     edition_commands = add_group(commands, "editions", "list and control editions", common)
-    add_command(edition_commands, "list", _editions_list, "the newest editions with their delivery counts", common)
+    listing = add_command(
+        edition_commands, "list", _editions_list, "the newest editions with their delivery counts", common
+    )
+    listing.add_argument(
+        "--json", action="store_true", help="a JSON array: each edition with its deliveries per status and reasons"
+    )
     for action, text in _ACTIONS:
         controlled = add_command(edition_commands, action, _edition_control, text, common)
         controlled.add_argument("edition_id", type=row_id, metavar="ID", help="the edition (see 'editions list')")
@@ -50,6 +55,9 @@ def _editions_list(args: argparse.Namespace, settings: Settings) -> int:
 
     with Service.open(settings) as service:
         reports = list_editions(service)
+    if args.json:
+        print_json([json_ready(r.edition) | {"deliveries": r.deliveries, "reasons": r.reasons} for r in reports])
+        return EXIT_OK
     for report in reports:
         edition = report.edition
         summary = ", ".join(f"{count} {status}" for status, count in sorted(report.deliveries.items()))

@@ -7,7 +7,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command
-from syndication.cli.output import EXIT_FAILED, EXIT_OK
+from syndication.cli.output import EXIT_FAILED, EXIT_OK, print_json
 
 if TYPE_CHECKING:
     from syndication.app.mailcheck import DnsRecord
@@ -24,12 +24,16 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
         " this configuration sends (the DKIM one with the public key of [dkim] key_file), and what in the settings"
         " will make receivers distrust it. Nothing is looked up. Exit status 1 when there is a warning."
     )
+    checking.add_argument("--json", action="store_true", help="one JSON object: the domains, records and warnings")
 
 
 def _check_mail(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.app.mailcheck import dns_records
 
     report = dns_records(settings)
+    if args.json:
+        print_json(report)
+        return EXIT_FAILED if report.warnings else EXIT_OK
     print(f"From domain: {report.from_domain}")
     print(f"Envelope (Return-Path) domain: {report.envelope_domain}")
     _print_record("SPF", report.spf)

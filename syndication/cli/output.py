@@ -1,5 +1,6 @@
-"""What the command line says back: its exit statuses, its error lines and the summary of a delivery run (its
-progress is ``cli.progress``'s); and how a signal ends a command (``Terminated``, ``stopping_on_signals``)."""
+"""What the command line says back: its exit statuses, its error lines, the summary of a delivery run (its
+progress is ``cli.progress``'s) and ``--json`` output (``print_json``); and how a signal ends a command
+(``Terminated``, ``stopping_on_signals``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -63,6 +64,48 @@ def stopping_on_signals(stop: threading.Event) -> Iterator[Stopped]:
 def say_error(error: Exception) -> None:
     """Print ``error`` as the command line's one error line on standard error."""
     print(f"syndication: error: {error}", file=sys.stderr)
+
+
+def json_ready(value: object) -> Any:
+    """``value`` as plain JSON data, the one conversion every ``--json`` uses: a dataclass becomes an object of its
+    fields (snake_case, as declared), a datetime ISO 8601 in UTC with Z (as posts' dates are written), an enum its
+    value, a tuple, list or set an array (a set sorted), a mapping an object with string keys, a path its text."""
+    import dataclasses
+    import enum
+    from datetime import date, datetime
+    from pathlib import PurePath
+
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, enum.Enum):
+        return json_ready(value.value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        from syndication.app.posts import iso_time  # only when a date is met: check-mail needs no store
+
+        return iso_time(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(json_ready(key)): json_ready(item) for key, item in value.items()}
+    if isinstance(value, set | frozenset):
+        return sorted((json_ready(item) for item in value), key=str)
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
+def print_json(value: object) -> None:
+    """Print ``value`` (see ``json_ready``) as one JSON document on standard output: a list as one array, a status
+    or report as one object; UTF-8 as it is, indented, ending with a newline."""
+    import json
+
+    print(json.dumps(json_ready(value), ensure_ascii=False, indent=2))
 
 
 class Drained(Protocol):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, add_group, count, path, timestamp
-from syndication.cli.output import EXIT_FAILED, EXIT_OK, UsageError
+from syndication.cli.output import EXIT_FAILED, EXIT_OK, UsageError, print_json
 from syndication.cli.progress import progress_for
 from syndication.errors import SyndicationError
 
@@ -133,18 +133,11 @@ def _themes_list(args: argparse.Namespace, settings: Settings) -> int:
     with Service.open(settings) as service:
         counts = theme_post_counts(service)
     if args.json:
-        rows = [
-            {
-                "slug": t.slug,
-                "name": t.name,
-                "description": t.description,
-                "aliases": list(t.aliases),
-                "posts": counts.get(t.slug, 0),
-            }
+        print_json([
+            {"slug": t.slug, "name": t.name, "description": t.description, "aliases": t.aliases,
+             "posts": counts.get(t.slug, 0)}
             for t in settings.themes
-        ]
-        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
-        print()
+        ])  # fmt: skip
         return EXIT_OK
     for theme in settings.themes:
         print(f"{theme.slug:<24} {counts.get(theme.slug, 0):>6} posts  {theme.name}")

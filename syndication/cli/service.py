@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, add_command, path, port
-from syndication.cli.output import EXIT_OK, print_reasons
+from syndication.cli.output import EXIT_OK, json_ready, print_json, print_reasons
 
 if TYPE_CHECKING:
     from syndication.config import Settings
@@ -33,10 +33,11 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     running.add_argument("--host", default="127.0.0.1", help="address the web app listens on (default 127.0.0.1)")
     running.add_argument("--port", type=port, default=8000, help="port the web app listens on (default 8000)")
 
-    add_command(
+    showing_status = add_command(
         commands, "status", _status,
         "show each scheduled job's last and next run, the queue and the last editions", common,
     )  # fmt: skip
+    showing_status.add_argument("--json", action="store_true", help="one JSON object")
 
     sink = add_command(
         commands, "mail-sink", _mail_sink, "a local SMTP server keeping every message as an .eml file (demo)", common
@@ -131,6 +132,9 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
     with Service.open(settings) as service:
         report = status_report(service)
+    if args.json:  # the report as it is, and how often each process drains the queue (the text's "next" of deliver)
+        print_json(json_ready(report) | {"deliver_interval_seconds": settings.schedule.deliver_interval_seconds})
+        return EXIT_OK
     zone = ZoneInfo(settings.site.timezone)
 
     def when(moment: datetime | None) -> str:

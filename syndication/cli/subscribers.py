@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING
 
 from syndication.cli.arguments import Commands, Handler, add_command, add_group, path
-from syndication.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say_error
+from syndication.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json, say_error
 from syndication.cli.progress import progress_for
 from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES
 from syndication.errors import SyndicationError
@@ -193,23 +192,12 @@ def _subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
     with Service.open(settings) as service:
         found = list_subscribers(service, status=args.status, cadence=args.cadence)
     if args.json:
-        rows = [
-            {
-                "id": s.id,
-                "email": s.email,
-                "name": s.name,
-                "language": s.language,
-                "themes": None if s.themes is None else list(s.themes),
-                "cadence": s.cadence,
-                "status": s.status,
-                "consent": {"at": s.consent.at.isoformat(), "method": s.consent.method, "source": s.consent.source},
-                "created_at": s.created_at.isoformat(),
-                "confirmed_at": s.confirmed_at.isoformat() if s.confirmed_at else None,
-            }
+        print_json([
+            {"id": s.id, "email": s.email, "name": s.name, "language": s.language, "themes": s.themes,
+             "cadence": s.cadence, "status": s.status, "consent": s.consent, "created_at": s.created_at,
+             "confirmed_at": s.confirmed_at, "reads": s.reads, "language_choice": s.language_choice}
             for s in found
-        ]
-        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
-        print()
+        ])  # fmt: skip
         return EXIT_OK
     for s in found:
         themes = ",".join(s.themes) if s.themes is not None else "(every theme)"
