@@ -729,9 +729,9 @@ class WebSettings(_Section):
 
 
 class RetentionSettings(_Section):
-    """How long the delivery ledger and received messages are kept; ``syndication prune`` and the scheduler's
-    daily ``prune`` job remove what is older. 0 keeps them for ever. What exactly-once needs is never removed
-    (``syndication.store.retention`` says what that is)."""
+    """How long the delivery ledger, received messages and the audit log are kept; ``syndication prune`` and the
+    scheduler's daily ``prune`` job remove what is older. 0 keeps them for ever. What exactly-once needs is never
+    removed (``syndication.store.retention`` says what that is)."""
 
     deliveries_days: int = Field(
         180,
@@ -745,6 +745,12 @@ class RetentionSettings(_Section):
         ge=0,
         description="Days the bytes of an unrecognised inbound message are kept for an operator to look at; "
         "its record (hash, kind, outcome) stays, so the same message is never processed twice. 0: for ever.",
+    )
+    audit_days: int = Field(
+        730,
+        ge=0,
+        description="Days the audit log (who approved, paused, cancelled or edited an edition, sent a test, erased "
+        "or reactivated a subscriber) keeps an event. 0: for ever.",
     )
 
 

@@ -246,7 +246,7 @@ def test_a_relay_slower_than_the_timeout_for_everyone_pauses_the_edition(audienc
         assert "did not answer within timeout_seconds (0.4 s) after 3 messages in a row" in reason
         edition = edition_report(service, plan.edition.id).edition
         assert edition.status == EditionStatus.PAUSED and edition.reason == reason
-        change_edition(service, plan.edition.id, EditionAction.RESUME)
+        change_edition(service, plan.edition.id, EditionAction.RESUME, actor="cli:tester")
         again = deliver(_slow(audience, server, timedelta(seconds=61), connections=1))
         assert again.unknown == 3 and plan.edition.id in again.paused_editions  # still slow: paused again
         assert max(server.copies.values()) == 2  # 1 + ambiguous_retries, never more
@@ -264,12 +264,12 @@ def test_retrying_refuses_what_cannot_be_retried(audience: Service) -> None:  # 
         plan = plan_edition(service, "weekly", SINCE, UNTIL)
         assert plan.edition is not None
         with pytest.raises(NoSuchEdition):
-            retry_deliveries(service, 99, [DeliveryStatus.POISONED])
+            retry_deliveries(service, 99, [DeliveryStatus.POISONED], actor="cli:tester")
         with pytest.raises(SyndicationError, match="cannot retry deliveries that are sent"):
-            retry_deliveries(service, plan.edition.id, [DeliveryStatus.SENT])
-        change_edition(service, plan.edition.id, EditionAction.CANCEL)
+            retry_deliveries(service, plan.edition.id, [DeliveryStatus.SENT], actor="cli:tester")
+        change_edition(service, plan.edition.id, EditionAction.CANCEL, actor="cli:tester")
         with pytest.raises(EditionRefused, match="cancelled"):
-            retry_deliveries(service, plan.edition.id, [DeliveryStatus.POISONED])
+            retry_deliveries(service, plan.edition.id, [DeliveryStatus.POISONED], actor="cli:tester")
 
 
 def test_a_poisoned_delivery_is_retried_once_and_the_edition_says_what_was_given_up(audience: Service) -> None:  # noqa: F811
@@ -286,7 +286,9 @@ def test_a_poisoned_delivery_is_retried_once_and_the_edition_says_what_was_given
         assert (report.poisoned, report.sent) == (1, 2)  # the one merely held was sent, not poisoned
         edition = edition_report(service, plan.edition.id).edition
         assert edition.status == EditionStatus.SENT and edition.reason == "1 poisoned"
-        moved = retry_deliveries(later, plan.edition.id, [DeliveryStatus.POISONED, DeliveryStatus.UNKNOWN])
+        moved = retry_deliveries(
+            later, plan.edition.id, [DeliveryStatus.POISONED, DeliveryStatus.UNKNOWN], actor="cli:tester"
+        )
         assert moved.requeued == {DeliveryStatus.POISONED: 1} and moved.status == EditionStatus.SENDING
         assert deliver(later).sent == 1
         assert server.accepted == 3 and max(server.copies.values()) == 1

@@ -290,7 +290,7 @@ def test_a_cancelled_edition_that_reached_nobody_lets_the_next_one_take_its_post
 ) -> None:
     first = plan_edition(at(readers, NOW + timedelta(minutes=1)), "weekly", *FIRST, draft=True)  # waits for approval
     assert first.edition is not None and held(readers, "Karachi heat plan") == [first.edition.id]
-    change_edition(readers, first.edition.id, EditionAction.CANCEL)
+    change_edition(readers, first.edition.id, EditionAction.CANCEL, actor="cli:tester")
     assert held(readers, "Karachi heat plan") == []  # nobody got it: it is new to every reader still
     second = send(at(readers, NOW + WEEK + timedelta(minutes=1)), server, SECOND)
     assert second.edition is not None and held(readers, "Karachi heat plan") == [second.edition.id]

@@ -110,7 +110,7 @@ def test_every_kind_of_message_leaves_signed(
     assert digest.parsed()["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
     # An editor's test send of that edition.
-    assert send_test(service, plan.edition.id, "test@example.org", None, "en") is not None
+    assert send_test(service, plan.edition.id, "test@example.org", None, "en", actor="cli:tester") is not None
     test_send = only_message_for(smtp, "test@example.org")
     assert test_send.parsed()["X-Syndication-Test"] == f"edition {plan.edition.id}"
 

@@ -129,7 +129,7 @@ def test_the_drain_keeps_the_daily_cap_and_the_form_queues_nothing_for_a_suppres
     outcomes = [form(service, "many@example.org") for _ in range(4)]
     assert outcomes == ["queued confirm"] * 4
     form(service, "other@example.org")
-    remove_subscriber(service, "gone@example.org")
+    remove_subscriber(service, "gone@example.org", actor="cli:tester")
     assert form(service, "gone@example.org").startswith("not sent:")
     report = drain_notices(service)
     # The same pending subscriber asked four times: three confirmations (all valid), and the fourth not sent.
@@ -173,7 +173,7 @@ def test_a_preferences_notice_is_rendered_when_sent_in_the_readers_language(
 
 def test_an_erased_subscribers_notice_is_dropped(service: Service, smtp: SmtpTestServer) -> None:
     form(service, "erased@example.org")
-    remove_subscriber(service, "erased@example.org")
+    remove_subscriber(service, "erased@example.org", actor="cli:tester")
     assert notice_counts(service) == {}  # gone with the subscriber
     assert drain_notices(service).handled == 0
     assert smtp.messages == []

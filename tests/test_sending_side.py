@@ -339,7 +339,7 @@ def test_a_pause_does_not_use_up_the_retry_deadline_of_what_is_resumed(readers: 
         assert plan.edition.id in deliver(service).paused_editions
         server.behaviour.reply_at = {"RCPT": {SIX[0]: "450 4.2.1 Mailbox busy, try later"}}
         later = sending(readers, server, NOW + timedelta(days=3))
-        change_edition(later, plan.edition.id, EditionAction.RESUME)
+        change_edition(later, plan.edition.id, EditionAction.RESUME, actor="cli:tester")
         report = deliver(later)
     assert (report.sent, report.deferred, report.failed) == (5, 1, 0)
     assert statuses(readers, SIX) == dict.fromkeys(SIX, "active")
@@ -380,7 +380,7 @@ def test_the_breaker_pauses_an_edition_whose_relay_refuses_nearly_everyone_alike
 
         # The relay is mended; the editor resumes: everyone gets it, once.
         server.behaviour.reply_at = {}
-        change_edition(service, 1, EditionAction.RESUME)
+        change_edition(service, 1, EditionAction.RESUME, actor="cli:tester")
         assert deliver(service).sent == 30
         assert received_once_each(server, thirty)
         assert deliver(service).handled == 0

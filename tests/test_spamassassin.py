@@ -119,7 +119,7 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpTestServer) -> 
         plan = plan_edition(service, "weekly", now - timedelta(days=7), now)
         assert plan.edition is not None and plan.queued == 1
         assert deliver(service).sent == 1
-        assert send_test(service, plan.edition.id, "test@example.org", None, "en") is not None
+        assert send_test(service, plan.edition.id, "test@example.org", None, "en", actor="cli:tester") is not None
         outcome = add_subscriber(service, "pending@example.org", name="Pending", cadence="weekly")
         assert outcome.confirmation_sent, outcome.confirmation_error
         send_preferences_notice(service, outcome.subscriber, "the weekly digest, on every theme")

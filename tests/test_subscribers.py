@@ -507,7 +507,7 @@ def test_a_removed_address_cannot_come_back_by_import_or_add(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], service: Service, smtp: SmtpTestServer
 ) -> None:
     add_subscriber(service, "ana@example.org", confirmed=True)
-    assert remove_subscriber(service, "ana@example.org") == "removed"
+    assert remove_subscriber(service, "ana@example.org", actor="cli:tester") == "removed"
     path = write_csv(tmp_path / "old-list.csv", "email,name\nANA@example.org,Ana\nbo@example.org,Bo\n")
     assert cli(config, "import", str(path), "--confirmed") == 1
     err = capsys.readouterr().err
@@ -531,7 +531,7 @@ def test_a_removed_address_cannot_come_back_by_import_or_add(
 
 
 def test_removing_an_address_that_was_never_subscribed_suppresses_it(service: Service) -> None:
-    assert remove_subscriber(service, "never@example.org") == "suppressed"
+    assert remove_subscriber(service, "never@example.org", actor="cli:tester") == "suppressed"
     with pytest.raises(SubscriberError, match="is suppressed"):
         add_subscriber(service, "never@example.org", confirmed=True)
 
@@ -559,7 +559,7 @@ def test_unsubscribe_by_link_or_id_is_idempotent(service: Service) -> None:
 def test_an_old_link_does_not_act_on_whoever_gets_the_id_next(service: Service) -> None:
     ana = add_subscriber(service, "ana@example.org", confirmed=True).subscriber
     token = subscriber_token(service, "unsubscribe", ana)
-    remove_subscriber(service, "ana@example.org")
+    remove_subscriber(service, "ana@example.org", actor="cli:tester")
     add_subscriber(service, "bo@example.org", confirmed=True)  # on SQLite, Bo gets Ana's id
     assert unsubscribe(service, token) is None
     assert rows(service)["bo@example.org"].status == "active"
@@ -659,8 +659,8 @@ def test_export_holds_everything_including_consent(
     )
     # An empty store still says which columns an export has.
     out = io.StringIO()
-    remove_subscriber(service, "ana@example.org")
-    remove_subscriber(service, "bo@example.org")
+    remove_subscriber(service, "ana@example.org", actor="cli:tester")
+    remove_subscriber(service, "bo@example.org", actor="cli:tester")
     assert export_subscribers(service, out) == 0
     assert out.getvalue().splitlines() == [",".join(column.key for column in SubscriberRow.__table__.columns)]
 

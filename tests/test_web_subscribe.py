@@ -98,7 +98,7 @@ def test_the_answer_is_the_same_whether_or_not_the_address_is_known(site: WebSit
     add_subscriber(service, "active@example.org", confirmed=True)
     add_subscriber(service, "left@example.org", confirmed=True)
     unsubscribe(service, _id(site, "left@example.org"))
-    remove_subscriber(service, "removed@example.org")
+    remove_subscriber(service, "removed@example.org", actor="cli:tester")
     answers = {}
     with site.client() as client:
         page = client.get("/subscribe").text

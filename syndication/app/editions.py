@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from sqlalchemy.orm import Session
 
+from syndication.app.audit import record as audit
 from syndication.app.bounces import record_bounce, verp_address
 from syndication.app.digests import (
     compose_posts,
@@ -44,6 +45,7 @@ from syndication.app.subscribers import (
     unsubscribe_url,
 )
 from syndication.config import Settings, signing_keys
+from syndication.core.audit import EDITION_APPROVED, EDITION_RETRIED, EDITION_TEST_SENT, EDITION_TEXT_CHANGED, SYSTEM
 from syndication.core.digest import Digest
 from syndication.core.editions import (
     EDITABLE,
@@ -131,6 +133,7 @@ def plan_edition(
     dry_run: bool = False,
     draft: bool = False,
     approve: bool = False,
+    actor: str = SYSTEM,
 ) -> SendPlan:
     """Create the edition of this window (once) and queue one delivery per active subscriber of the cadence
     who has something new; with ``dry_run`` nothing is written and the plan says what would be sent.
@@ -143,7 +146,8 @@ def plan_edition(
     ``digest send --approve``) creates it approved, or approves the window's draft. A window in which nothing was
     published makes an ``empty`` edition: no deliveries, never public nor a draft nor emailed about, kept so that
     the next window starts where it ended. Running it again for the window resumes what is left (``on_rerun``):
-    nothing is queued to an edition that is over, and deliveries stranded under a sent one are sent.
+    nothing is queued to an edition that is over, and deliveries stranded under a sent one are sent. An approval
+    is recorded in the audit log as ``actor``'s.
     """
     if cadence not in CADENCES:
         raise SyndicationError(f"unknown cadence {cadence!r} (expected one of {', '.join(CADENCES)})")
@@ -170,6 +174,8 @@ def plan_edition(
             if plan.created:
                 ledger.hold_posts(session, made, post_ids)  # in the same transaction: made and filled at once
                 plan.approved = approve and status == EditionStatus.SENDING
+                if plan.approved:
+                    audit(session, now, actor, EDITION_APPROVED, ("edition", made.id), to=str(made.status))
             else:  # a rival run made it after this one looked: what that one holds is what counts
                 made, _, posts = edition_posts(session, cadence, since, until, now)
         # Whom it goes to, from what it holds (what it would hold, for a dry run of a window not made yet).
@@ -197,6 +203,8 @@ def plan_edition(
             if approve and existing.status == EditionStatus.DRAFT:
                 after = next_status(existing, EditionAction.APPROVE)
                 plan.approved = True
+                audit(session, now, actor, EDITION_APPROVED, ("edition", edition_id),
+                      **{"from": str(existing.status), "to": str(after)})  # fmt: skip
             if after != existing.status:
                 ledger.set_edition_status(session, edition_id, after, now, only_from=existing.status)
                 plan.edition = ledger.edition(session, edition_id)
@@ -578,8 +586,11 @@ def sent_editions(service: Service, limit: int) -> list[Edition]:
         return ledger.editions(session, limit=limit, statuses=(EditionStatus.SENT,))
 
 
-def change_edition(service: Service, edition_id: int, action: EditionAction) -> tuple[Edition, EditionStatus]:
-    """Approve, pause, resume or cancel an edition; returns it as it was and its new status.
+def change_edition(
+    service: Service, edition_id: int, action: EditionAction, *, actor: str
+) -> tuple[Edition, EditionStatus]:
+    """Approve, pause, resume or cancel an edition as ``actor`` (recorded in the audit log with the change);
+    returns it as it was and its new status.
 
     An editor's action clears the reason the sender paused it for; resuming sends what was held back then.
     Cancelling an edition of which no message may have reached anyone lets the next edition of its cadence take
@@ -591,7 +602,12 @@ def change_edition(service: Service, edition_id: int, action: EditionAction) -> 
         if edition is None:
             raise NoSuchEdition(edition_id)
         after = next_status(edition, action)
-        ledger.set_edition_status(session, edition_id, after, service.clock())
+        now = service.clock()
+        ledger.set_edition_status(session, edition_id, after, now)
+        details = {"from": str(edition.status), "to": str(after)}
+        if edition.reason:
+            details["reason"] = edition.reason  # why the sender had paused it, cleared by this action
+        audit(session, now, actor, f"edition.{action.done}", ("edition", edition_id), **details)
         if action is EditionAction.CANCEL:
             progress = ledger.progress(session, edition_id)
             if not any(progress.get(status) for status in _MAY_HAVE_ARRIVED):
@@ -620,12 +636,14 @@ class RetryReport:
         return sum(self.requeued.values())
 
 
-def retry_deliveries(service: Service, edition_id: int, statuses: Collection[DeliveryStatus]) -> RetryReport:
+def retry_deliveries(
+    service: Service, edition_id: int, statuses: Collection[DeliveryStatus], *, actor: str
+) -> RetryReport:
     """Put the edition's deliveries in ``statuses`` (of poisoned, failed, unknown) back in the queue once an
     operator has mended what stopped them: due now, attempts and crashes reset, the same Message-ID (a receiver
     that has a copy can drop this one); a sent edition goes back to sending. Running it again re-queues nothing
-    more. Raises NoSuchEdition, EditionRefused for a draft or cancelled edition, SyndicationError for a status
-    that cannot be retried."""
+    more. A retry that re-queued something is recorded in the audit log as ``actor``'s. Raises NoSuchEdition,
+    EditionRefused for a draft or cancelled edition, SyndicationError for a status that cannot be retried."""
     wrong = [str(status) for status in statuses if status not in RETRYABLE_DELIVERIES]
     if wrong or not statuses:
         raise SyndicationError(
@@ -641,11 +659,15 @@ def retry_deliveries(service: Service, edition_id: int, statuses: Collection[Del
         requeued = ledger.requeue(session, edition_id, sorted(statuses), now)
         if requeued and after != edition.status:
             ledger.set_edition_status(session, edition_id, after, now, only_from=edition.status)
+        if requeued:
+            audit(session, now, actor, EDITION_RETRIED, ("edition", edition_id), requeued=dict(requeued),
+                  **{"from": str(edition.status), "to": str(after)})  # fmt: skip
     return RetryReport(edition, requeued, after if requeued else edition.status)
 
 
-def set_edition_text(service: Service, edition_id: int, *, subject: str, intro: str) -> bool:
-    """Set the subject and intro of a draft or paused edition; False when they were already these.
+def set_edition_text(service: Service, edition_id: int, *, subject: str, intro: str, actor: str) -> bool:
+    """Set the subject and intro of a draft or paused edition as ``actor`` (the audit log keeps both texts,
+    before and after); False when they were already these.
 
     Raises NoSuchEdition, or EditionRefused when the edition is being sent or is over.
     """
@@ -657,6 +679,10 @@ def set_edition_text(service: Service, edition_id: int, *, subject: str, intro: 
         if (edition.subject, edition.intro) == (subject, intro):
             return False
         ledger.set_edition_text(session, edition_id, subject=subject, intro=intro)
+        audit(
+            session, service.clock(), actor, EDITION_TEXT_CHANGED, ("edition", edition_id),
+            old={"subject": edition.subject, "intro": edition.intro}, new={"subject": subject, "intro": intro},
+        )  # fmt: skip
     return True
 
 
@@ -697,13 +723,22 @@ def public_copy(service: Service, edition: Edition) -> RenderedEmail | None:
 
 
 def send_test(
-    service: Service, edition_id: int, address: str, themes: tuple[str, ...] | None, language: str
+    service: Service,
+    edition_id: int,
+    address: str,
+    themes: tuple[str, ...] | None,
+    language: str,
+    *,
+    actor: str,
 ) -> RenderedEmail | None:
     """Send the edition, as readers of ``themes`` in ``language`` get it, to ``address``, with preview links,
     through the service's Mailer (DKIM-signed when configured).
 
     Returns what was sent, or None when the edition holds nothing for those readers (nothing is sent). Raises
     NoSuchEdition, DeliveryError when the relay refuses it, ConfigError when sending is not configured.
+
+    Once the relay took it, the audit log records ``actor``'s test with the address as given: an editor's test
+    goes to the team's own mailboxes, and where a copy of an unsent edition went is what an auditor asks.
     """
     edition = find_edition(service, edition_id)
     if edition is None:
@@ -717,4 +752,9 @@ def send_test(
         date=service.clock(), message_key=key, extra=(("X-Syndication-Test", f"edition {edition_id}"),),
     )  # fmt: skip
     service.mailer.send(address, message)
+    with database.transaction(service.engine) as session:  # mail leaves no transaction: recorded once it left
+        audit(
+            session, service.clock(), actor, EDITION_TEST_SENT, ("edition", edition_id), to=address,
+            themes=None if themes is None else list(themes), language=language,
+        )  # fmt: skip
     return email

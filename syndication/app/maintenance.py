@@ -2,7 +2,8 @@
 
 ``prune`` removes, edition by edition (one short transaction each, so senders are never held up long), the
 deliveries and attempts of finished editions older than ``[retention] deliveries_days``, and lets go of the
-bytes kept of unrecognised inbound messages older than ``inbound_raw_days``. What exactly-once needs stays:
+bytes kept of unrecognised inbound messages older than ``inbound_raw_days``, and the audit log's events older
+than ``audit_days``. What exactly-once needs stays:
 ``syndication.store.retention`` says what and why. ``backup`` copies an SQLite store while the service runs; a
 PostgreSQL store is backed up with ``pg_dump`` (docs/operations.md), which this refuses to pretend to do.
 """
@@ -17,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from syndication.app.service import Service
 from syndication.errors import SyndicationError
-from syndication.store import backup, database, retention
+from syndication.store import audit, backup, database, retention
 
 
 @dataclass
@@ -28,15 +29,17 @@ class PruneReport:
     dry_run: bool
     deliveries_before: datetime | None
     inbound_before: datetime | None
+    audit_before: datetime | None = None
     editions: int = 0
     deliveries: int = 0
     attempts: int = 0
     inbound_bytes: int = 0
+    audit_events: int = 0
 
     @property
     def removed(self) -> int:
         """Rows removed or emptied, of every table."""
-        return self.deliveries + self.attempts + self.inbound_bytes
+        return self.deliveries + self.attempts + self.inbound_bytes + self.audit_events
 
 
 def prune(service: Service, *, dry_run: bool = False) -> PruneReport:
@@ -46,6 +49,7 @@ def prune(service: Service, *, dry_run: bool = False) -> PruneReport:
         dry_run,
         now - timedelta(days=settings.deliveries_days) if settings.deliveries_days else None,
         now - timedelta(days=settings.inbound_raw_days) if settings.inbound_raw_days else None,
+        now - timedelta(days=settings.audit_days) if settings.audit_days else None,
     )
     if report.deliveries_before is not None:
         with database.transaction(service.engine) as session:
@@ -59,6 +63,9 @@ def prune(service: Service, *, dry_run: bool = False) -> PruneReport:
     if report.inbound_before is not None:
         with database.transaction(service.engine) as session:
             report.inbound_bytes = retention.prune_inbound_bytes(session, report.inbound_before, dry_run=dry_run)
+    if report.audit_before is not None:
+        with database.transaction(service.engine) as session:
+            report.audit_events = audit.prune(session, report.audit_before, dry_run=dry_run)
     return report
 
 

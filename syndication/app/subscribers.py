@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from syndication.app.service import Service
 from syndication.config import Settings, signing_keys
+from syndication.core.audit import SUBSCRIBER_ERASED, SUBSCRIBER_REACTIVATED, cli_actor
 from syndication.core.languages import (
     LANGUAGE_CHOICES,
     Reading,
@@ -46,6 +47,7 @@ from syndication.core.tokens import make_token, read_token
 from syndication.delivery.transport import Transport
 from syndication.errors import ConfigError, DeliveryError, SyndicationError, TokenError
 from syndication.sources.cleaning import BIDI_CONTROLS
+from syndication.store import audit as audit_store
 from syndication.store import database, form_emails
 from syndication.store import notices as notice_store
 from syndication.store import posts as post_store
@@ -283,6 +285,7 @@ def add_subscriber(
     reason: str | None = None,
     consent_method: str = "cli",
     consent_source: str = "command line",
+    actor: str | None = None,
 ) -> AddOutcome:
     """Add one subscriber, or act on the existing one, then send the confirmation email if they are pending.
 
@@ -291,7 +294,8 @@ def add_subscriber(
     preferences given) or ``confirmed`` (pending or ended becomes active); a pending one is sent its confirmation
     email again. A suppressed (removed) address is refused unless ``confirmed`` and ``resubscribe``. An
     unsubscribed, bounced or complained one is refused unless ``confirmed``, ``reactivate`` and a ``reason``:
-    the consent then records who (the operating system's user) and why.
+    the consent then records who (the operating system's user) and why, and the audit log records ``actor``'s
+    reactivation (None: ``cli:<the operating system's user>``).
     """
     settings = service.settings
     if resubscribe and not confirmed:
@@ -316,6 +320,8 @@ def add_subscriber(
                     resubscribe=resubscribe,
                     reactivation=reactivation,
                 )
+                if action == "reactivated":
+                    _record_reactivation(session, now, actor, subscriber, reason)
             break
         except IntegrityError:
             # The same new address added at the same moment elsewhere (the form posted twice): the store refused the
@@ -433,6 +439,16 @@ def _apply(
     return subscriber, action
 
 
+def _record_reactivation(
+    session: Session, now: datetime, actor: str | None, subscriber: Subscriber, reason: str | None
+) -> None:
+    # In the transaction that made them active again: the consent says why, the audit log who and when.
+    audit_store.record(
+        session, at=now, actor=actor or cli_actor(operator_name()), action=SUBSCRIBER_REACTIVATED,
+        subject_kind="subscriber", subject_id=subscriber.id, details={"reason": " ".join((reason or "").split())},
+    )  # fmt: skip
+
+
 def _reactivation(
     now: datetime, method: str, source: str, confirmed: bool, reactivate: bool, reason: str | None
 ) -> Consent | None:
@@ -489,6 +505,7 @@ def import_subscribers(
     reactivate: bool = False,
     reason: str | None = None,
     progress: Progress | None = None,
+    actor: str | None = None,
 ) -> ImportReport:
     """Add the subscribers of a CSV file (header naming columns among IMPORT_COLUMNS, in any order; only email is
     required); the columns ``export_subscribers`` writes besides them are read and ignored, so an export imports
@@ -504,9 +521,10 @@ def import_subscribers(
     Rows for existing subscribers change nothing unless ``update`` (the row's columns replace theirs; empty
     cadence or language cells keep theirs) or ``confirmed`` (pending becomes active). Unsubscribed, bounced and
     complained subscribers are refused unless ``confirmed``, ``reactivate`` and a ``reason`` (recorded with who
-    did it in their consent). Suppressed addresses are always refused. New subscribers are pending and sent a
-    confirmation email, or active when ``confirmed``. The rows are written in one transaction; emails go out after
-    it commits. ``progress`` is told of each good row written, then of each confirmation email.
+    did it in their consent, and ``actor``'s reactivation in the audit log; None: ``cli:<the operating system's
+    user>``). Suppressed addresses are always refused. New subscribers are pending and sent a confirmation email,
+    or active when ``confirmed``. The rows are written in one transaction; emails go out after it commits.
+    ``progress`` is told of each good row written, then of each confirmation email.
     """
     settings = service.settings
     report = ImportReport(source=str(path))
@@ -541,6 +559,8 @@ def import_subscribers(
                 report.added += 1
             elif action in ("confirmed", "reactivated"):
                 report.activated += 1
+                if action == "reactivated":
+                    _record_reactivation(session, now, actor, subscriber, reason)
             elif action == "updated":
                 report.updated += 1
             else:
@@ -1080,12 +1100,13 @@ def send_preferences_notice(service: Service, subscriber: Subscriber, summary: s
     send_notice(service, email, subscriber.email, subscriber.name, f"preferences.{subscriber.id}")
 
 
-def remove_subscriber(service: Service, email: str) -> str:
-    """Erase everything we hold on an address and suppress it; returns what was done.
+def remove_subscriber(service: Service, email: str, *, actor: str) -> str:
+    """Erase everything we hold on an address and suppress it as ``actor``; returns what was done.
 
     ``removed``: the subscriber was erased (their deliveries stay, with no subscriber). ``suppressed``: there was
     no subscriber, and the address is now suppressed all the same (the person asked not to be on the list).
-    ``already removed``: it was suppressed before. Only the SHA-256 of the address is kept.
+    ``already removed``: it was suppressed before. Only the SHA-256 of the address is kept, in the suppression
+    list and in the audit log's record of the erasure (none when it was already removed: nothing changed).
     """
     normal = normalise_email(email)
     now = service.clock()
@@ -1095,6 +1116,13 @@ def remove_subscriber(service: Service, email: str) -> str:
         if subscriber is not None:
             store.delete_subscriber(session, subscriber.id)
         store.suppress(session, normal, "removed", now)
+        if subscriber is not None or not already:
+            audit_store.record(
+                session, at=now, actor=actor, action=SUBSCRIBER_ERASED, subject_kind="subscriber",
+                subject_id=None if subscriber is None else subscriber.id,
+                details={"address_sha256": store.email_hash(normal),
+                         "outcome": "removed" if subscriber is not None else "suppressed"},
+            )  # fmt: skip
     if subscriber is not None:
         return "removed"
     return "already removed" if already else "suppressed"

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from syndication import __version__
 from syndication.cli import (
+    audit,
     bounces,
     checks,
     configuration,
@@ -39,7 +40,7 @@ __all__ = ["main"]
 # The command modules in the order their commands are listed by --help.
 _COMMAND_MODULES = (
     service, posts, feeds, digests, editions, subscribers, bounces, editors, mailcheck, checks, configuration,
-    maintenance,
+    maintenance, audit,
 )  # fmt: skip
 
 

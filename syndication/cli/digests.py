@@ -146,6 +146,7 @@ def _digest_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.audit import command_line_actor
     from syndication.app.editions import (
         check_sending,
         default_window,
@@ -163,7 +164,14 @@ def _digest_send(args: argparse.Namespace, settings: Settings) -> int:
         since, until = args.since or since, args.until or until
         draft = settings.digest.require_approval and not args.approve
         plan = plan_edition(
-            service, args.cadence, since, until, dry_run=args.dry_run, draft=draft, approve=args.approve
+            service,
+            args.cadence,
+            since,
+            until,
+            dry_run=args.dry_run,
+            draft=draft,
+            approve=args.approve,
+            actor=command_line_actor(),
         )
         window = f"{since.isoformat()} to {until.isoformat()}"
         if args.dry_run:

@@ -71,13 +71,16 @@ def _editions_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _edition_control(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.audit import command_line_actor
     from syndication.app.editions import NoSuchEdition, change_edition
     from syndication.app.service import Service
     from syndication.core.editions import EditionAction
 
     with Service.open(settings) as service:
         try:
-            edition, after = change_edition(service, args.edition_id, EditionAction(args.action))
+            edition, after = change_edition(
+                service, args.edition_id, EditionAction(args.action), actor=command_line_actor()
+            )
         except NoSuchEdition:
             raise SyndicationError(f"no edition {args.edition_id} (see 'syndication editions list')") from None
     print(f"edition {args.edition_id}: {edition.status} -> {after}")
@@ -85,6 +88,7 @@ def _edition_control(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _edition_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.audit import command_line_actor
     from syndication.app.editions import NoSuchEdition, retry_deliveries
     from syndication.app.service import Service
     from syndication.core.models import DeliveryStatus
@@ -96,7 +100,7 @@ def _edition_retry(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_USAGE
     with Service.open(settings) as service:
         try:
-            report = retry_deliveries(service, args.edition_id, chosen)
+            report = retry_deliveries(service, args.edition_id, chosen, actor=command_line_actor())
         except NoSuchEdition:
             raise SyndicationError(f"no edition {args.edition_id} (see 'syndication editions list')") from None
     which = ", ".join(f"{count} {status}" for status, count in sorted(report.requeued.items()))

@@ -45,6 +45,10 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"inbound_messages: {verb} the kept bytes of {report.inbound_bytes} received before"
               f" {report.inbound_before:%Y-%m-%d %H:%M} UTC (their records stay)")  # fmt: skip
+    if report.audit_before is None:
+        print("audit_events: kept for ever ([retention] audit_days = 0)")
+    else:
+        print(f"audit_events: {verb} {report.audit_events} recorded before {report.audit_before:%Y-%m-%d %H:%M} UTC")
     return EXIT_OK
 
 

@@ -218,11 +218,12 @@ def _subscribers_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _subscribers_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.audit import command_line_actor
     from syndication.app.service import Service
     from syndication.app.subscribers import normalise_email, remove_subscriber
 
     with Service.open(settings) as service:
-        done = remove_subscriber(service, args.email)
+        done = remove_subscriber(service, args.email, actor=command_line_actor())
     email = normalise_email(args.email)
     print({
         "removed": f"removed {email}: erased, and suppressed so that it is not added again",

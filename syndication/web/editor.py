@@ -36,6 +36,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from syndication.app.audit import MAX_LIMIT as AUDIT_EXPORT_LIMIT
+from syndication.app.audit import audit_events
 from syndication.app.bounces import (
     bounce_score,
     edition_bounces,
@@ -56,6 +58,7 @@ from syndication.app.editions import (
     set_edition_text,
 )
 from syndication.app.editions import send_test as send_test_email
+from syndication.app.posts import parse_timestamp
 from syndication.app.service import Service
 from syndication.app.subscribers import (
     SubscriberError,
@@ -64,6 +67,15 @@ from syndication.app.subscribers import (
     find_subscriber,
     normalise_email,
     parse_themes,
+)
+from syndication.core.audit import (
+    EDITION_RETRIED,
+    EDITION_TEST_SENT,
+    EDITION_TEXT_CHANGED,
+    SUBSCRIBER_REACTIVATED,
+    SYSTEM,
+    AuditEvent,
+    editor_actor,
 )
 from syndication.core.editions import NOTHING_NEW, EditionAction, EditionRefused
 from syndication.core.models import (
@@ -103,6 +115,20 @@ NOTICES: Final = {
     "saved": N_("Saved the subject and intro."),
     "unchanged": N_("Nothing changed."),
     "tested": N_("The test was sent."),
+}
+# Events on a page of the audit log.
+AUDIT_PAGE: Final = 50
+# What each action of the audit log says on its page (``core.audit``: the names are the store's and the export's).
+AUDIT_ACTIONS: Final = {
+    "edition.approved": N_("Approved the edition"),
+    "edition.paused": N_("Paused the edition"),
+    "edition.resumed": N_("Resumed the edition"),
+    "edition.cancelled": N_("Cancelled the edition"),
+    "edition.text_changed": N_("Changed the subject or intro"),
+    "edition.test_sent": N_("Sent a test"),
+    "edition.retried": N_("Sent again the deliveries given up on"),
+    "subscriber.erased": N_("Erased a subscriber"),
+    "subscriber.reactivated": N_("Made a subscriber active again"),
 }
 
 
@@ -203,6 +229,8 @@ class EditorPages:
             Route("/editor/logout", self.logout, methods=["POST"]),
             Route("/editor/", self.dashboard, methods=["GET"]),
             Route("/editor/bounces", self.bounces_page, methods=["GET"]),
+            Route("/editor/audit", self.audit_page, methods=["GET"]),
+            Route("/editor/audit.json", self.audit_json, methods=["GET"]),
             Route("/editor/editions/{edition_id:row_id}", self.edition_page, methods=["GET"]),
             Route("/editor/editions/{edition_id:row_id}/preview", self.preview, methods=["GET"]),
             Route("/editor/editions/{edition_id:row_id}/progress.json", self.progress, methods=["GET"]),
@@ -280,6 +308,60 @@ class EditorPages:
             "configured": bool(self.settings.editors.passwords),
         }
         return self.pages.render(request, "editor_login.html", context, status=status)
+
+    # --- The audit log ----------------------------------------------------------------------------------------
+
+    async def audit_page(self, request: Request) -> Response:
+        """Who did what, and when: newest first, a page at a time (``?before=`` the last id shown)."""
+        words = self.pages.words(request)
+        editor = await self.cookies.editor(request)
+        if editor is None:
+            return _to_login(request, words, back="/editor/audit")
+        before = _cursor(request.query_params.get("before", ""))
+        events = await run_in_threadpool(lambda: audit_events(self.service(), limit=AUDIT_PAGE + 1, before_id=before))
+        shown = events[:AUDIT_PAGE]
+        context = {
+            "title": words.gettext("Audit log"),
+            "events": [
+                (
+                    event,
+                    _audit_actor(words, event.actor),
+                    words.gettext(AUDIT_ACTIONS.get(event.action, event.action)),
+                    _audit_details(words, event),
+                )
+                for event in shown
+            ],
+            "older": shown[-1].id if len(events) > AUDIT_PAGE else None,
+            "first_page": before is None,
+        }
+        return self.pages.render(request, "editor_audit.html", context, editor=editor)
+
+    async def audit_json(self, request: Request) -> Response:
+        """The audit log as JSON, newest first: ``{"events": [...], "next_before": id or null}``; ``since`` (ISO
+        8601), ``limit`` (1 to 1000, all of them by default) and ``before`` (the next page's cursor)."""
+        headers = {"Cache-Control": "no-store"}
+        if await self.cookies.editor(request) is None:
+            return JSONResponse({"error": "sign in first"}, status_code=401, headers=headers)
+        query = request.query_params
+        since = None
+        if query.get("since"):
+            try:
+                since = parse_timestamp(query["since"])
+            except ValueError:
+                return JSONResponse({"error": "since: not an ISO 8601 date or time"}, status_code=400, headers=headers)
+        limit = _cursor(query.get("limit", "")) or AUDIT_EXPORT_LIMIT
+        if limit > AUDIT_EXPORT_LIMIT:
+            return JSONResponse({"error": f"limit: 1 to {AUDIT_EXPORT_LIMIT}"}, status_code=400, headers=headers)
+        before = _cursor(query.get("before", ""))
+        events = await run_in_threadpool(
+            lambda: audit_events(self.service(), since=since, limit=limit, before_id=before)
+        )
+        body = {
+            "events": [event.as_json() for event in events],
+            "next_before": events[-1].id if len(events) == limit else None,
+        }
+        headers["Content-Disposition"] = 'attachment; filename="audit.json"'
+        return JSONResponse(body, headers=headers)
 
     # --- Dashboard --------------------------------------------------------------------------------------------
 
@@ -475,7 +557,9 @@ class EditorPages:
 
         try:
             changed = await run_in_threadpool(
-                lambda: set_edition_text(self.service(), edition_id, subject=subject, intro=intro)
+                lambda: set_edition_text(
+                    self.service(), edition_id, subject=subject, intro=intro, actor=editor_actor(editor)
+                )
             )
         except EditionRefused as error:  # shown beside the form, the text as the editor wrote it
             values = {"subject": subject, "intro": intro, "address": ""}
@@ -510,7 +594,9 @@ class EditorPages:
             """The test sent; None, or why it was not sent (shown beside the form)."""
             preview = self._preview_of(request)
             try:
-                sent = send_test_email(self.service(), edition_id, address, preview.themes, preview.language)
+                sent = send_test_email(
+                    self.service(), edition_id, address, preview.themes, preview.language, actor=editor_actor(editor)
+                )
             except DeliveryError as error:  # the server's reason as it gave it
                 return words.gettext("The test was not sent to %(address)s: %(reason)s", address=address, reason=error)
             if sent is None:
@@ -549,7 +635,9 @@ class EditorPages:
             return checked
         editor, edition_id, _form = checked
         try:
-            edition, after = await run_in_threadpool(lambda: change_edition(self.service(), edition_id, action))
+            edition, after = await run_in_threadpool(
+                lambda: change_edition(self.service(), edition_id, action, actor=editor_actor(editor))
+            )
         except EditionRefused as error:  # the edition page again, saying why, with what can be done instead
             refusal = {"form": edition_refusal(error, words)}
             return await run_in_threadpool(self._edition_page, request, editor, edition_id, "", refusal, 409, None)
@@ -676,6 +764,54 @@ def _brief(reasons: dict[str, dict[str, int]], shown: int) -> tuple[list[tuple[i
     every = [(count, status, reason) for status, grouped in reasons.items() for reason, count in grouped.items()]
     every.sort(key=lambda line: -line[0])  # stable: equal counts keep the report's order
     return every[:shown], max(0, len(every) - shown)
+
+
+def _cursor(value: str) -> int | None:
+    """A positive id (or count) from a query parameter; None when it is missing or not one."""
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or not 0 < int(value) < 2**63:
+        return None
+    return int(value)
+
+
+def _audit_actor(words: Words, actor: str) -> str:
+    """Who did it, as the audit page says it: ``ana (editor)``, ``root (command line)``, ``the service``."""
+    kind, _, name = actor.partition(":")
+    if actor == SYSTEM:
+        return words.gettext("the service")
+    if kind == "editor":
+        return words.gettext("%(name)s (editor)", name=name)
+    if kind == "cli":
+        return words.gettext("%(name)s (command line)", name=name)
+    return actor
+
+
+def _audit_details(words: Words, event: AuditEvent) -> str:
+    """What the audit page says of an event besides its action (the JSON export has all of it)."""
+    details = event.details
+    said: list[str] = []
+    if event.action == EDITION_TEXT_CHANGED:
+        old, new = details.get("old") or {}, details.get("new") or {}
+        if old.get("subject") != new.get("subject"):
+            said.append(
+                words.gettext(
+                    "Subject: “%(old)s” became “%(new)s”.",
+                    old=old.get("subject", ""),
+                    new=new.get("subject", ""),
+                )
+            )
+        if old.get("intro") != new.get("intro"):
+            said.append(words.gettext("The intro changed."))
+    elif event.action == EDITION_TEST_SENT:
+        said.append(words.gettext("To %(address)s", address=details.get("to", "")))
+    elif event.action == EDITION_RETRIED:
+        total = sum(int(count) for count in (details.get("requeued") or {}).values())
+        said.append(words.ngettext("%(num)s delivery re-queued", "%(num)s deliveries re-queued", total))
+    elif event.action == SUBSCRIBER_REACTIVATED:
+        said.append(words.gettext("Reason: %(reason)s", reason=details.get("reason", "")))
+    if details.get("reason") and event.action.startswith("edition."):
+        said.append(words.gettext("The sender had paused it: %(reason)s", reason=details["reason"]))
+    return " ".join(said)
 
 
 def _to_login(request: Request, words: Words, back: str | None = None) -> Response:
