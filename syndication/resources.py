@@ -19,12 +19,12 @@ import io
 import threading
 from importlib.resources import files
 from pathlib import Path
-
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import Translations
+from typing import TYPE_CHECKING
 
 from syndication.errors import SyndicationError
+
+if TYPE_CHECKING:
+    from babel.support import Translations
 
 
 def email_templates() -> Path:
@@ -66,6 +66,11 @@ def translations(po_file: Path) -> Translations:
     (no build step makes ``.mo`` files, so a wheel and a checkout read the same text)."""
     with _compiled_lock:
         if po_file not in _compiled:
+            # Babel's catalog reader, imported when a catalog is first read: a command that words nothing skips it.
+            from babel.messages.mofile import write_mo
+            from babel.messages.pofile import read_po
+            from babel.support import Translations
+
             with po_file.open("rb") as handle:
                 catalog = read_po(handle)
             buffer = io.BytesIO()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
@@ -15,7 +16,9 @@ import pytest
 import rnc2rng
 from lxml import etree
 
+from syndication import resources
 from syndication.app.gathering import import_file
+from syndication.app.posts import delete_posts
 from syndication.app.publishing import publish_feeds
 from syndication.app.service import Service, init_store
 from syndication.cli import main
@@ -23,6 +26,7 @@ from syndication.clock import fixed_clock
 from syndication.config import Settings, load_settings
 from syndication.core.languages import canonical_tag
 from syndication.core.models import Author, Post, Region, Theme
+from syndication.feeds import build as feed_build
 from syndication.feeds.build import FeedBuildReport, feed_words
 from syndication.feeds.catalog import FeedDocument, Site, feeds_of
 from syndication.feeds.directory import render_index, render_opml
@@ -533,6 +537,120 @@ def test_a_document_that_cannot_be_written_fails_the_build_and_keeps_the_manifes
     build(later, directory)
     assert "all.json" in json.loads((directory / "manifest.json").read_bytes())["documents"]
     assert json.loads((directory / "all.json").read_bytes())["items"][0]["id"] == post_record(70)["guid"]
+
+
+# --- A build with nothing to do --------------------------------------------------------------------------------
+# It stops before naming a feed when what the last build's documents follow from is the same (``_quiet_key``);
+# each thing that key watches must still make the next build rewrite what it changed.
+
+
+def with_settings(service: Service, **sections: Any) -> Service:
+    return Service(service.settings.model_copy(update=sections), service.engine, service.clock)
+
+
+def test_a_build_with_nothing_to_do_stops_before_naming_feeds_and_full_still_rebuilds(
+    hostile: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "feeds"
+    first = build(hostile, directory)
+    manifest = (directory / "manifest.json").read_bytes()
+
+    def named(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a build with nothing to do named the feeds")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(feed_build, "feeds_of", named)
+        again = build(hostile, directory)
+    assert (again.full, again.feeds, again.written, again.unchanged) == (False, 0, [], 0)
+    assert (directory / "manifest.json").read_bytes() == manifest
+    full = build(hostile, directory, full=True)
+    assert full.full and full.feeds == first.feeds and full.written == []
+
+
+def test_a_changed_theme_name_in_the_config_rewrites_what_names_it(hostile: Service, tmp_path: Path) -> None:
+    directory = tmp_path / "feeds"
+    build(hostile, directory)
+    themes = [
+        theme.model_copy(update={"names": {"pt": "Ação climática"}}) if theme.slug == "climate-action" else theme
+        for theme in hostile.settings.themes
+    ]
+    report = build(with_settings(hostile, themes=themes), directory)
+    assert report.full and "languages/pt.atom" in report.written  # its categories are labelled in Portuguese
+    assert 'label="Ação climática"' in (directory / "languages/pt.atom").read_text(encoding="utf-8")
+
+
+def test_a_changed_translation_rewrites_the_documents_it_words(
+    hostile: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locales = tmp_path / "locales"
+    shutil.copytree(resources.catalogs(), locales)
+    monkeypatch.setattr(feed_build, "catalogs", lambda: locales)
+    monkeypatch.setattr(resources, "_compiled", {})
+    directory = tmp_path / "feeds"
+    build(hostile, directory)
+    english = locales / "en" / "LC_MESSAGES" / "web.po"
+    wording = 'msgid "Everything published by %(site)s."\nmsgstr ""'
+    assert wording in english.read_text(encoding="utf-8")
+    english.write_text(
+        english.read_text(encoding="utf-8").replace(
+            wording, 'msgid "Everything published by %(site)s."\nmsgstr "All that %(site)s publishes."'
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(resources, "_compiled", {})  # as a new process: the catalogs are compiled afresh
+    report = build(hostile, directory)
+    assert report.full and "all.json" in report.written
+    assert json.loads((directory / "all.json").read_bytes())["description"] == "All that Test Network publishes."
+
+
+def test_a_changed_index_template_rewrites_the_index(hostile: Service, tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    shutil.copy(resources.web_templates() / "feeds_index.html", templates / "feeds_index.html")
+    service = with_settings(hostile, web=hostile.settings.web.model_copy(update={"templates_dir": templates}))
+    directory = tmp_path / "feeds"
+    build(service, directory)
+    with (templates / "feeds_index.html").open("a", encoding="utf-8") as template:
+        template.write("<!-- our own index -->\n")
+    build(service, directory)
+    assert "<!-- our own index -->" in (directory / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_deleted_document_or_list_is_written_again(hostile: Service, tmp_path: Path) -> None:
+    directory = tmp_path / "feeds"
+    build(hostile, directory)
+    kept = {name: (directory / name).read_bytes() for name in ("themes/resilience.rss", "index.html", "feeds.opml")}
+    for name in kept:
+        (directory / name).unlink()
+    report = build(hostile, directory)
+    assert report.written == ["themes/resilience.rss"]
+    assert {name: (directory / name).read_bytes() for name in kept} == kept
+
+
+def test_a_post_coming_of_age_a_day_later_enters_the_feeds(hostile: Service, tmp_path: Path) -> None:
+    # Nothing was written since the last build, but a scheduled post's time came (within the days departures are
+    # kept, so the build does not rebuild every feed anyway).
+    tomorrow = (NOW + timedelta(days=1)).isoformat()
+    import_file(hostile, write_jsonl(tmp_path / "scheduled.jsonl", [post_record(80, published=tomorrow)]))
+    directory = tmp_path / "feeds"
+    build(hostile, directory)
+    later = Service(hostile.settings, hostile.engine, fixed_clock(NOW + timedelta(days=2)))
+    report = build(later, directory)
+    assert "all.json" in report.written
+    assert post_record(80)["guid"] in (directory / "all.json").read_text(encoding="utf-8")
+
+
+def test_a_second_deletion_at_the_same_moment_as_the_first_is_seen(hostile: Service, tmp_path: Path) -> None:
+    # The clock is fixed: both deletions are recorded at the same time, after the same newest post; the
+    # store's change marker counts what is stored.
+    directory = tmp_path / "feeds"
+    assert delete_posts(hostile, [hostile_records()[4]["guid"]]) == 1
+    build(hostile, directory)
+    gone = hostile_records()[5]["guid"]
+    assert gone in (directory / "all.json").read_text(encoding="utf-8")
+    assert delete_posts(hostile, [gone]) == 1
+    report = build(hostile, directory)
+    assert "all.json" in report.written and gone not in (directory / "all.json").read_text(encoding="utf-8")
 
 
 # --- WebSub ----------------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from syndication.core.models import Edition, Post
 from syndication.core.progress import Progress
 from syndication.feeds.build import FeedBuildReport, build_feeds, feed_site
 from syndication.feeds.catalog import CONTENT_TYPES, FORMAT_LABELS, Feed, FeedDocument, FormatLabel
-from syndication.feeds.rss_atom import render_atom
 
 # The feed of editions before any was sent: a fixed date, so that its validators do not change by the minute.
 _EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
@@ -62,6 +61,7 @@ def editions_feed(
     an edition's title and one sentence about it, as the archive's pages word them.
     """
     from syndication.app.editions import sent_editions  # the sending side: slow to import, a build needs none of it
+    from syndication.feeds.rss_atom import render_atom  # feedgen and lxml: a build with nothing to do needs neither
 
     settings = service.settings
     site = replace(feed_site(settings), full_content=False)  # a summary per edition: the page is the content

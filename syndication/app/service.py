@@ -7,15 +7,18 @@ import secrets
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from syndication.clock import Clock, system_clock
 from syndication.config import Settings, signing_key_path
-from syndication.delivery.mailer import Mailer
-from syndication.sources.normalise import Vocabulary
 from syndication.store import database
+
+if TYPE_CHECKING:  # the sending side and the sources' checks: imported by the commands that use them
+    from syndication.delivery.mailer import Mailer
+    from syndication.sources.normalise import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,15 @@ class Service:
     @cached_property
     def mailer(self) -> Mailer:
         """The service's one Mailer: every message it sends leaves through it (made on first use)."""
+        from syndication.delivery.mailer import Mailer
+
         return Mailer(self.settings, self.clock)
 
     @property
     def vocabulary(self) -> Vocabulary:
         """The themes, regions and defaults the sources check items against."""
+        from syndication.sources.normalise import Vocabulary
+
         return Vocabulary(
             themes=self.settings.theme_list,
             regions=self.settings.region_list,

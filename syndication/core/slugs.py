@@ -9,8 +9,6 @@ import unicodedata
 from collections.abc import Container
 from functools import lru_cache
 
-from slugify import slugify as transliterated_slug
-
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 # A slug names files (``authors/<slug>.atom``) and file names end at 255 bytes: longer slugs are cut, and end with
 # a hash of the whole name so that two long names sharing a beginning still differ.
@@ -46,6 +44,8 @@ def author_slug(name: str, taken: Container[str]) -> str:
     """A new author's slug: the name transliterated to ASCII (``'ICLEI 한국사무소'`` → ``'iclei-hangugsamuso'``,
     ``'北九州市'`` → ``'bei-jiu-zhou-shi'``), and, when another author has that slug already (``taken``), a short
     hash of the name after it, so two different names never share a feed. The store keeps the slug it gave."""
+    from slugify import slugify as transliterated_slug  # its transliteration tables: only when an author is new
+
     base = transliterated_slug(name, max_length=MAX_SLUG_LENGTH - 13, word_boundary=False) or "author"
     if base not in taken:
         return base

@@ -10,6 +10,12 @@ A page is named after where it begins, so it keeps its URL for good, and pages c
 
 Only documents whose bytes changed are rewritten, and an incremental build writes the same bytes a full build
 would: a document's bytes depend on its posts and bounds only (dates in it come from the posts, never the clock).
+
+A build with nothing to do stops before naming any feed (Babel's language data), compiling a catalog or importing
+the writers (feedgen, lxml, Jinja): the manifest keeps a key of everything its documents follow from besides the
+clock (the store's change marker, the settings that shape them, the catalog and index template files' sizes and
+times, the versions), and the build returns at once when that key is the same, no post came of age since, and
+every subscription document and list it wrote is still there. Anything else takes the whole way (``_quiet_key``).
 """
 
 from __future__ import annotations
@@ -18,12 +24,12 @@ import bisect
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import babel
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -44,13 +50,10 @@ from syndication.feeds.catalog import (
     feeds_of,
     updated_of,
 )
-from syndication.feeds.directory import render_index, render_opml
 from syndication.feeds.json_feed import render_json
 from syndication.feeds.output import FeedOutput
-from syndication.feeds.rss_atom import render_rss_and_atom
 from syndication.feeds.websub import notify_hub
-from syndication.resources import catalog_file, catalog_languages, catalogs, translations
-from syndication.runtime.workers import worker_context
+from syndication.resources import catalog_file, catalog_languages, catalogs, translations, web_templates
 from syndication.store import database
 from syndication.store import posts as post_store
 
@@ -60,6 +63,9 @@ _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 DEPARTURES_KEPT = timedelta(days=30)
 # The web pages' catalog, which words the feeds' descriptions and lists too (``feeds.catalog.FeedWords``).
 WEB_DOMAIN = "web"
+# The lists of feeds written beside the feeds, every build.
+LISTS = ("feeds.opml", "index.html")
+INDEX_TEMPLATE = "feeds_index.html"
 
 
 @dataclass
@@ -119,7 +125,12 @@ def build_feeds(
     """
     config = settings.feeds
     with FeedOutput(directory or config.output_dir) as output:
+        if not full and _nothing_changed(settings, engine, output, now, archives):
+            return FeedBuildReport(output.directory, full=False)
+        from syndication.feeds.directory import render_index, render_opml  # lxml and Jinja: only to write them
+
         site = feed_site(settings)
+        watched = _watched_files(settings)  # before reading them: a file changed from now on is seen next time
         fingerprint = _feed_fingerprint(settings)
         previous = output.state
         with database.transaction(engine) as session:
@@ -137,6 +148,7 @@ def build_feeds(
                      for feed in feeds_to_build]  # fmt: skip
             last_change, seen_at_change = post_store.last_change(session)
             post_store.forget_departures(session, before=now - DEPARTURES_KEPT)
+            marker = post_store.change_marker(session)
         # The new cuts are stored before any page is written, and a worker process reads them. A build that
         # stops half way saves no manifest: the next one sees the same changes again (``feeds build --full``
         # rewrites every page, should a page beside a cut made then still be the old one).
@@ -156,6 +168,8 @@ def build_feeds(
                 "changed_through": (last_change or _EPOCH).isoformat(),
                 "seen_at_change": seen_at_change,
                 "published_through": now.isoformat(),
+                "quiet": _quiet_key(settings, marker, archives, watched),
+                "feed_paths": [feed.path for feed in feeds],
             }
         )
     if site.hub and changed_subscriptions:
@@ -201,6 +215,80 @@ def _changes_since(session: Session, output: FeedOutput, feeds: list[Feed], now:
         if not all(output.knows(feed.document_path(fmt)) for fmt in FORMATS):
             marks[(feed.dimension, feed.slug)] = None
     return marks
+
+
+def _nothing_changed(settings: Settings, engine: Engine, output: FeedOutput, now: datetime, archives: bool) -> bool:
+    """Whether the last build's documents are still all there and what they follow from is as it was then: the
+    store's change marker, the settings, catalogs and index template (``_quiet_key``), and no post that came of
+    age since. A build that finds so would write nothing (not even its lists, whose bytes would be the same)."""
+    state = output.state
+    quiet, feed_paths = state.get("quiet"), state.get("feed_paths")
+    if not isinstance(quiet, str) or not isinstance(feed_paths, list):
+        return False
+    try:
+        last_build = datetime.fromisoformat(state["published_through"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if not now - DEPARTURES_KEPT <= last_build <= now:
+        return False  # a late build rebuilds every subscription document (``_changes_since``): let it
+    paths = [*(f"{path}.{fmt}" for path in feed_paths for fmt in FORMATS), *LISTS]
+    if not all(output.knows(path) for path in paths):
+        return False
+    with database.transaction(engine) as session:
+        if post_store.published_between(session, last_build, now):
+            return False
+        marker = post_store.change_marker(session)
+    return quiet == _quiet_key(settings, marker, archives)
+
+
+def _quiet_key(settings: Settings, marker: str, archives: bool, files: list[_FileStat] | None = None) -> str:
+    """Everything a build's documents and lists follow from besides the clock, cheap to read: the store's change
+    marker, the settings the fingerprint holds and the index's templates folder, the web catalogs' and index
+    templates' sizes and modification times (``files``, read now when not given), and the versions of this
+    package and Babel (which names languages). Files are compared by their stat, not read: a touched catalog
+    takes the whole way, which then decides from its contents (``_feed_fingerprint``) what to rewrite."""
+    shape = (
+        __version__,
+        babel.__version__,
+        marker,
+        archives,
+        _settings_shape(settings),
+        str(settings.web.templates_dir),
+        _watched_files(settings) if files is None else files,
+    )
+    return hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
+
+
+_FileStat = tuple[str, int | None, int | None]  # a file's name, modification time (ns) and size; None: no file
+
+
+def _watched_files(settings: Settings) -> list[_FileStat]:
+    """Each web catalog's and index template's stat (``_quiet_key``)."""
+    folder = catalogs()
+    files = [
+        *((str(path.relative_to(folder)), path) for path in folder.glob(f"*/LC_MESSAGES/{WEB_DOMAIN}.po")),
+        *((str(templates), templates / INDEX_TEMPLATE)
+          for templates in (settings.web.templates_dir, web_templates()) if templates is not None),
+    ]  # fmt: skip
+    stats: list[_FileStat] = []
+    for name, path in sorted(files):
+        try:
+            stat = path.stat()
+        except OSError:
+            stats.append((name, None, None))
+        else:
+            stats.append((name, stat.st_mtime_ns, stat.st_size))
+    return stats
+
+
+def _settings_shape(settings: Settings) -> tuple[object, ...]:
+    """The settings that shape a feed's bytes (a fingerprint's and a quiet key's)."""
+    return (
+        settings.site.model_dump_json(),
+        [t.model_dump_json() for t in settings.themes],
+        [r.model_dump_json() for r in settings.regions],
+        settings.feeds.model_dump_json(exclude={"output_dir", "max_age_seconds"}),
+    )
 
 
 def _feeds_of_post(post: Post) -> set[FeedKey]:
@@ -339,6 +427,10 @@ def _build_feeds_on_two_cores(
     """
     if len(plans) < _PARALLEL_FROM_FEEDS or (os.cpu_count() or 1) < 2:
         return _build_feeds(session, output, job, _counted(plans, progress))
+    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: only for a large build
+
+    from syndication.runtime.workers import worker_context
+
     context = worker_context()
     next_feed = context.Value("i", 0)
     with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_share_counter,
@@ -405,6 +497,8 @@ def _build_feeds_in_worker(job: _FeedJob, plans: list[_FeedPlan], documents: dic
 
 def _build_feeds(session: Session, output: FeedOutput, job: _FeedJob, plans: Iterable[_FeedPlan]) -> _FeedsDone:
     """Write each planned feed's subscription documents and the archive pages its plan names."""
+    from syndication.feeds.rss_atom import render_rss_and_atom  # feedgen and lxml: only when a feed is written
+
     done = _FeedsDone()
     loaded: dict[int, Post] = {}  # a post is in several feeds (site, themes, region, authors): read it once
     for plan in plans:
@@ -425,16 +519,21 @@ def _build_feeds(session: Session, output: FeedOutput, job: _FeedJob, plans: Ite
                 )
                 for fmt in FORMATS
             }  # fmt: skip
-            urls = _write_feed(output, documents, done, job.now)
+            urls = _write_feed(output, documents, done, job.now, render_rss_and_atom)
             if subscription:
                 done.changed_urls += urls
     return done
 
 
 def _write_feed(
-    output: FeedOutput, documents: Mapping[Format, FeedDocument], done: _FeedsDone, now: datetime
+    output: FeedOutput,
+    documents: Mapping[Format, FeedDocument],
+    done: _FeedsDone,
+    now: datetime,
+    render_rss_and_atom: Callable[[FeedDocument, FeedDocument], tuple[bytes, bytes]],
 ) -> list[str]:
-    """Write one feed's documents in every format; returns the URLs of those that changed."""
+    """Write one feed's documents in every format (RSS and Atom by ``render_rss_and_atom``); returns the URLs of
+    those that changed."""
     rss, atom = render_rss_and_atom(documents["rss"], documents["atom"])
     bodies = {"rss": rss, "atom": atom, "json": render_json(documents["json"])}
     changed = []
@@ -452,10 +551,7 @@ def _feed_fingerprint(settings: Settings) -> str:
     """Everything besides the posts that shapes a feed's bytes; when it changes, every document is rebuilt."""
     shape = (
         __version__,
-        settings.site.model_dump_json(),
-        [t.model_dump_json() for t in settings.themes],
-        [r.model_dump_json() for r in settings.regions],
-        settings.feeds.model_dump_json(exclude={"output_dir", "max_age_seconds"}),
+        *_settings_shape(settings),
         # The descriptions as each catalog words them: a translation changed rewrites every document.
         [
             (language, [words.gettext(text, site="", name="", language="") for text in DESCRIPTIONS.values()])

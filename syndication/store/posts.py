@@ -516,6 +516,24 @@ def last_change(session: Session) -> tuple[datetime | None, list[str]]:
     return moment, list(session.scalars(select(PostRow.guid).where(PostRow.changed_at == moment)))
 
 
+def change_marker(session: Session) -> str:
+    """A value that any write of posts changes, read in one statement: the newest ``changed_at`` of the posts
+    (every add or edit is stamped later than it, see ``upsert_posts``), their count, and the newest time and
+    count of the recorded departures (every edit and deletion adds some, at whatever time the clock reads)."""
+    newest_post = select(func.max(_posts.c.changed_at)).scalar_subquery()
+    posts = select(func.count()).select_from(_posts).scalar_subquery()
+    newest_departure = select(func.max(_departures.c.changed_at)).scalar_subquery()
+    departures = select(func.count()).select_from(_departures).scalar_subquery()
+    row = session.execute(select(newest_post, posts, newest_departure, departures)).one()
+    return repr(tuple(row))
+
+
+def published_between(session: Session, after: datetime, until: datetime) -> bool:
+    """Whether any post's publication time is in ``(after, until]``: a scheduled post that came of age."""
+    query = select(select(_posts.c.id).where(_posts.c.published > after, _posts.c.published <= until).exists())
+    return bool(session.scalar(query))
+
+
 def posts_in_window(
     session: Session, since: datetime, until: datetime, themes: Collection[str] | None = None
 ) -> list[Post]:
