@@ -754,6 +754,26 @@ class RetentionSettings(_Section):
     )
 
 
+class WebhookSettings(_Section):
+    """Outgoing webhooks (``syndication webhooks``): how they are posted and retried."""
+
+    allow_private: bool = Field(
+        False,
+        description="Post webhooks to loopback, private, link-local and cloud-metadata addresses too (refused by "
+        "default, after DNS, as for remote sources).",
+    )
+    timeout_seconds: float = Field(10.0, gt=0, description="Time one webhook attempt may take, all told.")
+    interval_seconds: int = Field(
+        30, ge=1, description="How often `syndication run` posts the due webhook deliveries (retries included)."
+    )
+    max_attempts: int = Field(
+        8,
+        ge=1,
+        description="Attempts at one delivery before it is given up as failed; the waits between them are 30 s, "
+        "2 min, 10 min, 1 h, 6 h, then 12 h.",
+    )
+
+
 class Settings(_Section):
     """The whole validated configuration."""
 
@@ -776,6 +796,7 @@ class Settings(_Section):
     web: WebSettings = WebSettings()
     bounces: BounceSettings = BounceSettings()
     retention: RetentionSettings = RetentionSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     secret_key: SecretStr | None = Field(
         None,
         exclude=True,
@@ -1056,6 +1077,7 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
         ("bounces", BounceSettings),
         ("bounces.mailbox", BounceMailboxSettings),
         ("retention", RetentionSettings),
+        ("webhooks", WebhookSettings),
     ]
     for section, model in sections:
         for name, field in model.model_fields.items():

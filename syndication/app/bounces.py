@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from syndication.app.service import Service
+from syndication.app.webhooks import announce_subscriber
 from syndication.config import Settings, signing_keys
 from syndication.core.bounces import Fault
 from syndication.core.models import SUBSCRIBER_STATUSES
@@ -254,6 +255,8 @@ def _record_bounce(
     suppressed = False
     if score >= rules.threshold - 1e-9 and subscriber.status in _SUPPRESSIBLE:
         suppressed = store.end_subscription(session, subscriber_id, "bounced", now, only_from=_SUPPRESSIBLE)
+        if suppressed:
+            announce_subscriber(session, now, subscriber_id, "bounced")
     return BounceOutcome(
         subscriber.id,
         subscriber.email,
@@ -524,7 +527,8 @@ def _act_on_complaint(session: Session, now: datetime, report: InboundReport, ve
     if subscriber.status == "complained":
         return f"{subscriber.email}: complaint (reported as spam): complained already"
     # From any status: a complaint is final, whatever happened before.
-    store.end_subscription(session, subscriber.id, "complained", now, only_from=_NOT_COMPLAINED)
+    if store.end_subscription(session, subscriber.id, "complained", now, only_from=_NOT_COMPLAINED):
+        announce_subscriber(session, now, subscriber.id, "complained")
     return (
         f"{subscriber.email}: complaint (reported as spam): complained, never sent to again (was {subscriber.status})"
     )
@@ -537,7 +541,8 @@ def _act_on_unsubscribe(session: Session, now: datetime, report: InboundReport) 
         return f"{who}: unsubscribe request: not a subscriber, nothing to do"
     if subscriber.status not in _SUPPRESSIBLE:
         return f"{subscriber.email}: unsubscribe request: stays {subscriber.status}"
-    store.end_subscription(session, subscriber.id, "unsubscribed", now, only_from=_SUPPRESSIBLE)
+    if store.end_subscription(session, subscriber.id, "unsubscribed", now, only_from=_SUPPRESSIBLE):
+        announce_subscriber(session, now, subscriber.id, "unsubscribed")
     return f"{subscriber.email}: unsubscribe request: unsubscribed"
 
 

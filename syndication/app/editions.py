@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from urllib.parse import quote
 
@@ -44,6 +44,7 @@ from syndication.app.subscribers import (
     token_subject,
     unsubscribe_url,
 )
+from syndication.app.webhooks import announce_approval
 from syndication.config import Settings, signing_keys
 from syndication.core.audit import EDITION_APPROVED, EDITION_RETRIED, EDITION_TEST_SENT, EDITION_TEXT_CHANGED, SYSTEM
 from syndication.core.digest import Digest
@@ -176,6 +177,7 @@ def plan_edition(
                 plan.approved = approve and status == EditionStatus.SENDING
                 if plan.approved:
                     audit(session, now, actor, EDITION_APPROVED, ("edition", made.id), to=str(made.status))
+                    announce_approval(session, now, made)
             else:  # a rival run made it after this one looked: what that one holds is what counts
                 made, _, posts = edition_posts(session, cadence, since, until, now)
         # Whom it goes to, from what it holds (what it would hold, for a dry run of a window not made yet).
@@ -208,6 +210,8 @@ def plan_edition(
             if after != existing.status:
                 ledger.set_edition_status(session, edition_id, after, now, only_from=existing.status)
                 plan.edition = ledger.edition(session, edition_id)
+            if plan.approved and plan.edition is not None:
+                announce_approval(session, now, plan.edition)
             if not may_queue:
                 return plan
         elif plan.empty:
@@ -608,6 +612,8 @@ def change_edition(
         if edition.reason:
             details["reason"] = edition.reason  # why the sender had paused it, cleared by this action
         audit(session, now, actor, f"edition.{action.done}", ("edition", edition_id), **details)
+        if action is EditionAction.APPROVE:
+            announce_approval(session, now, replace(edition, status=after, reason=""))
         if action is EditionAction.CANCEL:
             progress = ledger.progress(session, edition_id)
             if not any(progress.get(status) for status in _MAY_HAVE_ARRIVED):

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from syndication.app.service import Service
+from syndication.app.webhooks import announce_posts, new_posts
 from syndication.core.models import GatherReport, Notice, Post
 from syndication.core.progress import Progress, running
 from syndication.errors import SourceError
@@ -113,7 +114,9 @@ def _store_batch(
 ) -> None:
     with database.transaction(service.engine) as session:
         if batch:
+            new = new_posts(session, batch)  # None unless an endpoint wants post.published
             outcome = post_store.upsert_posts(session, batch, service.clock(), source_label)
+            announce_posts(session, service.clock(), batch, new)
             report.added += outcome.added
             report.updated += outcome.updated
             report.unchanged += outcome.unchanged

@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from syndication.app.service import Service
+from syndication.app.webhooks import announce_subscriber
 from syndication.config import Settings, signing_keys
 from syndication.core.audit import SUBSCRIBER_ERASED, SUBSCRIBER_REACTIVATED, cli_actor
 from syndication.core.languages import (
@@ -390,6 +391,8 @@ def _apply(
             )
             assert read is not None
             subscriber = read
+        if subscriber.status == "active":
+            announce_subscriber(session, now, subscriber.id, "active")
         return subscriber, action
 
     # Refused: making an ended subscription active without a reactivation (a row saying it ended asks for none).
@@ -436,6 +439,7 @@ def _apply(
         activated = store.set_status(session, existing.id, "active", now)
         assert activated is not None
         subscriber = activated
+        announce_subscriber(session, now, subscriber.id, "active")
     return subscriber, action
 
 
@@ -948,8 +952,10 @@ def confirm(service: Service, token: str) -> Subscriber:
             raise SubscriberError(f"{subscriber.email} is {subscriber.status}: subscribe again to receive digests")
         if subscriber.status == "active":
             return subscriber
-        activated = store.set_status(session, subscriber.id, "active", service.clock())
+        now = service.clock()
+        activated = store.set_status(session, subscriber.id, "active", now)
         assert activated is not None
+        announce_subscriber(session, now, subscriber.id, "active")
         return activated
 
 
@@ -1009,6 +1015,7 @@ def rejoin(service: Service, token: str, *, source: str = "subscribe page") -> S
         store.record_consent(session, subscriber.id, Consent(at=now, method="form", source=f"{source}, double opt-in"))
         activated = store.set_status(session, subscriber.id, "active", now)
         assert activated is not None
+        announce_subscriber(session, now, subscriber.id, "active")
         return activated
 
 
@@ -1025,7 +1032,10 @@ def unsubscribe(service: Service, token_or_id: str | int) -> Subscriber | None:
             subscriber = subscriber_from_token(session, service, "unsubscribe", token_or_id)
         if subscriber is None or subscriber.status not in ("pending", "active"):
             return subscriber
-        return store.set_status(session, subscriber.id, "unsubscribed", service.clock())
+        now = service.clock()
+        left = store.set_status(session, subscriber.id, "unsubscribed", now)
+        announce_subscriber(session, now, subscriber.id, "unsubscribed")
+        return left
 
 
 def subscriber_for_link(service: Service, purpose: str, token: str) -> Subscriber | None:

@@ -30,6 +30,7 @@ from syndication.cli import (
     posts,
     service,
     subscribers,
+    webhooks,
 )
 from syndication.cli.output import EXIT_FAILED, EXIT_USAGE, Terminated, UsageError, say_error
 from syndication.cli.progress import DEFAULT_INTERVAL, seconds
@@ -40,7 +41,7 @@ __all__ = ["main"]
 # The command modules in the order their commands are listed by --help.
 _COMMAND_MODULES = (
     service, posts, feeds, digests, editions, subscribers, bounces, editors, mailcheck, checks, configuration,
-    maintenance, audit,
+    maintenance, audit, webhooks,
 )  # fmt: skip
 
 

@@ -295,7 +295,7 @@ class Sender:
                 heartbeat.stop()
                 self._hand_back(run)
         with database.transaction(self.engine) as session:
-            run.report.finished_editions = ledger.finish_editions(session)
+            run.report.finished_editions = ledger.finish_editions(session, self.clock())
         return run.report
 
     def _lease(self) -> timedelta:

@@ -56,6 +56,7 @@ from syndication.app.maintenance import prune
 from syndication.app.notices import drain_notices
 from syndication.app.publishing import publish_feeds
 from syndication.app.service import Service
+from syndication.app.webhooks import deliver_webhooks
 from syndication.clock import Clock, system_clock
 from syndication.config import Settings
 from syndication.errors import SenderBusy, SyndicationError
@@ -90,6 +91,11 @@ def run_edition(cadence: str) -> None:
 def run_deliveries() -> None:
     """Job: drain the delivery queue."""
     _runner().deliveries()
+
+
+def run_webhooks() -> None:
+    """Job: post the due webhook deliveries."""
+    _runner().webhooks()
 
 
 def run_mailbox() -> None:
@@ -166,6 +172,9 @@ class Runner:
         self.scheduler.start()
         every = IntervalTrigger(seconds=self.settings.schedule.deliver_interval_seconds, timezone=self.zone)
         self.scheduler.add_job(run_deliveries, every, id="deliver", jobstore="local", next_run_time=self._now())
+        # Every process drains the webhook queue too: each delivery is claimed under a fencing token.
+        hooks = IntervalTrigger(seconds=self.settings.webhooks.interval_seconds, timezone=self.zone)
+        self.scheduler.add_job(run_webhooks, hooks, id="webhooks", jobstore="local", next_run_time=self._now())
         if self._clock_watch is None:
             self._clock_watch = threading.Thread(target=self._watch_clock, name="clock-watch", daemon=True)
             self._clock_watch.start()
@@ -440,6 +449,14 @@ class Runner:
                 outcome.summary += f"; editions finished: {', '.join(map(str, report.finished_editions))}"
             if notices.handled:
                 outcome.summary += f"; notices: {notices.summary}"
+
+    def webhooks(self) -> None:
+        """Post the due webhook deliveries (retries included)."""
+        with self._job("webhooks", quiet_when_idle=True) as outcome:
+            report = deliver_webhooks(self.service)
+            outcome.idle = report.handled == 0
+            outcome.fields = {"delivered": report.delivered, "retrying": report.retrying, "failed": report.failed}
+            outcome.summary = report.summary
 
     def mailbox(self) -> None:
         """Process the new messages of the bounce mailbox."""

@@ -333,3 +333,61 @@ def _network_error(where: str, error: httpx.HTTPError, timeout: float) -> Source
     if isinstance(error, httpx.ConnectError):
         return SourceError(f"{where}: cannot connect: {error}")
     return SourceError(f"{where}: network error: {error or type(error).__name__}")
+
+
+class RequestRefused(SourceError):
+    """A request refused before it was sent: not http(s), no host, or an address it may not go to."""
+
+
+class AddressRefused(RequestRefused):
+    """A request refused for the address its host is or resolves to (loopback, private, link-local...)."""
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """What a POST brought back: the status code and the start of the body."""
+
+    status: int
+    body: bytes
+
+
+def post(
+    url: str,
+    body: bytes,
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    allow_private_networks: bool,
+    user_agent: str = USER_AGENT,
+) -> PostResult:
+    """POST ``body`` to ``url`` with the same guard as ``fetch`` (http(s) only, every address checked after DNS
+    and pinned, nothing into loopback, private, link-local or metadata addresses unless allowed) and its deadline;
+    redirects are not followed (a 3xx is an answer like any other). Any status is returned; RequestRefused when
+    the request may not go, SourceError when it could not be made or timed out."""
+    try:
+        _check_scheme(url, url)
+    except SourceError as error:
+        raise RequestRefused(str(error)) from None
+    deadline = time.monotonic() + timeout
+    with httpx.Client(
+        transport=_CheckedTransport(allow_private_networks, deadline),
+        headers={"User-Agent": user_agent, **headers},
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
+        trust_env=False,
+    ) as client:
+        try:
+            response = client.send(client.build_request("POST", url, content=body), stream=True)
+        except (httpx.InvalidURL, UnicodeError) as error:
+            raise RequestRefused(f"{url}: refused: not a valid URL ({error})") from None
+        except _AddressRefused as refusal:
+            raise AddressRefused(f"{url}: refused: {refusal}") from None
+        except httpx.HTTPError as error:
+            raise _network_error(url, error, timeout) from error
+        try:
+            answer = _read_body(response, _ERROR_BODY_BYTES, url, deadline, timeout, truncate=True)
+        except httpx.HTTPError as error:
+            raise _network_error(url, error, timeout) from error
+        finally:
+            response.close()
+        return PostResult(response.status_code, answer)

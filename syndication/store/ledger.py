@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session
 
 from syndication.core.editions import finished
 from syndication.core.models import OPEN_DELIVERIES, PROBLEM_DELIVERIES, DeliveryStatus, Edition, EditionStatus
+from syndication.core.webhooks import EDITION_SENT, edition_data
+from syndication.store import webhooks as webhook_store
 from syndication.store.schema import (
     Base,
     DeliveryAttemptRow,
@@ -592,9 +594,10 @@ def queue_depth(session: Session, now: datetime) -> int:
     return session.scalar(query) or 0
 
 
-def finish_editions(session: Session) -> list[int]:
+def finish_editions(session: Session, now: datetime | None = None) -> list[int]:
     """Mark sending editions with no open delivery left as sent, each with what was given up as its reason
-    (``core.editions.finished``: "2 failed, 1 unknown"); returns their ids."""
+    (``core.editions.finished``: "2 failed, 1 unknown"); returns their ids. With ``now``, each is announced to the
+    webhooks that want ``edition.sent``, in this transaction."""
     still_open = (
         select(DeliveryRow.id)
         .where(DeliveryRow.edition_id == EditionRow.id, DeliveryRow.status.in_(OPEN_DELIVERIES))
@@ -602,12 +605,17 @@ def finish_editions(session: Session) -> list[int]:
     )
     ids = list(session.scalars(select(EditionRow.id).where(EditionRow.status == EditionStatus.SENDING, ~still_open)))
     for edition_id in ids:
-        status, reason = finished(progress(session, edition_id))
+        counts = progress(session, edition_id)
+        status, reason = finished(counts)
         session.execute(
             update(EditionRow)
             .where(EditionRow.id == edition_id, EditionRow.status == EditionStatus.SENDING)
             .values(status=status, status_reason=reason)
         )
+        if now is not None and webhook_store.wanted(session, EDITION_SENT):
+            sent = edition(session, edition_id)
+            assert sent is not None
+            webhook_store.record_event(session, EDITION_SENT, edition_data(sent, counts), now)
     return ids
 
 
