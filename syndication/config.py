@@ -752,6 +752,12 @@ class RetentionSettings(_Section):
         description="Days the audit log (who approved, paused, cancelled or edited an edition, sent a test, erased "
         "or reactivated a subscriber) keeps an event. 0: for ever.",
     )
+    webhooks_days: int = Field(
+        30,
+        ge=0,
+        description="Days a webhook event is kept, with its deliveries and attempts, once every delivery of it is "
+        "over (sent or given up); one still being retried is kept. 0: for ever.",
+    )
 
 
 class WebhookSettings(_Section):

@@ -162,7 +162,9 @@ def test_the_scheduler_prunes_daily_when_retention_is_on(service: Service, histo
     (job,) = [job for job in status_report(service).jobs if job.job_id == "prune"]
     assert job.last is not None and job.last.ok
     assert job.last.summary.startswith("2 deliveries and 2 attempts of 1 editions removed")
-    keep_all = service.settings.retention.model_copy(update={"deliveries_days": 0, "inbound_raw_days": 0})
+    keep_all = service.settings.retention.model_copy(
+        update={"deliveries_days": 0, "inbound_raw_days": 0, "audit_days": 0, "webhooks_days": 0}
+    )
     runner = Runner(service.settings.model_copy(update={"retention": keep_all}), clock=fixed_clock(LATER))
     try:
         assert "prune" not in {spec.id for spec in runner._leader_jobs()}

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from syndication.app.bounces import process_message, record_bounce
 from syndication.app.editions import change_edition, deliver, plan_edition
 from syndication.app.gathering import import_file
+from syndication.app.maintenance import prune
 from syndication.app.service import Service
 from syndication.app.subscribers import add_subscriber, unsubscribe
 from syndication.app.webhooks import (
@@ -354,3 +355,27 @@ def test_the_scheduler_job_posts_what_is_due(service: Service, receiver: Receive
         runner.shutdown()
     assert [r.json["type"] for r in receiver.received] == ["subscriber.confirmed"]
     assert list_endpoints(hooks)[0].deliveries == {"sent": 1}
+
+
+def test_prune_removes_events_that_are_over_and_keeps_those_still_retried(service: Service, receiver: Receiver) -> None:
+    clock = Clock(NOW)
+    hooks = hooked(service, clock)
+    add_endpoint(hooks, receiver.url, ["subscriber.confirmed"])
+    receiver.answers = [200, 500]
+    add_subscriber(hooks, "ana@example.org", confirmed=True)  # delivered at once
+    add_subscriber(hooks, "bo@example.org", confirmed=True)  # refused: retried later
+    report = deliver_webhooks(hooks)
+    assert (report.delivered, report.retrying) == (1, 1)
+    clock.now += timedelta(days=hooks.settings.retention.webhooks_days + 1)
+    later = Service(hooks.settings, hooks.engine, lambda: clock.now + timedelta(days=365))  # bo's retry not run
+
+    dry = prune(later, dry_run=True)
+    assert (dry.webhook_events, dry.webhook_deliveries, dry.webhook_attempts) == (1, 1, 1)
+    with database.transaction(service.engine) as session:
+        assert session.scalar(select(func.count()).select_from(WebhookEventRow)) == 2  # a dry run removes nothing
+    done = prune(later)
+    assert (done.webhook_events, done.webhook_deliveries, done.webhook_attempts) == (1, 1, 1)
+    with database.transaction(service.engine) as session:
+        (left,) = session.scalars(select(WebhookEventRow.body))
+    assert "bo@example.org" in left  # the one still to retry stays whole, and is delivered when its time comes
+    assert deliver_webhooks(later).delivered == 1

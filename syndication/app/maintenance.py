@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from syndication.app.service import Service
 from syndication.errors import SyndicationError
-from syndication.store import audit, backup, database, retention
+from syndication.store import audit, backup, database, retention, webhooks
 
 
 @dataclass
@@ -30,16 +30,21 @@ class PruneReport:
     deliveries_before: datetime | None
     inbound_before: datetime | None
     audit_before: datetime | None = None
+    webhooks_before: datetime | None = None
     editions: int = 0
     deliveries: int = 0
     attempts: int = 0
     inbound_bytes: int = 0
     audit_events: int = 0
+    webhook_events: int = 0
+    webhook_deliveries: int = 0
+    webhook_attempts: int = 0
 
     @property
     def removed(self) -> int:
         """Rows removed or emptied, of every table."""
-        return self.deliveries + self.attempts + self.inbound_bytes + self.audit_events
+        webhooks = self.webhook_events + self.webhook_deliveries + self.webhook_attempts
+        return self.deliveries + self.attempts + self.inbound_bytes + self.audit_events + webhooks
 
 
 def prune(service: Service, *, dry_run: bool = False) -> PruneReport:
@@ -50,6 +55,7 @@ def prune(service: Service, *, dry_run: bool = False) -> PruneReport:
         now - timedelta(days=settings.deliveries_days) if settings.deliveries_days else None,
         now - timedelta(days=settings.inbound_raw_days) if settings.inbound_raw_days else None,
         now - timedelta(days=settings.audit_days) if settings.audit_days else None,
+        now - timedelta(days=settings.webhooks_days) if settings.webhooks_days else None,
     )
     if report.deliveries_before is not None:
         with database.transaction(service.engine) as session:
@@ -66,6 +72,10 @@ def prune(service: Service, *, dry_run: bool = False) -> PruneReport:
     if report.audit_before is not None:
         with database.transaction(service.engine) as session:
             report.audit_events = audit.prune(session, report.audit_before, dry_run=dry_run)
+    if report.webhooks_before is not None:
+        with database.transaction(service.engine) as session:
+            removed = webhooks.prune(session, report.webhooks_before, dry_run=dry_run)
+        report.webhook_events, report.webhook_deliveries, report.webhook_attempts = removed
     return report
 
 

@@ -49,6 +49,12 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
         print("audit_events: kept for ever ([retention] audit_days = 0)")
     else:
         print(f"audit_events: {verb} {report.audit_events} recorded before {report.audit_before:%Y-%m-%d %H:%M} UTC")
+    if report.webhooks_before is None:
+        print("webhook_events, webhook_deliveries, webhook_attempts: kept for ever ([retention] webhooks_days = 0)")
+    else:
+        print(f"webhook_events: {verb} {report.webhook_events} over and recorded before"
+              f" {report.webhooks_before:%Y-%m-%d %H:%M} UTC, with {report.webhook_deliveries} deliveries and"
+              f" {report.webhook_attempts} attempts")  # fmt: skip
     return EXIT_OK
 
 

@@ -341,7 +341,7 @@ class Runner:
             every = IntervalTrigger(seconds=mailbox.poll_seconds, timezone=self.zone)
             specs.append(_JobSpec("bounces:mailbox", run_mailbox, every, run_at_start=True))
         retention = self.settings.retention
-        if retention.deliveries_days or retention.inbound_raw_days:
+        if retention.deliveries_days or retention.inbound_raw_days or retention.audit_days or retention.webhooks_days:
             specs.append(_JobSpec("prune", run_prune, IntervalTrigger(days=1, timezone=self.zone)))
         return specs
 

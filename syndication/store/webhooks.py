@@ -231,3 +231,28 @@ def counts(session: Session, endpoint_id: int) -> dict[str, int]:
 
 def _endpoint(row: WebhookEndpointRow) -> Endpoint:
     return Endpoint(row.id, row.url, tuple(row.events or ()), row.secret, row.created_at, bool(row.active))
+
+
+def prune(session: Session, cutoff: datetime, *, dry_run: bool = False) -> tuple[int, int, int]:
+    """Remove the events recorded before ``cutoff`` whose every delivery is over (sent or given up), with their
+    deliveries and attempts; returns how many of each (with ``dry_run``: would be). An event with a delivery
+    still to send or retry stays whole: at-least-once holds until it is over."""
+    d, a, e = WebhookDeliveryRow, WebhookAttemptRow, WebhookEventRow
+    unfinished = select(d.id).where(d.event_id == e.id, d.status.in_((rules.PENDING, rules.SENDING))).exists()
+    events = select(e.id).where(e.created_at < cutoff, ~unfinished)
+    deliveries = select(d.id).where(d.event_id.in_(events))
+    counted = (
+        session.scalar(select(func.count()).select_from(e).where(e.id.in_(events))) or 0,
+        session.scalar(select(func.count()).select_from(d).where(d.id.in_(deliveries))) or 0,
+        session.scalar(select(func.count()).select_from(a).where(a.delivery_id.in_(deliveries))) or 0,
+    )
+    if not dry_run:
+        # Children first: SQLite enforces no cascade unless told to.
+        doomed = list(session.scalars(events))
+        for start in range(0, len(doomed), 500):
+            chunk = doomed[start : start + 500]
+            chunk_deliveries = select(d.id).where(d.event_id.in_(chunk))
+            session.execute(delete(a).where(a.delivery_id.in_(chunk_deliveries)))
+            session.execute(delete(d).where(d.event_id.in_(chunk)))
+            session.execute(delete(e).where(e.id.in_(chunk)))
+    return counted
