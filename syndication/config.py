@@ -780,6 +780,14 @@ class WebhookSettings(_Section):
     )
 
 
+class ApiSettings(_Section):
+    """The JSON API under ``/api/v1`` (tokens: ``syndication tokens``)."""
+
+    requests_per_minute: int = Field(
+        600, ge=1, description="Requests one API token may make per minute (then 429 with Retry-After)."
+    )
+
+
 class Settings(_Section):
     """The whole validated configuration."""
 
@@ -803,6 +811,7 @@ class Settings(_Section):
     bounces: BounceSettings = BounceSettings()
     retention: RetentionSettings = RetentionSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    api: ApiSettings = ApiSettings()
     secret_key: SecretStr | None = Field(
         None,
         exclude=True,
@@ -1084,6 +1093,7 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
         ("bounces.mailbox", BounceMailboxSettings),
         ("retention", RetentionSettings),
         ("webhooks", WebhookSettings),
+        ("api", ApiSettings),
     ]
     for section, model in sections:
         for name, field in model.model_fields.items():

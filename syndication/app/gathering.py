@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from syndication.app.service import Service
 from syndication.app.webhooks import announce_posts, new_posts
 from syndication.core.models import GatherReport, Notice, Post
 from syndication.core.progress import Progress, running
-from syndication.errors import SourceError
+from syndication.errors import ItemError, SourceError
 from syndication.sources import open_source
 from syndication.sources.base import CursorMoved, PullEvent, Rejected, Source, Warned
 from syndication.sources.jsonl import count_lines, read_jsonl_file
+from syndication.sources.normalise import build_post
 from syndication.store import cursors, database
 from syndication.store import posts as post_store
 
@@ -40,6 +42,27 @@ def import_file(service: Service, path: Path, *, progress: Progress | None = Non
             )  # fmt: skip
         except SourceError as error:
             report.failure = str(error)
+    return report
+
+
+def import_records(service: Service, records: Sequence[Any], *, source_label: str) -> GatherReport:
+    """Import posts given as JSON Lines records already parsed (the JSON API's), with the same validation and
+    storing as a file's lines: each refused record is reported as ``record N`` with the reason."""
+    report = GatherReport(source=source_label)
+
+    def events() -> Iterator[PullEvent]:
+        for number, fields in enumerate(records, 1):
+            where = f"record {number}"
+            try:
+                built = build_post(fields, where, service.vocabulary)
+            except ItemError as error:
+                yield Rejected(where, error.reason)
+                continue
+            yield built.post
+            yield from (Warned(where, message) for message in built.warnings)
+
+    with running(None, source_label, len(records)) as shows:
+        _store_events(service, report, events(), source_label=source_label, cursor_key=None, progress=shows)
     return report
 
 

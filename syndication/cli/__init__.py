@@ -30,6 +30,7 @@ from syndication.cli import (
     posts,
     service,
     subscribers,
+    tokens,
     webhooks,
 )
 from syndication.cli.output import EXIT_FAILED, EXIT_USAGE, Terminated, UsageError, say_error
@@ -41,7 +42,7 @@ __all__ = ["main"]
 # The command modules in the order their commands are listed by --help.
 _COMMAND_MODULES = (
     service, posts, feeds, digests, editions, subscribers, bounces, editors, mailcheck, checks, configuration,
-    maintenance, audit, webhooks,
+    maintenance, audit, webhooks, tokens,
 )  # fmt: skip
 
 

@@ -1,8 +1,9 @@
 """The audit log's vocabulary: who did what to what, and when.
 
 An action is a stable dotted name (``edition.approved``); an actor says who, with its kind before a colon:
-``editor:<name>`` (signed in on the editor pages), ``cli:<operating system user>`` (the command line), or
-``system`` (the scheduler and the sender). The names are what the JSON export and the store keep: never reworded.
+``editor:<name>`` (signed in on the editor pages), ``cli:<operating system user>`` (the command line),
+``token:<name>`` (a client of the JSON API), or ``system`` (the scheduler and the sender). The names are what the
+JSON export and the store keep: never reworded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ EDITION_TEST_SENT: Final = "edition.test_sent"
 EDITION_RETRIED: Final = "edition.retried"
 SUBSCRIBER_ERASED: Final = "subscriber.erased"
 SUBSCRIBER_REACTIVATED: Final = "subscriber.reactivated"
+TOKEN_CREATED: Final = "token.created"  # noqa: S105 (an action's name, not a secret)
+TOKEN_REVOKED: Final = "token.revoked"  # noqa: S105
 ACTIONS: Final = (
     EDITION_APPROVED,
     EDITION_PAUSED,
@@ -33,6 +36,8 @@ ACTIONS: Final = (
     EDITION_RETRIED,
     SUBSCRIBER_ERASED,
     SUBSCRIBER_REACTIVATED,
+    TOKEN_CREATED,
+    TOKEN_REVOKED,
 )
 MAX_ACTOR: Final = 200
 

@@ -676,3 +676,12 @@ def requeue(session: Session, edition_id: int, statuses: Sequence[DeliveryStatus
     for _, status in rows:
         counts[status] = counts.get(status, 0) + 1
     return counts
+
+
+def edition_page(session: Session, *, before_id: int | None, limit: int) -> list[Edition]:
+    """At most ``limit`` editions, newest (highest id) first, older than the edition ``before_id`` (a page of the
+    API's list)."""
+    query = select(EditionRow).order_by(EditionRow.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(EditionRow.id < before_id)
+    return [_edition(row) for row in session.scalars(query)]

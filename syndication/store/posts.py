@@ -646,3 +646,56 @@ def _load_with_ids(session: Session, ids: list[int]) -> tuple[list[int], list[Po
 def _chunks(values: list[Any]) -> Iterable[list[Any]]:
     for start in range(0, len(values), _IN_CHUNK):
         yield values[start : start + _IN_CHUNK]
+
+
+def post_page(
+    session: Session,
+    *,
+    now: datetime,
+    limit: int,
+    theme: str | None = None,
+    region: str | None = None,
+    author: str | None = None,
+    language: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: Key | None = None,
+) -> list[tuple[int, Post]]:
+    """A page of the API's list of posts: at most ``limit`` published posts (with their ids), newest first, of all
+    the filters given (theme, region and author by slug, a canonical language tag, published after ``since`` and
+    by ``until``), that come after the key ``before`` (published, id) in that order."""
+    published, post_id = _posts.c.published, _posts.c.id
+    query = select(post_id).where(published <= now)
+    if theme is not None:
+        query = query.where(post_id.in_(select(_post_themes.c.post_id).where(_post_themes.c.theme == theme)))
+    if region is not None:
+        query = query.where(post_id.in_(select(_post_regions.c.post_id).where(_post_regions.c.region == region)))
+    if author is not None:
+        author_ids = select(AuthorRow.id).where(AuthorRow.slug == author)
+        query = query.where(
+            post_id.in_(select(_post_authors.c.post_id).where(_post_authors.c.author_id.in_(author_ids)))
+        )
+    if language is not None:
+        query = query.where(_posts.c.language == language)
+    if since is not None:
+        query = query.where(published > since)
+    if until is not None:
+        query = query.where(published <= until)
+    if before is not None:
+        query = query.where(or_(published < before[0], and_(published == before[0], post_id < before[1])))
+    ids = list(session.connection().scalars(query.order_by(published.desc(), post_id.desc()).limit(limit)))
+    loaded_ids, posts = _load_with_ids(session, ids)
+    return list(zip(loaded_ids, posts, strict=True))
+
+
+def post_by_reference(session: Session, reference: str, now: datetime | None) -> tuple[int, Post] | None:
+    """The post whose guid is ``reference`` (or, failing that, whose id it is), with its id; published by ``now``
+    (None: whenever)."""
+    published = [] if now is None else [_posts.c.published <= now]
+    post_id = session.scalar(select(_posts.c.id).where(_posts.c.guid == reference, *published))
+    if post_id is None and reference.isdigit() and len(reference) < 19:
+        post_id = session.scalar(select(_posts.c.id).where(_posts.c.id == int(reference), *published))
+    if post_id is None:
+        return None
+    loaded_ids, posts = _load_with_ids(session, [post_id])
+    return (loaded_ids[0], posts[0]) if posts else None

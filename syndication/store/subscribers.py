@@ -254,3 +254,15 @@ def _subscriber(row: SubscriberRow) -> Subscriber:
         reads=tuple(row.reads or ()),
         language_choice=row.language_choice,
     )
+
+
+def subscriber_page(session: Session, *, status: str | None, after_id: int | None, limit: int) -> list[Subscriber]:
+    """At most ``limit`` subscribers in id order after the subscriber ``after_id`` (a page of the API's list),
+    optionally of one status."""
+    _check(status=status)
+    query = select(SubscriberRow).order_by(SubscriberRow.id).limit(limit)
+    if status is not None:
+        query = query.where(SubscriberRow.status == status)
+    if after_id is not None:
+        query = query.where(SubscriberRow.id > after_id)
+    return [_subscriber(row) for row in session.scalars(query)]

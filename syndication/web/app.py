@@ -22,6 +22,8 @@ from syndication.config import Settings
 from syndication.errors import SyndicationError
 from syndication.runtime.logs import REQUEST_ID, configure_logging
 from syndication.web import feeds, home, unsubscribe
+from syndication.web.api import PREFIX as API_PREFIX
+from syndication.web.api import api_app
 from syndication.web.archive import ArchivePages
 from syndication.web.editor import EditorPages
 from syndication.web.errors import MAPPED_ERRORS, PageError, page_of
@@ -49,7 +51,8 @@ def create_app(
     its own (``app.notices.NoticeWorker``), started and stopped with it: woken when a page queues one, and looking
     every ``[web] notices_poll_seconds`` once the store is open (at once with ``drain_notices_at_start``, as
     ``serve`` does: notices queued before a restart go out without waiting for a visitor)."""
-    # No generated API docs: the pages are for readers and editors, not an API to explore.
+    # No generated docs for the pages: they are for readers and editors. The JSON API under /api/v1 is an app of
+    # its own (web.api), with its own OpenAPI document and errors.
     store = _Store(settings)
     notices = NoticeWorker(
         store.service, store.is_open, poll_seconds=settings.web.notices_poll_seconds, eager=drain_notices_at_start
@@ -75,6 +78,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error(pages))
     for error_type in (PageError, *MAPPED_ERRORS):
         app.add_exception_handler(error_type, _page_error(pages))
+    app.mount(API_PREFIX, api_app(store.service, settings, wake_sender))
     app.router.routes.extend(health.routes())
     app.router.routes.extend(pages.asset_routes())
     app.router.routes.extend(ArchivePages(store.service, pages).routes())  # before /feeds/{path}: editions.atom

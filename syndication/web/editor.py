@@ -129,6 +129,8 @@ AUDIT_ACTIONS: Final = {
     "edition.retried": N_("Sent again the deliveries given up on"),
     "subscriber.erased": N_("Erased a subscriber"),
     "subscriber.reactivated": N_("Made a subscriber active again"),
+    "token.created": N_("Created an API token"),
+    "token.revoked": N_("Revoked an API token"),
 }
 
 
