@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from bench import (
+    api,
     build_feeds,
     import_bounces,
     import_posts,
@@ -29,6 +30,7 @@ def main() -> int:
             send_digests,
             import_bounces,
             subscribe,
+            api,
             sign_dkim,
             startup,
         )

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Measured:
-    """Requests made so far: how many, in how many seconds of wall time, and each one's latency in ms."""
+    """Requests made so far: how many, in how many seconds of wall time, each one's latency in ms, and how many
+    were not answered as expected."""
 
     count: int = 0
     seconds: float = 0.0
     latency: list[float] = field(default_factory=list)
+    errors: int = 0
 
     @property
     def rate(self) -> float:

@@ -16,21 +16,13 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import re
-import sqlite3
-import subprocess
-import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
 from urllib.parse import urlencode
 
-from bench.generate import bench_themes_toml
+from bench.load import measure, server_config, serving, wait_for_drain
 from bench.measured import Measured
 from bench.records import record
 from bench.send_digests import sink
@@ -39,12 +31,7 @@ from syndication.config import load_settings
 
 GOAL_RATIO = 0.25
 ROUNDS = 3
-KEY = "bench-subscribe-signing-key-0123456789abcdef"
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]*)"')
-SERVER = (
-    "import sys; from pathlib import Path; from syndication.config import load_settings; "
-    "from syndication.web.app import serve; serve(load_settings(Path(sys.argv[1])), '127.0.0.1', int(sys.argv[2]))"
-)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,27 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     verdicts: list[bool] = []
     with tempfile.TemporaryDirectory() as folder, sink() as smtp_port:
         work = Path(folder)
-        config = work / "config.toml"
-        config.write_text(
-            f'[site]\nbase_url = "https://news.example.org"\n[database]\nurl = "sqlite:///{work / "store.db"}"\n'
-            f'[feeds]\noutput_dir = "{work / "feeds"}"\n'
-            f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\ntimeout_seconds = 10\n'
-            '[mail]\nfrom_address = "news@example.org"\n'
-            "[web]\nsubscribe_per_client_per_hour = 100000000\n"
-            f"{bench_themes_toml()}",
-            "utf-8",
-        )
+        config = server_config(work, smtp_port)
         init_store(load_settings(config, environ={}))
         addresses = count()
         with serving(config) as port:
             for clients in (1, 50):
                 got, posted = Measured(), Measured()
                 for _ in range(ROUNDS):
-                    measure(port, clients, args.requests // ROUNDS, got, lambda browser: browser.form())
+                    measure(lambda: Browser(port), clients, args.requests // ROUNDS, got, Browser.form)
                     measure(
-                        port, clients, args.requests // ROUNDS, posted,
+                        lambda: Browser(port), clients, args.requests // ROUNDS, posted,
                         lambda browser: browser.subscribe(f"reader{next(addresses)}@example.org"),
                     )  # fmt: skip
+                if got.errors or posted.errors:
+                    raise AssertionError(f"{got.errors + posted.errors} requests failed")
                 ratio = posted.rate / got.rate
                 verdicts.append(ratio >= GOAL_RATIO)
                 lines += [
@@ -107,44 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         record("Subscribe requests (issue 16)", lines)
     return 0 if all(verdicts) else 1
-
-
-@contextmanager
-def serving(config: Path) -> Iterator[int]:
-    """``syndication serve``'s server on ``config`` in a subprocess on a free port; yields the port."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    environ = {**os.environ, "SYNDICATION_SECRET_KEY": KEY}
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(config), str(port)],
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                connection.request("GET", "/subscribe")
-                connection.getresponse().read()
-                connection.close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.05)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class Browser:
@@ -178,54 +120,6 @@ class Browser:
 
     def close(self) -> None:
         self.connection.close()
-
-
-def measure(port: int, clients: int, total: int, into: Measured, act: Callable[[Browser], bool]) -> None:
-    """``total`` requests (``act``) shared by ``clients`` threads, each on its own connection, after each opened
-    its connection and fetched the form; the wall time from all starting to all done is added to ``into``."""
-    browsers = [Browser(port) for _ in range(clients)]
-    share = [total // clients + (1 if n < total % clients else 0) for n in range(clients)]
-    start = threading.Barrier(clients + 1)
-    lock = threading.Lock()
-    failures: list[str] = []
-
-    def run(browser: Browser, requests: int) -> None:
-        samples = []
-        start.wait()
-        for _ in range(requests):
-            sent = time.perf_counter()
-            ok = act(browser)
-            samples.append((time.perf_counter() - sent) * 1000)
-            if not ok:
-                failures.append("a request was not answered as expected")
-        with lock:
-            into.latency.extend(samples)
-
-    threads = [threading.Thread(target=run, args=(browser, n)) for browser, n in zip(browsers, share, strict=True)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    into.seconds += time.perf_counter() - began
-    into.count += total
-    for browser in browsers:
-        browser.close()
-    if failures:
-        raise AssertionError(f"{len(failures)} requests failed")
-
-
-def wait_for_drain(store: Path, total: int, timeout: float = 120.0) -> float | None:
-    """Seconds until the server's drain had sent ``total`` notices (None: not within ``timeout``)."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        with sqlite3.connect(store, timeout=30) as connection:
-            sent = connection.execute("SELECT count(*) FROM notices WHERE status = 'sent'").fetchone()[0]
-        if sent >= total:
-            return time.perf_counter() - started
-        time.sleep(0.2)
-    return None
 
 
 if __name__ == "__main__":
