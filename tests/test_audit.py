@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
 from syndication.app.audit import audit_events, record
 from syndication.app.editions import plan_edition
@@ -23,6 +24,7 @@ from syndication.app.subscribers import SubscriberError, add_subscriber
 from syndication.cli import main
 from syndication.core.models import EditionStatus
 from syndication.store import database
+from syndication.store.schema import AuditEventRow
 from syndication.store import subscribers as subscriber_store
 from tests.support import NOW
 from tests.test_web_editor import SINCE, UNTIL, edition_status, sign_in
@@ -36,6 +38,11 @@ def site(tmp_path: Path, database_url: str) -> Iterator[WebSite]:
         add_subscriber(running.service, "ana@example.org", cadence="weekly", confirmed=True)
         plan = plan_edition(running.service, "weekly", SINCE, UNTIL, draft=True)
         assert plan.edition is not None and plan.edition.id == 1
+        # Setting the site up made its configured editor an owner of the team, recorded as the service's
+        # (``tests/test_team.py`` checks that); these tests start from the editors' own actions.
+        assert _actions(running.service) == [("system", "person.added", "person", 1)]
+        with database.transaction(running.service.engine) as session:
+            session.execute(delete(AuditEventRow))
         yield running
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -15,18 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.requests import Request
 
 from syndication.app.digests import preview_links
 from syndication.app.editions import MessageBuilder, plan_edition
 from syndication.app.subscribers import add_subscriber
-from syndication.config import Settings
 from syndication.core.models import DeliveryStatus, EditionStatus
-from syndication.core.passwords import hash_password
 from syndication.scheduling.cadences import latest_fire, parse_crontab
 from syndication.scheduling.runner import Runner
 from syndication.store import database, ledger
-from syndication.web.sessions import SESSION_COOKIE, Cookies
+from syndication.web.sessions import SESSION_COOKIE
 from tests.support import post_record, wait_for
 from tests.web_site import EDITOR, PASSWORD, WebSite, csrf_of, form_post, site_posts, web_site
 
@@ -138,32 +134,6 @@ def test_sign_in_attempts_are_rate_limited(tmp_path: Path, database_url: str) ->
         assert form_post(client, "/editor/login", {"name": EDITOR, "password": "nope"}, page).status_code == 400
         limited = form_post(client, "/editor/login", {"name": EDITOR, "password": PASSWORD}, page)
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
-
-
-def test_a_new_password_ends_the_sessions_made_with_the_old_one(site: WebSite) -> None:
-    with site.client() as client:
-        sign_in(client)
-        cookie = client.cookies.get(SESSION_COOKIE, path="/editor")
-    assert cookie
-
-    def editor_of(settings: Settings) -> str | None:
-        scope = {"type": "http", "headers": [(b"cookie", f"{SESSION_COOKIE}={cookie}".encode())]}
-        return asyncio.run(Cookies(settings, lambda: site.service).editor(Request(scope)))
-
-    assert editor_of(site.settings) == EDITOR
-    changed = site.settings.model_copy(
-        update={
-            "editors": site.settings.editors.model_copy(
-                update={"passwords": {EDITOR: hash_password("a brand new password", log2_n=10)}}
-            )
-        }
-    )
-    assert editor_of(changed) is None
-    shorter = site.settings.model_copy(
-        update={"editors": site.settings.editors.model_copy(update={"session_hours": 1 / 3600})}
-    )
-    time.sleep(2.1)
-    assert editor_of(shorter) is None  # expired
 
 
 # --- Dashboard ------------------------------------------------------------------------------------------------
@@ -333,39 +303,6 @@ def test_pause_resume_and_cancel_follow_the_rules(tmp_path: Path, database_url: 
 
 
 # --- Making editors -------------------------------------------------------------------------------------------
-
-
-def test_editors_add_prints_a_hash_that_signs_in_and_nothing_else_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import io
-
-    from syndication.cli import main
-    from syndication.config import load_settings
-    from syndication.core.passwords import verify_password
-    from syndication.errors import ConfigError
-    from tests.support import write_config
-
-    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
-    monkeypatch.setattr("sys.stdin", io.StringIO("a new editor's password\n"))
-    assert main(["editors", "add", "lea@example.org", "--password-stdin", "--config", str(config)]) == 0
-    printed = capsys.readouterr().out
-    line = re.search(r'^"lea@example\.org" = "(scrypt\$[^"]+)"$', printed, re.M)
-    variable = re.search(r"^SYNDICATION_EDITORS='(lea@example\.org:scrypt\$[^']+)'$", printed, re.M)
-    assert line and variable and variable.group(1) == f"lea@example.org:{line.group(1)}"
-    settings = load_settings(config, environ={"SYNDICATION_EDITORS": variable.group(1)})
-    assert verify_password("a new editor's password", settings.editors.passwords["lea@example.org"])
-    assert not verify_password("a new editor's passworD", settings.editors.passwords["lea@example.org"])
-
-    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-    assert main(["editors", "add", "lea", "--password-stdin", "--config", str(config)]) == 1
-    assert "lea: the password is 5 characters long: use at least 12; nothing was made" in capsys.readouterr().err
-    assert main(["editors", "add", "lea smith", "--password-stdin", "--config", str(config)]) == 2
-
-    with pytest.raises(ConfigError, match=r"editors\.passwords: .*ana: not a password hash made by"):
-        load_settings(write_config(tmp_path, "sqlite:///x.db", '[editors.passwords]\nana = "hunter2"\n'), environ={})
-    with pytest.raises(ConfigError, match=r"SYNDICATION_EDITORS: 'ana' is not written NAME:HASH"):
-        load_settings(config, environ={"SYNDICATION_EDITORS": "ana"})
 
 
 def test_under_syndication_run_approving_wakes_its_scheduled_sender(tmp_path: Path, database_url: str) -> None:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from syndication.clock import Clock, system_clock
 from syndication.config import Settings, signing_key_path
-from syndication.store import database
+from syndication.core.audit import SYSTEM
+from syndication.store import database, people
 
 if TYPE_CHECKING:  # the sending side and the sources' checks: imported by the commands that use them
     from syndication.delivery.mailer import Mailer
@@ -72,12 +75,28 @@ class Service:
 
 
 def init_store(settings: Settings) -> str:
-    """Create or upgrade the store's schema; running it twice is harmless. Returns the schema revision."""
+    """Create or upgrade the store's schema, and make the configured editors the team's owners when it has nobody
+    yet (``adopt_editors``); running it twice is harmless. Returns the schema revision."""
     engine = database.open_engine(settings.database.url)
     try:
-        return database.upgrade(engine)
+        revision = database.upgrade(engine)
+        adopt_editors(settings, engine, system_clock(), SYSTEM, only_if_empty=True)
+        return revision
     finally:
         engine.dispose()
+
+
+def adopt_editors(settings: Settings, engine: Engine, now: datetime, actor: str, *, only_if_empty: bool) -> list[str]:
+    """Make owners of the configuration's editors (``[editors] passwords``) not in the team yet, with
+    ``only_if_empty`` only when the team has nobody: from then on the store is where people are managed. Returns
+    the names added (none when another process adopted them at the same moment)."""
+    if not settings.editors.passwords:
+        return []
+    try:
+        with database.transaction(engine) as session:
+            return people.adopt(session, settings.editors.passwords, now, actor, only_if_empty=only_if_empty)
+    except IntegrityError:
+        return []
 
 
 def store_location(settings: Settings) -> str:

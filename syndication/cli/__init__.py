@@ -23,10 +23,10 @@ from syndication.cli import (
     configuration,
     digests,
     editions,
-    editors,
     feeds,
     mailcheck,
     maintenance,
+    people,
     posts,
     service,
     subscribers,
@@ -41,7 +41,7 @@ __all__ = ["main"]
 
 # The command modules in the order their commands are listed by --help.
 _COMMAND_MODULES = (
-    service, posts, feeds, digests, editions, subscribers, bounces, editors, mailcheck, checks, configuration,
+    service, posts, feeds, digests, editions, subscribers, bounces, people, mailcheck, checks, configuration,
     maintenance, audit, webhooks, tokens,
 )  # fmt: skip
 

@@ -26,6 +26,16 @@ SUBSCRIBER_ERASED: Final = "subscriber.erased"
 SUBSCRIBER_REACTIVATED: Final = "subscriber.reactivated"
 TOKEN_CREATED: Final = "token.created"  # noqa: S105 (an action's name, not a secret)
 TOKEN_REVOKED: Final = "token.revoked"  # noqa: S105
+WEBHOOK_ADDED: Final = "webhook.added"
+WEBHOOK_REMOVED: Final = "webhook.removed"
+PERSON_ADDED: Final = "person.added"
+PERSON_INVITED: Final = "person.invited"
+PERSON_JOINED: Final = "person.joined"
+PERSON_ROLE_CHANGED: Final = "person.role_changed"
+PERSON_REMOVED: Final = "person.removed"
+PERSON_PASSWORD_RESET: Final = "person.password_reset"  # noqa: S105 (an action's name, not a secret)
+PERSON_PASSWORD_SET: Final = "person.password_set"  # noqa: S105
+SESSIONS_REVOKED: Final = "person.sessions_revoked"
 ACTIONS: Final = (
     EDITION_APPROVED,
     EDITION_PAUSED,
@@ -38,6 +48,16 @@ ACTIONS: Final = (
     SUBSCRIBER_REACTIVATED,
     TOKEN_CREATED,
     TOKEN_REVOKED,
+    WEBHOOK_ADDED,
+    WEBHOOK_REMOVED,
+    PERSON_ADDED,
+    PERSON_INVITED,
+    PERSON_JOINED,
+    PERSON_ROLE_CHANGED,
+    PERSON_REMOVED,
+    PERSON_PASSWORD_RESET,
+    PERSON_PASSWORD_SET,
+    SESSIONS_REVOKED,
 )
 MAX_ACTOR: Final = 200
 

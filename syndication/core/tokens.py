@@ -25,7 +25,8 @@ from syndication.errors import ConfigError, TokenError
 
 # "rejoin" confirms that someone who left subscribes again. "session" and "csrf" sign the editor's session cookie
 # and every form's CSRF cookie (syndication.web.sessions).
-PURPOSES: Final = ("confirm", "rejoin", "unsubscribe", "preferences", "view", "session", "csrf")
+# "invite" and "reset" set a team member's password (syndication.app.team).
+PURPOSES: Final = ("confirm", "rejoin", "unsubscribe", "preferences", "view", "session", "csrf", "invite", "reset")
 
 # How long a link stays valid when the caller does not say: a confirmation is asked for now and answered within
 # days; unsubscribe and preferences links sit in old emails and must keep working (None: no expiry).
@@ -37,6 +38,8 @@ DEFAULT_MAX_AGE_SECONDS: Final[dict[str, int | None]] = {
     "view": None,
     "session": 12 * 3600,  # the web app passes [editors] session_hours
     "csrf": 24 * 3600,  # a form left open longer is sent again with a fresh token
+    "invite": 7 * 24 * 3600,
+    "reset": 3600,
 }
 
 MAX_SUBJECT_LENGTH: Final = 200

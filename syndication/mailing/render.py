@@ -65,7 +65,7 @@ FALLBACK_LANGUAGE = "en"
 
 # The emails the renderer makes (each: subject, preheader, HTML and text) and the parts they take in: the
 # cadences' words (``_cadences.txt``) and the sentence saying what a reader receives (``preferences.summary.txt``).
-EMAILS = ("digest", "confirm", "preferences", "approval", "paused")
+EMAILS = ("digest", "confirm", "preferences", "approval", "paused", "invitation", "password_reset")
 REQUIRED_TEMPLATES = (
     *(f"{name}{suffix}" for name in EMAILS for suffix in (".subject.txt", ".preheader.txt", ".html", ".txt")),
     "base.html",
@@ -73,6 +73,7 @@ REQUIRED_TEMPLATES = (
     "_post.html",
     "_sender.txt",
     "_cadences.txt",
+    "_roles.txt",
     "preferences.summary.txt",
     "styles.css",
 )

@@ -301,14 +301,38 @@ class FeedArchiveCutRow(Base):
     post_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
-class SignedOutSessionRow(Base):
-    """An editor session signed out before it expired, by its random id: its cookie signs nobody in any more,
-    wherever it was copied. Kept until the cookie would have expired anyway."""
+class PersonRow(Base):
+    """Someone of the editorial team: a sign-in name, an address for invitations and resets, a role, and the scrypt
+    hash of their password (none until they accept their invitation)."""
 
-    __tablename__ = "signed_out_sessions"
+    __tablename__ = "people"
 
-    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    role: Mapped[str] = mapped_column(String(10))
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))
+    invited_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class EditorSessionRow(Base):
+    """A signed-in session, by the random id its cookie carries: it signs its person in until it expires or is
+    revoked (signed out, their password changed, or an owner ended it), wherever the cookie was copied."""
+
+    __tablename__ = "editor_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    address: Mapped[str] = mapped_column(String(64))
+    user_agent: Mapped[str] = mapped_column(String(200))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class InboundMessageRow(Base):

@@ -19,9 +19,11 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from syndication.app.notices import NoticeWorker
 from syndication.app.service import Service
 from syndication.config import Settings
+from syndication.core.team import SignedIn
 from syndication.errors import SyndicationError
 from syndication.runtime.logs import REQUEST_ID, configure_logging
 from syndication.web import feeds, home, unsubscribe
+from syndication.web.access import Gate
 from syndication.web.api import PREFIX as API_PREFIX
 from syndication.web.api import api_app
 from syndication.web.archive import ArchivePages
@@ -31,6 +33,7 @@ from syndication.web.health import Health, RequestMiddleware
 from syndication.web.limits import limited_protocol
 from syndication.web.sessions import SESSION_PATH, Cookies
 from syndication.web.subscribe import SubscriberPages
+from syndication.web.team import TeamPages
 from syndication.web.templating import Pages
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,8 @@ def create_app(
         store.service, store.is_open, poll_seconds=settings.web.notices_poll_seconds, eager=drain_notices_at_start
     )
     pages = Pages(settings, Cookies(settings, store.service))
-    editor = EditorPages(store.service, pages, wake_sender)
+    gate = Gate(pages)
+    editor = EditorPages(store.service, pages, gate, wake_sender)
     health = Health(settings)
     # The notices' drain and the senders started by an editor finish the messages in hand before the store closes.
     on_shutdown = [notices.stop, editor.deliveries.close, store.close, health.close]
@@ -86,7 +90,9 @@ def create_app(
     app.router.routes.extend(unsubscribe.routes(store.service, pages))
     app.router.routes.extend(SubscriberPages(store.service, pages, notices.wake).routes())
     app.router.routes.extend(editor.routes())
+    app.router.routes.extend(TeamPages(store.service, pages, gate).routes())
     app.router.routes.extend(home.routes(pages))
+    app.state.editor_gate = gate  # its rules: every editor route and what it needs (the role tests walk them)
     return app
 
 
@@ -214,7 +220,7 @@ def _page_error(pages: Pages) -> Callable[[Request, Exception], Awaitable[Respon
     return handle
 
 
-async def _editor_of(pages: Pages, request: Request) -> str | None:
+async def _editor_of(pages: Pages, request: Request) -> SignedIn | None:
     """The signed-in editor on an editor's page (the session cookie goes nowhere else), or None."""
     if not request.url.path.startswith(SESSION_PATH + "/"):
         return None

@@ -23,12 +23,11 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from markupsafe import escape
 from starlette.concurrency import run_in_threadpool
@@ -68,14 +67,15 @@ from syndication.app.subscribers import (
     normalise_email,
     parse_themes,
 )
+from syndication.app.team import authenticate, list_people, start_session
 from syndication.core.audit import (
     EDITION_RETRIED,
     EDITION_TEST_SENT,
     EDITION_TEXT_CHANGED,
+    PERSON_ROLE_CHANGED,
     SUBSCRIBER_REACTIVATED,
     SYSTEM,
     AuditEvent,
-    editor_actor,
 )
 from syndication.core.editions import NOTHING_NEW, EditionAction, EditionRefused
 from syndication.core.models import (
@@ -87,9 +87,10 @@ from syndication.core.models import (
     Edition,
     EditionStatus,
 )
-from syndication.core.passwords import hash_password, verify_password
+from syndication.core.team import Access, Role, SignedIn
 from syndication.errors import DeliveryError, SenderBusy, SyndicationError
 from syndication.web import convertors  # noqa: F401  (registers the row_id path type the routes use)
+from syndication.web.access import OPEN, ROLE_NAMES, Gate, signed_in
 from syndication.web.errors import PageError, edition_refusal
 from syndication.web.forms import FORM_EXPIRED, Form
 from syndication.web.languages import N_, PARAMETER, Words
@@ -131,6 +132,14 @@ AUDIT_ACTIONS: Final = {
     "subscriber.reactivated": N_("Made a subscriber active again"),
     "token.created": N_("Created an API token"),
     "token.revoked": N_("Revoked an API token"),
+    "person.added": N_("Added someone to the team"),
+    "person.invited": N_("Invited someone to the team"),
+    "person.joined": N_("Joined the team"),
+    "person.role_changed": N_("Changed someone's role"),
+    "person.removed": N_("Removed someone from the team"),
+    "person.password_reset": N_("Chose a new password from a reset link"),
+    "person.password_set": N_("Set someone's password"),
+    "person.sessions_revoked": N_("Ended someone's sessions"),
 }
 
 
@@ -212,9 +221,10 @@ class EditorPages:
     """The editor's pages of one site."""
 
     def __init__(
-        self, service: Callable[[], Service], pages: Pages, wake_sender: Callable[[], None] | None = None
+        self, service: Callable[[], Service], pages: Pages, gate: Gate, wake_sender: Callable[[], None] | None = None
     ) -> None:
         self.service = service
+        self.gate = gate
         self.wake_sender = wake_sender  # under ``syndication run``: its scheduler sends; wake it, start no other
         self.pages = pages
         self.settings = pages.settings
@@ -224,21 +234,41 @@ class EditorPages:
 
     def routes(self) -> list[Route]:
         """The routes of these pages."""
+        route = self.gate.route
+        edition = _edition_path
         return [
-            Route("/editor", self.to_dashboard, methods=["GET"]),
-            Route("/editor/login", self.login_page, methods=["GET"]),
-            Route("/editor/login", self.login, methods=["POST"]),
-            Route("/editor/logout", self.logout, methods=["POST"]),
-            Route("/editor/", self.dashboard, methods=["GET"]),
-            Route("/editor/bounces", self.bounces_page, methods=["GET"]),
-            Route("/editor/audit", self.audit_page, methods=["GET"]),
-            Route("/editor/audit.json", self.audit_json, methods=["GET"]),
-            Route("/editor/editions/{edition_id:row_id}", self.edition_page, methods=["GET"]),
-            Route("/editor/editions/{edition_id:row_id}/preview", self.preview, methods=["GET"]),
-            Route("/editor/editions/{edition_id:row_id}/progress.json", self.progress, methods=["GET"]),
-            Route("/editor/editions/{edition_id:row_id}/text", self.save_text, methods=["POST"]),
-            Route("/editor/editions/{edition_id:row_id}/test", self.send_test, methods=["POST"]),
-            Route("/editor/editions/{edition_id:row_id}/{action:str}", self.control, methods=["POST"]),
+            route("/editor", self.to_dashboard, method="GET", needs=OPEN),
+            route("/editor/login", self.login_page, method="GET", needs=OPEN),
+            route("/editor/login", self.login, method="POST", needs=OPEN),
+            route("/editor/logout", self.logout, method="POST", needs=OPEN),
+            route("/editor/", self.dashboard, method="GET", needs=Access.READ),
+            route("/editor/bounces", self.bounces_page, method="GET", needs=Access.READ),
+            route("/editor/audit", self.audit_page, method="GET", needs=Access.READ),
+            route("/editor/audit.json", self.audit_json, method="GET", needs=Access.READ),
+            route("/editor/editions/{edition_id:row_id}", self.edition_page, method="GET", needs=Access.READ),
+            route("/editor/editions/{edition_id:row_id}/preview", self.preview, method="GET", needs=Access.READ),
+            route("/editor/editions/{edition_id:row_id}/progress.json", self.progress, method="GET", needs=Access.READ),
+            route(
+                "/editor/editions/{edition_id:row_id}/text",
+                self.save_text,
+                method="POST",
+                needs=Access.EDIT,
+                back=edition,
+            ),
+            route(
+                "/editor/editions/{edition_id:row_id}/test",
+                self.send_test,
+                method="POST",
+                needs=Access.EDIT,
+                back=edition,
+            ),
+            route(
+                "/editor/editions/{edition_id:row_id}/{action:str}",
+                self.control,
+                method="POST",
+                needs=Access.EDIT,
+                back=edition,
+            ),
         ]
 
     # --- Signing in and out -----------------------------------------------------------------------------------
@@ -253,7 +283,7 @@ class EditorPages:
         if await self.cookies.editor(request):
             return RedirectResponse(words.url(_next_page(request.query_params.get("next", ""))), status_code=303)
         notice = words.gettext("You are signed out.") if request.query_params.get("signed_out") else ""
-        return self._login_page(request, request.query_params.get("next", ""), "", {}, notice=notice)
+        return await self._login_page(request, request.query_params.get("next", ""), "", {}, notice=notice)
 
     async def login(self, request: Request) -> Response:
         """Check the name and password; on success set the session cookie and go where the editor was going."""
@@ -261,7 +291,7 @@ class EditorPages:
         form = await self.pages.form(request)
         name, password, wanted = form.text("name"), form.get("password", ""), form.get("next", "")
         if not self.cookies.csrf_ok(request, form):
-            return self._login_page(request, wanted, name, {"form": words.gettext(FORM_EXPIRED)}, status=403)
+            return await self._login_page(request, wanted, name, {"form": words.gettext(FORM_EXPIRED)}, status=403)
         client = client_address(request)
         if not self.logins.allow(client):
             retry = self.logins.retry_after(client)
@@ -278,15 +308,16 @@ class EditorPages:
                 ],
                 headers={"Retry-After": str(retry)},
             )
-        stored = self.settings.editors.passwords.get(name)
-        matches = await run_in_threadpool(verify_password, password, stored or _dummy_hash())
-        if stored is None or not matches:
+        person = await run_in_threadpool(authenticate, self.service(), name, password)
+        if person is None:
             log.warning("editor sign-in refused for %r from %s", name[:100], client)
             refused = {"password": words.gettext("Wrong name or password.")}
-            return self._login_page(request, wanted, name, refused, status=400)
+            return await self._login_page(request, wanted, name, refused, status=400)
+        agent = request.headers.get("user-agent", "")
+        session_id = await run_in_threadpool(lambda: start_session(self.service(), person, address=client, agent=agent))
         response = RedirectResponse(words.url(_next_page(wanted)), status_code=303)
-        self.cookies.start_session(response, name)
-        log.info("editor %s signed in from %s", name, client)
+        self.cookies.start_session(response, session_id)
+        log.info("editor %s signed in from %s", person.name, client)
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -298,7 +329,7 @@ class EditorPages:
         await self.cookies.end_session(request, response)
         return response
 
-    def _login_page(
+    async def _login_page(
         self, request: Request, wanted: str, name: str, errors: dict[str, str], *, status: int = 200, notice: str = ""
     ) -> Response:
         context = {
@@ -307,7 +338,7 @@ class EditorPages:
             "name": name,
             "errors": errors,
             "notice": notice,
-            "configured": bool(self.settings.editors.passwords),
+            "configured": bool(await run_in_threadpool(lambda: list_people(self.service()))),
         }
         return self.pages.render(request, "editor_login.html", context, status=status)
 
@@ -316,9 +347,7 @@ class EditorPages:
     async def audit_page(self, request: Request) -> Response:
         """Who did what, and when: newest first, a page at a time (``?before=`` the last id shown)."""
         words = self.pages.words(request)
-        editor = await self.cookies.editor(request)
-        if editor is None:
-            return _to_login(request, words, back="/editor/audit")
+        editor = signed_in(request)
         before = _cursor(request.query_params.get("before", ""))
         events = await run_in_threadpool(lambda: audit_events(self.service(), limit=AUDIT_PAGE + 1, before_id=before))
         shown = events[:AUDIT_PAGE]
@@ -342,8 +371,6 @@ class EditorPages:
         """The audit log as JSON, newest first: ``{"events": [...], "next_before": id or null}``; ``since`` (ISO
         8601), ``limit`` (1 to 1000, all of them by default) and ``before`` (the next page's cursor)."""
         headers = {"Cache-Control": "no-store"}
-        if await self.cookies.editor(request) is None:
-            return JSONResponse({"error": "sign in first"}, status_code=401, headers=headers)
         query = request.query_params
         since = None
         if query.get("since"):
@@ -370,9 +397,7 @@ class EditorPages:
     async def bounces_page(self, request: Request) -> Response:
         """What came back to the bounce and unsubscribe addresses, the bounces counted, and one subscriber's."""
         words = self.pages.words(request)
-        editor = await self.cookies.editor(request)
-        if editor is None:
-            return _to_login(request, words)
+        editor = signed_in(request)
         asked = request.query_params.get("subscriber", "").strip()
         context = await run_in_threadpool(self._bounces, words, asked)
         return self.pages.render(request, "editor_bounces.html", context, editor=editor)
@@ -411,9 +436,7 @@ class EditorPages:
     async def dashboard(self, request: Request) -> Response:
         """Posts per theme this period, subscribers per theme and cadence, the next editions, the last ones."""
         words = self.pages.words(request)
-        editor = await self.cookies.editor(request)
-        if editor is None:
-            return _to_login(request, words)
+        editor = signed_in(request)
         context = await run_in_threadpool(self._dashboard, words)
         return self.pages.render(request, "editor_dashboard.html", context, editor=editor)
 
@@ -440,9 +463,7 @@ class EditorPages:
     async def edition_page(self, request: Request) -> Response:
         """The edition as it will be sent, its text, its controls and its delivery."""
         words = self.pages.words(request)
-        editor = await self.cookies.editor(request)
-        if editor is None:
-            return _to_login(request, words)
+        editor = signed_in(request)
         edition_id: int = request.path_params["edition_id"]
         done = request.query_params.get("done", "")
         notice = words.gettext(NOTICES[done]) if done in NOTICES else ""
@@ -458,7 +479,7 @@ class EditorPages:
     def _edition_page(
         self,
         request: Request,
-        editor: str,
+        editor: SignedIn,
         edition_id: int,
         notice: str,
         errors: dict[str, str],
@@ -486,8 +507,9 @@ class EditorPages:
             "reasons": report.reasons,
             # Bounces reported later (DSNs) of deliveries the relay had accepted: the problems above do not show them.
             "reported": [b for b in edition_bounces(service, edition.id) if b.source != "smtp"],
-            "actions": report.actions,
-            "editable": report.editable,
+            # A viewer sees the edition as it is, without the controls its role does not allow.
+            "actions": report.actions if editor.may(Access.EDIT) else [],
+            "editable": report.editable and editor.may(Access.EDIT),
             "notice": notice,
             "errors": {**preview.errors, **errors},
             "values": values or {"subject": edition.subject, "intro": edition.intro, "address": ""},
@@ -500,10 +522,7 @@ class EditorPages:
 
     async def preview(self, request: Request) -> Response:
         """The edition's HTML email alone (shown in the edition page's frames), with preview links."""
-        words = self.pages.words(request)
-        editor = await self.cookies.editor(request)
-        if editor is None:
-            return _to_login(request, words)
+        self.pages.words(request)
         edition_id: int = request.path_params["edition_id"]
         return await run_in_threadpool(self._preview, request, edition_id)
 
@@ -530,8 +549,6 @@ class EditorPages:
             if words.negotiated
             else {"Cache-Control": "no-store"}
         )
-        if await self.cookies.editor(request) is None:
-            return JSONResponse({"error": "sign in first"}, status_code=401, headers={"Cache-Control": "no-store"})
         edition_id: int = request.path_params["edition_id"]
         try:
             report = await run_in_threadpool(lambda: edition_report(self.service(), edition_id))
@@ -541,10 +558,7 @@ class EditorPages:
 
     async def save_text(self, request: Request) -> Response:
         """Save the subject and intro of a draft or paused edition."""
-        checked = await self._checked_post(request)
-        if isinstance(checked, Response):
-            return checked
-        editor, edition_id, form = checked
+        editor, edition_id, form = await self._checked_post(request)
         words = self.pages.words_of(request)
         subject = " ".join(form.get("subject", "").split())
         intro = form.get("intro", "").replace("\r\n", "\n").strip()
@@ -559,24 +573,19 @@ class EditorPages:
 
         try:
             changed = await run_in_threadpool(
-                lambda: set_edition_text(
-                    self.service(), edition_id, subject=subject, intro=intro, actor=editor_actor(editor)
-                )
+                lambda: set_edition_text(self.service(), edition_id, subject=subject, intro=intro, actor=editor.actor)
             )
         except EditionRefused as error:  # shown beside the form, the text as the editor wrote it
             values = {"subject": subject, "intro": intro, "address": ""}
             refusal = {"form": edition_refusal(error, words)}
             return await run_in_threadpool(self._edition_page, request, editor, edition_id, "", refusal, 409, values)
         if changed:
-            log.info("editor %s changed the text of edition %d", editor, edition_id)
+            log.info("editor %s changed the text of edition %d", editor.name, edition_id)
         return self._back(edition_id, "saved" if changed else "unchanged", request)
 
     async def send_test(self, request: Request) -> Response:
         """Send the edition, as previewed, to one address."""
-        checked = await self._checked_post(request)
-        if isinstance(checked, Response):
-            return checked
-        editor, edition_id, form = checked
+        editor, edition_id, form = await self._checked_post(request)
         words = self.pages.words_of(request)
         typed = form.text("address")
         values = {"address": typed}
@@ -597,13 +606,13 @@ class EditorPages:
             preview = self._preview_of(request)
             try:
                 sent = send_test_email(
-                    self.service(), edition_id, address, preview.themes, preview.language, actor=editor_actor(editor)
+                    self.service(), edition_id, address, preview.themes, preview.language, actor=editor.actor
                 )
             except DeliveryError as error:  # the server's reason as it gave it
                 return words.gettext("The test was not sent to %(address)s: %(reason)s", address=address, reason=error)
             if sent is None:
                 return words.gettext("Nothing in this edition for these readers: there is nothing to send.")
-            log.info("editor %s sent a test of edition %d to %s", editor, edition_id, address)
+            log.info("editor %s sent a test of edition %d to %s", editor.name, edition_id, address)
             return None
 
         refused = await run_in_threadpool(send)
@@ -632,18 +641,15 @@ class EditorPages:
                 words.gettext("No such action"),
                 [words.gettext("Editions cannot be '%(action)s'-ed.", action=named)],
             ) from None
-        checked = await self._checked_post(request)
-        if isinstance(checked, Response):
-            return checked
-        editor, edition_id, _form = checked
+        editor, edition_id, _form = await self._checked_post(request)
         try:
             edition, after = await run_in_threadpool(
-                lambda: change_edition(self.service(), edition_id, action, actor=editor_actor(editor))
+                lambda: change_edition(self.service(), edition_id, action, actor=editor.actor)
             )
         except EditionRefused as error:  # the edition page again, saying why, with what can be done instead
             refusal = {"form": edition_refusal(error, words)}
             return await run_in_threadpool(self._edition_page, request, editor, edition_id, "", refusal, 409, None)
-        log.info("editor %s: edition %d %s -> %s", editor, edition_id, edition.status, after)
+        log.info("editor %s: edition %d %s -> %s", editor.name, edition_id, edition.status, after)
         if after == EditionStatus.SENDING and self.wake_sender is not None:
             self.wake_sender()
         elif after == EditionStatus.SENDING and self.settings.web.send_on_approve:
@@ -698,15 +704,11 @@ class EditorPages:
         edition = find_edition(self.service(), edition_id)
         return {"subject": edition.subject if edition else "", "intro": edition.intro if edition else "", **extra}
 
-    async def _checked_post(self, request: Request) -> tuple[str, int, Form] | Response:
-        """The editor, edition id and form of a post to an edition, or the answer refusing it."""
-        words = self.pages.words(request)
-        editor = await self.cookies.editor(request)
-        if editor is None:
-            return _to_login(request, words, back=f"/editor/editions/{request.path_params['edition_id']}")
+    async def _checked_post(self, request: Request) -> tuple[SignedIn, int, Form]:
+        """The editor, edition id and form of a post to an edition (refused without the CSRF token)."""
         form = await self.pages.form(request)
         self._check_csrf(request, form, f"/editor/editions/{request.path_params['edition_id']}")
-        return editor, request.path_params["edition_id"], form
+        return signed_in(request), request.path_params["edition_id"], form
 
     def _back(self, edition_id: int, done: str, request: Request, **extra: str) -> Response:
         # Back to the page as it was previewed (the forms carry the preview's query string).
@@ -811,14 +813,38 @@ def _audit_details(words: Words, event: AuditEvent) -> str:
         said.append(words.ngettext("%(num)s delivery re-queued", "%(num)s deliveries re-queued", total))
     elif event.action == SUBSCRIBER_REACTIVATED:
         said.append(words.gettext("Reason: %(reason)s", reason=details.get("reason", "")))
+    elif event.action == PERSON_ROLE_CHANGED:
+        said.append(
+            words.gettext(
+                "%(name)s: %(old)s became %(new)s.",
+                name=details.get("name", ""),
+                old=_role_name(words, details.get("old", "")),
+                new=_role_name(words, details.get("new", "")),
+            )
+        )
+    elif event.action.startswith("person.") and details.get("name"):
+        role = details.get("role")
+        said.append(
+            words.gettext("%(name)s (%(role)s)", name=details["name"], role=_role_name(words, role))
+            if role
+            else str(details["name"])
+        )
     if details.get("reason") and event.action.startswith("edition."):
         said.append(words.gettext("The sender had paused it: %(reason)s", reason=details["reason"]))
     return " ".join(said)
 
 
-def _to_login(request: Request, words: Words, back: str | None = None) -> Response:
-    wanted = back or (request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-    return RedirectResponse(words.url(f"/editor/login?next={quote(wanted, safe='/')}"), status_code=303)
+def _role_name(words: Words, role: object) -> str:
+    """A role's name in the page's language (as recorded, when it is not a role any more)."""
+    try:
+        return words.gettext(ROLE_NAMES[Role(str(role))])
+    except ValueError:
+        return str(role)
+
+
+def _edition_path(request: Request) -> str:
+    """The page of the edition a post was made to (where to come back after signing in)."""
+    return f"/editor/editions/{request.path_params['edition_id']}"
 
 
 def _next_page(wanted: str) -> str:
@@ -839,9 +865,3 @@ def _address_or(value: str, fallback: str) -> str:
         return normalise_email(value)
     except SubscriberError:
         return fallback
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """Checked against when the name is unknown, so that a wrong name takes as long as a wrong password."""
-    return hash_password(secrets.token_urlsafe(16))

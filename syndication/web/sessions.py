@@ -3,9 +3,9 @@
 Both are signed tokens (``syndication.core.tokens``, keyed by ``SYNDICATION_SECRET_KEY``; the old keys of a rotation
 still read), ``HttpOnly``, ``SameSite=Lax``, and ``Secure`` whenever ``site.base_url`` is https.
 
-- ``syndication_session`` (path ``/editor``, ``[editors] session_hours``): the editor's name, a fingerprint of
-  their password hash (so that changing a password ends every session opened with the old one) and a random
-  session id. Signing out deletes the cookie and records the id in the store, so that no copy of it signs in.
+- ``syndication_session`` (path ``/editor``, ``[editors] session_hours``): the random id of a session kept in
+  the store (``app.team``), which says whose it is and whether it still signs them in: signing out, an owner
+  revoking it, or a new password ends it there, so that no copy of the cookie signs in.
 - ``syndication_csrf`` (path ``/``, until the browser closes; the token inside is refused after a day): a random
   value that every form repeats in a hidden field (the double-submit pattern). A page on another site can make a
   browser post a form here, but cannot read or set this cookie, so it cannot repeat it; ``SameSite=Lax`` keeps
@@ -15,6 +15,7 @@ still read), ``HttpOnly``, ``SameSite=Lax``, and ``Secure`` whenever ``site.base
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,10 +25,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from syndication.app.editors import is_signed_out, sign_out
 from syndication.app.service import Service
+from syndication.app.team import sign_out, signed_in
 from syndication.config import Settings, signing_keys
-from syndication.core.passwords import fingerprint
+from syndication.core.team import SignedIn
 from syndication.core.tokens import make_token, read_token
 from syndication.errors import ConfigError, TokenError
 
@@ -35,6 +36,7 @@ SESSION_COOKIE: Final = "syndication_session"
 CSRF_COOKIE: Final = "syndication_csrf"
 CSRF_FIELD: Final = "csrf_token"
 SESSION_PATH: Final = "/editor"
+_UNKNOWN: Final = object()  # the request's editor was not looked up yet
 
 
 @dataclass
@@ -108,23 +110,25 @@ class Cookies:
 
     # --- Editor sessions --------------------------------------------------------------------------------------
 
-    async def editor(self, request: Request) -> str | None:
-        """The signed-in editor's name, or None (no cookie, expired, forged, signed out, or their password changed
-        since)."""
-        found = self._session(request)
-        if found is None:
-            return None
-        name, session_id = found
-        # In the thread pool, store and all: the first request opens the store, which asks the database.
-        if await run_in_threadpool(lambda: is_signed_out(self.service(), session_id)):
-            return None
-        return name
+    async def editor(self, request: Request) -> SignedIn | None:
+        """Who is signed in, as they are now (their role included), or None: no cookie, expired, forged, or a
+        session that ended (signed out, revoked by an owner, their password changed, or they left the team).
+        Asked of the store once per request."""
+        known = getattr(request.state, "editor", _UNKNOWN)
+        if known is None or isinstance(known, SignedIn):
+            return known
+        session_id = self._session_id(request)
+        who = None
+        if session_id is not None:
+            # In the thread pool, store and all: the first request opens the store, which asks the database.
+            who = await run_in_threadpool(lambda: signed_in(self.service(), session_id))
+        request.state.editor = who
+        return who
 
-    def start_session(self, response: Response, name: str) -> None:
-        """Sign ``name`` in on ``response``, with a new CSRF cookie (no token from before signing in survives)."""
-        stored = self.settings.editors.passwords[name]
-        subject = f"{name}:{fingerprint(stored)}:{secrets.token_hex(16)}"
-        token = make_token(self._keys(), "session", subject)
+    def start_session(self, response: Response, session_id: str) -> None:
+        """Set the cookie of session ``session_id`` (``app.team.start_session``) on ``response``, with a new CSRF
+        cookie (no token from before signing in survives)."""
+        token = make_token(self._keys(), "session", session_id)
         response.set_cookie(
             SESSION_COOKIE,
             token,
@@ -137,30 +141,24 @@ class Cookies:
         self.set_csrf(response, self._new_csrf())
 
     async def end_session(self, request: Request, response: Response) -> None:
-        """Sign out: the session's id is recorded as signed out, and the cookie deleted."""
-        found = self._session(request)
-        if found is not None:
-            session_id = found[1]
-            await run_in_threadpool(lambda: sign_out(self.service(), session_id, self.session_seconds))
+        """Sign out: the session ends in the store, and the cookie is deleted."""
+        session_id = self._session_id(request)
+        if session_id is not None:
+            await run_in_threadpool(lambda: sign_out(self.service(), session_id))
         response.delete_cookie(SESSION_COOKIE, path=SESSION_PATH, secure=self.secure, httponly=True, samesite="lax")
 
-    def _session(self, request: Request) -> tuple[str, str] | None:
-        """The editor's name and session id of a valid session cookie (the store not asked yet)."""
+    def _session_id(self, request: Request) -> str | None:
+        """The session id of a valid session cookie (the store not asked yet)."""
         value = request.cookies.get(SESSION_COOKIE)
         if not value:
             return None
         try:
-            subject = read_token(self._keys(), "session", value, self.session_seconds)
+            session_id = read_token(self._keys(), "session", value, self.session_seconds)
         except (TokenError, ConfigError):
             return None
-        parts = subject.rsplit(":", 2)
-        if len(parts) != 3:
-            return None  # a cookie from before sessions had ids: sign in again
-        name, mark, session_id = parts
-        stored = self.settings.editors.passwords.get(name)
-        if stored is None or not session_id or not hmac.compare_digest(mark, fingerprint(stored)):
-            return None
-        return name, session_id
+        if not re.fullmatch(r"[0-9a-f]{32}", session_id):
+            return None  # a cookie from before sessions were kept in the store: sign in again
+        return session_id
 
     def _keys(self) -> list[str]:
         return signing_keys(self.settings)

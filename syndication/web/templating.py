@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from syndication.config import Settings
 from syndication.core.languages import text_direction
+from syndication.core.team import SignedIn
 from syndication.resources import web_templates
 from syndication.web.errors import PageError
 from syndication.web.forms import FORM_EXPIRED, Form, FormRefused, read_form
@@ -155,7 +156,7 @@ class Pages:
         *,
         status: int = 200,
         headers: Mapping[str, str] | None = None,
-        editor: str | None = None,
+        editor: SignedIn | None = None,
         public: bool = False,
     ) -> HTMLResponse:
         """``name`` rendered for ``request`` in its language, with a CSRF token for its forms (the cookie is set
@@ -213,7 +214,7 @@ class Pages:
         status: int = 200,
         links: list[tuple[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
-        editor: str | None = None,
+        editor: SignedIn | None = None,
     ) -> HTMLResponse:
         """A page that only says something: a title, a few paragraphs of plain text and links onwards (worded by
         the caller in the request's language, ``words``)."""
