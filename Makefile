@@ -6,8 +6,8 @@ CONFIG ?= config.toml
 # No signing key here: `syndication init` makes var/signing-key for the demo's SQLite store and every command
 # reads it, in make or not, so links signed in the demo still read when the commands are typed by hand. A real
 # service sets SYNDICATION_SECRET_KEY (or SYNDICATION_SECRET_KEY_FILE) itself (docs/configuration.md).
-# The demo's editor, "demo" with the password "demo-editor-password": a throwaway too (syndication editors add NAME
-# makes a real one). A real service sets its own editors in its configuration or the environment.
+# The demo's editor, "demo" with the password "demo-editor-password": a throwaway too, made an owner of the team by
+# `init` (syndication people add NAME --role owner makes a real one; the team is then managed in the store).
 export SYNDICATION_EDITORS ?= demo:scrypt$$15$$8$$3$$wBCkQl4aBYzhUm8uEnRveQ$$lWZ8Es5efnihzwz9hGJgRw5NQy0nZQl-r5H-6VUmFEc
 
 .PHONY: setup demo serve run test check lint types bench messages clean

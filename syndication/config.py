@@ -639,7 +639,11 @@ class BounceSettings(_Section):
 class EditorSettings(_Section):
     passwords: dict[str, str] = Field(
         default_factory=dict,
-        description="Editor name -> password hash made by `syndication editors add NAME` (also SYNDICATION_EDITORS).",
+        description=(
+            "Editor name -> scrypt password hash (also SYNDICATION_EDITORS): made owners of the team once, by"
+            " `syndication init` when the team is empty (or `syndication people import`); afterwards the team is"
+            " managed in the store (`syndication people`, /editor/people)."
+        ),
     )
     session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long an editor stays signed in.")
 
@@ -652,7 +656,10 @@ class EditorSettings(_Section):
             if not re.fullmatch(EDITOR_NAME_PATTERN, name):
                 raise ValueError(f"{name!r} is not an editor name (letters, digits, '.', '_', '@', '+', '-')")
             if not is_password_hash(stored):
-                raise ValueError(f"{name}: not a password hash made by 'syndication editors add {name}'")
+                raise ValueError(
+                    f"{name}: not an scrypt password hash (scrypt$15$8$3$...): add people with"
+                    f" 'syndication people add {name}' instead"
+                )
         return value
 
 

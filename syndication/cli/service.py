@@ -66,11 +66,13 @@ def _init(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from syndication.app.publishing import publish_feeds
     from syndication.app.service import Service
+    from syndication.app.team import list_people
     from syndication.web.app import listening_socket, serve
 
     sock = listening_socket(args.host, args.port)  # a port in use stops here, before anything is built
     with Service.open(settings) as service:
         report = publish_feeds(service)  # serve current feeds from the first request on
+        team = list_people(service)
     print(f"feeds ready in {report.directory}; serving on http://{args.host}:{args.port}/feeds/", file=sys.stderr)
     if settings.secret_key is None:
         print("warning: no signing key (SYNDICATION_SECRET_KEY, or the key file `syndication init` makes for a"
@@ -78,8 +80,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     here = f"http://{args.host}:{args.port}"
     print(f"pages: {here}/subscribe, {here}/editions/, {here}/themes/; editors sign in at {here}/editor/",
           file=sys.stderr)  # fmt: skip
-    if not settings.editors.passwords:
-        print("warning: no editor is configured: nobody can sign in (syndication editors add NAME)", file=sys.stderr)
+    if not any(person.joined for person in team):
+        print("warning: nobody in the editorial team can sign in (syndication people add NAME --role owner)",
+              file=sys.stderr)  # fmt: skip
     serve(settings, sock)
     return EXIT_OK
 

@@ -202,12 +202,6 @@ def revoke(session: Session, now: datetime, *, session_id: str | None = None, pe
     return int(session.execute(query.values(revoked_at=now)).rowcount)  # type: ignore[attr-defined]
 
 
-def prune_sessions(session: Session, before: datetime) -> int:
-    """Forget the sessions that expired before ``before``; how many."""
-    result = session.execute(delete(EditorSessionRow).where(EditorSessionRow.expires_at < before))
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
 def _person(row: PersonRow) -> Person:
     return Person(
         id=row.id,
