@@ -573,10 +573,13 @@ def edition_bounces(service: Service, edition_id: int) -> list[BounceRecord]:
         return store.edition_bounces(session, edition_id)
 
 
-def recent_bounces(service: Service, limit: int = 100) -> list[tuple[BounceRecord, str | None]]:
-    """The newest bounces counted against anyone, with each subscriber's address (None once erased)."""
+def recent_bounces(
+    service: Service, limit: int = 100, before: tuple[datetime, int] | None = None
+) -> list[tuple[BounceRecord, str | None]]:
+    """The newest bounces counted against anyone, with each subscriber's address (None once erased); ``before``
+    (a bounce's time and id): only those listed after it."""
     with database.transaction(service.engine) as session:
-        return store.recent_bounces(session, limit)
+        return store.recent_bounces(session, limit, before)
 
 
 def bounce_score(service: Service, subscriber_id: int) -> float:

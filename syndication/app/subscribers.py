@@ -17,11 +17,12 @@ slow or failing SMTP server never holds a transaction open or undoes a stored su
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import getpass
 import io
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -269,6 +270,7 @@ class AddOutcome:
     action: str
     confirmation_sent: bool = False
     confirmation_error: str | None = None
+    confirmation_queued: bool = False
 
 
 def add_subscriber(
@@ -287,8 +289,11 @@ def add_subscriber(
     consent_method: str = "cli",
     consent_source: str = "command line",
     actor: str | None = None,
+    queue_confirmation: bool = False,
 ) -> AddOutcome:
-    """Add one subscriber, or act on the existing one, then send the confirmation email if they are pending.
+    """Add one subscriber, or act on the existing one, then send the confirmation email if they are pending (with
+    ``queue_confirmation``: queue it with the subscriber, in their transaction, for ``app.notices`` to send, as the
+    subscribe form does).
 
     ``themes`` None is "not given", empty is "every theme". ``confirmed`` records that the person's consent is
     confirmed (they become active without the email). An existing address changes only with ``update`` (the
@@ -307,9 +312,11 @@ def add_subscriber(
     source = consent_source + (", consent confirmed by the operator" if confirmed else ", double opt-in")
     consent = Consent(at=now, method=consent_method, source=source)
     reactivation = _reactivation(now, consent_method, consent_source, confirmed, reactivate, reason)
+    queued = False
     for attempt in (1, 2):
         try:
-            with database.transaction(service.engine) as session:
+            turn = notice_store.write_turn(service.engine) if queue_confirmation else contextlib.nullcontext()
+            with turn, database.transaction(service.engine) as session:
                 subscriber, action = _apply(
                     session,
                     settings,
@@ -323,12 +330,19 @@ def add_subscriber(
                 )
                 if action == "reactivated":
                     _record_reactivation(session, now, actor, subscriber, reason)
+                if queue_confirmation and subscriber.status == "pending" and keys is not None:
+                    notice_store.queue(
+                        session, "confirm", subscriber.email, {"status": "pending"}, now, subscriber_id=subscriber.id
+                    )
+                    queued = True
             break
         except IntegrityError:
             # The same new address added at the same moment elsewhere (the form posted twice): the store refused the
             # second insert, and trying again finds the first one. A second refusal is a real error.
             if attempt == 2:
                 raise
+    if queued:
+        return AddOutcome(subscriber, action, confirmation_queued=True)
     if subscriber.status != "pending" or keys is None:
         return AddOutcome(subscriber, action)
     try:
@@ -480,9 +494,22 @@ def _since(session: Session, subscriber: Subscriber) -> str:
     return moment.date().isoformat()
 
 
+@dataclass(frozen=True)
+class ImportedRow:
+    """What an import did with one good row: where the row was (``line 3``, ``item 0``), the subscriber's id and
+    address, and the action: ``added``, ``confirmed`` or ``reactivated`` (made active), ``updated`` or
+    ``unchanged``."""
+
+    where: str
+    subscriber_id: int
+    email: str
+    action: str
+
+
 @dataclass
 class ImportReport:
-    """What one import of a CSV file did; ``refused`` and ``send_failures`` name the line of each problem."""
+    """What one import did; ``refused`` and ``send_failures`` name the line (or item) of each problem, ``rows``
+    what was done with each good row."""
 
     source: str
     read: int = 0
@@ -491,8 +518,10 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     confirmations_sent: int = 0
+    confirmations_queued: int = 0
     refused: list[Notice] = field(default_factory=list)
     send_failures: list[Notice] = field(default_factory=list)
+    rows: list[ImportedRow] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -530,18 +559,77 @@ def import_subscribers(
     or active when ``confirmed``. The rows are written in one transaction; emails go out after it commits.
     ``progress`` is told of each good row written, then of each confirmation email.
     """
-    settings = service.settings
     report = ImportReport(source=str(path))
-    now = service.clock()
-    _reactivation(now, "import", "", confirmed, reactivate, reason)  # refuses a wrong request before reading
+    _check_import(service, confirmed, reactivate, reason)  # refuses a wrong request before reading
+    rows = [(f"line {line}", request) for line, request in _read_csv(service.settings, path, report)]
+    _import_rows(
+        service, report, rows, label=f"import of {path.name}", title=f"import {path.name}", method="import",
+        confirmed=confirmed, update=update, reactivate=reactivate, reason=reason, actor=actor, progress=progress,
+        queue=False,
+    )  # fmt: skip
+    return report
+
+
+def import_subscriber_records(
+    service: Service,
+    records: Sequence[object],
+    *,
+    source: str,
+    confirmed: bool = False,
+    update: bool = False,
+    reactivate: bool = False,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> ImportReport:
+    """Add the subscribers of ``records`` (each a mapping of the CSV's columns to text; ``themes`` and ``reads``
+    may be lists; None or a missing key: not given) by the rules of ``import_subscribers``, each record checked on
+    its own and named ``item <index>`` (from 0); the confirmation emails are queued with the rows, in their
+    transaction, for ``app.notices`` to send. ``source`` says where they came from in each new consent."""
+    report = ImportReport(source=source)
+    _check_import(service, confirmed, reactivate, reason)
+    rows = list(_records(service.settings, records, report))
+    _import_rows(
+        service, report, rows, label=source, title=source, method="api", confirmed=confirmed, update=update,
+        reactivate=reactivate, reason=reason, actor=actor, progress=None, queue=True,
+    )  # fmt: skip
+    return report
+
+
+def _check_import(service: Service, confirmed: bool, reactivate: bool, reason: str | None) -> None:
+    _reactivation(service.clock(), "import", "", confirmed, reactivate, reason)
     if not confirmed:
-        signing_keys(settings)  # the confirmation emails need it: refuse before storing anything
-    rows = list(_read_csv(settings, path, report))
-    to_confirm: list[tuple[int, Subscriber]] = []
-    with running(progress, f"import {path.name}", len(rows)) as shows, database.transaction(service.engine) as session:
-        for line, request in rows:
+        signing_keys(service.settings)  # the confirmation emails need it: refuse before storing anything
+
+
+def _import_rows(
+    service: Service,
+    report: ImportReport,
+    rows: Sequence[tuple[str, _Request]],
+    *,
+    label: str,
+    title: str,
+    method: str,
+    confirmed: bool,
+    update: bool,
+    reactivate: bool,
+    reason: str | None,
+    actor: str | None,
+    progress: Progress | None,
+    queue: bool,
+) -> None:
+    """Apply the good rows in one transaction, then send their confirmations (``queue``: queue them in it)."""
+    settings = service.settings
+    now = service.clock()
+    to_confirm: list[tuple[str, Subscriber]] = []
+    turn = notice_store.write_turn(service.engine) if queue else contextlib.nullcontext()
+    with (
+        running(progress, title, len(rows)) as shows,
+        turn,
+        database.transaction(service.engine) as session,
+    ):
+        for place, request in rows:
             shows.advance()
-            where = f"import of {path.name}, line {line}"
+            where = f"{label}, {place}"
             source = where + (", consent confirmed by the operator" if confirmed else ", double opt-in")
             try:
                 subscriber, action = _apply(
@@ -549,15 +637,15 @@ def import_subscribers(
                     settings,
                     request,
                     now,
-                    Consent(at=now, method="import", source=source),
+                    Consent(at=now, method=method, source=source),
                     confirmed=confirmed,
                     update=update,
                     resubscribe=False,
-                    reactivation=_reactivation(now, "import", where, confirmed, reactivate, reason),
+                    reactivation=_reactivation(now, method, where, confirmed, reactivate, reason),
                     resubscribe_hint=" (only 'subscribers add --confirmed --resubscribe' can add it again)",
                 )
             except SubscriberError as error:
-                report.refused.append(Notice(report.source, f"line {line}", str(error)))
+                report.refused.append(Notice(report.source, place, str(error)))
                 continue
             if action == "added":
                 report.added += 1
@@ -569,15 +657,32 @@ def import_subscribers(
                 report.updated += 1
             else:
                 report.unchanged += 1
+            done = "unchanged" if action == "exists" else action
+            report.rows.append(ImportedRow(place, subscriber.id, subscriber.email, done))
             # Only new addresses are written to: running the same import again must not mail everyone pending.
             # A pending row of a confirmed import is asked too (sending then needs the signing key, as without).
             if subscriber.status == "pending" and action == "added":
-                to_confirm.append((line, subscriber))
+                if queue:
+                    notice_store.queue(
+                        session, "confirm", subscriber.email, {"status": "pending"}, now, subscriber_id=subscriber.id
+                    )
+                    report.confirmations_queued += 1
+                else:
+                    to_confirm.append((place, subscriber))
+    _send_confirmations(service, report, to_confirm, progress)
+    report.refused.sort(key=lambda notice: int(notice.where.rpartition(" ")[2]))
+
+
+def _send_confirmations(
+    service: Service, report: ImportReport, to_confirm: Sequence[tuple[str, Subscriber]], progress: Progress | None
+) -> None:
+    if not to_confirm:
+        return
     stopped: ConfigError | None = None
     connection = service.mailer.connect()  # one connection for every confirmation (opened on the first send)
     try:
-        with running(progress if to_confirm else None, "confirmation emails", len(to_confirm)) as shows:
-            for line, subscriber in to_confirm:
+        with running(progress, "confirmation emails", len(to_confirm)) as shows:
+            for place, subscriber in to_confirm:
                 shows.advance()
                 try:
                     if stopped is not None:  # a relay that refuses our settings refuses every message: do not retry
@@ -585,15 +690,63 @@ def import_subscribers(
                     send_confirmation(service, subscriber, connection=connection)
                 except ConfigError as error:
                     stopped = error
-                    report.send_failures.append(Notice(report.source, f"line {line}", f"{subscriber.email}: {error}"))
+                    report.send_failures.append(Notice(report.source, place, f"{subscriber.email}: {error}"))
                 except DeliveryError as error:
-                    report.send_failures.append(Notice(report.source, f"line {line}", f"{subscriber.email}: {error}"))
+                    report.send_failures.append(Notice(report.source, place, f"{subscriber.email}: {error}"))
                 else:
                     report.confirmations_sent += 1
     finally:
         connection.close()
-    report.refused.sort(key=lambda notice: int(notice.where.removeprefix("line ")))
-    return report
+
+
+def _records(settings: Settings, records: Sequence[object], report: ImportReport) -> Iterable[tuple[str, _Request]]:
+    """The good records with their places (``item <index>``); bad ones go to ``report.refused``."""
+    known = (*IMPORT_COLUMNS, *sorted(_EXPORT_ONLY))
+    seen: dict[str, str] = {}
+    for index, record in enumerate(records):
+        place = f"item {index}"
+        report.read += 1
+        try:
+            if not isinstance(record, Mapping):
+                raise SubscriberError("not an object with the fields of a subscriber")
+            values: dict[str, str] = {}
+            for key, value in record.items():
+                column = str(key).strip().lower()
+                if column not in known:
+                    raise SubscriberError(f"unknown field {key!r} (fields: {', '.join(IMPORT_COLUMNS)})")
+                if value is None or column in _EXPORT_ONLY:  # not given, or the store's own (an export's): ignored
+                    continue
+                if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+                    value = ";".join(value)
+                if not isinstance(value, str):
+                    raise SubscriberError(f"{column}: not text")
+                values[column] = value
+            if "email" not in values:
+                raise SubscriberError("no email")
+            request = _row_request(settings, values, list(values))
+        except SubscriberError as error:
+            report.refused.append(Notice(report.source, place, str(error)))
+            continue
+        if request.email in seen:
+            reason = f"{request.email}: the same address as {seen[request.email]}"
+            report.refused.append(Notice(report.source, place, reason))
+            continue
+        seen[request.email] = place
+        yield place, request
+
+
+def _row_request(settings: Settings, values: dict[str, str], header: Sequence[str]) -> _Request:
+    """What one row asks for: ``values``, its cells by column, of the columns ``header`` names (a column not named
+    is not given; one named without a cell is empty); SubscriberError naming the cell that is refused."""
+    request = _request(
+        settings,
+        values.get("email", ""),
+        name=values.get("name"),
+        themes=values.get("themes", "") if "themes" in header else None,
+        cadence=values.get("cadence", "").strip() or None,
+        language=values.get("language", "").strip() or None,
+    )
+    return _with_exported(request, values, list(header))
 
 
 def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[tuple[int, _Request]]:
@@ -638,15 +791,7 @@ def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[
             continue
         values = {column: spreadsheet_value(cell) for column, cell in zip(header, cells, strict=False)}
         try:
-            request = _request(
-                settings,
-                values.get("email", ""),
-                name=values.get("name") if "name" in header else None,
-                themes=values.get("themes", "") if "themes" in header else None,
-                cadence=values.get("cadence", "").strip() or None,
-                language=values.get("language", "").strip() or None,
-            )
-            request = _with_exported(request, values, header)
+            request = _row_request(settings, values, header)
         except SubscriberError as error:
             report.refused.append(Notice(report.source, f"line {start}", str(error)))
             continue
@@ -1066,31 +1211,75 @@ def change_preferences(
         subscriber = subscriber_from_token(session, service, "preferences", token)
         if subscriber is None:
             raise SubscriberError("this subscription no longer exists: subscribe again")
-        request = _request(service.settings, subscriber.email, name, themes, cadence, language)
-        try:
-            read = None if reads is None else check_reads(reads)
-            choice = None if language_choice is None else check_language_choice(language_choice)
-        except SubscriberError as error:
-            raise SubscriberError(f"{subscriber.email}: {error}") from None
-        if subscriber.status in ENDED_STATUSES:
-            raise SubscriberError(f"{subscriber.email} is {subscriber.status}: subscribe again to receive digests")
-        chosen = request.themes or None  # () is every theme: stored None
-        changed = (
-            chosen != subscriber.themes
-            or request.cadence != subscriber.cadence
-            or request.language != subscriber.language
-            or (request.name is not None and request.name != subscriber.name)
-            or (read is not None and read != subscriber.reads)
-            or (choice is not None and (choice if choice != "default" else None) != subscriber.language_choice)
-        )
-        if not changed:
-            return subscriber, False
-        updated = store.update_preferences(
-            session, subscriber.id, name=request.name, language=request.language, cadence=request.cadence,
-            themes=chosen, everything=chosen is None, reads=read, language_choice=choice,
+        return _set_preferences(
+            session, service.settings, subscriber, themes=themes, cadence=cadence, language=language, name=name,
+            reads=reads, language_choice=language_choice,
         )  # fmt: skip
-        assert updated is not None
-        return updated, True
+
+
+def update_preferences(
+    service: Service,
+    subscriber_id: int,
+    *,
+    themes: str | Sequence[str] | None = None,
+    cadence: str | None = None,
+    language: str | None = None,
+    name: str | None = None,
+    reads: Iterable[str] | None = None,
+    language_choice: str | None = None,
+) -> tuple[Subscriber, bool] | None:
+    """Change the preferences given (None: kept) of the subscriber ``subscriber_id``, checked as the preferences
+    page checks them (``change_preferences``); returns them and whether anything changed, or None when there is no
+    such subscriber. Raises SubscriberError for a refused value (naming it) or a subscription that has ended."""
+    with database.transaction(service.engine) as session:
+        subscriber = store.subscriber_by_id(session, subscriber_id)
+        if subscriber is None:
+            return None
+        return _set_preferences(
+            session, service.settings, subscriber,
+            themes=(subscriber.themes or ()) if themes is None else themes,
+            cadence=cadence or subscriber.cadence, language=language or subscriber.language, name=name,
+            reads=reads, language_choice=language_choice,
+        )  # fmt: skip
+
+
+def _set_preferences(
+    session: Session,
+    settings: Settings,
+    subscriber: Subscriber,
+    *,
+    themes: str | Sequence[str],
+    cadence: str,
+    language: str,
+    name: str | None,
+    reads: Iterable[str] | None,
+    language_choice: str | None,
+) -> tuple[Subscriber, bool]:
+    request = _request(settings, subscriber.email, name, themes, cadence, language)
+    try:
+        read = None if reads is None else check_reads(reads)
+        choice = None if language_choice is None else check_language_choice(language_choice)
+    except SubscriberError as error:
+        raise SubscriberError(f"{subscriber.email}: {error}") from None
+    if subscriber.status in ENDED_STATUSES:
+        raise SubscriberError(f"{subscriber.email} is {subscriber.status}: subscribe again to receive digests")
+    chosen = request.themes or None  # () is every theme: stored None
+    changed = (
+        chosen != subscriber.themes
+        or request.cadence != subscriber.cadence
+        or request.language != subscriber.language
+        or (request.name is not None and request.name != subscriber.name)
+        or (read is not None and read != subscriber.reads)
+        or (choice is not None and (choice if choice != "default" else None) != subscriber.language_choice)
+    )
+    if not changed:
+        return subscriber, False
+    updated = store.update_preferences(
+        session, subscriber.id, name=request.name, language=request.language, cadence=request.cadence,
+        themes=chosen, everything=chosen is None, reads=read, language_choice=choice,
+    )  # fmt: skip
+    assert updated is not None
+    return updated, True
 
 
 def send_preferences_notice(service: Service, subscriber: Subscriber, summary: str) -> None:

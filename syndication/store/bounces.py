@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Update, bindparam, func, insert, select, update
+from sqlalchemy import Update, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from syndication.store.schema import BounceRow, DeliveryRow, InboundMessageRow, SubscriberRow
@@ -224,14 +224,20 @@ def edition_bounces(session: Session, edition_id: int) -> list[BounceRecord]:
     return [_bounce(row) for row in session.scalars(query.order_by(BounceRow.at.desc(), BounceRow.id.desc()))]
 
 
-def recent_bounces(session: Session, limit: int = 100) -> list[tuple[BounceRecord, str | None]]:
-    """The newest bounces counted against anyone, each with the subscriber's address (None once erased)."""
+def recent_bounces(
+    session: Session, limit: int = 100, before: tuple[datetime, int] | None = None
+) -> list[tuple[BounceRecord, str | None]]:
+    """The newest bounces counted against anyone, each with the subscriber's address (None once erased); with
+    ``before`` (a bounce's time and id), those after it in this order (the next page of a list)."""
     query = (
         select(BounceRow, SubscriberRow.email)
         .outerjoin(SubscriberRow, SubscriberRow.id == BounceRow.subscriber_id)
         .order_by(BounceRow.at.desc(), BounceRow.id.desc())
         .limit(limit)
     )
+    if before is not None:
+        at, bounce_id = before
+        query = query.where(or_(BounceRow.at < at, and_(BounceRow.at == at, BounceRow.id < bounce_id)))
     return [(_bounce(row), email) for row, email in session.execute(query)]
 
 

@@ -164,6 +164,11 @@ def forget_departures(session: Session, before: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def post_versions(session: Session, guids: Collection[str]) -> dict[str, tuple[int, datetime]]:
+    """The id and ``updated`` of each stored post of these guids (published or not), by guid."""
+    return _existing_versions(session, list(guids))
+
+
 def _existing_versions(session: Session, guids: list[str]) -> dict[str, tuple[int, datetime]]:
     found: dict[str, tuple[int, datetime]] = {}
     for chunk in _chunks(guids):
