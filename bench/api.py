@@ -3,7 +3,8 @@
 No goal is set: the figures are recorded. Measured with 1 and with 50 concurrent clients: ``GET
 /api/v1/posts?limit=50`` (pages of 50 of a store of 2,000 generated posts, taken round-robin from the chain of
 ``next`` cursors, so every page is read alike, the deepest too), ``POST /api/v1/subscribers`` (distinct addresses,
-pending: each is sent a confirmation), and ``GET /healthz`` (the same app's bare endpoint: no store, no token).
+pending: each one's confirmation queued for the notices drain, as the form's), and ``GET /healthz`` (the same
+app's bare endpoint: no store, no token).
 
 The server runs as ``syndication serve`` runs it (``bench.load``: uvicorn, httptools, the app's notices drain;
 mail goes to a discarding SMTP sink in a process of its own) on a SQLite store prepared
@@ -11,7 +12,7 @@ beforehand; the token (scopes read and subscribers) is made by the use case ``to
 rate limit per token is set out of the way. The clients are threads of this process, each with one keep-alive
 ``http.client`` connection; the three kinds are measured in rounds, each kind in each place of the order once,
 so that a noisy moment of this shared machine falls on all alike. Every answer's status and body is checked
-(200 with the page expected, 201 with a pending subscriber whose confirmation was sent, 200 ``ok``); any other
+(200 with the page expected, 201 with a pending subscriber whose confirmation was queued, 200 ``ok``); any other
 is counted as an error, and an error makes the exit status 1.
 """
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 address = json.dumps({"email": f"api{next(addresses)}@example.org"})
                 status, body = client.call("POST", "/api/v1/subscribers", address)
                 return status == 201 and all(
-                    part in body for part in (b'"action":"added"', b'"status":"pending"', b'"confirmation_sent":true')
+                    part in body for part in (b'"action":"added"', b'"status":"pending"', b'"confirmation_queued":true')
                 )
 
             def healthz(client: ApiClient) -> bool:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         f"benchmark's process with one keep-alive `http.client` connection each",
     )
     lines.append(
-        f"- confirmations: {total:,} pending subscribers added, each answer saying its confirmation was sent; "
+        f"- confirmations: {total:,} pending subscribers added, each answer saying its confirmation was queued; "
         f"{queued:,} notices queued for the server's drain"
         + (
             ""

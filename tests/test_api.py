@@ -17,7 +17,9 @@ from starlette.routing import Mount
 
 from syndication.app.api import create_token, revoke_token
 from syndication.app.audit import audit_events
+from syndication.app.bounces import record_bounce
 from syndication.app.editions import plan_edition
+from syndication.app.notices import drain_notices, notice_counts
 from syndication.app.publishing import publish_feeds
 from syndication.app.subscribers import add_subscriber
 from syndication.cli import main
@@ -28,12 +30,14 @@ from tests.web_site import KEY, WebSite, web_site
 SINCE, UNTIL = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)
 SCOPES = ("read", "posts", "subscribers", "send")
 
-# Every operation of the API and the scope it needs (None: open). A route the app has that is missing here fails
-# test_every_route_has_its_scope_rule_and_refuses_a_token_without_it.
+# Every operation of the API and the scope it needs. A route the app has that is missing here, or a row here for a
+# route the app does not have, fails test_every_route_has_its_scope_rule_and_refuses_a_token_without_it.
 RULES: dict[tuple[str, str], str] = {
     ("GET", "/posts"): "read",
     ("GET", "/posts/{reference}"): "read",
     ("POST", "/posts"): "posts",
+    ("POST", "/posts/import"): "posts",
+    ("DELETE", "/posts/{reference}"): "posts",
     ("GET", "/themes"): "read",
     ("GET", "/regions"): "read",
     ("GET", "/status"): "read",
@@ -43,8 +47,17 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/editions/{edition_id}/pause"): "send",
     ("POST", "/editions/{edition_id}/resume"): "send",
     ("POST", "/editions/{edition_id}/cancel"): "send",
+    ("GET", "/editions/{edition_id}/preview"): "read",
+    ("POST", "/editions/{edition_id}/test"): "send",
     ("GET", "/subscribers"): "subscribers",
     ("POST", "/subscribers"): "subscribers",
+    ("POST", "/subscribers/import"): "subscribers",
+    ("GET", "/subscribers/export"): "subscribers",
+    ("GET", "/subscribers/{reference}"): "subscribers",
+    ("PATCH", "/subscribers/{reference}"): "subscribers",
+    ("DELETE", "/subscribers/{reference}"): "subscribers",
+    ("POST", "/subscribers/{reference}/unsubscribe"): "subscribers",
+    ("GET", "/bounces"): "subscribers",
 }
 
 
@@ -103,12 +116,27 @@ def test_requests_without_a_valid_token_are_refused_as_problem_details(site: Web
 
 def test_every_route_has_its_scope_rule_and_refuses_a_token_without_it(site: WebSite) -> None:
     routes = {(method, route.path_format) for route in mounted_routes(site) for method in route.methods or ()}
-    assert routes == set(RULES)
+    assert routes - set(RULES) == set(), "routes without a scope rule in RULES"
+    assert set(RULES) - routes == set(), "rules in RULES for routes the app does not have"
+    everything = token(site, name="everything")
+    revoke_token(site.service, int(everything.split("_")[1]), actor="cli:test")
     for (method, path), scope in RULES.items():
+        address = path.replace("{reference}", "1").replace("{edition_id}", "1")
         others = [s for s in SCOPES if s != scope]
         with client(site, token(site, *others, name=f"no {scope}")) as api:
-            address = path.replace("{reference}", "1").replace("{edition_id}", "1")
-            problem(api.request(method, address, json={}), 403, "insufficient_scope")
+            body = problem(api.request(method, address, json={}), 403, "insufficient_scope")
+            assert scope in body["detail"], (method, path, body)
+        for text, why in ((None, "needs a token"), (everything, "was revoked")):
+            with client(site, text) as api:
+                body = problem(api.request(method, address, json={}), 401, "unauthenticated")
+                assert why in body["detail"], (method, path, body)
+    assert site.status_of("ana@example.org") is None and len(api_posts(site)) == 4  # nothing was done
+
+
+def api_posts(site: WebSite) -> list[dict[str, Any]]:
+    with client(site, token(site, "read", name="reader")) as api:
+        items: list[dict[str, Any]] = api.get("/posts", params={"limit": 100}).json()["items"]
+    return items
 
 
 def test_each_token_is_rate_limited_with_retry_after(tmp_path: Path, database_url: str) -> None:
@@ -144,7 +172,7 @@ def test_tokens_from_the_command_line_are_shown_once_listed_revoked_and_audited(
     assert main(["--config", config, "tokens", "create", "x", "--scopes", "everything"]) == 1
     with client(site, text) as api:
         problem(api.get("/subscribers"), 401, "unauthenticated")
-    events = audit_events(site.service)
+    events = [e for e in audit_events(site.service) if e.action.startswith("token.")]  # the site's team is there too
     assert [(e.action, e.subject_id) for e in events] == [("token.revoked", 1), ("token.created", 1)]
     assert all(e.actor.startswith("cli:") for e in events)
 
@@ -244,6 +272,65 @@ def test_an_idempotent_post_retry_gets_the_same_answer_and_another_body_a_confli
         )
 
 
+def test_a_batch_of_posts_is_imported_item_by_item_keeping_the_valid_ones(site: WebSite) -> None:
+    batch: list[Any] = [
+        post_record(21, title="Bike lanes for Porto"),
+        post_record(22, title=None),
+        post_record(1, title="Malmö's zone, extended", updated="2024-06-01T00:00:00Z"),
+        post_record(2),
+        "not a record",
+        post_record(23, themes=["unknown"]),
+        post_record(24, url="ftp://x.example/24"),
+    ]
+    with client(site, token(site, "posts", "read")) as api:
+        answer = api.post("/posts/import", json=batch, headers={"Idempotency-Key": "batch-1"})
+        assert answer.status_code == 200, answer.text
+        result = answer.json()
+        assert result["counts"] == {"created": 2, "updated": 1, "unchanged": 1, "refused": 3}
+        items = result["items"]
+        assert [(i["index"], i["action"]) for i in items] == [
+            (0, "created"), (1, "refused"), (2, "updated"), (3, "unchanged"), (4, "refused"), (5, "created"),
+            (6, "refused"),
+        ]  # fmt: skip
+        assert items[0]["guid"] == "urn:test:post:21" and isinstance(items[0]["id"], int)
+        assert (items[1]["reason"], items[1]["field"], items[1]["id"]) == ("missing title", "title", None)
+        assert "not a JSON object" in items[4]["reason"]
+        assert items[5]["warnings"] == ["unknown theme 'unknown' ignored"]
+        assert items[6]["field"] == "url" and "ftp://x.example/24" in items[6]["reason"]
+        titles = {p["guid"]: p["title"] for p in api.get("/posts", params={"limit": 100}).json()["items"]}
+        assert titles["urn:test:post:21"] == "Bike lanes for Porto" and "urn:test:post:22" not in titles
+        assert titles["urn:test:post:1"] == "Malmö's zone, extended"
+        replayed = api.post("/posts/import", json=batch, headers={"Idempotency-Key": "batch-1"})
+        assert replayed.json() == result and replayed.headers["Idempotent-Replayed"] == "true"
+        again = api.post("/posts/import", json=batch[:1] + batch[:1]).json()
+        assert [i["action"] for i in again["items"]] == ["unchanged", "unchanged"]
+        assert again["items"][1]["warnings"] == ["item 0 has the same guid and is the version kept"]
+        too_many = [post_record(100 + n) for n in range(1001)]
+        assert "1001 items" in problem(api.post("/posts/import", json=too_many), 413, "batch_too_large")["detail"]
+        assert "urn:test:post:100" not in {p["guid"] for p in api.get("/posts", params={"limit": 100}).json()["items"]}
+        problem(api.post("/posts/import", json={"guid": "x"}), 422, "invalid_input")
+        assert api.post("/posts/import", json=[]).json() == {
+            "counts": {"created": 0, "updated": 0, "unchanged": 0, "refused": 0},
+            "items": [],
+        }
+
+
+def test_a_post_deleted_through_the_api_is_gone_from_the_next_feed_build(site: WebSite) -> None:
+    publish_feeds(site.service)
+    feeds = site.settings.feeds.output_dir
+    assert "Sponge streets for São Paulo" in (feeds / "all.atom").read_text(encoding="utf-8")
+    with client(site, token(site, "posts", "read")) as api:
+        assert api.delete("/posts/urn:test:post:2").status_code == 204
+        problem(api.get("/posts/urn:test:post:2"), 404, "not_found")
+        problem(api.delete("/posts/urn:test:post:2"), 404, "not_found")
+        number_three = api.get("/posts/urn:test:post:3").json()["id"]
+        assert api.delete(f"/posts/{number_three}").status_code == 204
+        assert [p["guid"] for p in api.get("/posts").json()["items"]] == ["urn:test:post:4", "urn:test:post:1"]
+    publish_feeds(site.service)
+    assert "Sponge streets for São Paulo" not in (feeds / "all.atom").read_text(encoding="utf-8")
+    assert "Sponge streets" not in (feeds / "themes" / "resilience.rss").read_text(encoding="utf-8")
+
+
 # --- Themes, regions, status ---------------------------------------------------------------------------------
 
 
@@ -292,28 +379,79 @@ def test_editions_are_paged_shown_and_controlled_with_the_send_scope(site: WebSi
     ]
 
 
+def test_an_edition_is_previewed_and_tested_as_some_readers_get_it(site: WebSite) -> None:
+    add_subscriber(site.service, "ana@example.org", themes=["resilience"], confirmed=True)
+    plan_edition(site.service, "weekly", SINCE, UNTIL, draft=True)
+    with client(site, token(site, "read", "send", name="dashboard")) as api:
+        everything = api.get("/editions/1/preview").json()
+        assert everything["themes"] is None and everything["language"] == "en"
+        email = everything["email"]
+        assert email["subject"] and "Heat pumps in Kraków" in email["text"] and "Malmö" in email["text"]
+        assert "/unsubscribe/preview" in email["html"] and "<html" in email["html"]
+        as_ana = api.get("/editions/1/preview", params={"subscriber": "ana@example.org"}).json()
+        assert as_ana["themes"] == ["resilience"] and "Sponge streets" in as_ana["email"]["text"]
+        assert "Malmö" not in as_ana["email"]["text"]
+        by_theme = api.get("/editions/1/preview", params={"themes": ["circular-economy"], "language": "en"}).json()
+        assert "Repair cafés" in by_theme["email"]["text"] and "Sponge streets" not in by_theme["email"]["text"]
+        problem(api.get("/editions/1/preview", params={"themes": "nope"}), 422, "invalid_input", "themes")
+        problem(api.get("/editions/1/preview", params={"language": "xx"}), 422, "invalid_input", "language")
+        problem(api.get("/editions/1/preview", params={"subscriber": "bo@example.org"}), 422, "invalid_input",
+                "subscriber")  # fmt: skip
+        problem(api.get("/editions/99/preview"), 404, "not_found")
+
+        sent = api.post("/editions/1/test", json={"to": "Team@Example.org", "subscriber": "ana@example.org"})
+        assert sent.status_code == 200, sent.text
+        assert sent.json() == {"to": "team@example.org", "subject": as_ana["email"]["subject"],
+                               "themes": ["resilience"], "language": "en"}  # fmt: skip
+        (received,) = poll(lambda: site.smtp.received_for("team@example.org"), 10, interval=0.02)
+        assert received.parsed()["X-Syndication-Test"] == "edition 1"
+        assert "Sponge streets" in received.parsed().get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        problem(api.post("/editions/1/test", json={"to": "not an address"}), 422, "invalid_input", "to")
+        problem(api.post("/editions/1/test", json={}), 422, "invalid_input", "to")
+        problem(api.post("/editions/99/test", json={"to": "team@example.org"}), 404, "not_found")
+        site.smtp.behaviour.reject = ["closed@example.org"]
+        refused = problem(api.post("/editions/1/test", json={"to": "closed@example.org"}), 502, "not_sent")
+        assert "550" in refused["detail"]
+    add_subscriber(site.service, "cy@example.org", cadence="daily", confirmed=True)
+    plan_edition(site.service, "daily", SINCE, datetime(2024, 5, 3, tzinfo=UTC), draft=True)  # post 1 alone
+    with client(site, token(site, "read", "send", name="dashboard 2")) as api:
+        assert api.get("/editions/2/preview", params={"themes": "resilience"}).json()["email"] is None
+        problem(api.post("/editions/2/test", json={"to": "team@example.org", "themes": ["resilience"]}), 409,
+                "nothing_to_send")  # fmt: skip
+    tests = [
+        (e.actor, e.subject_id, e.details["to"]) for e in audit_events(site.service) if e.action == "edition.test_sent"
+    ]
+    assert tests == [("token:dashboard", 1, "team@example.org")]
+
+
 # --- Subscribers ------------------------------------------------------------------------------------------------
 
 
-def test_a_subscriber_added_through_the_api_gets_the_confirmation_email(site: WebSite) -> None:
+def test_a_subscriber_added_through_the_api_gets_the_confirmation_email_through_the_notices_queue(
+    site: WebSite,
+) -> None:
     with client(site, token(site, "subscribers", name="crm")) as api:
         body = {"email": "Lea@Example.org", "name": "Léa", "themes": ["resilience"], "cadence": "weekly"}
         first = api.post("/subscribers", json=body, headers={"Idempotency-Key": "event-42"})
         assert first.status_code == 201, first.text
         added = first.json()
-        assert added["action"] == "added" and added["confirmation_sent"] is True
+        assert added["action"] == "added" and added["confirmation_queued"] is True
         assert added["subscriber"]["status"] == "pending" and added["subscriber"]["email"] == "lea@example.org"
+        assert added["subscriber"]["reads"] == [] and added["subscriber"]["language_choice"] is None
+        assert sum(notice_counts(site.service).values()) == 1  # a notice of the queue, not a message of the request
         retry = api.post("/subscribers", json=body, headers={"Idempotency-Key": "event-42"})
         assert retry.status_code == 201 and retry.json() == added
         problem(api.post("/subscribers", json={**body, "cadence": "daily"}, headers={"Idempotency-Key": "event-42"}),
                 409, "idempotency_key_reused")  # fmt: skip
+        drain_notices(site.service)  # as the web app's own drain does (it may have sent it already: sent once)
         received = poll(lambda: site.smtp.received_for("lea@example.org"), 10, interval=0.02)
         assert received and len(site.smtp.received_for("lea@example.org")) == 1
         assert "/subscribe/confirm/" in received[0].parsed().get_body(("plain",)).get_content()  # type: ignore[union-attr]
         known = api.post("/subscribers", json=body)
         assert known.status_code == 200 and known.json()["action"] == "exists"
         active = api.post("/subscribers", json={"email": "max@example.org", "confirmed": True}).json()
-        assert active["subscriber"]["status"] == "active" and active["confirmation_sent"] is False
+        assert active["subscriber"]["status"] == "active" and active["confirmation_queued"] is False
+        drain_notices(site.service)
         assert site.smtp.received_for("max@example.org") == []
         assert site.status_of("lea@example.org") == "pending"
 
@@ -350,6 +488,158 @@ def test_subscribers_are_paged_to_the_end_with_a_status_filter(site: WebSite) ->
         assert len(api.get("/subscribers", params={"limit": 100}).json()["items"]) == 5
         problem(api.get("/subscribers", params={"status": "gone"}), 422, "invalid_input", "status")
         problem(api.get("/subscribers", params={"cursor": "x"}), 422, "invalid_input", "cursor")
+
+
+def test_one_subscriber_is_read_changed_unsubscribed_and_erased(site: WebSite) -> None:
+    ana = add_subscriber(site.service, "ana@example.org", name="Ana", confirmed=True).subscriber
+    with client(site, token(site, "subscribers", name="crm")) as api:
+        found = api.get(f"/subscribers/{ana.id}").json()
+        assert found == api.get("/subscribers/ANA@example.org").json()
+        assert (found["email"], found["status"], found["themes"], found["reads"], found["language_choice"]) == (
+            "ana@example.org", "active", None, [], None,
+        )  # fmt: skip
+        problem(api.get("/subscribers/999"), 404, "not_found")
+        problem(api.get("/subscribers/nobody@example.org"), 404, "not_found")
+        change = {"themes": ["resilience"], "cadence": "monthly", "reads": ["pt-br", "es"], "language_choice": "only"}
+        changed = api.patch(f"/subscribers/{ana.id}", json=change)
+        assert changed.status_code == 200, changed.text
+        now = changed.json()
+        assert now["changed"] is True and now["subscriber"]["name"] == "Ana"
+        assert (now["subscriber"]["themes"], now["subscriber"]["cadence"], now["subscriber"]["language"]) == (
+            ["resilience"], "monthly", "en",
+        )  # fmt: skip
+        assert now["subscriber"]["reads"] == ["pt-BR", "es"] and now["subscriber"]["language_choice"] == "only"
+        assert api.patch("/subscribers/ana@example.org", json=change).json()["changed"] is False
+        every = api.patch(f"/subscribers/{ana.id}", json={"themes": None, "name": "Ana P."}).json()["subscriber"]
+        assert every["themes"] is None and every["name"] == "Ana P." and every["cadence"] == "monthly"
+        problem(api.patch(f"/subscribers/{ana.id}", json={"cadence": "hourly"}), 422, "invalid_input", "cadence")
+        problem(api.patch(f"/subscribers/{ana.id}", json={"reads": ["not a tag!"]}), 422, "invalid_input", "reads")
+        problem(api.patch(f"/subscribers/{ana.id}", json={"language": "xx"}), 422, "invalid_input", "language")
+        problem(api.patch(f"/subscribers/{ana.id}", json={"themes": ["nope"]}), 422, "invalid_input", "themes")
+        problem(api.patch(f"/subscribers/{ana.id}", json={"status": "active"}), 422, "invalid_input", "status")
+        problem(api.patch("/subscribers/999", json={"cadence": "daily"}), 404, "not_found")
+        left = api.post(f"/subscribers/{ana.id}/unsubscribe").json()
+        assert left["previous_status"] == "active" and left["subscriber"]["status"] == "unsubscribed"
+        assert api.post(f"/subscribers/{ana.id}/unsubscribe").json()["subscriber"]["status"] == "unsubscribed"
+        problem(api.patch(f"/subscribers/{ana.id}", json={"cadence": "daily"}), 409, "subscriber_refused")
+        problem(api.post("/subscribers/999/unsubscribe"), 404, "not_found")
+        assert api.delete("/subscribers/ana@example.org").json() == {"outcome": "removed"}
+        problem(api.get(f"/subscribers/{ana.id}"), 404, "not_found")
+        assert api.delete("/subscribers/ana@example.org").json() == {"outcome": "already removed"}
+        assert api.delete("/subscribers/never@example.org").json() == {"outcome": "suppressed"}
+        problem(api.delete("/subscribers/999"), 404, "not_found")
+        problem(api.delete("/subscribers/not@an@address"), 422, "invalid_input", "reference")
+        problem(api.post("/subscribers", json={"email": "ana@example.org"}), 409, "subscriber_refused")
+    erased = [e for e in audit_events(site.service) if e.action == "subscriber.erased"]
+    assert [(e.actor, e.subject_id) for e in erased] == [("token:crm", None), ("token:crm", ana.id)]
+    assert "ana@example.org" not in json.dumps([e.details for e in erased])
+
+
+def test_a_batch_of_subscribers_is_imported_with_the_consent_rules_and_the_export_imports_again(
+    site: WebSite,
+) -> None:
+    add_subscriber(site.service, "old@example.org", confirmed=True)
+    add_subscriber(site.service, "left@example.org", confirmed=True)
+    with client(site, token(site, "subscribers", name="crm")) as api:
+        api.post("/subscribers/left@example.org/unsubscribe")
+        api.delete("/subscribers/gone@example.org")
+        batch: list[Any] = [
+            {"email": "new@example.org", "name": "Nora", "themes": ["resilience"], "reads": ["es"]},
+            {"email": "bad@example.org", "themes": ["nope"]},
+            {"email": "NEW@example.org"},
+            "not a record",
+            {"email": "old@example.org", "cadence": "daily"},
+            {"email": "left@example.org"},
+            {"email": "gone@example.org"},
+            {"email": "x@example.org", "colour": "blue"},
+            {"email": "quiet@example.org", "status": "unsubscribed", "consent_at": "2024-01-01T00:00:00Z",
+             "consent_method": "form"},
+        ]  # fmt: skip
+        answer = api.post("/subscribers/import", json={"subscribers": batch}, headers={"Idempotency-Key": "sync-1"})
+        assert answer.status_code == 200, answer.text
+        result = answer.json()
+        assert result["counts"] == {"added": 2, "activated": 0, "updated": 0, "unchanged": 1, "refused": 6}
+        assert result["confirmations_queued"] == 1
+        outcomes = [(i["index"], i["action"], i["email"]) for i in result["items"]]
+        assert outcomes == [
+            (0, "added", "new@example.org"), (1, "refused", None), (2, "refused", None), (3, "refused", None),
+            (4, "unchanged", "old@example.org"), (5, "refused", None), (6, "refused", None), (7, "refused", None),
+            (8, "added", "quiet@example.org"),
+        ]  # fmt: skip
+        reasons = {i["index"]: i["reason"] for i in result["items"] if i["action"] == "refused"}
+        assert "unknown theme 'nope'" in reasons[1] and "the same address as item 0" in reasons[2]
+        assert "not an object" in reasons[3] and "unsubscribed" in reasons[5] and "suppressed" in reasons[6]
+        assert "unknown field 'colour'" in reasons[7]
+        assert api.post("/subscribers/import", json={"subscribers": batch},
+                        headers={"Idempotency-Key": "sync-1"}).json() == result  # fmt: skip
+        nora = api.get("/subscribers/new@example.org").json()
+        assert (nora["status"], nora["name"], nora["themes"], nora["reads"]) == (
+            "pending",
+            "Nora",
+            ["resilience"],
+            ["es"],
+        )
+        assert api.get("/subscribers/quiet@example.org").json()["status"] == "unsubscribed"
+        drain_notices(site.service)
+        assert len(poll(lambda: site.smtp.received_for("new@example.org"), 10, interval=0.02)) == 1
+        assert site.smtp.received_for("quiet@example.org") == []
+        daily = {"subscribers": [{"email": "old@example.org", "cadence": "daily"}], "update": True}
+        updated = api.post("/subscribers/import", json=daily).json()
+        assert updated["items"][0]["action"] == "updated" and updated["counts"]["updated"] == 1
+        renewed = {"subscribers": [{"email": "left@example.org"}], "confirmed": True, "reactivate": True,
+                   "reason": "asked us by phone"}  # fmt: skip
+        back = api.post("/subscribers/import", json=renewed).json()
+        assert back["items"][0]["action"] == "reactivated" and back["counts"]["activated"] == 1
+        problem(
+            api.post("/subscribers/import", json={"subscribers": [], "reactivate": True}), 409, "subscriber_refused"
+        )
+        exported = api.get("/subscribers/export").json()
+        assert [r["email"] for r in exported] == [
+            "old@example.org",
+            "left@example.org",
+            "new@example.org",
+            "quiet@example.org",
+        ]
+        assert (
+            exported[2]["consent_method"] == "api"
+            and "API import by token crm, item 0" in exported[2]["consent_source"]
+        )
+        assert exported[0]["cadence"] == "daily" and exported[2]["themes"] == ["resilience"]
+        again = api.post("/subscribers/import", json={"subscribers": exported}).json()
+        assert again["counts"] == {"added": 0, "activated": 0, "updated": 0, "unchanged": 4, "refused": 0}
+        too_many = {"subscribers": [{"email": f"s{n}@example.org"} for n in range(1001)]}
+        problem(api.post("/subscribers/import", json=too_many), 413, "batch_too_large")
+        problem(api.post("/subscribers/import", json=[{"email": "a@example.org"}]), 422, "invalid_input")
+    reactivated = [e for e in audit_events(site.service) if e.action == "subscriber.reactivated"]
+    assert [(e.actor, e.details["reason"]) for e in reactivated] == [("token:crm", "asked us by phone")]
+
+
+def test_bounces_are_listed_newest_first_in_pages(site: WebSite) -> None:
+    ana = add_subscriber(site.service, "ana@example.org", confirmed=True).subscriber
+    bo = add_subscriber(site.service, "bo@example.org", confirmed=True).subscriber
+    record_bounce(site.service, subscriber_id=ana.id, fault="mailbox", status="5.2.2", diagnostic="552 full",
+                  source="dsn")  # fmt: skip
+    record_bounce(site.service, subscriber_id=bo.id, fault="address", status="5.1.1", diagnostic="550 no such user",
+                  source="smtp")  # fmt: skip
+    record_bounce(site.service, subscriber_id=ana.id, fault="mailbox", status="4.2.2", source="dsn")
+    with client(site, token(site, "subscribers")) as api:
+        seen, cursor = [], None
+        while True:
+            answer = api.get("/bounces", params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+            assert answer.status_code == 200, answer.text
+            seen += answer.json()["items"]
+            if (cursor := answer.json()["next"]) is None:
+                break
+        assert [(b["email"], b["status"]) for b in seen] == [
+            ("ana@example.org", "4.2.2"),
+            ("bo@example.org", "5.1.1"),
+            ("ana@example.org", "5.2.2"),
+        ]
+        assert seen[1]["fault"] == "address" and seen[1]["diagnostic"] == "550 no such user" and seen[1]["score"] > 0
+        api.delete("/subscribers/bo@example.org")  # erased: their bounces go with them
+        assert [b["email"] for b in api.get("/bounces").json()["items"]] == ["ana@example.org", "ana@example.org"]
+        problem(api.get("/bounces", params={"cursor": "x"}), 422, "invalid_input", "cursor")
+        problem(api.get("/bounces", params={"limit": 0}), 422, "invalid_input", "limit")
 
 
 # --- The document and the errors ----------------------------------------------------------------------------------

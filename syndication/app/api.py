@@ -8,7 +8,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Generic, TypeVar
@@ -16,10 +16,33 @@ from typing import Any, Final, Generic, TypeVar
 from sqlalchemy.exc import IntegrityError
 
 from syndication.app.audit import record as audit
-from syndication.app.editions import EditionReport, edition_report
+from syndication.app.bounces import recent_bounces
+from syndication.app.digests import preview_links
+from syndication.app.editions import (
+    EditionReport,
+    NoSuchEdition,
+    edition_email,
+    edition_report,
+    find_edition,
+    send_test,
+)
 from syndication.app.gathering import import_records
+from syndication.app.posts import delete_posts
 from syndication.app.service import Service
-from syndication.app.subscribers import check_cadence, check_language, check_status, normalise_email, parse_themes
+from syndication.app.subscribers import (
+    ImportReport,
+    check_cadence,
+    check_language,
+    check_language_choice,
+    check_reads,
+    check_status,
+    clean_name,
+    default_language,
+    find_subscriber,
+    import_subscriber_records,
+    normalise_email,
+    parse_themes,
+)
 from syndication.core.api_tokens import (
     MAX_NAME,
     ApiToken,
@@ -34,13 +57,17 @@ from syndication.core.audit import TOKEN_CREATED, TOKEN_REVOKED
 from syndication.core.languages import canonical_tag
 from syndication.core.models import Post, Subscriber
 from syndication.errors import SyndicationError
+from syndication.mailing.render import RenderedEmail
 from syndication.sources.normalise import build_post
 from syndication.store import api_tokens as store
 from syndication.store import database, ledger
 from syndication.store import posts as post_store
 from syndication.store import subscribers as subscriber_store
+from syndication.store.bounces import BounceRecord
 
 MAX_PAGE: Final = 100
+# At most this many items in one import (posts or subscribers): a bigger batch is refused whole (413).
+MAX_BATCH: Final = 1000
 # How long the answer to an Idempotency-Key is kept: a retry within it gets the same answer.
 IDEMPOTENCY_HOURS: Final = 24
 # A token's last use is written at most this often: not one write per request.
@@ -104,6 +131,18 @@ class SubscriberRefused(ApiError):
     """The address cannot be added as asked (suppressed, or a subscription that ended)."""
 
     code = "subscriber_refused"
+
+
+class TooLarge(ApiError):
+    """A batch with more items than MAX_BATCH."""
+
+    code = "batch_too_large"
+
+
+class NothingToSend(ApiError):
+    """The edition holds nothing for the readers asked for: no email to send."""
+
+    code = "nothing_to_send"
 
 
 class NoSuchToken(SyndicationError):
@@ -390,3 +429,255 @@ def check_subscriber_input(
             check()
         except SyndicationError as error:
             raise BadInput(str(error), field=name) from None
+
+
+# --- Batches ------------------------------------------------------------------------------------------------------
+
+
+def check_batch(items: Sequence[Any]) -> None:
+    """TooLarge when ``items`` has more than MAX_BATCH items."""
+    if len(items) > MAX_BATCH:
+        raise TooLarge(f"{len(items)} items in one batch; at most {MAX_BATCH}: send them in several")
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What an import did with one item of its batch (``index`` from 0): ``action`` is ``created``, ``updated``,
+    ``unchanged`` or ``refused`` for posts; ``added``, ``confirmed``, ``reactivated``, ``updated``, ``unchanged``
+    or ``refused`` for subscribers. ``reason`` says why an item was refused; for a post, ``field_name`` names the
+    field at fault when the reason names one."""
+
+    index: int
+    action: str
+    guid: str | None = None
+    post_id: int | None = None
+    email: str | None = None
+    subscriber_id: int | None = None
+    reason: str | None = None
+    field_name: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def import_posts(service: Service, records: Sequence[Any]) -> list[ItemOutcome]:
+    """Import a batch of post records as ``syndication import`` imports JSON Lines (``app.gathering.
+    import_records``: the same validation, refused records reported, the others kept); one outcome per record, in
+    their order. A record superseded by a later one of the same guid (newer ``updated``) is ``unchanged``, saying
+    so. TooLarge over MAX_BATCH."""
+    check_batch(records)
+    built: dict[int, tuple[str, datetime]] = {}
+    for index, fields in enumerate(records):
+        try:
+            post = build_post(fields, _place(index), service.vocabulary).post
+        except SyndicationError:
+            continue  # the import refuses it, saying why
+        built[index] = (post.guid, post.updated)
+    guids = {guid for guid, _ in built.values()}
+    with database.transaction(service.engine) as session:
+        before = post_store.post_versions(session, guids)
+    report = import_records(service, records, source_label="api")
+    with database.transaction(service.engine) as session:
+        after = post_store.post_versions(session, guids)
+    refused = {notice.where: notice.reason for notice in report.rejections}
+    warned: dict[str, list[str]] = {}
+    for notice in report.warnings:
+        warned.setdefault(notice.where, []).append(notice.reason)
+    kept: dict[str, int] = {}  # the record whose version of a guid is stored: the first with the newest updated
+    for index, (guid, updated) in built.items():
+        if guid not in kept or updated > built[kept[guid]][1]:
+            kept[guid] = index
+    outcomes = []
+    for index in range(len(records)):
+        place = _place(index)
+        if index not in built or place in refused:
+            reason = refused.get(place, "refused")
+            outcomes.append(ItemOutcome(index, "refused", reason=reason, field_name=refused_field(reason)))
+            continue
+        guid, _ = built[index]
+        warnings = [*warned.get(place, []), *warned.get(guid, [])]
+        stored = after.get(guid)
+        previous = before.get(guid)
+        if kept[guid] != index:
+            action = "unchanged"
+            warnings.append(f"item {kept[guid]} has the same guid and is the version kept")
+        elif previous is None:
+            action = "created"
+        elif stored is not None and stored[1] != previous[1]:
+            action = "updated"
+        else:
+            action = "unchanged"
+        outcomes.append(ItemOutcome(index, action, guid=guid, post_id=stored[0] if stored else None, warnings=warnings))
+    return outcomes
+
+
+def _place(index: int) -> str:
+    return f"record {index + 1}"  # as import_records names them
+
+
+def unpublish_post(service: Service, reference: str) -> tuple[int, Post]:
+    """Delete the post whose guid (or id) is ``reference``, published or not, as ``posts delete`` does
+    (``app.posts.delete_posts``: the next feed build takes it out); returns it as it was. NotFound."""
+    with database.transaction(service.engine) as session:
+        found = post_store.post_by_reference(session, reference, None)
+    if found is None:
+        raise NotFound(f"no post {reference!r}")
+    delete_posts(service, [found[1].guid])
+    return found
+
+
+def import_subscriber_batch(
+    service: Service,
+    records: Sequence[Any],
+    *,
+    source: str,
+    confirmed: bool,
+    update: bool,
+    reactivate: bool,
+    reason: str | None,
+    actor: str,
+) -> tuple[ImportReport, list[ItemOutcome]]:
+    """Import a batch of subscriber records by the rules of ``subscribers import``
+    (``app.subscribers.import_subscriber_records``; the confirmations queued for the notices' drain); the report
+    and one outcome per record, in their order. TooLarge over MAX_BATCH."""
+    check_batch(records)
+    report = import_subscriber_records(
+        service, records, source=source, confirmed=confirmed, update=update, reactivate=reactivate, reason=reason,
+        actor=actor,
+    )  # fmt: skip
+    outcomes: dict[int, ItemOutcome] = {}
+    for row in report.rows:
+        index = _index(row.where)
+        outcomes[index] = ItemOutcome(index, row.action, email=row.email, subscriber_id=row.subscriber_id)
+    for notice in report.refused:
+        index = _index(notice.where)
+        outcomes[index] = ItemOutcome(index, "refused", reason=notice.reason)
+    return report, [outcomes[index] for index in sorted(outcomes)]
+
+
+def _index(where: str) -> int:
+    return int(where.removeprefix("item "))
+
+
+# --- Subscribers ----------------------------------------------------------------------------------------------
+
+
+def find_subscriber_by_reference(service: Service, reference: str) -> Subscriber:
+    """The subscriber whose id or address is ``reference``; NotFound."""
+    found: Subscriber | None = None
+    if reference.isdigit() and len(reference) < 19:
+        with database.transaction(service.engine) as session:
+            found = subscriber_store.subscriber_by_id(session, int(reference))
+    elif "@" in reference:
+        try:
+            found = find_subscriber(service, reference)
+        except SyndicationError:
+            found = None
+    if found is None:
+        raise NotFound(f"no subscriber {reference!r}")
+    return found
+
+
+def check_preferences(service: Service, changes: dict[str, Any]) -> None:
+    """BadInput naming the first of a subscriber's preferences (``name``, ``themes``, ``cadence``, ``language``,
+    ``reads``, ``language_choice``; None: not given) that the preferences page would refuse too."""
+    settings = service.settings
+    checks: dict[str, Callable[[Any], object]] = {
+        "name": clean_name,
+        "themes": lambda value: parse_themes(settings, value),
+        "cadence": check_cadence,
+        "language": lambda value: check_language(settings, value),
+        "reads": check_reads,
+        "language_choice": check_language_choice,
+    }
+    for name, check in checks.items():
+        if changes.get(name) is None:
+            continue
+        try:
+            check(changes[name])
+        except SyndicationError as error:
+            raise BadInput(str(error), field=name) from None
+
+
+def subscriber_records(service: Service) -> list[dict[str, Any]]:
+    """Every column held on every subscriber, in id order: what ``subscribers export`` writes (as records, with
+    lists and times as they are, not CSV cells); ``POST /subscribers/import`` reads them as they are."""
+    with database.transaction(service.engine) as session:
+        return list(subscriber_store.subscriber_records(session))
+
+
+# --- Bounces ----------------------------------------------------------------------------------------------------
+
+
+def bounce_page(service: Service, *, cursor: str | None, limit: int) -> Page[tuple[BounceRecord, str | None]]:
+    """Bounces counted against subscribers, newest first, each with the subscriber's address (None once erased),
+    ``limit`` at a time from ``cursor``."""
+    limit = _limit(limit)
+    after = _decode("bounces", cursor)
+    before = None
+    if after is not None:
+        try:
+            before = (datetime.fromisoformat(after[0]), int(after[1]))
+        except (ValueError, TypeError, IndexError):
+            raise BadInput("this cursor is not one this list gave", field="cursor") from None
+    found = recent_bounces(service, limit + 1, before)
+    items = found[:limit]
+    last = items[-1][0] if items else None
+    return Page(items, _encode("bounces", last.at.isoformat(), last.id) if last and len(found) > limit else None)
+
+
+# --- Editions ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Readers:
+    """Whom an edition is previewed or tested as: readers of ``themes`` (None: every theme) in ``language``."""
+
+    themes: tuple[str, ...] | None
+    language: str
+
+
+def readers(service: Service, *, subscriber: str | None, themes: Sequence[str] | None, language: str | None) -> Readers:
+    """The readers an edition is shown as, as the editor's preview chooses them: a subscriber's themes and
+    language (by id or address), else ``themes`` (none: every theme) in ``language`` (none: the site's default);
+    BadInput naming what is not understood."""
+    settings = service.settings
+    if subscriber:
+        try:
+            found = find_subscriber_by_reference(service, subscriber)
+        except NotFound as error:
+            raise BadInput(str(error), field="subscriber") from None
+        return Readers(found.themes, found.language)
+    try:
+        chosen = parse_themes(settings, themes or [])
+    except SyndicationError as error:
+        raise BadInput(str(error), field="themes") from None
+    try:
+        tongue = default_language(settings) if not language else check_language(settings, language)
+    except SyndicationError as error:
+        raise BadInput(str(error), field="language") from None
+    return Readers(chosen, tongue)
+
+
+def preview_edition(service: Service, edition_id: int, who: Readers) -> RenderedEmail | None:
+    """The edition as ``who`` get it, with preview links (what the editor's preview shows); None when it holds
+    nothing for them. NoSuchEdition."""
+    edition = find_edition(service, edition_id)
+    if edition is None:
+        raise NoSuchEdition(edition_id)
+    email = edition_email(service, edition, who.themes, who.language)
+    return None if email is None else email.personalised(preview_links(service.settings))
+
+
+def send_edition_test(
+    service: Service, edition_id: int, to: str, who: Readers, *, actor: str
+) -> tuple[str, RenderedEmail]:
+    """Send the edition as ``who`` get it to ``to`` (``app.editions.send_test``: audited as ``actor``'s); the
+    address and what was sent. BadInput for an address that is not one, NothingToSend, NoSuchEdition,
+    DeliveryError."""
+    try:
+        address = normalise_email(to)
+    except SyndicationError as error:
+        raise BadInput(str(error), field="to") from None
+    sent = send_test(service, edition_id, address, who.themes, who.language, actor=actor)
+    if sent is None:
+        raise NothingToSend("nothing in this edition for these readers: there is nothing to send")
+    return address, sent

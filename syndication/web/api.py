@@ -16,7 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Security
+from fastapi import Body, Depends, FastAPI, Header, Query, Request, Security
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -30,12 +31,19 @@ from syndication.app.editions import EditionReport, NoSuchEdition, change_editio
 from syndication.app.gathering import theme_post_counts
 from syndication.app.service import Service
 from syndication.app.status import status_report
-from syndication.app.subscribers import SubscriberError, add_subscriber
+from syndication.app.subscribers import (
+    SubscriberError,
+    add_subscriber,
+    normalise_email,
+    remove_subscriber,
+    unsubscribe,
+    update_preferences,
+)
 from syndication.config import Settings
 from syndication.core.api_tokens import ApiToken
 from syndication.core.editions import EditionAction, EditionRefused
 from syndication.core.models import Post, Subscriber
-from syndication.errors import ConfigError, StoreError, SyndicationError
+from syndication.errors import ConfigError, DeliveryError, StoreError, SyndicationError
 from syndication.web.limits import RateLimit
 
 log = logging.getLogger(__name__)
@@ -49,9 +57,11 @@ _TITLES: Final = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Content too large",
     422: "Unprocessable content",
     429: "Too many requests",
     500: "Internal server error",
+    502: "Bad gateway",
     503: "Service unavailable",
 }
 # Every problem's stable code, with what it means (the docs page lists them; each problem's type links there).
@@ -64,8 +74,12 @@ CODES: Final = {
     "no_such_route": "No operation at this address (404).",
     "method_not_allowed": "The address does not take this method (405).",
     "idempotency_key_reused": "The Idempotency-Key was used with another request within 24 hours (409).",
-    "subscriber_refused": "The address cannot be added as asked: suppressed, or a subscription that ended (409).",
+    "subscriber_refused": "The subscriber cannot be added or changed as asked: suppressed, or a subscription that"
+    " ended (409).",
     "edition_refused": "The edition's status does not allow this action (409).",
+    "nothing_to_send": "The edition holds nothing for the readers asked for: no test email to send (409).",
+    "batch_too_large": f"More than {api.MAX_BATCH} items in one import: send them in several (413).",
+    "not_sent": "The mail relay refused the test email; `detail` gives its reply (502).",
     "refused": "The service refused the request (400).",
     "unavailable": "The service cannot answer now (503).",
     "internal_error": "Something failed on our side; it is logged (500).",
@@ -151,6 +165,21 @@ class PostSaved(BaseModel):
     warnings: list[str]
 
 
+class ImportedPost(BaseModel):
+    index: int = Field(description="the item's place in the batch, from 0")
+    action: str = Field(description="created, updated, unchanged or refused")
+    guid: str | None = None
+    id: int | None = Field(None, description="the post's id (null when refused)")
+    reason: str | None = Field(None, description="why it was refused")
+    field: str | None = Field(None, description="the field at fault, when the reason names one")
+    warnings: list[str]
+
+
+class PostsImported(BaseModel):
+    counts: dict[str, int] = Field(description="items per action: created, updated, unchanged, refused")
+    items: list[ImportedPost] = Field(description="one per item of the batch, in its order")
+
+
 class ThemeOut(BaseModel):
     slug: str
     name: str
@@ -173,6 +202,10 @@ class SubscriberOut(BaseModel):
     status: str
     created_at: datetime
     confirmed_at: datetime | None
+    reads: list[str] = Field(description="languages of posts they read besides their emails' (tags)")
+    language_choice: str | None = Field(
+        description="what their digests do with posts in other languages: all, first or only; null: the site's"
+    )
 
 
 class SubscriberPage(BaseModel):
@@ -196,7 +229,93 @@ class SubscriberIn(BaseModel):
 class SubscriberAdded(BaseModel):
     action: str = Field(description="added, resubscribed, confirmed, reactivated or exists")
     subscriber: SubscriberOut
-    confirmation_sent: bool
+    confirmation_queued: bool = Field(
+        description="a confirmation email is queued for them (sent by the service's notices queue, not within the"
+        " request)"
+    )
+
+
+class SubscriberChange(BaseModel):
+    """The preferences to change; a field left out is kept. ``themes``: null or empty is every theme."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    themes: list[str] | None = Field(None, description="theme slugs or aliases; null or empty: every theme")
+    cadence: str | None = None
+    language: str | None = Field(None, description="the language of their emails (one of [digest] languages)")
+    reads: list[str] | None = Field(None, description="languages of posts they read besides their emails' (tags)")
+    language_choice: str | None = Field(None, description="all, first, only, or default (the site's)")
+
+
+class SubscriberChanged(BaseModel):
+    changed: bool = Field(description="false: they had these preferences already")
+    subscriber: SubscriberOut
+
+
+class SubscriberLeft(BaseModel):
+    previous_status: str
+    subscriber: SubscriberOut
+
+
+class SubscriberErased(BaseModel):
+    outcome: str = Field(
+        description="removed (erased and suppressed), suppressed (not subscribed: suppressed all the same) or"
+        " already removed"
+    )
+
+
+class SubscribersIn(BaseModel):
+    """A batch of subscribers, as `subscribers import` reads a CSV file, with its options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subscribers: list[Any] = Field(
+        description="records with the CSV's columns: email (required), name, themes, cadence, language, reads,"
+        " language_choice, status, consent_at, consent_method, consent_source (themes and reads as lists or"
+        " text); what GET /subscribers/export gives imports as it is"
+    )
+    confirmed: bool = Field(False, description="every record's consent is confirmed: active at once, no emails")
+    update: bool = Field(False, description="change the preferences of existing subscribers to the records'")
+    reactivate: bool = Field(
+        False, description="with confirmed and reason: make unsubscribed, bounced or complained ones active again"
+    )
+    reason: str | None = Field(None, description="with reactivate: why their renewed consent is known (recorded)")
+
+
+class ImportedSubscriber(BaseModel):
+    index: int = Field(description="the item's place in the batch, from 0")
+    action: str = Field(description="added, confirmed, reactivated, updated, unchanged or refused")
+    email: str | None = None
+    id: int | None = Field(None, description="the subscriber's id (null when refused)")
+    reason: str | None = Field(None, description="why it was refused")
+
+
+class SubscribersImported(BaseModel):
+    counts: dict[str, int] = Field(description="items per outcome: added, activated, updated, unchanged, refused")
+    confirmations_queued: int
+    items: list[ImportedSubscriber] = Field(description="one per item of the batch, in its order")
+
+
+class BounceOut(BaseModel):
+    """A bounce counted against a subscriber, as `bounces list --subscriber ... --json` gives them."""
+
+    id: int
+    at: datetime
+    email: str | None = Field(description="the subscriber's address; null once they were erased")
+    subscriber_id: int | None
+    delivery_id: int | None
+    edition_id: int | None
+    source: str
+    fault: str
+    status: str
+    diagnostic: str
+    score: float
+
+
+class BouncePage(BaseModel):
+    items: list[BounceOut]
+    next: str | None
 
 
 class EditionOut(BaseModel):
@@ -222,6 +341,39 @@ class EditionPage(BaseModel):
 class EditionChanged(BaseModel):
     previous_status: str
     edition: EditionOut
+
+
+class EmailOut(BaseModel):
+    subject: str
+    preheader: str
+    html: str
+    text: str
+
+
+class EditionPreview(BaseModel):
+    edition_id: int
+    themes: list[str] | None = Field(description="the readers' themes; null: every theme")
+    language: str
+    email: EmailOut | None = Field(description="with preview links; null: nothing in it for these readers")
+
+
+class EditionTestIn(BaseModel):
+    """Where to send a test, and whom it shows the edition as (as the preview: a subscriber, or themes and a
+    language)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: str
+    subscriber: str | None = Field(None, description="as this subscriber (id or address) gets it")
+    themes: list[str] | None = Field(None, description="as readers of these themes get it; none: every theme")
+    language: str | None = None
+
+
+class EditionTestSent(BaseModel):
+    to: str
+    subject: str
+    themes: list[str] | None
+    language: str
 
 
 class JobOut(BaseModel):
@@ -277,6 +429,8 @@ def _subscriber(s: Subscriber) -> SubscriberOut:
         status=s.status,
         created_at=s.created_at,
         confirmed_at=s.confirmed_at,
+        reads=list(s.reads),
+        language_choice=s.language_choice,
     )
 
 
@@ -311,8 +465,12 @@ def _problem_of(error: Exception) -> ApiProblem:
         return ApiProblem(422, error.code, str(error), field=error.field)
     if isinstance(error, api.NotFound):
         return ApiProblem(404, error.code, str(error))
-    if isinstance(error, api.IdempotencyConflict | api.SubscriberRefused):
+    if isinstance(error, api.IdempotencyConflict | api.SubscriberRefused | api.NothingToSend):
         return ApiProblem(409, error.code, str(error), field=error.field)
+    if isinstance(error, api.TooLarge):
+        return ApiProblem(413, error.code, str(error))
+    if isinstance(error, DeliveryError):
+        return ApiProblem(502, "not_sent", f"the mail relay did not take it: {error}")
     if isinstance(error, NoSuchEdition):
         return ApiProblem(404, "not_found", str(error))
     if isinstance(error, EditionRefused):
@@ -365,9 +523,14 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def api_app(
-    service: Callable[[], Service], settings: Settings, wake_sender: Callable[[], None] | None = None
+    service: Callable[[], Service],
+    settings: Settings,
+    wake_sender: Callable[[], None] | None = None,
+    wake_notices: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """The API, to mount at PREFIX: ``service`` opens the store on first use."""
+    """The API, to mount at PREFIX: ``service`` opens the store on first use. ``wake_sender`` is called when an
+    edition is approved or resumed, ``wake_notices`` when a confirmation email is queued (the web app's notices'
+    drain; without it, the drain finds it at its next poll)."""
     app = FastAPI(
         title=f"{settings.site.title} API", version=__version__, openapi_url=None, docs_url=None, redoc_url=None
     )
@@ -477,6 +640,47 @@ def api_app(
 
         return once(token, idempotency_key, "POST /posts", fields, run)
 
+    @app.post(
+        "/posts/import",
+        response_model=PostsImported,
+        summary=f"Import up to {api.MAX_BATCH} posts at once, each validated as an import line (scope posts)",
+        description="A JSON array of post records (the JSON Lines format). Each item is checked on its own: the"
+        " answer says, item by item, what was done (created, updated, unchanged) or why it was refused; the valid"
+        " items are kept whatever the others. A bigger batch is refused whole (413).",
+        responses=_problems(401, 403, 409, 413, 422, 429),
+    )
+    def import_posts(
+        records: Annotated[list[Any], Body(description="post records, as `syndication import` reads them")],
+        token: Annotated[ApiToken, caller("posts")],
+        idempotency_key: Key = None,
+    ) -> Response:
+        def run() -> tuple[int, BaseModel]:
+            outcomes = api.import_posts(service(), records)
+            counts = dict.fromkeys(("created", "updated", "unchanged", "refused"), 0)
+            for outcome in outcomes:
+                counts[outcome.action] += 1
+            items = [
+                ImportedPost(
+                    index=o.index, action=o.action, guid=o.guid, id=o.post_id, reason=o.reason, field=o.field_name,
+                    warnings=o.warnings,
+                )
+                for o in outcomes
+            ]  # fmt: skip
+            return 200, PostsImported(counts=counts, items=items)
+
+        return once(token, idempotency_key, "POST /posts/import", records, run)
+
+    @app.delete(
+        "/posts/{reference:path}",
+        status_code=204,
+        summary="Delete a post, by guid or id, as `posts delete` does: the next feed build drops it (scope posts)",
+        responses=_problems(401, 403, 404, 429),
+    )
+    def delete_post(reference: str, token: Annotated[ApiToken, caller("posts")]) -> Response:
+        post_id, post = api.unpublish_post(service(), reference)
+        log.info("API token %s deleted post %d (%s)", token.name, post_id, post.guid)
+        return Response(status_code=204)
+
     @app.get(
         "/themes",
         response_model=list[ThemeOut],
@@ -570,6 +774,52 @@ def api_app(
         edition_action(action)
 
     @app.get(
+        "/editions/{edition_id}/preview",
+        response_model=EditionPreview,
+        summary="An edition as some readers get it, with preview links: subject, HTML and text (scope read)",
+        description="As the editor's preview: `subscriber` (an id or address) shows it as they get it; otherwise"
+        " `themes` (none: every theme) in `language` (none: the site's).",
+        responses=_problems(401, 403, 404, 422, 429),
+    )
+    def preview_edition(
+        edition_id: int,
+        token: Annotated[ApiToken, reading],
+        subscriber: Annotated[str | None, Query(description="a subscriber's id or address")] = None,
+        themes: Annotated[list[str] | None, Query(description="theme slugs (repeat the parameter)")] = None,
+        language: str | None = None,
+    ) -> EditionPreview:
+        current = service()
+        who = api.readers(current, subscriber=subscriber, themes=themes, language=language)
+        email = api.preview_edition(current, edition_id, who)
+        shown = None if email is None else EmailOut(
+            subject=email.subject, preheader=email.preheader, html=email.html, text=email.text
+        )  # fmt: skip
+        return EditionPreview(
+            edition_id=edition_id, themes=None if who.themes is None else list(who.themes), language=who.language,
+            email=shown,
+        )  # fmt: skip
+
+    @app.post(
+        "/editions/{edition_id}/test",
+        response_model=EditionTestSent,
+        summary="Send a test of an edition to one address, recorded in the audit log (scope send)",
+        description="Sent at once, as the editor's test: as `subscriber` gets it, or as readers of `themes` in"
+        " `language`, with preview links.",
+        responses=_problems(401, 403, 404, 409, 422, 429, 502),
+    )
+    def test_edition(
+        edition_id: int, body: EditionTestIn, token: Annotated[ApiToken, caller("send")], idempotency_key: Key = None
+    ) -> Response:
+        def run() -> tuple[int, BaseModel]:
+            current = service()
+            who = api.readers(current, subscriber=body.subscriber, themes=body.themes, language=body.language)
+            address, sent = api.send_edition_test(current, edition_id, body.to, who, actor=token.actor)
+            themes = None if who.themes is None else list(who.themes)
+            return 200, EditionTestSent(to=address, subject=sent.subject, themes=themes, language=who.language)
+
+        return once(token, idempotency_key, f"POST /editions/{edition_id}/test", body.model_dump(), run)
+
+    @app.get(
         "/subscribers",
         response_model=SubscriberPage,
         summary="Subscribers in id order (scope subscribers)",
@@ -588,7 +838,8 @@ def api_app(
         "/subscribers",
         response_model=SubscriberAdded,
         status_code=201,
-        summary="Add a subscriber: pending with a confirmation email, or active when `confirmed` (scope subscribers)",
+        summary="Add a subscriber: pending with a confirmation email (queued), or active when `confirmed`"
+        " (scope subscribers)",
         responses={
             200: {"model": SubscriberAdded, "description": "the address was known"},
             **_problems(401, 403, 409, 422, 429),
@@ -613,15 +864,158 @@ def api_app(
                 consent_method="api",
                 consent_source=f"API token {token.name}",
                 actor=token.actor,
+                queue_confirmation=True,
             )
+            if outcome.confirmation_queued and wake_notices is not None:
+                wake_notices()
             added = SubscriberAdded(
                 action=outcome.action,
                 subscriber=_subscriber(outcome.subscriber),
-                confirmation_sent=outcome.confirmation_sent,
+                confirmation_queued=outcome.confirmation_queued,
             )
             return (200 if outcome.action == "exists" else 201), added
 
         return once(token, idempotency_key, "POST /subscribers", fields, run)
+
+    @app.post(
+        "/subscribers/import",
+        response_model=SubscribersImported,
+        summary=f"Import up to {api.MAX_BATCH} subscribers at once, as `subscribers import` (scope subscribers)",
+        description="The same consent rules as `subscribers import`: new subscribers are pending and get a"
+        " confirmation email (queued), or active with `confirmed`; existing ones change only with `update` or"
+        " `confirmed`; ended ones come back only with `confirmed`, `reactivate` and a `reason`; removed addresses"
+        " never. Each item is checked on its own: the answer says, item by item, what was done or why it was"
+        " refused; the valid items are kept whatever the others.",
+        responses=_problems(401, 403, 409, 413, 422, 429),
+    )
+    def import_subscribers(
+        body: SubscribersIn, token: Annotated[ApiToken, caller("subscribers")], idempotency_key: Key = None
+    ) -> Response:
+        def run() -> tuple[int, BaseModel]:
+            report, outcomes = api.import_subscriber_batch(
+                service(), body.subscribers, source=f"API import by token {token.name}", confirmed=body.confirmed,
+                update=body.update, reactivate=body.reactivate, reason=body.reason, actor=token.actor,
+            )  # fmt: skip
+            if report.confirmations_queued and wake_notices is not None:
+                wake_notices()
+            counts = {
+                "added": report.added, "activated": report.activated, "updated": report.updated,
+                "unchanged": report.unchanged, "refused": len(report.refused),
+            }  # fmt: skip
+            items = [
+                ImportedSubscriber(index=o.index, action=o.action, email=o.email, id=o.subscriber_id, reason=o.reason)
+                for o in outcomes
+            ]
+            imported = SubscribersImported(counts=counts, confirmations_queued=report.confirmations_queued, items=items)
+            return 200, imported
+
+        return once(token, idempotency_key, "POST /subscribers/import", body.model_dump(), run)
+
+    @app.get(
+        "/subscribers/export",
+        response_model=list[dict[str, Any]],
+        summary="Everything held on every subscriber, as `subscribers export` writes it (scope subscribers)",
+        description="One record per subscriber in id order, with every column the store holds (consent included);"
+        " POST /subscribers/import reads them as they are.",
+        responses=_problems(401, 403, 429),
+    )
+    def export_subscribers(token: Annotated[ApiToken, caller("subscribers")]) -> JSONResponse:
+        records = api.subscriber_records(service())
+        log.info("API token %s exported %d subscribers", token.name, len(records))
+        return JSONResponse(jsonable_encoder(records))
+
+    @app.get(
+        "/subscribers/{reference}",
+        response_model=SubscriberOut,
+        summary="One subscriber, by id or address (scope subscribers)",
+        responses=_problems(401, 403, 404, 429),
+    )
+    def get_subscriber(reference: str, token: Annotated[ApiToken, caller("subscribers")]) -> SubscriberOut:
+        return _subscriber(api.find_subscriber_by_reference(service(), reference))
+
+    @app.patch(
+        "/subscribers/{reference}",
+        response_model=SubscriberChanged,
+        summary="Change a subscriber's preferences, checked as the preferences page checks them (scope subscribers)",
+        description="Only the fields given change. An unsubscribed, bounced or complained subscriber is refused"
+        " (409): they subscribe again themselves.",
+        responses=_problems(401, 403, 404, 409, 422, 429),
+    )
+    def change_subscriber(
+        reference: str, body: SubscriberChange, token: Annotated[ApiToken, caller("subscribers")]
+    ) -> SubscriberChanged:
+        current = service()
+        found = api.find_subscriber_by_reference(current, reference)
+        changes = body.model_dump(exclude_unset=True)
+        api.check_preferences(current, changes)
+        themes = changes.get("themes")
+        if "themes" in changes and themes is None:
+            themes = []  # null, as in a subscriber's record: every theme
+        result = update_preferences(
+            current, found.id, themes=themes, cadence=changes.get("cadence"), language=changes.get("language"),
+            name=changes.get("name"), reads=changes.get("reads"), language_choice=changes.get("language_choice"),
+        )  # fmt: skip
+        if result is None:
+            raise api.NotFound(f"no subscriber {reference!r}")
+        subscriber, changed = result
+        return SubscriberChanged(changed=changed, subscriber=_subscriber(subscriber))
+
+    @app.post(
+        "/subscribers/{reference}/unsubscribe",
+        response_model=SubscriberLeft,
+        summary="Unsubscribe a subscriber, as their unsubscribe link does (scope subscribers)",
+        description="Idempotent; a bounced or complained subscriber keeps that status.",
+        responses=_problems(401, 403, 404, 429),
+    )
+    def unsubscribe_subscriber(reference: str, token: Annotated[ApiToken, caller("subscribers")]) -> SubscriberLeft:
+        current = service()
+        found = api.find_subscriber_by_reference(current, reference)
+        left = unsubscribe(current, found.id)
+        if left is None:
+            raise api.NotFound(f"no subscriber {reference!r}")
+        return SubscriberLeft(previous_status=found.status, subscriber=_subscriber(left))
+
+    @app.delete(
+        "/subscribers/{reference}",
+        response_model=SubscriberErased,
+        summary="Erase a subscriber and suppress the address, as `subscribers remove`; audited (scope subscribers)",
+        description="Everything held on them is erased (their deliveries stay, without them) and only the"
+        " address's SHA-256 is kept, so that no import or add brings it back. By address, an address that is not"
+        " subscribed is suppressed all the same; by id, an unknown id is a 404.",
+        responses=_problems(401, 403, 404, 422, 429),
+    )
+    def erase_subscriber(reference: str, token: Annotated[ApiToken, caller("subscribers")]) -> SubscriberErased:
+        current = service()
+        if "@" in reference:
+            try:
+                address = normalise_email(reference)
+            except SyndicationError as error:
+                raise api.BadInput(str(error), field="reference") from None
+        else:
+            address = api.find_subscriber_by_reference(current, reference).email
+        return SubscriberErased(outcome=remove_subscriber(current, address, actor=token.actor))
+
+    @app.get(
+        "/bounces",
+        response_model=BouncePage,
+        summary="Bounces counted against subscribers, newest first (scope subscribers)",
+        description="Each with the subscriber's address (null once erased): personal data, hence the subscribers"
+        " scope.",
+        responses=_problems(401, 403, 422, 429),
+    )
+    def list_bounces(
+        token: Annotated[ApiToken, caller("subscribers")], limit: Limit = 50, cursor: Cursor = None
+    ) -> BouncePage:
+        page = api.bounce_page(service(), cursor=cursor, limit=limit)
+        items = [
+            BounceOut(
+                id=b.id, at=b.at, email=email, subscriber_id=b.subscriber_id, delivery_id=b.delivery_id,
+                edition_id=b.edition_id, source=b.source, fault=b.fault, status=b.status, diagnostic=b.diagnostic,
+                score=b.score,
+            )
+            for b, email in page.items
+        ]  # fmt: skip
+        return BouncePage(items=items, next=page.next)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi_document() -> JSONResponse:
