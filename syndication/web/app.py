@@ -82,7 +82,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error(pages))
     for error_type in (PageError, *MAPPED_ERRORS):
         app.add_exception_handler(error_type, _page_error(pages))
-    app.mount(API_PREFIX, api_app(store.service, settings, wake_sender))
+    app.mount(API_PREFIX, api_app(store.service, settings, wake_sender, wake_notices=notices.wake))
     app.router.routes.extend(health.routes())
     app.router.routes.extend(pages.asset_routes())
     app.router.routes.extend(ArchivePages(store.service, pages).routes())  # before /feeds/{path}: editions.atom
