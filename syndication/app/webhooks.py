@@ -18,9 +18,11 @@ from sqlalchemy.orm import Session
 
 from syndication.app.service import Service
 from syndication.core import webhooks as rules
+from syndication.core.audit import WEBHOOK_ADDED, WEBHOOK_REMOVED
 from syndication.core.models import Edition, Post
 from syndication.core.webhooks import Attempt, Endpoint, WebhookRuleError
 from syndication.errors import SourceError, SyndicationError
+from syndication.store import audit as audit_store
 from syndication.store import database
 from syndication.store import subscribers as subscriber_store
 from syndication.store import webhooks as store
@@ -96,10 +98,11 @@ def check_url(url: str, *, allow_private: bool) -> str:
 
 
 def add_endpoint(
-    service: Service, url: str, events: Iterable[str], *, secret: str | None = None
+    service: Service, url: str, events: Iterable[str], *, secret: str | None = None, actor: str | None = None
 ) -> tuple[Endpoint, str | None]:
     """Register ``url`` for ``events``; returns the endpoint and, when no ``secret`` was given, the secret made for
-    it (shown once: lists mask it)."""
+    it (shown once: lists mask it). Recorded in the audit log as ``actor``'s (default: this process's command
+    line user)."""
     settings = service.settings.webhooks
     checked = check_url(url, allow_private=settings.allow_private)
     try:
@@ -112,7 +115,9 @@ def add_endpoint(
     except WebhookRuleError as error:
         raise WebhookError(str(error)) from None
     with database.transaction(service.engine) as session:
-        endpoint = store.add_endpoint(session, checked, wanted, secret, service.clock())
+        now = service.clock()
+        endpoint = store.add_endpoint(session, checked, wanted, secret, now)
+        _audit(session, now, actor, WEBHOOK_ADDED, endpoint)
     return endpoint, made
 
 
@@ -122,11 +127,27 @@ def list_endpoints(service: Service) -> list[EndpointView]:
         return [EndpointView(e, store.counts(session, e.id)) for e in store.endpoints(session)]
 
 
-def remove_endpoint(service: Service, endpoint_id: int) -> None:
-    """Remove an endpoint, its deliveries and attempts; WebhookError when there is none."""
+def remove_endpoint(service: Service, endpoint_id: int, *, actor: str | None = None) -> None:
+    """Remove an endpoint, its deliveries and attempts; WebhookError when there is none. Recorded in the audit log
+    as ``actor``'s (default: this process's command line user)."""
     with database.transaction(service.engine) as session:
-        if not store.remove_endpoint(session, endpoint_id):
+        endpoint = store.endpoint(session, endpoint_id)
+        if endpoint is None or not store.remove_endpoint(session, endpoint_id):
             raise WebhookError(f"no webhook endpoint {endpoint_id}")
+        _audit(session, service.clock(), actor, WEBHOOK_REMOVED, endpoint)
+
+
+def _audit(session: Session, now: datetime, actor: str | None, action: str, endpoint: Endpoint) -> None:
+    """Record, in the change's transaction, who added or removed ``endpoint`` (never its secret)."""
+    if actor is None:
+        # Imported here: app.audit imports app.subscribers, which imports this module.
+        from syndication.app.audit import command_line_actor
+
+        actor = command_line_actor()
+    details = {"url": endpoint.url, "events": list(endpoint.events)}
+    audit_store.record(
+        session, at=now, actor=actor, action=action, subject_kind="webhook", subject_id=endpoint.id, details=details
+    )
 
 
 def endpoint_attempts(service: Service, endpoint_id: int, limit: int = 20) -> tuple[Endpoint, list[Attempt]]:

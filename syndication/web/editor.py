@@ -132,6 +132,8 @@ AUDIT_ACTIONS: Final = {
     "subscriber.reactivated": N_("Made a subscriber active again"),
     "token.created": N_("Created an API token"),
     "token.revoked": N_("Revoked an API token"),
+    "webhook.added": N_("Added a webhook"),
+    "webhook.removed": N_("Removed a webhook"),
     "person.added": N_("Added someone to the team"),
     "person.invited": N_("Invited someone to the team"),
     "person.joined": N_("Joined the team"),
