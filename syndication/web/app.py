@@ -30,6 +30,7 @@ from syndication.web.archive import ArchivePages
 from syndication.web.editor import EditorPages
 from syndication.web.errors import MAPPED_ERRORS, PageError, page_of
 from syndication.web.health import Health, RequestMiddleware
+from syndication.web.integrations import IntegrationPages
 from syndication.web.limits import limited_protocol
 from syndication.web.sessions import SESSION_PATH, Cookies
 from syndication.web.subscribe import SubscriberPages
@@ -90,6 +91,7 @@ def create_app(
     app.router.routes.extend(unsubscribe.routes(store.service, pages))
     app.router.routes.extend(SubscriberPages(store.service, pages, notices.wake).routes())
     app.router.routes.extend(editor.routes())
+    app.router.routes.extend(IntegrationPages(store.service, pages, gate).routes())
     app.router.routes.extend(TeamPages(store.service, pages, gate).routes())
     app.router.routes.extend(home.routes(pages))
     app.state.editor_gate = gate  # its rules: every editor route and what it needs (the role tests walk them)
