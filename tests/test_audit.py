@@ -106,7 +106,7 @@ def test_the_audit_page_lists_the_events_in_the_editors_language_and_exports_the
         assert listed.status_code == 200
         rows = re.findall(r"<tr>\s*<td>.*?</tr>", listed.text, re.S)
         assert len(rows) == 2
-        assert "Approved the edition" in rows[0] and f"{EDITOR} (editor)" in rows[0]
+        assert "Approved the edition" in rows[0] and f"<td>{EDITOR}</td>" in rows[0]
         assert "Changed the subject or intro" in rows[1] and "“May news”" in rows[1]
         assert 'href="/editor/editions/1"' in rows[0] and 'href="/editor/audit.json"' in listed.text
 

@@ -84,10 +84,11 @@ def test_an_owner_invites_an_editor_who_joins_and_approves_and_the_audit_log_sho
 
         owner.get_by_role("link", name="Audit log").click()
         rows = owner.get_by_role("row")
-        expect(rows.nth(1)).to_contain_text("lea (editor)")
+        # Newest first: who (the second cell), then what.
+        expect(rows.nth(1).get_by_role("cell").nth(1)).to_have_text("lea")
         expect(rows.nth(1)).to_contain_text("Approved the edition")
-        expect(owner.get_by_role("row").filter(has_text="Joined the team")).to_contain_text("lea (editor)")
-        expect(owner.get_by_role("row").filter(has_text="Invited someone to the team")).to_contain_text(
-            f"{EDITOR} (editor)"
-        )
+        expect(rows.nth(2).get_by_role("cell").nth(1)).to_have_text("lea")
+        expect(rows.nth(2)).to_contain_text("Joined the team")
+        expect(rows.nth(3).get_by_role("cell").nth(1)).to_have_text(EDITOR)
+        expect(rows.nth(3)).to_contain_text("Invited someone to the team")
         owner.screenshot(path=str(artifact("team-audit.png")), full_page=True)

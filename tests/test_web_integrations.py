@@ -112,7 +112,7 @@ def test_an_owner_creates_a_token_sees_it_once_uses_it_and_revokes_it(site: WebS
         assert "Shop CMS" in listed.text and f'data-token="{token.id}"' in listed.text
         assert TOKEN_TEXT.search(listed.text) is None  # never shown again, nor its secret part
         assert text.rsplit("_", 1)[1] not in listed.text
-        assert f"{EDITOR} (editor)" in listed.text  # who created it
+        assert f"by {EDITOR}</td>" in listed.text  # who created it
 
         revoked = form_post(client, f"/editor/tokens/{token.id}/revoke", {}, listed.text)
         assert revoked.status_code == 303
@@ -248,7 +248,9 @@ def test_posts_without_the_csrf_token_are_refused(site: WebSite) -> None:
         made = form_post(client, "/editor/tokens", {"name": "CMS", "scopes": ["read"]}, page)
         (token,) = list_tokens(site.service)
         assert made.status_code == 200
-        endpoint, _secret = add_endpoint(site.service, "https://example.org/hooks", ["post.published"])
+        endpoint, _secret = add_endpoint(
+            site.service, "https://example.org/hooks", ["post.published"], actor="cli:test"
+        )
         posts = {
             "/editor/tokens": {"name": "Other", "scopes": ["read"]},
             f"/editor/tokens/{token.id}/revoke": {},

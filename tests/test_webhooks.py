@@ -132,7 +132,7 @@ def test_each_event_reaches_the_receiver_signed(service: Service, receiver: Rece
     clock = Clock(NOW)
     with smtp_server() as smtp:
         hooks = hooked(service, clock, server=smtp)
-        endpoint, secret = add_endpoint(hooks, receiver.url, EVENT_TYPES)
+        endpoint, secret = add_endpoint(hooks, receiver.url, EVENT_TYPES, actor="cli:test")
         assert secret is not None
         # post.published: an import that adds a post (and one dated in the future, not announced yet).
         records = [
@@ -213,7 +213,7 @@ def test_a_failing_receiver_gets_the_same_message_again_after_each_backoff(
 ) -> None:
     clock = Clock(NOW)
     hooks = hooked(service, clock)
-    _, secret = add_endpoint(hooks, receiver.url, ["subscriber.confirmed"])
+    _, secret = add_endpoint(hooks, receiver.url, ["subscriber.confirmed"], actor="cli:test")
     assert secret is not None
     receiver.answers = [500, 503]
     add_subscriber(hooks, "ana@example.org", confirmed=True)
@@ -248,7 +248,7 @@ def test_a_receiver_that_never_answers_2xx_is_given_up_after_max_attempts(servic
     hooks = hooked(service, clock)
     hooks = Service(hooks.settings.model_copy(update={"webhooks": hooks.settings.webhooks.model_copy(
         update={"max_attempts": 2})}), hooks.engine, clock)  # fmt: skip
-    add_endpoint(hooks, receiver.url, ["subscriber.confirmed"])
+    add_endpoint(hooks, receiver.url, ["subscriber.confirmed"], actor="cli:test")
     receiver.answers = [500, 500, 500]
     add_subscriber(hooks, "ana@example.org", confirmed=True)
     assert deliver_webhooks(hooks).retrying == 1
@@ -264,11 +264,11 @@ def test_loopback_is_refused_unless_allowed(service: Service, receiver: Receiver
     strict = hooked(service, clock, allow_private=False)
     for url in (receiver.url, "http://localhost:9/x", "http://[::1]/x", "http://10.1.2.3/x", "http://169.254.169.254/"):
         with pytest.raises(WebhookError, match=r"refused: .* is a (loopback|private|link-local)"):
-            add_endpoint(strict, url, ["subscriber.confirmed"])
+            add_endpoint(strict, url, ["subscriber.confirmed"], actor="cli:test")
     assert list_endpoints(strict) == []
     # Registered while allowed; then [webhooks] allow_private is turned off: the delivery is refused, naming why,
     # and given up at once, and the receiver gets nothing.
-    add_endpoint(hooked(service, clock), receiver.url, ["subscriber.confirmed"])
+    add_endpoint(hooked(service, clock), receiver.url, ["subscriber.confirmed"], actor="cli:test")
     add_subscriber(strict, "ana@example.org", confirmed=True)
     report = deliver_webhooks(strict)
     assert (report.delivered, report.failed) == (0, 1)
@@ -280,7 +280,7 @@ def test_loopback_is_refused_unless_allowed(service: Service, receiver: Receiver
 
 def test_no_event_is_written_without_an_endpoint_that_wants_it(service: Service, receiver: Receiver) -> None:
     hooks = hooked(service, Clock(NOW))
-    add_endpoint(hooks, receiver.url, ["edition.sent"])
+    add_endpoint(hooks, receiver.url, ["edition.sent"], actor="cli:test")
     add_subscriber(hooks, "ana@example.org", confirmed=True)
     with database.transaction(service.engine) as session:
         assert session.scalar(select(func.count()).select_from(WebhookEventRow)) == 0
@@ -288,7 +288,7 @@ def test_no_event_is_written_without_an_endpoint_that_wants_it(service: Service,
 
 def test_a_runner_that_lost_its_claim_records_nothing(service: Service, receiver: Receiver) -> None:
     hooks = hooked(service, Clock(NOW))
-    add_endpoint(hooks, receiver.url, ["subscriber.confirmed"])
+    add_endpoint(hooks, receiver.url, ["subscriber.confirmed"], actor="cli:test")
     add_subscriber(hooks, "ana@example.org", confirmed=True)
     lease = timedelta(seconds=60)
     with database.transaction(service.engine) as session:
@@ -346,7 +346,7 @@ def test_the_scheduler_job_posts_what_is_due(service: Service, receiver: Receive
 
     clock = Clock(NOW)
     hooks = hooked(service, clock)
-    add_endpoint(hooks, receiver.url, ["subscriber.confirmed"])
+    add_endpoint(hooks, receiver.url, ["subscriber.confirmed"], actor="cli:test")
     add_subscriber(hooks, "ana@example.org", confirmed=True)
     runner = Runner(hooks.settings, clock=clock, name="test-webhooks")
     try:
@@ -360,7 +360,7 @@ def test_the_scheduler_job_posts_what_is_due(service: Service, receiver: Receive
 def test_prune_removes_events_that_are_over_and_keeps_those_still_retried(service: Service, receiver: Receiver) -> None:
     clock = Clock(NOW)
     hooks = hooked(service, clock)
-    add_endpoint(hooks, receiver.url, ["subscriber.confirmed"])
+    add_endpoint(hooks, receiver.url, ["subscriber.confirmed"], actor="cli:test")
     receiver.answers = [200, 500]
     add_subscriber(hooks, "ana@example.org", confirmed=True)  # delivered at once
     add_subscriber(hooks, "bo@example.org", confirmed=True)  # refused: retried later

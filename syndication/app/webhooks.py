@@ -98,11 +98,10 @@ def check_url(url: str, *, allow_private: bool) -> str:
 
 
 def add_endpoint(
-    service: Service, url: str, events: Iterable[str], *, secret: str | None = None, actor: str | None = None
+    service: Service, url: str, events: Iterable[str], *, actor: str, secret: str | None = None
 ) -> tuple[Endpoint, str | None]:
     """Register ``url`` for ``events``; returns the endpoint and, when no ``secret`` was given, the secret made for
-    it (shown once: lists mask it). Recorded in the audit log as ``actor``'s (default: this process's command
-    line user)."""
+    it (shown once: lists mask it). Recorded in the audit log as ``actor``'s."""
     settings = service.settings.webhooks
     checked = check_url(url, allow_private=settings.allow_private)
     try:
@@ -127,9 +126,9 @@ def list_endpoints(service: Service) -> list[EndpointView]:
         return [EndpointView(e, store.counts(session, e.id)) for e in store.endpoints(session)]
 
 
-def remove_endpoint(service: Service, endpoint_id: int, *, actor: str | None = None) -> None:
+def remove_endpoint(service: Service, endpoint_id: int, *, actor: str) -> None:
     """Remove an endpoint, its deliveries and attempts; WebhookError when there is none. Recorded in the audit log
-    as ``actor``'s (default: this process's command line user)."""
+    as ``actor``'s."""
     with database.transaction(service.engine) as session:
         endpoint = store.endpoint(session, endpoint_id)
         if endpoint is None or not store.remove_endpoint(session, endpoint_id):
@@ -137,13 +136,8 @@ def remove_endpoint(service: Service, endpoint_id: int, *, actor: str | None = N
         _audit(session, service.clock(), actor, WEBHOOK_REMOVED, endpoint)
 
 
-def _audit(session: Session, now: datetime, actor: str | None, action: str, endpoint: Endpoint) -> None:
+def _audit(session: Session, now: datetime, actor: str, action: str, endpoint: Endpoint) -> None:
     """Record, in the change's transaction, who added or removed ``endpoint`` (never its secret)."""
-    if actor is None:
-        # Imported here: app.audit imports app.subscribers, which imports this module.
-        from syndication.app.audit import command_line_actor
-
-        actor = command_line_actor()
     details = {"url": endpoint.url, "events": list(endpoint.events)}
     audit_store.record(
         session, at=now, actor=actor, action=action, subject_kind="webhook", subject_id=endpoint.id, details=details

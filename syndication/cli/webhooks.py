@@ -42,6 +42,7 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 
 def _add(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.audit import command_line_actor
     from syndication.app.service import Service
     from syndication.app.webhooks import add_endpoint
 
@@ -52,7 +53,9 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
         except (OSError, UnicodeError) as error:
             raise SyndicationError(f"{args.secret_file}: cannot read the secret ({error})") from None
     with Service.open(settings) as service:
-        endpoint, made = add_endpoint(service, args.url, args.events.split(","), secret=secret)
+        endpoint, made = add_endpoint(
+            service, args.url, args.events.split(","), secret=secret, actor=command_line_actor()
+        )
     print(f"webhook {endpoint.id}: {endpoint.url} ({', '.join(endpoint.events)})", file=sys.stderr)
     if made is not None:
         print("its secret, shown this once (receivers verify signatures with it):", file=sys.stderr)
@@ -78,11 +81,12 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _remove(args: argparse.Namespace, settings: Settings) -> int:
+    from syndication.app.audit import command_line_actor
     from syndication.app.service import Service
     from syndication.app.webhooks import remove_endpoint
 
     with Service.open(settings) as service:
-        remove_endpoint(service, args.id)
+        remove_endpoint(service, args.id, actor=command_line_actor())
     print(f"webhook {args.id} removed", file=sys.stderr)
     return EXIT_OK
 

@@ -74,7 +74,6 @@ from syndication.core.audit import (
     EDITION_TEXT_CHANGED,
     PERSON_ROLE_CHANGED,
     SUBSCRIBER_REACTIVATED,
-    SYSTEM,
     AuditEvent,
 )
 from syndication.core.editions import NOTHING_NEW, EditionAction, EditionRefused
@@ -358,7 +357,7 @@ class EditorPages:
             "events": [
                 (
                     event,
-                    _audit_actor(words, event.actor),
+                    words.actor(event.actor),
                     words.gettext(AUDIT_ACTIONS.get(event.action, event.action)),
                     _audit_details(words, event),
                 )
@@ -778,18 +777,6 @@ def _cursor(value: str) -> int | None:
     if not value.isascii() or not value.isdigit() or not 0 < int(value) < 2**63:
         return None
     return int(value)
-
-
-def _audit_actor(words: Words, actor: str) -> str:
-    """Who did it, as the audit page says it: ``ana (editor)``, ``root (command line)``, ``the service``."""
-    kind, _, name = actor.partition(":")
-    if actor == SYSTEM:
-        return words.gettext("the service")
-    if kind == "editor":
-        return words.gettext("%(name)s (editor)", name=name)
-    if kind == "cli":
-        return words.gettext("%(name)s (command line)", name=name)
-    return actor
 
 
 def _audit_details(words: Words, event: AuditEvent) -> str:

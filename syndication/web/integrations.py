@@ -35,7 +35,6 @@ from syndication.app.webhooks import (
     remove_endpoint,
 )
 from syndication.core.api_tokens import MAX_NAME, SCOPES
-from syndication.core.audit import SYSTEM
 from syndication.core.team import Access
 from syndication.core.webhooks import EVENT_TYPES, mask_secret
 from syndication.errors import SyndicationError
@@ -185,7 +184,7 @@ class IntegrationPages:
         tokens = await run_in_threadpool(lambda: list_tokens(self.service()))
         context = {
             "title": words.gettext("API tokens"),
-            "tokens": [(token, _actor(words, token.created_by)) for token in tokens],
+            "tokens": [(token, words.actor(token.created_by)) for token in tokens],
             "scopes": [(scope, words.gettext(SCOPE_WORDS.get(scope, scope))) for scope in SCOPES],
             "values": given,
             "errors": given.errors,
@@ -350,18 +349,6 @@ def _notice(words: Words, request: Request) -> str:
     """What the page says after a post worked (``?done=``)."""
     done = request.query_params.get("done", "")
     return words.gettext(NOTICES[done]) if done in NOTICES else ""
-
-
-def _actor(words: Words, actor: str) -> str:
-    """Who made something, as the pages say it: ``ana (editor)``, ``root (command line)``, ``the service``."""
-    kind, _, name = actor.partition(":")
-    if actor == SYSTEM:
-        return words.gettext("the service")
-    if kind == "editor":
-        return words.gettext("%(name)s (editor)", name=name)
-    if kind == "cli":
-        return words.gettext("%(name)s (command line)", name=name)
-    return actor
 
 
 def _not_found(words: Words, message: str, back: str) -> PageError:

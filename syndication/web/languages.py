@@ -35,6 +35,7 @@ from babel.dates import format_date, format_datetime
 from starlette.requests import Request
 
 from syndication.config import Settings
+from syndication.core.audit import SYSTEM
 from syndication.core.languages import LANGUAGE_PARAMETER, canonical_tag, language_name
 from syndication.core.languages import with_language as with_language  # the pages' name for the one rule
 from syndication.resources import catalog_file, catalogs, translations
@@ -172,6 +173,20 @@ class Words:
             "complained": self.pgettext("subscriber", "complained"),
         }
         return names.get(status, status)
+
+    def actor(self, actor: str) -> str:
+        """Who did something (``core.audit``'s actors), as the pages say it: ``ana`` (signed in on these pages),
+        ``root (command line)``, ``crm (API token)``, ``the service``."""
+        kind, _, name = actor.partition(":")
+        if actor == SYSTEM:
+            return self.gettext("the service")
+        if kind == "editor":
+            return name
+        if kind == "cli":
+            return self.gettext("%(name)s (command line)", name=name)
+        if kind == "token":
+            return self.gettext("%(name)s (API token)", name=name)
+        return actor
 
     def action(self, action: str) -> str:
         """What an editor can do to an edition, as its button says it: ``Approve and send``, ``Pause``..."""
