@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -508,3 +509,39 @@ class ApiIdempotencyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     __table_args__ = (UniqueConstraint("token_id", "key", name="uq_api_idempotency_token_key"),)
+
+
+class StoreVersionRow(Base):
+    """A counter per kind of shared content (``feeds``, ``editions``...), moved on in the transaction that changes
+    that content: a web node keeps what it derived from the store while the version it read it at is current."""
+
+    __tablename__ = "store_versions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class FeedDocumentRow(Base):
+    """One built feed document's bytes under ``[feeds] storage = "database"``, keyed by its path and its ETag.
+
+    A build adds the rows of the documents it changed before it commits the manifest naming them, so the rows a
+    manifest names are always there; rows no manifest names any more are removed once the new one is committed.
+    """
+
+    __tablename__ = "feed_documents"
+
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    etag: Mapped[str] = mapped_column(String(80), primary_key=True)
+    content_type: Mapped[str] = mapped_column(String(200))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FeedManifestRow(Base):
+    """The manifest of the feeds built into the store (``manifest.json``'s bytes: documents and build state)."""
+
+    __tablename__ = "feed_manifests"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
