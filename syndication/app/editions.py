@@ -58,7 +58,7 @@ from syndication.core.editions import (
     on_rerun,
     reopen_for_retry,
 )
-from syndication.core.languages import Reading, with_language
+from syndication.core.languages import Reading, reading, with_language
 from syndication.core.models import (
     CADENCES,
     RETRYABLE_DELIVERIES,
@@ -158,7 +158,7 @@ def plan_edition(
         )
     plan = SendPlan(cadence, since, until, None, created=False)
     digests: dict[tuple[tuple[str, ...] | None, Reading | None], Digest | None] = {}
-    chosen: list[int] = []
+    left_out: list[str] = []  # groups of readers with nothing new (subscribers.group_key)
     with database.transaction(service.engine) as session:
         now = service.clock()
         made, post_ids, posts = edition_posts(session, cadence, since, until, now)
@@ -183,18 +183,22 @@ def plan_edition(
         # Whom it goes to, from what it holds (what it would hold, for a dry run of a window not made yet).
         shown_until = until if made else min(until, now)
         plan.edition = made
-        for subscriber in subscriber_store.active_subscribers(session, cadence):
-            plan.recipients += 1
-            themes, reads = subscriber.themes, reading_of(service.settings, subscriber)
+        # Readers who get the same digest, counted by the database (a few hundred groups, whatever the list's
+        # size): each group's digest is composed once, and no subscriber row is loaded.
+        for group in subscriber_store.reader_groups(session, cadence):
+            plan.recipients += group.count
+            themes = group.themes
+            choice = group.language_choice or service.settings.digest.language_choice
+            reads = reading((group.language, *group.reads), choice)  # as reading_of reads a subscriber
             if (themes, reads) not in digests:
                 digests[themes, reads] = compose_posts(
                     service.settings, posts, since, shown_until, themes, reading=reads
                 )
             if digests[themes, reads] is None:
-                plan.nothing_new += 1
+                plan.nothing_new += group.count
+                left_out.append(group.key)
                 continue
-            plan.variants.add((themes, subscriber.language, reads))
-            chosen.append(subscriber.id)
+            plan.variants.add((themes, group.language, reads))
         plan.posts = max((d.post_count for d in digests.values() if d is not None), default=0)
         if dry_run or plan.edition is None:
             return plan
@@ -216,14 +220,12 @@ def plan_edition(
                 return plan
         elif plan.empty:
             return plan
-        deliveries = [(subscriber_id, _message_id(edition_id, subscriber_id)) for subscriber_id in chosen]
-        plan.queued = ledger.queue(session, edition_id, deliveries, service.clock())
+        # One INSERT … SELECT in the database: every active reader of the cadence but the groups with nothing new.
+        # Each delivery's Message-ID ("edition-<e>.<s>.<random>") is kept and reused on every retry, so a receiver
+        # can drop a copy of an ambiguous send. A reader who changes their themes after this (or between the
+        # groups being counted and this statement) is refused by the builder if nothing is new for them now.
+        plan.queued = ledger.queue_readers(session, edition_id, cadence, service.clock(), leave_out=left_out)
     return plan
-
-
-def _message_id(edition_id: int, subscriber_id: int) -> str:
-    # Kept with the delivery and reused on every retry, so a receiver can drop a copy of an ambiguous send.
-    return f"edition-{edition_id}.{subscriber_id}.{secrets.token_hex(6)}"
 
 
 def open_sender(service: Service, owner: str | None = None) -> Sender:

@@ -16,12 +16,27 @@ it is set aside as poisoned; ``requeue`` gives an operator's chosen given-up row
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, case, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    String,
+    Table,
+    Text,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -39,6 +54,7 @@ from syndication.store.schema import (
     SubscriberRow,
     UTCDateTime,
 )
+from syndication.store.subscribers import group_key
 
 _deliveries = Base.metadata.tables[DeliveryRow.__tablename__]
 _edition_posts = Base.metadata.tables[EditionPostRow.__tablename__]
@@ -201,6 +217,37 @@ def queue(session: Session, edition_id: int, deliveries: Iterable[tuple[int, str
     for start in range(0, len(rows), 1000):
         session.execute(statement, rows[start : start + 1000])
     return count_deliveries(session, edition_id) - before
+
+
+def queue_readers(
+    session: Session, edition_id: int, cadence: str, now: datetime, *, leave_out: Collection[str] = ()
+) -> int:
+    """Queue one delivery per active subscriber of ``cadence`` in one ``INSERT … SELECT`` (no subscriber row
+    leaves the database), except those whose group (``subscribers.group_key``) is in ``leave_out``; each gets a
+    Message-ID ``edition-<edition>.<subscriber>.<12 random hex digits>``, kept on every retry. A delivery already
+    queued for the edition is left alone. Returns how many were queued."""
+    s = SubscriberRow.__table__.c
+    d = _deliveries
+    if session.get_bind().dialect.name == "postgresql":
+        # gen_random_uuid (PostgreSQL 13+) draws from a strong random source; its first 12 hex digits are random.
+        random_part = func.substr(func.replace(cast(func.gen_random_uuid(), Text), "-", ""), 1, 12)
+    else:
+        random_part = func.lower(func.hex(func.randomblob(6)))
+    message_id = literal(f"edition-{edition_id}.", String) + cast(s.id, String) + "." + random_part
+    values = [
+        literal(edition_id), s.id, literal(str(DeliveryStatus.QUEUED), String), literal(0), literal(0),
+        literal(now, UTCDateTime()), message_id, literal("", Text), literal(0),
+    ]  # fmt: skip
+    # In subscriber order: the deliveries' ids follow the list, as they did when queued row by row.
+    rows = select(*values).where(s.status == "active", s.cadence == cadence).order_by(s.id)
+    if leave_out:
+        rows = rows.where(group_key().not_in(list(leave_out)))
+    columns = ["edition_id", "subscriber_id", "status", "attempts", "crashes", "next_attempt_at", "message_id",
+               "last_error", "lease_token"]  # fmt: skip
+    statement = _insert_unless_present(session, d, ["edition_id", "subscriber_id"]).from_select(columns, rows)
+    # rowcount is kept for an INSERT only when asked (SQLAlchemy keeps it for UPDATE and DELETE alone).
+    result = session.execute(statement.execution_options(preserve_rowcount=True))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _insert_unless_present(session: Session, table: Table, unique: list[str]) -> Any:
