@@ -224,6 +224,10 @@ def every_email(settings: Settings, language: str) -> Iterator[tuple[str, Render
                      "approve_command": "syndication editions approve 1"},
         "paused": {"cadence": "daily", **editions, "reason": "554 5.7.1", "edition_url": "https://news.example.org/e/1",
                    "resume_command": "syndication editions resume 1"},
+        # An owner's invitation, and short links as the approval's: Spanish and Portuguese word the role "editor" as
+        # English does, and a real link's /editor/ path would be that English word to the check of English left over.
+        "invitation": {"name": "lea", "role": "owner", "url": "https://news.example.org/w/x", "hours": 168},
+        "password_reset": {"name": "lea", "role": "viewer", "url": "https://news.example.org/r/x", "hours": 1},
     }  # fmt: skip
     assert set(contexts) | {"digest"} == set(EMAILS), "a new email: add it here"
     for name, context in contexts.items():
@@ -324,7 +328,8 @@ def test_every_link_to_the_site_says_the_emails_language_but_the_personal_ones(l
     the email's language (``?lang=``); a confirmation link and an editor's link carry none (mailing.render)."""
     settings = make_settings()
     base = settings.site.base_url
-    personal = {"https://news.example.org/subscribe/confirm/x", "https://news.example.org/e/1"}
+    personal = {"https://news.example.org/subscribe/confirm/x", "https://news.example.org/e/1",
+                "https://news.example.org/w/x", "https://news.example.org/r/x"}  # fmt: skip
     for name, email in every_email(settings, language):
         hrefs = [str(href) for href in lxml_html.document_fromstring(email.html).xpath("//a/@href")]
         in_text = re.findall(r"https?://\S+", email.text)

@@ -14,8 +14,9 @@ Two rules hold the wording complete:
 - **Every page is worded in its language.** Each page, asked for with ``Accept-Language`` and with ``?lang=``,
   says its language in ``<html lang>``, and no text of the web catalog is left in English on a Spanish, French or
   Portuguese page: a catalog text made of several words must not appear in the page's visible text, a one-word
-  text must not be a whole text of it, unless its translation is the same (``Feeds``, ``Site``). Python's own
-  strings (titles, refusals, field errors) are in the same catalog, so this holds them too.
+  text must not be a whole text of it, unless its translation is the same (``Feeds``, ``Site``). What a page shows
+  in ``<code>`` is left out: identifiers, never worded (a token's scope ``posts``, an event ``post.published``, a
+  command). Python's own strings (titles, refusals, field errors) are in the same catalog, so this holds them too.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from starlette.requests import Request
 
 from syndication.app.editions import deliver, plan_edition
 from syndication.app.subscribers import add_subscriber, find_subscriber, preferences_url, subscriber_token
+from syndication.app.team import add_person, invite
 from syndication.config import load_settings
 from syndication.core.models import Subscriber
+from syndication.core.team import Role
 from syndication.resources import catalog_languages, catalogs, web_templates
 from syndication.web.languages import DOMAIN, SOURCE_LANGUAGE, Languages, preferred_languages, with_language
 from tests.support import write_config
@@ -363,7 +366,7 @@ def subscriber(site: WebSite, address: str) -> Subscriber:
 
 def untranslated(page: str, language: str) -> list[str]:
     """The catalog's English texts left on ``page``, which should be in ``language`` (see the module's rule)."""
-    texts = visible_texts(page)
+    texts = visible_texts(re.sub(r"<code>.*?</code>", " ", page, flags=re.DOTALL))  # identifiers, not words
     whole = {text.strip(" .:,;()?!·") for text in texts}
     joined = " ".join(texts)
     left = []
@@ -390,6 +393,9 @@ def assert_in_language(response: httpx.Response, language: str, what: str) -> No
         assert untranslated(response.text, language) == [], f"{what} ({language})"
 
 
+VIEWER_PASSWORD = "a long enough password 42"
+
+
 def signed_in(client: httpx.Client) -> None:
     answer = form_post(client, "/editor/login", {"name": EDITOR, "password": PASSWORD})
     assert answer.status_code == 303, answer.text
@@ -400,7 +406,11 @@ def test_every_page_is_worded_in_each_language_asked_for(site: WebSite) -> None:
     pending = {language: subscriber(site, f"pending-{language}@example.org") for language in LANGUAGES}
     public = ["/subscribe", "/subscribe?themes=energy", "/editions/", "/themes/", "/themes/climate-action",
               "/themes/energy", "/no-such-page", "/themes/no-such-theme", "/editions/999",
-              "/preferences/not-a-token", "/editor/login"]  # fmt: skip
+              "/preferences/not-a-token", "/editor/login", "/editor/forgot"]  # fmt: skip
+    # Someone invited to the team (their welcome page), and a viewer (refused the owner's pages).
+    invitation = invite(site.service, "lea", "lea@example.org", Role.EDITOR, actor="cli:test")
+    welcome = "/editor/welcome/" + invitation.url.rsplit("/", 1)[1]
+    add_person(site.service, "vic", None, Role.VIEWER, VIEWER_PASSWORD, actor="cli:test")
     with site.client() as client:  # the check sees English where it is: on an English page, read as Spanish
         left = untranslated(client.get("/subscribe").text, "es")
         assert {"Skip to the content", "Email address", "Language of the emails", "Subscribe"} <= set(left)
@@ -445,14 +455,34 @@ def test_every_page_is_worded_in_each_language_asked_for(site: WebSite) -> None:
             assert_in_language(expired, language, "the subscribe form without its token")
             one_click = client.post(f"/unsubscribe/{subscriber_token(site.service, 'unsubscribe', reader[language])}")
             assert_in_language(one_click, language, "the one-click unsubscribe answer")
-            # The editor's pages.
+            welcomed = client.get(welcome, headers=headers)
+            assert welcomed.status_code == 200
+            assert_in_language(welcomed, language, "the welcome page of an invitation")
+            # The editor's pages, the owner's too.
             signed_in(client)
             for path in ("/editor/", "/editor/bounces?subscriber=nobody@example.org", "/editor/editions/1",
-                         "/editor/editions/1?themes=nope&subscriber=", "/editor/editions/999"):  # fmt: skip
+                         "/editor/editions/1?themes=nope&subscriber=", "/editor/editions/999", "/editor/people",
+                         "/editor/tokens", "/editor/webhooks"):  # fmt: skip
                 page = client.get(path, headers=headers)
                 assert_in_language(page, language, path)
+            # The owner's forms refused, field by field.
+            refusals: list[tuple[str, dict[str, str | list[str]], int]] = [
+                ("/editor/people", {"name": "a b", "email": "", "role": "nope"}, 3),
+                ("/editor/tokens", {"name": "", "scopes": ["nope"]}, 2),
+                ("/editor/webhooks", {"url": "ftp://example.org/x", "events": ["nope"]}, 2),
+            ]
+            for path, fields, count in refusals:
+                refused = form_post(client, path, fields, client.get(path, headers=headers).text, **headers)
+                assert refused.status_code == 400 and refused.text.count('class="error"') == count, path
+                assert_in_language(refused, language, f"the refused form of {path}")
             progress = client.get("/editor/editions/1/progress.json", headers=headers).json()
             assert progress["status_label"] == catalog_word(language, "sent", "edition")
+        # A viewer refused an owner's page.
+        with site.client() as client:
+            assert form_post(client, "/editor/login", {"name": "vic", "password": VIEWER_PASSWORD}).status_code == 303
+            refused = client.get("/editor/people", headers={"Accept-Language": language})
+            assert refused.status_code == 403
+            assert_in_language(refused, language, "a viewer refused the people page")
 
 
 def catalog_word(language: str, msgid: str, context: str | None = None) -> str:
