@@ -277,6 +277,12 @@ class GatherSettings(_Section):
 
 class FeedSettings(_Section):
     output_dir: Path = Field(Path("var/feeds"), description="Folder the built feeds are written to.")
+    storage: Literal["folder", "database"] = Field(
+        "folder",
+        description="Where builds keep the feeds the web app serves: 'folder' (output_dir, this machine's disk) or "
+        "'database' (the store, so that every node sharing it serves the same documents); `feeds build --out DIR` "
+        "writes files either way.",
+    )
     items: int = Field(
         50, ge=1, le=1000, description="Newest posts in each subscription feed (at least; up to items + page size)."
     )

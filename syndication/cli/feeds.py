@@ -20,7 +20,9 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     building = add_command(
         feed_commands, "build", _feeds_build, "write every feed that changed (or --full: all of them)", common
     )
-    building.add_argument("--out", type=path, metavar="DIR", help="folder to write to (default: [feeds] output_dir)")
+    building.add_argument(
+        "--out", type=path, metavar="DIR", help="write files to this folder whatever [feeds] storage is (an export)"
+    )
     building.add_argument("--full", action="store_true", help="rebuild every document, archive pages included")
 
 
@@ -32,7 +34,7 @@ def _feeds_build(args: argparse.Namespace, settings: Settings) -> int:
         report = publish_feeds(service, args.out, full=args.full, progress=progress_for(args))
     kind = "full build" if report.full else "incremental build"
     print(
-        f"feeds: {kind} of {report.feeds} feeds into {report.directory}: {len(report.written)} documents written"
+        f"feeds: {kind} of {report.feeds} feeds into {report.place}: {len(report.written)} documents written"
         f" ({report.archive_pages_written} archive pages), {report.unchanged} unchanged"
     )
     for url in report.hub_refused:

@@ -73,7 +73,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     with Service.open(settings) as service:
         report = publish_feeds(service)  # serve current feeds from the first request on
         team = list_people(service)
-    print(f"feeds ready in {report.directory}; serving on http://{args.host}:{args.port}/feeds/", file=sys.stderr)
+    print(f"feeds ready in {report.place}; serving on http://{args.host}:{args.port}/feeds/", file=sys.stderr)
     if settings.secret_key is None:
         print("warning: no signing key (SYNDICATION_SECRET_KEY, or the key file `syndication init` makes for a"
               " SQLite store): unsubscribe links cannot be checked (answered 503)", file=sys.stderr)  # fmt: skip

@@ -51,7 +51,7 @@ from syndication.feeds.catalog import (
     updated_of,
 )
 from syndication.feeds.json_feed import render_json
-from syndication.feeds.output import FeedOutput
+from syndication.feeds.output import FeedOutput, FeedsMovedOn
 from syndication.feeds.websub import notify_hub
 from syndication.resources import catalog_file, catalog_languages, catalogs, translations, web_templates
 from syndication.store import database
@@ -72,12 +72,17 @@ INDEX_TEMPLATE = "feeds_index.html"
 class FeedBuildReport:
     """What one feed build did."""
 
-    directory: Path
+    directory: Path | None  # None: the store (``[feeds] storage = "database"``)
     full: bool
     feeds: int = 0
     written: list[str] = field(default_factory=list)
     unchanged: int = 0
     hub_refused: list[str] = field(default_factory=list)
+
+    @property
+    def place(self) -> str:
+        """Where the feeds went, as a message names it: the folder, or the store."""
+        return "the store" if self.directory is None else str(self.directory)
 
     @property
     def archive_pages_written(self) -> int:
@@ -122,9 +127,39 @@ def build_feeds(
     docstring); only documents whose bytes changed are rewritten, each with the build's time as its
     Last-Modified, so a build with nothing new leaves every file as it was. ``archives=False`` leaves archive
     pages for a later build (a first build of a large store can then serve its subscription documents at once).
+
+    The documents go to ``directory`` when given (a static export: files, whatever the storage), else where
+    ``[feeds] storage`` says: ``output_dir``, or the store. A build into the store that finds another build
+    saved meanwhile (two processes building at once) builds again from that one's manifest.
     """
     config = settings.feeds
-    with FeedOutput(directory or config.output_dir) as output:
+    place = directory if directory is not None else (None if config.storage == "database" else config.output_dir)
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return _build_once(settings, engine, now, place, full=full, archives=archives, progress=progress)
+        except FeedsMovedOn:
+            if attempt == _ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+# Builds tried when other builds keep saving first (feeds in the store only).
+_ATTEMPTS = 3
+
+
+def _build_once(
+    settings: Settings,
+    engine: Engine,
+    now: datetime,
+    place: Path | None,
+    *,
+    full: bool,
+    archives: bool,
+    progress: Progress | None,
+) -> FeedBuildReport:
+    """One build into ``place`` (a folder, or the store when None): ``build_feeds`` without its retry."""
+    config = settings.feeds
+    with FeedOutput(place, engine=engine) as output:
         if not full and _nothing_changed(settings, engine, output, now, archives):
             return FeedBuildReport(output.directory, full=False)
         from syndication.feeds.directory import render_index, render_opml  # lxml and Jinja: only to write them
@@ -170,7 +205,9 @@ def build_feeds(
                 "published_through": now.isoformat(),
                 "quiet": _quiet_key(settings, marker, archives, watched),
                 "feed_paths": [feed.path for feed in feeds],
-            }
+            },
+            now,
+            sweep=report.full,
         )
     if site.hub and changed_subscriptions:
         report.hub_refused = notify_hub(site.hub, changed_subscriptions)
@@ -287,7 +324,7 @@ def _settings_shape(settings: Settings) -> tuple[object, ...]:
         settings.site.model_dump_json(),
         [t.model_dump_json() for t in settings.themes],
         [r.model_dump_json() for r in settings.regions],
-        settings.feeds.model_dump_json(exclude={"output_dir", "max_age_seconds"}),
+        settings.feeds.model_dump_json(exclude={"output_dir", "storage", "max_age_seconds"}),
     )
 
 
@@ -389,7 +426,7 @@ class _FeedJob:
     """What building any feed needs, picklable so a worker process can build a share of them."""
 
     settings: Settings
-    directory: Path
+    directory: Path | None  # None: the store
     site: Site
     now: datetime
     archives: bool
@@ -486,9 +523,12 @@ def _counted(plans: Iterable[_FeedPlan], progress: Progress) -> Iterator[_FeedPl
 def _build_feeds_in_worker(job: _FeedJob, plans: list[_FeedPlan], documents: dict[str, dict[str, Any]]) -> _FeedsDone:
     engine = database.open_engine(job.settings.database.url)
     try:
-        with FeedOutput(job.directory, documents=documents) as output, database.transaction(engine) as session:
+        with (
+            FeedOutput(job.directory, documents=documents, engine=engine) as output,
+            database.transaction(engine) as session,
+        ):
             done = _build_feeds(session, output, job, _claimed(plans, _next_feed))
-            output.flush()  # the parent writes the manifest: these files must be there first
+            output.flush()  # the parent writes the manifest: these documents must be there first
         done.documents = {path: output.documents[path] for path in output.touched}
         return done
     finally:
