@@ -1,18 +1,25 @@
-"""Publishing: build the feeds from the store, and the feed of sent editions."""
+"""Publishing: build the feeds from the store, read the feeds a build kept in the store, and the feed of sent
+editions."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
 from syndication.app.service import Service
 from syndication.core.models import Edition, Post
 from syndication.core.progress import Progress
+from syndication.errors import StoreError
 from syndication.feeds.build import FeedBuildReport, build_feeds, feed_site
 from syndication.feeds.catalog import CONTENT_TYPES, FORMAT_LABELS, Feed, FeedDocument, FormatLabel
+from syndication.store import feed_documents, versions
 
 # The feed of editions before any was sent: a fixed date, so that its validators do not change by the minute.
 _EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
@@ -37,12 +44,58 @@ def publish_feeds(
 ) -> FeedBuildReport:
     """Write every feed that changed since the last build (or all of them), then the manifest.
 
-    ``directory`` defaults to ``[feeds] output_dir``; ``archives=False`` leaves archive pages for a later build;
-    ``progress`` is told of each feed written.
+    The documents go where ``[feeds] storage`` says (``output_dir``, or the store), or as files to ``directory``
+    when it is given (a static export); ``archives=False`` leaves archive pages for a later build; ``progress``
+    is told of each feed written.
     """
     return build_feeds(
         service.settings, service.engine, service.clock(), directory, full=full, archives=archives, progress=progress
     )
+
+
+class StoredFeeds:
+    """The feeds a build kept in the store (``[feeds] storage = "database"``), as a web node reads them.
+
+    ``check`` is the hot path, one primary-key read per request: it is meant to be called from one thread only,
+    which keeps one connection of its own open in autocommit mode (no pool checkout, no pre-ping, no BEGIN and
+    ROLLBACK around the read, and no snapshot held between reads). ``body`` may be called from any thread, on a
+    pooled connection. ``service`` opens the store when first needed.
+    """
+
+    def __init__(self, service: Callable[[], Service]) -> None:
+        self._service = service
+        self._connection: Connection | None = None
+
+    def check(self, known: int | None) -> tuple[int, bytes | None]:
+        """The ``feeds`` version, with the stored manifest's bytes when it is not ``known`` (None with the
+        version when there is no manifest yet, or when it is known). StoreError when the store does not answer
+        (the connection is opened afresh on the next call)."""
+        try:
+            if self._connection is None:
+                connection = self._service().engine.connect()
+                self._connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            number = versions.version(self._connection, versions.FEEDS)
+            if number == known:
+                return number, None
+            return number, feed_documents.manifest(self._connection)
+        except SQLAlchemyError as error:
+            self.close()
+            raise StoreError(f"the feeds in the store cannot be read: {error}") from error
+
+    def body(self, path: str, etag: str) -> bytes | None:
+        """The bytes of ``path`` under ``etag``, or None when a newer build has replaced them."""
+        try:
+            with self._service().engine.connect() as connection:
+                return feed_documents.document_body(connection, path, etag)
+        except SQLAlchemyError as error:
+            raise StoreError(f"the feed document {path} cannot be read from the store: {error}") from error
+
+    def close(self) -> None:
+        """Close the checking thread's connection (call it from that thread, or once it is idle)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with suppress(SQLAlchemyError):  # broken already: nothing to give back
+                connection.close()
 
 
 def editions_feed(

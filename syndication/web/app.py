@@ -65,8 +65,9 @@ def create_app(
     gate = Gate(pages)
     editor = EditorPages(store.service, pages, gate, wake_sender)
     health = Health(settings)
+    feed_files = feeds.FeedFiles(settings, store.service)
     # The notices' drain and the senders started by an editor finish the messages in hand before the store closes.
-    on_shutdown = [notices.stop, editor.deliveries.close, store.close, health.close]
+    on_shutdown = [notices.stop, editor.deliveries.close, feed_files.close, store.close, health.close]
     app = FastAPI(
         title=settings.site.title, docs_url=None, redoc_url=None, openapi_url=None, on_startup=[notices.start],
         on_shutdown=on_shutdown,
@@ -87,7 +88,7 @@ def create_app(
     app.router.routes.extend(health.routes())
     app.router.routes.extend(pages.asset_routes())
     app.router.routes.extend(ArchivePages(store.service, pages).routes())  # before /feeds/{path}: editions.atom
-    app.router.routes.extend(feeds.router(settings).routes)  # plain routes: each names its path template
+    app.router.routes.extend(feeds.router(feed_files).routes)  # plain routes: each names its path template
     app.router.routes.extend(unsubscribe.routes(store.service, pages))
     app.router.routes.extend(SubscriberPages(store.service, pages, notices.wake).routes())
     app.router.routes.extend(editor.routes())

@@ -1,16 +1,21 @@
 """Serving the built feeds over HTTP: exactly the documents the builder's ``manifest.json`` lists, with validators.
 
-The feed builder writes every document under ``feeds.output_dir`` and, last and atomically, ``manifest.json``:
-``{"version": 1, "documents": {"themes/x.atom": {"etag", "last_modified", "content_type"}}}``. Every document,
-archive pages too, may change, so each is served with ``[feeds] max_age_seconds`` and revalidated.
-This module answers ``/feeds/`` (the ``index.html``) and ``/feeds/{path}`` from it:
+The feed builder writes every document and, last, the manifest:
+``{"version": 1, "documents": {"themes/x.atom": {"etag", "last_modified", "content_type"}}}``, either as files
+under ``feeds.output_dir`` (``[feeds] storage = "folder"``) or into the store (``"database"``, so that every node
+sharing the store serves the same documents). Every document, archive pages too, may change, so each is served
+with ``[feeds] max_age_seconds`` and revalidated. This module answers ``/feeds/`` (the ``index.html``) and
+``/feeds/{path}`` from it:
 
 - only a path listed in the manifest is served, so there is no path traversal and an unknown feed is a plain 404;
-- the manifest is read again when its file changes (one ``os.stat`` per request), so a rebuild is served at once;
+- a rebuild is served at once: from a folder, the manifest is read again when its file changes (one ``os.stat``
+  per request); from the store, when the ``feeds`` version changes (one primary-key read per request, on a thread
+  of its own, requests arriving while it runs sharing the next one: ``StoreWatch``);
 - conditional requests (RFC 9110 section 13): ``If-None-Match`` (weak comparison, a list, ``*``), else
   ``If-Modified-Since``, answered with a 304 without opening the document's file;
 - gzip when the client's ``Accept-Encoding`` admits it, as a variant with an ETag of its own; the bodies sent
-  (compressed or not) are kept in a bounded in-memory LRU keyed by path and ETag.
+  (compressed or not) are kept in a bounded in-memory LRU keyed by path and ETag (the store keeps a document's
+  bytes by path and ETag too, so a node never pairs one build's bytes with another's tag).
 
 The endpoint is a bare ASGI callable behind a plain Starlette route: a 304 is the hot path of every feed reader's
 poll, and FastAPI's request parsing and dependency machinery would only add to it.
@@ -18,12 +23,14 @@ poll, and FastAPI's request parsing and dependency machinery would only add to i
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -37,7 +44,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from syndication.app.publishing import StoredFeeds
+from syndication.app.service import Service
 from syndication.config import Settings
+from syndication.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +173,21 @@ def read_manifest(output_dir: Path, settings: Settings) -> Manifest:
     """The manifest in ``output_dir``, or a ManifestError when it cannot be read or is not version 1."""
     path = output_dir / MANIFEST
     try:
-        raw: Any = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as error:
+        data = path.read_bytes()
+    except OSError as error:
         raise ManifestError(f"{path}: cannot be read: {error}") from error
+    return parse_manifest(data, str(path), output_dir, settings)
+
+
+def parse_manifest(data: bytes, where: str, output_dir: Path, settings: Settings) -> Manifest:
+    """The manifest ``data`` holds (``where`` names it in errors), or a ManifestError when it is not version 1."""
+    try:
+        raw: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise ManifestError(f"{where}: cannot be read: {error}") from error
     listed = raw.get("documents") if isinstance(raw, dict) else None
     if not isinstance(listed, dict) or raw.get("version") != MANIFEST_VERSION:
-        raise ManifestError(f"{path}: not a version {MANIFEST_VERSION} manifest with a 'documents' object")
+        raise ManifestError(f"{where}: not a version {MANIFEST_VERSION} manifest with a 'documents' object")
     return Manifest(output_dir, listed, settings)
 
 
@@ -224,6 +243,105 @@ class ManifestWatch:
             except ManifestError as error:
                 log.error("%s; still serving the previous manifest", error)
         return self._manifest
+
+
+class StoreWatch:
+    """The manifest of the feeds kept in the store, read again whenever the ``feeds`` version has moved on.
+
+    Every request asks for the version (one primary-key read), so a node serves a build from the moment it
+    commits, whatever node built it. The reads run on one thread of their own, off the event loop, on one
+    connection kept open (``StoredFeeds.check``). A request arriving while a read is under way waits for the next
+    one, which starts when that one ends and answers every request that arrived meanwhile: a read started before
+    a request arrived may predate a build the requester has seen committed, one started after cannot. So the
+    reads never queue up beyond one, however many requests come at once.
+
+    When the store does not answer, the manifest read last is served (logged once until the store answers again),
+    as the folder's watch keeps its manifest when a build leaves a broken one.
+    """
+
+    def __init__(self, stored: StoredFeeds, settings: Settings) -> None:
+        self.stored = stored
+        self._settings = settings
+        self._state: tuple[int | None, Manifest] = (None, EMPTY)  # the version read last and its manifest
+        self._failing = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feeds-version")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: asyncio.Future[Manifest] | None = None  # the read under way
+        self._queued: asyncio.Future[Manifest] | None = None  # the read to start when it ends
+
+    async def current(self) -> Manifest:
+        """The manifest of the version the store holds now (a read started after this call was made)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (a restarted server, a test): nothing of the last one
+            self._loop, self._running, self._queued = loop, None, None
+        if self._running is None:
+            self._running = self._start(loop)
+            waiter = self._running
+        else:
+            if self._queued is None:
+                self._queued = loop.create_future()
+            waiter = self._queued
+        # Shielded: a request whose client went away must not cancel the read the others wait for.
+        return await asyncio.shield(waiter)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Manifest]:
+        future = loop.run_in_executor(self._thread, self._read)
+        future.add_done_callback(self._ended)
+        return future
+
+    def _ended(self, ended: asyncio.Future[Manifest]) -> None:
+        queued, self._queued = self._queued, None
+        if self._running is not ended:
+            return  # from an event loop since left behind
+        if queued is None:
+            self._running = None
+            return
+        assert self._loop is not None
+        self._running = self._start(self._loop)
+        self._running.add_done_callback(lambda done: _settle(queued, done))
+
+    def _read(self) -> Manifest:
+        """On the reading thread: the current manifest, read again only when the version moved on."""
+        known, manifest = self._state
+        try:
+            number, data = self.stored.check(known)
+        except StoreError as error:
+            if not self._failing:
+                log.error("%s; still serving the feeds read before", error)
+            self._failing = True
+            return manifest
+        if self._failing:
+            log.warning("the feeds in the store can be read again")
+            self._failing = False
+        if number == known:
+            return manifest
+        if data is None:
+            manifest = EMPTY  # no build has saved its feeds in the store yet
+        else:
+            try:
+                manifest = parse_manifest(data, "the manifest in the store", Path(), self._settings)
+            except ManifestError as error:
+                # Recorded with its version all the same: a manifest that fails is reported once.
+                log.error("%s; still serving the previous manifest", error)
+        self._state = (number, manifest)
+        return manifest
+
+    def close(self) -> None:
+        """Close the reading thread's connection and stop the thread."""
+        self._thread.submit(self.stored.close).result()
+        self._thread.shutdown(wait=True)
+
+
+def _settle(waiter: asyncio.Future[Manifest], done: asyncio.Future[Manifest]) -> None:
+    """Give ``waiter`` the outcome of ``done``."""
+    if waiter.done():
+        return
+    if done.cancelled():
+        waiter.cancel()
+    elif (error := done.exception()) is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(done.result())
 
 
 class BodyCache:
@@ -311,16 +429,35 @@ def _read_body(file: str, compress: bool) -> bytes:
 
 
 class FeedFiles:
-    """The ASGI endpoint of ``/feeds/{path}``: a manifest lookup, then a 304, a cached body or a file read."""
+    """The ASGI endpoint of ``/feeds/{path}``: a manifest lookup, then a 304, a cached body or a read of the
+    document (its file, or its row in the store)."""
 
-    def __init__(self, settings: Settings, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        service: Callable[[], Service] | None = None,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        """Serve the feeds where ``[feeds] storage`` says; from the store, ``service`` opens it when needed."""
         self.manifest = ManifestWatch(settings.feeds.output_dir, settings)
+        self.store: StoreWatch | None = None
+        if settings.feeds.storage == "database":
+            if service is None:
+                raise ValueError("feeds kept in the store are served from it: give the service that opens it")
+            self.store = StoreWatch(StoredFeeds(service), settings)
         self.bodies = BodyCache(cache_bytes)
+
+    def close(self) -> None:
+        """Stop reading the store (when the feeds are served from it)."""
+        if self.store is not None:
+            self.store.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one GET or HEAD (the route lets no other method through)."""
         name = scope["path_params"].get("path") or INDEX
-        document = self.manifest.current().get(name)
+        manifest = self.manifest.current() if self.store is None else await self.store.current()
+        document = manifest.get(name)
         if document is None:
             await _send_plain(send, 404, b"Not found\n")
             return
@@ -335,17 +472,15 @@ class FeedFiles:
         key = (name, etag)
         body = self.bodies.get(key)
         if body is None:
-            try:
-                # Off the event loop: a big archive page takes a while to read and compress. During a build a
-                # file may already hold the next bytes while the manifest still names the last ones; a reader
-                # then gets the new bytes under the old tag, and one extra 200 after the manifest is replaced.
-                body = await run_in_threadpool(_read_body, document.file, compress)
-            except FileNotFoundError:
-                # Listed but gone: the folder is being rebuilt or cleaned; the next manifest will say.
-                log.warning("%s: listed in the manifest but missing", document.file)
+            if self.store is None:
+                body = await self._read_file(document, compress)
+            else:
+                document, body = await self._read_stored(name, document, compress)
+            if body is None:
                 await _send_plain(send, 404, b"Not found\n")
                 return
-            self.bodies.put(key, body)
+            etag = document.gzip_etag if compress else document.etag
+            self.bodies.put((name, etag), body)
         headers = [
             (b"etag", etag),
             *document.validators,
@@ -356,6 +491,44 @@ class FeedFiles:
             headers.append((b"content-encoding", b"gzip"))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+    async def _read_file(self, document: Document, compress: bool) -> bytes | None:
+        """The document's file, compressed when asked; None when it is gone."""
+        try:
+            # Off the event loop: a big archive page takes a while to read and compress. During a build a
+            # file may already hold the next bytes while the manifest still names the last ones; a reader
+            # then gets the new bytes under the old tag, and one extra 200 after the manifest is replaced.
+            return await run_in_threadpool(_read_body, document.file, compress)
+        except FileNotFoundError:
+            # Listed but gone: the folder is being rebuilt or cleaned; the next manifest will say.
+            log.warning("%s: listed in the manifest but missing", document.file)
+            return None
+
+    async def _read_stored(self, name: str, document: Document, compress: bool) -> tuple[Document, bytes | None]:
+        """The document's bytes as the store keeps them under its ETag, compressed when asked, with the
+        document they belong to. When a build committed since the manifest was read, its rows may be gone: the
+        manifest is read again and the new bytes are served under their own validators."""
+        assert self.store is not None
+        for attempt in range(2):
+            try:
+                body = await run_in_threadpool(_stored_body, self.store.stored, name, document, compress)
+            except StoreError as error:
+                log.error("%s", error)
+                return document, None
+            if body is not None or attempt:
+                return document, body
+            renewed = (await self.store.current()).get(name)
+            if renewed is None:
+                return document, None
+            document = renewed
+        return document, None
+
+
+def _stored_body(stored: StoredFeeds, name: str, document: Document, compress: bool) -> bytes | None:
+    data = stored.body(name, document.etag.decode())
+    if data is None or not compress:
+        return data
+    return gzip.compress(data, compresslevel=6, mtime=0)  # the same bytes on every node, as the ETag promises
 
 
 def freshness(headers: Iterable[tuple[bytes, bytes]], document: Document) -> tuple[bool, bool]:
@@ -399,7 +572,6 @@ async def _send_plain(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def router(settings: Settings) -> APIRouter:
-    """The feed routes: ``/feeds/`` and ``/feeds/{path}``, GET and HEAD."""
-    files = FeedFiles(settings)
+def router(files: FeedFiles) -> APIRouter:
+    """The feed routes: ``/feeds/`` and ``/feeds/{path}``, GET and HEAD, answered by ``files``."""
     return APIRouter(routes=[Route("/feeds/{path:path}", files, methods=["GET"], include_in_schema=False)])
