@@ -669,6 +669,10 @@ class EditorSettings(_Section):
         return value
 
 
+# The URL schemes [web] limits_storage takes besides memory:// (syndication.web.limits opens them with `limits`).
+LIMITS_SCHEMES: Final = ("redis", "rediss", "redis+unix")
+
+
 class WebSettings(_Section):
     templates_dir: Path | None = Field(
         None,
@@ -729,6 +733,29 @@ class WebSettings(_Section):
         description="How often the web process looks for notices to send (confirmations, preference changes) "
         "besides when it queues one itself.",
     )
+    limits_storage: str = Field(
+        "memory://",
+        description="Where the rate limits (subscribe, sign-in, reset, API token) count: 'memory://' in each "
+        "process (every process and node counts alone), or a Redis URL shared by every process and node, e.g. "
+        "'redis://127.0.0.1:6379/0' ('rediss://' with TLS, 'redis+unix:///path/to/socket'); a password in it is "
+        "masked by `config show` (or set the URL with SYNDICATION_WEB__LIMITS_STORAGE_FILE).",
+    )
+    limits_prefix: str = Field(
+        "",
+        max_length=200,
+        description="Prefix of the limits' keys in a shared storage, so that sites sharing one Redis count apart "
+        "(empty: the site's base_url, the same on every node of a site).",
+    )
+
+    @field_validator("limits_storage")
+    @classmethod
+    def _limits_storage(cls, value: str) -> str:
+        scheme, separator, rest = value.partition("://")
+        if value == "memory://" or (separator and scheme in LIMITS_SCHEMES and rest):
+            return value
+        raise ValueError(
+            "not a limits storage: 'memory://' or a Redis URL (redis://host:port/db, rediss://..., redis+unix:///path)"
+        )
 
     @field_validator("trusted_proxies")
     @classmethod

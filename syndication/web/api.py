@@ -44,7 +44,7 @@ from syndication.core.api_tokens import ApiToken
 from syndication.core.editions import EditionAction, EditionRefused
 from syndication.core.models import Post, Subscriber
 from syndication.errors import ConfigError, DeliveryError, StoreError, SyndicationError
-from syndication.web.limits import RateLimit
+from syndication.web.limits import site_limit
 
 log = logging.getLogger(__name__)
 
@@ -536,7 +536,7 @@ def api_app(
     )
     for error_type in (Exception, StarletteHTTPException, RequestValidationError, SyndicationError, ApiProblem):
         app.add_exception_handler(error_type, _problem)
-    limits = RateLimit(settings.api.requests_per_minute, 60.0)
+    limits = site_limit(settings, "api-token", settings.api.requests_per_minute, 60.0)
     bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer synd_<id>_<secret>`")
 
     def caller(scope: str) -> Any:

@@ -93,7 +93,7 @@ from syndication.web.access import OPEN, ROLE_NAMES, Gate, signed_in
 from syndication.web.errors import PageError, edition_refusal
 from syndication.web.forms import FORM_EXPIRED, Form
 from syndication.web.languages import N_, PARAMETER, Words
-from syndication.web.limits import RateLimit
+from syndication.web.limits import site_limit
 from syndication.web.subscribe import client_address
 from syndication.web.templating import Pages, email_headers
 
@@ -230,7 +230,7 @@ class EditorPages:
         self.pages = pages
         self.settings = pages.settings
         self.cookies = pages.cookies
-        self.logins = RateLimit(self.settings.web.logins_per_client_per_hour, HOUR)
+        self.logins = site_limit(self.settings, "login", self.settings.web.logins_per_client_per_hour, HOUR)
         self.deliveries = Deliveries(service)
 
     def routes(self) -> list[Route]:

@@ -29,6 +29,7 @@ from syndication.app.service import Service
 from syndication.config import Settings
 from syndication.runtime.logs import REQUEST_ID
 from syndication.runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS, scheduler_state
+from syndication.web.limits import shared_storage
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,11 @@ class Health:
 
     async def readyz(self, request: Request) -> Response:
         """200 when the store answers at this version's schema and the scheduler, if this process runs one, is not
-        stopping; else 503. The JSON body names each check and what is wrong."""
+        stopping; else 503. The JSON body names each check and what is wrong; with ``[web] limits_storage`` in
+        Redis, ``limits`` says whether it answers (a node whose Redis does not still serves: ready)."""
         checks = await run_in_threadpool(self._checks)
-        ready = all(value in ("ok", "leader", "standby") for value in checks.values())
+        # The limits' storage is reported, never a reason to take the node out: without it, it counts in process.
+        ready = all(value in ("ok", "leader", "standby") for name, value in checks.items() if name != "limits")
         body = orjson.dumps({"status": "ready" if ready else "not ready", "checks": checks}) + b"\n"
         return Response(body, status_code=200 if ready else 503, media_type="application/json",
                         headers={"Cache-Control": "no-store"})  # fmt: skip
@@ -144,6 +147,10 @@ class Health:
         state = scheduler_state()
         if state is not None:
             checks["scheduler"] = state
+        shared = shared_storage(self.settings)
+        if shared is not None:
+            problem = shared.problem()
+            checks["limits"] = "ok" if problem is None else "unreachable: counting in each process"
         return checks
 
     async def metrics(self, request: Request) -> Response:

@@ -45,7 +45,7 @@ from syndication.core.models import CADENCES, Subscriber
 from syndication.web.errors import PageError
 from syndication.web.forms import FORM_EXPIRED, Choices, Form, read_choices
 from syndication.web.languages import Words
-from syndication.web.limits import RateLimit
+from syndication.web.limits import site_limit
 from syndication.web.templating import Pages, page_headers
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ class SubscriberPages:
         self.wake_notices = wake_notices
         self.settings = pages.settings
         web = self.settings.web
-        self.per_client = RateLimit(web.subscribe_per_client_per_hour, HOUR)
-        self.per_address = RateLimit(web.subscribe_per_address_per_hour, HOUR)
+        self.per_client = site_limit(self.settings, "subscribe-client", web.subscribe_per_client_per_hour, HOUR)
+        self.per_address = site_limit(self.settings, "subscribe-address", web.subscribe_per_address_per_hour, HOUR)
         # The emails' languages, each named in itself: a reader finds their own whatever the page's language.
         self.languages = [(code, language_name(code)) for code in self.settings.digest.languages]
 

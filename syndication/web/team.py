@@ -45,7 +45,7 @@ from syndication.web.access import OPEN, ROLE_NAMES, Gate, signed_in
 from syndication.web.errors import PageError
 from syndication.web.forms import Form
 from syndication.web.languages import N_, Words
-from syndication.web.limits import RateLimit
+from syndication.web.limits import site_limit
 from syndication.web.subscribe import client_address
 from syndication.web.templating import Pages, page_headers
 
@@ -88,7 +88,7 @@ class TeamPages:
         self.gate = gate
         self.settings = pages.settings
         self.cookies = pages.cookies
-        self.resets = RateLimit(self.settings.web.logins_per_client_per_hour, HOUR)
+        self.resets = site_limit(self.settings, "reset", self.settings.web.logins_per_client_per_hour, HOUR)
 
     def routes(self) -> list[Route]:
         """The routes of these pages."""
