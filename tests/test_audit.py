@@ -24,8 +24,8 @@ from syndication.app.subscribers import SubscriberError, add_subscriber
 from syndication.cli import main
 from syndication.core.models import EditionStatus
 from syndication.store import database
-from syndication.store.schema import AuditEventRow
 from syndication.store import subscribers as subscriber_store
+from syndication.store.schema import AuditEventRow
 from tests.support import NOW
 from tests.test_web_editor import SINCE, UNTIL, edition_status, sign_in
 from tests.web_site import EDITOR, WebSite, form_post, web_site

@@ -8,8 +8,8 @@ from __future__ import annotations
 import io
 import json
 import re
-from contextlib import closing
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
