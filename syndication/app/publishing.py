@@ -65,20 +65,22 @@ class StoredFeeds:
     def __init__(self, service: Callable[[], Service]) -> None:
         self._service = service
         self._connection: Connection | None = None
+        self._version: Callable[[], int] | None = None
 
     def check(self, known: int | None) -> tuple[int, bytes | None]:
         """The ``feeds`` version, with the stored manifest's bytes when it is not ``known`` (None with the
         version when there is no manifest yet, or when it is known). StoreError when the store does not answer
         (the connection is opened afresh on the next call)."""
         try:
-            if self._connection is None:
-                connection = self._service().engine.connect()
-                self._connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            number = versions.version(self._connection, versions.FEEDS)
+            if self._connection is None or self._version is None:
+                connection = self._service().engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                self._connection = connection
+                self._version = versions.reader(connection, versions.FEEDS)
+            number = self._version()
             if number == known:
                 return number, None
             return number, feed_documents.manifest(self._connection)
-        except SQLAlchemyError as error:
+        except (SQLAlchemyError, StoreError) as error:
             self.close()
             raise StoreError(f"the feeds in the store cannot be read: {error}") from error
 
@@ -92,7 +94,7 @@ class StoredFeeds:
 
     def close(self) -> None:
         """Close the checking thread's connection (call it from that thread, or once it is idle)."""
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._version = self._connection, None, None
         if connection is not None:
             with suppress(SQLAlchemyError):  # broken already: nothing to give back
                 connection.close()
