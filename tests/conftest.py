@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from syndication.app.service import Service, init_store
 from syndication.clock import fixed_clock
 from syndication.config import Settings, load_settings
+from tests.run_process import RunProcess
 from tests.support import NOW, write_config
 
 POSTGRES_URL = os.environ.get("SYNDICATION_TEST_POSTGRES_URL")
@@ -82,3 +83,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def regenerate_golden(request: pytest.FixtureRequest) -> bool:
     """Whether golden files are to be rewritten instead of compared."""
     return bool(request.config.getoption("--regenerate-golden"))
+
+
+@pytest.fixture
+def launch() -> Iterator[Callable[..., RunProcess]]:
+    """Starts ``syndication run`` processes (``launch(config, web_port=None)``); whatever still runs at the end of
+    the test is killed, and its last log lines printed (shown when the test failed)."""
+    started: list[RunProcess] = []
+
+    def start(config: Path, web_port: int | None = None) -> RunProcess:
+        process = RunProcess(config, web_port)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+        print(process.log(last=200))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of this test's own, dropped afterwards: for processes that share a store."""
+    if not POSTGRES_URL:
+        pytest.skip("processes sharing a store need PostgreSQL: SYNDICATION_TEST_POSTGRES_URL is not set")
+    yield from _postgres_database(POSTGRES_URL)

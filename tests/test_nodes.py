@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_URL, _postgres_database
+from tests.run_process import RunProcess, free_port
 from tests.smtp_server import smtp_server
 from tests.support import post_record, wait_for, write_config, write_jsonl
-from tests.test_run_processes import RunProcess, free_port, prepare_store
+from tests.test_run_processes import prepare_store
 
 REDIS = "redis://127.0.0.1:6379/0"
 SUBSCRIBES_PER_CLIENT = 4
@@ -38,29 +38,10 @@ def _redis_answers() -> bool:
 
 
 @pytest.fixture
-def launch() -> Iterator[Callable[[Path, int], RunProcess]]:
-    """Starts ``syndication run`` processes with a web port; whatever still runs at the end is killed."""
-    started: list[RunProcess] = []
-
-    def start(config: Path, port: int) -> RunProcess:
-        process = RunProcess(config, port)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
-        print(process.log(last=200))  # shown when the test failed
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database of this test's own, dropped afterwards."""
-    if not POSTGRES_URL:
-        pytest.skip("nodes sharing a store need PostgreSQL: SYNDICATION_TEST_POSTGRES_URL is not set")
+def redis_limits() -> None:
+    """Skip, saying why, when the Redis the nodes share their limits in does not answer."""
     if not _redis_answers():
         pytest.skip(f"the nodes' shared rate limits need Redis at {REDIS}")
-    yield from _postgres_database(POSTGRES_URL)
 
 
 def node_config(folder: Path, database_url: str, smtp_port: int, source: Path, prefix: str) -> Path:
@@ -152,7 +133,7 @@ def subscribe(port: int, number: int) -> int:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_three_nodes_serve_the_same_feeds_survive_the_leader_and_share_their_limits(
-    tmp_path: Path, postgres_url: str, launch: Callable[[Path, int], RunProcess]
+    tmp_path: Path, postgres_url: str, redis_limits: None, launch: Callable[..., RunProcess]
 ) -> None:
     source = tmp_path / "wire.jsonl"
     write_jsonl(source, [])

@@ -13,22 +13,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -39,119 +33,19 @@ from syndication.config import load_settings
 from syndication.scheduling.cadences import next_fire, parse_crontab
 from syndication.store import database
 from syndication.store.schema import DeliveryRow, EditionRow, PostRow
-from tests.conftest import POSTGRES_URL, _postgres_database
+from tests.run_process import SECRET, STOP_WITHIN, RunProcess, free_port
 from tests.smtp_server import Received, SmtpTestServer, smtp_server
 from tests.support import post_record, wait_for, write_config
 
-SECRET = "run-process-test-signing-key-" + "r" * 16
 DAILY = "*/3 * * * * *"  # an edition every three seconds
 DAILY_TRIGGER = parse_crontab(DAILY, "Europe/Berlin")
 PERIOD = timedelta(seconds=3)
 GRACE_SECONDS = 20  # a restart or a takeover on a loaded machine is well within it
-STOP_WITHIN = 8.0  # seconds from SIGTERM to exit
 TAKEOVER_WITHIN = 8.0  # seconds from the leader's SIGKILL to another process leading
 STORED_WELL_BEFORE = timedelta(seconds=1.5)  # a post stored this long before its edition was made is in it
 MESSAGE_ID = re.compile(r"<edition-(\d+)\.(\d+)\.[0-9a-f]+@")
 
 # --- The processes --------------------------------------------------------------------------------------------
-
-
-class RunProcess:
-    """One ``syndication run`` process; its JSON log lines (standard error) are collected as they come."""
-
-    def __init__(self, config: Path, web_port: int | None = None) -> None:
-        environment = {key: value for key, value in os.environ.items() if not key.startswith("SYNDICATION_")}
-        environment["SYNDICATION_SECRET_KEY"] = SECRET
-        web = ["--port", str(web_port)] if web_port else ["--no-web"]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "syndication", "--config", str(config), "run", *web],
-            env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        self.pid = self.process.pid
-        self._lines: list[dict[str, Any]] = []
-        self._raw: list[str] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, name=f"log-{self.pid}", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        with self.process.stderr:
-            for raw in self.process.stderr:
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    entry = None
-                with self._lock:
-                    self._raw.append(line)
-                    if isinstance(entry, dict):
-                        self._lines.append(entry)
-
-    def events(self, event: str) -> list[dict[str, Any]]:
-        """The log lines with this ``event`` field."""
-        with self._lock:
-            return [line for line in self._lines if line.get("event") == event]
-
-    def lines(self) -> list[dict[str, Any]]:
-        """Every JSON log line so far."""
-        with self._lock:
-            return list(self._lines)
-
-    def created_editions(self) -> list[int]:
-        """The editions it said it created (``edition:<cadence>`` job lines)."""
-        return [
-            int(match[1])
-            for line in self.lines()
-            if str(line.get("job", "")).startswith("edition:")
-            for match in re.finditer(r"edition (\d+) created", str(line.get("message", "")))
-        ]
-
-    @property
-    def leads(self) -> bool:
-        """Whether it logged that it became the scheduler (as itself, ``host:pid``)."""
-        return any(str(line.get("runner", "")).endswith(f":{self.pid}") for line in self.events("leader"))
-
-    def log(self, last: int = 40) -> str:
-        """The end of its standard error, for failure messages."""
-        with self._lock:
-            lines = self._raw[-last:]
-        return f"--- syndication run, pid {self.pid}, exit status {self.process.poll()} ---\n" + "\n".join(lines)
-
-    def terminate(self) -> tuple[int, float]:
-        """SIGTERM it; its exit status and how many seconds it took to exit."""
-        sent = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            status = self.process.wait(timeout=STOP_WITHIN * 3)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"no exit {STOP_WITHIN * 3:.0f} s after SIGTERM\n{self.log()}") from None
-        self._reader.join(timeout=10)
-        return status, time.monotonic() - sent
-
-    def kill(self) -> None:
-        """SIGKILL it (if it still runs) and collect it."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-        self._reader.join(timeout=10)
-
-
-@pytest.fixture
-def launch() -> Iterator[Callable[..., RunProcess]]:
-    """Starts ``syndication run`` processes; whatever still runs at the end of the test is killed."""
-    started: list[RunProcess] = []
-
-    def start(config: Path, web_port: int | None = None) -> RunProcess:
-        process = RunProcess(config, web_port)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
-        print(process.log(last=200))  # shown when the test failed
 
 
 # --- The store, the source and the schedule ---------------------------------------------------------------------
@@ -371,13 +265,6 @@ def check_posts_reached_their_edition(service: Service, rows: list[EditionRow], 
             assert row.id in sent, f"edition {row.id} was created after {known[0].title!r} was stored, sent nothing"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a configured proxy
 
 
@@ -485,14 +372,6 @@ def edition_window_ended_after(moment: datetime) -> bool:
 
 
 # --- PostgreSQL: three processes, the leader killed ---------------------------------------------------------------
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database of this test's own, dropped afterwards."""
-    if not POSTGRES_URL:
-        pytest.skip("three 'syndication run' processes need PostgreSQL: SYNDICATION_TEST_POSTGRES_URL is not set")
-    yield from _postgres_database(POSTGRES_URL)
 
 
 @pytest.mark.slow
