@@ -121,8 +121,8 @@ def test_an_empty_window_is_not_in_the_public_archive(
     empty = plan_edition(service, "weekly", EMPTY_SINCE, EMPTY_UNTIL)
     assert empty.edition is not None and empty.empty
     assert [edition.id for edition in sent_editions(service, 50)] == [1]
-    feed = editions_feed(service, title="Editions", description="Every edition.", title_of=lambda e: f"edition {e.id}",
-                         summary_of=lambda e: "", limit=50)  # fmt: skip
+    feed = editions_feed(service, sent_editions(service, 50), title="Editions", description="Every edition.",
+                         title_of=lambda e: f"edition {e.id}", summary_of=lambda e: "")  # fmt: skip
     text = feed.body.decode("utf-8")
     assert "/editions/1" in text and f"/editions/{empty.edition.id}" not in text
 

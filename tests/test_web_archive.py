@@ -14,6 +14,7 @@ import feedparser
 import pytest
 
 from syndication.app.editions import deliver, plan_edition
+from syndication.app.gathering import import_file
 from syndication.app.publishing import publish_feeds
 from syndication.app.subscribers import add_subscriber, subscriber_token, token_subject
 from syndication.config import load_settings, signing_keys
@@ -22,6 +23,7 @@ from syndication.core.tokens import make_token
 from syndication.errors import ConfigError
 from syndication.store import database, ledger
 from syndication.store import subscribers as subscriber_store
+from tests.support import post_record, write_jsonl
 from tests.web_site import WebSite, web_site
 
 SINCE, UNTIL = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)
@@ -154,6 +156,27 @@ def test_the_editions_feed_lists_sent_editions_and_answers_304(site: WebSite) ->
     assert plain.headers["etag"] != answer.headers["etag"]
     assert parsedate_to_datetime(answer.headers["last-modified"]) == datetime(2024, 6, 1, tzinfo=UTC)
     assert other_feed.status_code == 404  # the feed files are not built here: the files' route still answers
+
+
+def test_kept_copies_follow_the_store_a_new_edition_is_in_the_feed_at_once(site: WebSite, tmp_path: Path) -> None:
+    """The app keeps the editions feed and the public copies rendered; a request still sees what the store says."""
+    with site.client() as client:
+        first = client.get("/feeds/editions.atom", headers={"Accept-Encoding": "identity"})
+        public = client.get("/editions/1")
+        assert client.get("/editions/1").content == public.content  # the kept copy is the same bytes
+        june = post_record(9, title="Bike lanes in Bogotá", published="2024-06-10T10:00:00Z", themes=["resilience"])
+        assert import_file(site.service, write_jsonl(tmp_path / "june.jsonl", [june])).ok
+        plan = plan_edition(site.service, "weekly", UNTIL, datetime(2024, 7, 1, tzinfo=UTC))
+        assert plan.edition is not None and plan.queued == 2
+        assert client.get("/editions/2").status_code == 404  # not sent yet: no public copy kept either
+        assert client.get("/feeds/editions.atom", headers={"Accept-Encoding": "identity"}).content == first.content
+        deliver(site.service)
+        second = client.get("/feeds/editions.atom", headers={"Accept-Encoding": "identity"})
+        later = client.get("/editions/2")
+    base = site.settings.site.base_url
+    links = [entry.link for entry in feedparser.parse(second.content).entries]
+    assert links == [f"{base}/editions/2", f"{base}/editions/1"] and second.headers["etag"] != first.headers["etag"]
+    assert later.status_code == 200 and later.content != public.content
 
 
 def test_theme_pages_list_recent_posts_with_their_feeds(site: WebSite) -> None:

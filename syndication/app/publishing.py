@@ -3,7 +3,7 @@ editions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -102,20 +102,20 @@ class StoredFeeds:
 
 def editions_feed(
     service: Service,
+    editions: Sequence[Edition],
     *,
     title: str,
     description: str,
     title_of: Callable[[Edition], str],
     summary_of: Callable[[Edition], str],
-    limit: int,
 ) -> RenderedFeed:
-    """The sent editions among the newest ``limit`` as an Atom document, written by the feeds' own writer.
+    """``editions`` (the sent ones, newest first: ``app.editions.sent_editions``) as an Atom document, written by
+    the feeds' own writer.
 
     Each entry links to the edition's page. The words are the caller's, in the site's language (the feed is one
     document for every reader): the feed's ``title`` and ``description``, and ``title_of`` and ``summary_of``
     an edition's title and one sentence about it, as the archive's pages word them.
     """
-    from syndication.app.editions import sent_editions  # the sending side: slow to import, a build needs none of it
     from syndication.feeds.rss_atom import render_atom  # feedgen and lxml: a build with nothing to do needs neither
 
     settings = service.settings
@@ -133,7 +133,7 @@ def editions_feed(
             updated=edition.until,
             language=settings.site.language,
         )
-        for edition in sent_editions(service, limit)
+        for edition in editions
     ]
     updated = max((entry.updated for entry in entries), default=_EPOCH)
     body = render_atom(FeedDocument(site, feed, "atom", entries, updated))

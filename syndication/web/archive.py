@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC
 from email.utils import format_datetime
@@ -29,7 +31,7 @@ from starlette.routing import Route
 
 from syndication.app.editions import find_edition, public_copy, reader_copy, sent_editions
 from syndication.app.gathering import list_posts, theme_post_counts
-from syndication.app.publishing import editions_feed, feed_formats
+from syndication.app.publishing import RenderedFeed, editions_feed, feed_formats
 from syndication.app.service import Service
 from syndication.core.editions import READABLE
 from syndication.core.models import Edition
@@ -42,6 +44,8 @@ from syndication.web.templating import Pages, email_headers
 
 ARCHIVE_SIZE: Final = 100
 THEME_PAGE_POSTS: Final = 20
+# Public copies kept rendered (premailer makes each in tens of milliseconds; a sent edition's never changes).
+PUBLIC_COPIES: Final = 64
 
 
 class ArchivePages:
@@ -51,6 +55,13 @@ class ArchivePages:
         self.service = service
         self.pages = pages
         self.settings = pages.settings
+        # Kept rendered, checked against the store on every request: a sent edition's public copy never changes
+        # (what an edition holds is fixed when it is made, and only a sent one has a public copy), so it is kept
+        # by its id; the editions feed is kept with the list of sent editions it was written from, and written
+        # again when a request finds another list (one query of at most ARCHIVE_SIZE rows).
+        self._public: OrderedDict[int, str] = OrderedDict()
+        self._feed: tuple[tuple[Edition, ...], RenderedFeed] | None = None
+        self._lock = threading.Lock()
 
     def routes(self) -> list[Route]:
         """The routes of these pages (``/feeds/editions.atom`` must come before the feed files' route)."""
@@ -88,10 +99,25 @@ class ArchivePages:
             mine = reader_copy(service, edition, token)
             if mine is not None:
                 return HTMLResponse(mine.html, headers=email_headers(private=True))
-        public = public_copy(service, edition)
-        if public is None:  # not sent to everyone yet, or nothing in it for a reader of everything
+        html = self._public_html(service, edition)
+        if html is None:  # not sent to everyone yet, or nothing in it for a reader of everything
             raise _no_edition(words, edition_id)
-        return HTMLResponse(public.html, headers=email_headers(private=False))
+        return HTMLResponse(html, headers=email_headers(private=False))
+
+    def _public_html(self, service: Service, edition: Edition) -> str | None:
+        with self._lock:
+            kept = self._public.get(edition.id)
+            if kept is not None:
+                self._public.move_to_end(edition.id)
+                return kept
+        public = public_copy(service, edition)
+        if public is None:
+            return None
+        with self._lock:
+            self._public[edition.id] = public.html
+            while len(self._public) > PUBLIC_COPIES:
+                self._public.popitem(last=False)
+        return public.html
 
     async def editions_page(self, request: Request) -> Response:
         """The sent editions, newest first."""
@@ -110,16 +136,7 @@ class ArchivePages:
         # The feed is one document for every reader: worded in the site's language.
         words = self.pages.languages.words(self.pages.languages.default)
         site = self.settings.site.title
-        rendered = await run_in_threadpool(
-            lambda: editions_feed(
-                self.service(),
-                title=words.gettext("%(site)s: editions", site=site),
-                description=words.gettext("Every digest %(site)s sent.", site=site),
-                title_of=lambda edition: self._title(words, edition),
-                summary_of=lambda edition: self._summary(words, edition),
-                limit=ARCHIVE_SIZE,
-            )
-        )
+        rendered = await run_in_threadpool(self._editions_feed, words, site)
         body = rendered.body
         # Validated as the built feeds are (weak If-None-Match, If-Modified-Since, a gzip variant of its own).
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
@@ -134,6 +151,24 @@ class ArchivePages:
             body = gzip.compress(body, compresslevel=6, mtime=0)
             lines.append((b"content-encoding", b"gzip"))
         return Response(body, headers=_header_dict([*lines, *document.metadata]))
+
+    def _editions_feed(self, words: Words, site: str) -> RenderedFeed:
+        service = self.service()
+        editions = tuple(sent_editions(service, ARCHIVE_SIZE))
+        with self._lock:
+            if self._feed is not None and self._feed[0] == editions:
+                return self._feed[1]
+        rendered = editions_feed(
+            service,
+            editions,
+            title=words.gettext("%(site)s: editions", site=site),
+            description=words.gettext("Every digest %(site)s sent.", site=site),
+            title_of=lambda edition: self._title(words, edition),
+            summary_of=lambda edition: self._summary(words, edition),
+        )
+        with self._lock:
+            self._feed = (editions, rendered)
+        return rendered
 
     def _title(self, words: Words, edition: Edition) -> str:
         """An edition's subject, or (an edition without one) its cadence and window: ``Weekly digest, 1 May 2024
