@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.routing import Route
 
 from syndication.app.audit import audit_events
 from syndication.app.editions import plan_edition
@@ -332,8 +333,8 @@ def test_every_editor_route_has_a_rule_and_each_role_is_held_to_it(site: WebSite
     declared = {
         (method, route.path)
         for route in app.router.routes
-        if getattr(route, "path", "").startswith("/editor")
-        for method in (getattr(route, "methods", None) or ())
+        if isinstance(route, Route) and route.path.startswith("/editor")
+        for method in (route.methods or ())
         if method != "HEAD"
     }
     assert declared == set(rules), "every editor route is made by the gate, with its rule"
