@@ -14,6 +14,7 @@ operator says so (``retry_deliveries``), once, with the same Message-ID.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import secrets
@@ -348,6 +349,7 @@ class MessageBuilder:
         self._posts: dict[int, list[Post]] = {}  # what each edition holds, read once
         self._variants: dict[_VariantKey, RenderedEmail | None] = {}
         self._failures: dict[_VariantKey, str] = {}  # variants that cannot be rendered
+        self._sources: dict[int, str] = {}  # each edition's posts and rendering settings, hashed (``_stored_key``)
 
     def build(self, claims: list[ledger.Claim]) -> list[Outgoing | str]:
         """The message of each claim, or the reason none can be sent; the batch's subscribers in one query."""
@@ -404,9 +406,56 @@ class MessageBuilder:
         )
 
     def _variant(self, edition: Edition, subscriber: Subscriber) -> RenderedEmail | None:
-        return self.edition_email(
-            edition, subscriber.themes, subscriber.language, reading_of(self.settings, subscriber)
-        )
+        return self.shared_email(edition, subscriber.themes, subscriber.language, reading_of(self.settings, subscriber))
+
+    def shared_email(
+        self, edition: Edition, themes: tuple[str, ...] | None, language: str, reading: Reading | None = None
+    ) -> RenderedEmail | None:
+        """``edition_email`` rendered once for every sender: read from the store when a sender (this one or
+        another process) rendered it already from the same inputs, else rendered here and stored. A sender's start
+        costs a read per variant instead of rendering every one of them again.
+
+        The stored copy is keyed by what it follows from (``_stored_key``): an edition whose subject, intro or
+        posts changed, or a sender whose rendering settings differ, renders and stores its own. A variant that
+        cannot be rendered is never stored: RenderError, as from ``edition_email``."""
+        key = (edition.id, themes, language, reading)
+        if key in self._variants or key in self._failures:
+            return self.edition_email(edition, themes, language, reading)
+        stored_key = self._stored_key(edition, themes, language, reading)
+        with database.transaction(self.service.engine) as session:
+            found = ledger.stored_variant(session, edition.id, stored_key)
+        if found is not None:
+            unsubscribe, preferences, view_online = found.links
+            self._variants[key] = None if found.empty else RenderedEmail(
+                found.subject, found.preheader, found.html, found.text, found.language,
+                Links(unsubscribe, preferences, view_online), found.problems,
+            )  # fmt: skip
+            return self._variants[key]
+        email = self.edition_email(edition, themes, language, reading)
+        if email is None:
+            kept = ledger.StoredVariant(True, "", "", "", "", language, ("", "", ""), ())
+        else:
+            links = (email.links.unsubscribe, email.links.preferences, email.links.view_online)
+            kept = ledger.StoredVariant(False, email.subject, email.preheader, email.html, email.text,
+                                        email.language, links, email.problems)  # fmt: skip
+        with database.transaction(self.service.engine) as session:
+            ledger.store_variant(session, edition.id, stored_key, kept, self.service.clock())
+        return email
+
+    def _stored_key(
+        self, edition: Edition, themes: tuple[str, ...] | None, language: str, reading: Reading | None
+    ) -> str:
+        """What a stored variant follows from, as a SHA-256: the readers' themes, language and reading, the
+        edition's subject and intro, its posts as they read now and the settings the renderer reads."""
+        if edition.id not in self._sources:
+            if edition.id not in self._posts:
+                self._posts[edition.id] = held_posts(self.service, edition)
+            settings = self.settings
+            source = repr((self._posts[edition.id], settings.site, settings.digest, settings.mail,
+                           settings.theme_list))  # fmt: skip
+            self._sources[edition.id] = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        shown = repr((themes, language, reading, edition.subject, edition.intro, self._sources[edition.id]))
+        return hashlib.sha256(shown.encode("utf-8")).hexdigest()
 
     def edition_email(
         self, edition: Edition, themes: tuple[str, ...] | None, language: str, reading: Reading | None = None

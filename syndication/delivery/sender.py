@@ -5,9 +5,15 @@ Every message leaves through the service's one :class:`~syndication.delivery.mai
 owns the transport, over ``[delivery] connections`` connections it opens (one per sending thread).
 
 Nothing is lost and nothing is sent twice, within one rule: a delivery is marked sent only after the transport
-accepted it (the SMTP server's final 250), in its own transaction, right after that reply. A sender killed
-between the two can have the messages in flight at that moment sent again by the next run (with the same
-Message-ID, so receivers can drop the copy): at most ``connections`` messages.
+accepted it (the SMTP server's final 250), and no later than the transaction that marks the next message of the
+same connection in flight, before that message's first byte (or at the end of its batch). A sender killed
+between the two can have the messages sent and not recorded at that moment sent again by the next run (with the
+same Message-ID, so receivers can drop the copy): at most one per connection, ``connections`` messages.
+
+Batched without weakening that. The in-flight marks that the connections ask for at the same moment, and every
+outcome accepted since the last commit, commit in one transaction (``_GroupCommit``: whoever asks first commits
+for all who wait); each connection still waits for its own mark before it sends. The next batch is claimed and
+built while the current one is being sent (pipelined, one batch sent at a time).
 
 A lease is a promise kept. Claims are leases with a fencing token (``store.ledger``). While it works, a sender
 renews the leases it holds (a heartbeat thread, every third of ``lease_seconds``) and notices those it lost; just
@@ -206,6 +212,10 @@ class _Held:
         with self._lock:
             return list(self._claims.values())
 
+    def ids(self) -> set[int]:
+        with self._lock:
+            return set(self._claims)
+
 
 @dataclass
 class _Run:
@@ -217,7 +227,73 @@ class _Run:
     halted: set[int] = field(default_factory=set)  # editions paused during this drain: nothing more is sent
     held: _Held = field(default_factory=_Held)
     timeouts: int = 0  # timeouts after the message in a row, over all connections
+    # Messages the relay accepted whose outcome is not recorded yet, with when it accepted them: recorded with the
+    # next message marked in flight, or at the end of the batch (at most one per connection at any time).
+    pending: list[tuple[ledger.Claim, datetime]] = field(default_factory=list)
+    commits: _GroupCommit = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Batch:
+    """A batch handed to the sending threads: their futures, and the claims to give back once it is over."""
+
+    sends: list[Future[None]] = field(default_factory=list)
+    held: list[ledger.Claim] = field(default_factory=list)
+    unsent: list[ledger.Claim] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Ask:
+    """One thread's request to the group commit, and its answer once committed (held, or why it failed)."""
+
+    claim: ledger.Claim | None
+    answer: bool | BaseException | None = None
+
+
+class _GroupCommit:
+    """Commits the in-flight marks that several sending threads ask for at the same moment in one transaction
+    (``commit``): the first to ask commits for everyone waiting, the others wait for it, and whoever asks
+    meanwhile is in the next group. No thread sends before its own mark committed."""
+
+    def __init__(self, commit: Callable[[list[ledger.Claim]], set[int]], *, at_once: int = 1) -> None:
+        self._commit = commit
+        self._changed = threading.Condition()
+        self._waiting: list[_Ask] = []
+        self._busy = 0  # commits under way
+        self._at_once = at_once  # at most this many at a time (each on a connection of its own)
+
+    def submit(self, claim: ledger.Claim | None) -> bool:
+        """Mark ``claim`` in flight (None: only record what is pending) with whatever else is asked now; whether
+        it is marked (False: its lease was lost). Raises what the commit raised."""
+        ask = _Ask(claim)
+        with self._changed:
+            self._waiting.append(ask)
+            while ask.answer is None and ask in self._waiting and self._busy >= self._at_once:
+                self._changed.wait()
+            group: list[_Ask] = []
+            if ask.answer is None and ask in self._waiting:  # a commit is free: this thread commits for all waiting
+                self._busy += 1
+                group, self._waiting = self._waiting, []
+            else:
+                while ask.answer is None:  # another thread took it into the commit it is making
+                    self._changed.wait()
+        if group:
+            try:
+                marked = self._commit([asked.claim for asked in group if asked.claim is not None])
+                answers: list[bool | BaseException] = [
+                    asked.claim is None or asked.claim.delivery_id in marked for asked in group
+                ]
+            except BaseException as error:  # noqa: BLE001 (every request of the group raises it)
+                answers = [error] * len(group)
+            with self._changed:
+                for asked, answer in zip(group, answers, strict=True):
+                    asked.answer = answer
+                self._busy -= 1
+                self._changed.notify_all()
+        if isinstance(ask.answer, BaseException):
+            raise ask.answer
+        return bool(ask.answer)
 
 
 class Sender:
@@ -262,33 +338,39 @@ class Sender:
         """
         config = self.settings.delivery
         run = _Run(DrainReport(), on_bounce)
+        run.commits = _GroupCommit(lambda claims: self._commit(run, claims))
         self.mailer.check()  # a DKIM key that cannot be read would fail every message: refuse before claiming any
         settled = False
         with self._single_sender_on_sqlite(), _Connections(self.mailer.connect) as connections:
             pool = ThreadPoolExecutor(max_workers=config.connections, thread_name_prefix="smtp")
             heartbeat = _Heartbeat(self, run)
             try:
+                # Pipelined: the next batch is claimed and built while the one before it is being sent (its
+                # messages go out on the pool's threads), so building overlaps sending. One batch is sent at a
+                # time, in order; the next is only submitted once the one before is over.
+                sending: _Batch | None = None
                 while not self.stop.is_set():
-                    with database.transaction(self.engine) as session:
-                        claims, poisoned = ledger.claim(
-                            session, self.owner, self.clock(), lease=self._lease(),
-                            limit=config.batch_size, max_crashes=config.max_crashes, edition_id=edition_id,
-                        )  # fmt: skip
-                        # Known before the commit: an unwinding drain hands back whatever it may hold.
-                        run.held.add(claims)
-                        for new in {claim.edition_id for claim in claims} - set(run.breakers):
-                            # Armed only at an edition's very start: once tried, it has had its breaker.
-                            run.breakers[new] = _Breaker(holding=not ledger.attempted(session, new))
-                    run.report.poisoned += len(poisoned)
+                    claims = self._claim(run, edition_id)
                     if not claims:
                         break
                     heartbeat.start()
-                    self._send_batch(pool, connections, build, claims, run, on_progress)
+                    built = build(claims)
+                    if sending is not None:
+                        self._finish_batch(run, sending, on_progress)
+                    sending = self._submit_batch(pool, connections, claims, built, run)
+                if sending is not None:
+                    self._finish_batch(run, sending, on_progress)
                 pool.shutdown(wait=True)
+                self._flush(run)
                 self._settle_breakers(run, apply=True)
                 settled = True
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)  # the messages in flight finish and are recorded
+                try:
+                    self._flush(run)  # what was sent is recorded before anything is handed back
+                except (SQLAlchemyError, OSError) as error:  # the store is gone: in flight, resent after the lease
+                    log.warning("could not record %d sent messages: %s", len(run.pending), error,
+                                extra={"event": "record-failed"})  # fmt: skip
                 if not settled:  # stopped by an error: what the breaker held goes back, marking nobody
                     with contextlib.suppress(Exception):
                         self._settle_breakers(run, apply=False)
@@ -334,35 +416,58 @@ class Sender:
                 run.report.lost_leases += count
             log.warning("lost the lease of %d deliveries to another sender", count, extra={"event": "lease-lost"})
 
-    def _send_batch(
+    def _claim(self, run: _Run, edition_id: int | None) -> list[ledger.Claim]:
+        """Lease the next batch (in this sender's write turn: on SQLite, the previous batch may be recording)."""
+        config = self.settings.delivery
+        with self._write_turn, database.transaction(self.engine) as session:
+            claims, poisoned = ledger.claim(
+                session, self.owner, self.clock(), lease=self._lease(), limit=config.batch_size,
+                max_crashes=config.max_crashes, edition_id=edition_id, holding=run.held.ids(),
+            )  # fmt: skip
+            # Known before the commit: an unwinding drain hands back whatever it may hold.
+            run.held.add(claims)
+            for new in {claim.edition_id for claim in claims} - set(run.breakers):
+                # Armed only at an edition's very start: once tried, it has had its breaker.
+                run.breakers[new] = _Breaker(holding=not ledger.attempted(session, new))
+        with run.report.lock:
+            run.report.poisoned += len(poisoned)
+        return claims
+
+    def _submit_batch(
         self,
         pool: ThreadPoolExecutor,
         connections: _Connections,
-        build: Builder,
         claims: list[ledger.Claim],
+        built: list[Outgoing | str],
         run: _Run,
-        on_progress: Callable[[DrainReport], None] | None,
-    ) -> None:
-        sends: list[Future[None]] = []
-        unsent: list[ledger.Claim] = []
-        held: list[ledger.Claim] = []
-        for claim, built in zip(claims, build(claims), strict=True):
+    ) -> _Batch:
+        """Hand each built message of a batch to the sending threads; those that cannot be sent are recorded as
+        failed, and those of an edition paused meanwhile (or all, once stopping) are kept for ``_finish_batch`` to
+        give back."""
+        batch = _Batch()
+        for claim, message in zip(claims, built, strict=True):
             if self._halted(run, claim.edition_id):  # paused by the relay's refusal of an earlier message
-                held.append(claim)
+                batch.held.append(claim)
                 continue
             if self.stop.is_set():
-                unsent.append(claim)
+                batch.unsent.append(claim)
                 continue
-            if isinstance(built, str):
-                self._record(run, claim, DeliveryStatus.FAILED, detail=built)
+            if isinstance(message, str):
+                self._record(run, claim, DeliveryStatus.FAILED, detail=message)
                 continue
-            sends.append(pool.submit(self._send_and_record, connections, built, run))
-        for send in sends:
+            batch.sends.append(pool.submit(self._send_and_record, connections, message, run))
+        return batch
+
+    def _finish_batch(self, run: _Run, batch: _Batch, on_progress: Callable[[DrainReport], None] | None) -> None:
+        """Wait for a batch's messages, record what is still to record, and give back what was not tried."""
+        for send in batch.sends:
             send.result()
-            if on_progress:
+        self._flush(run)
+        if on_progress:
+            for _ in batch.sends:
                 on_progress(run.report)
-        self._give_back(run, held, count=True)
-        self._give_back(run, unsent)
+        self._give_back(run, batch.held, count=True)
+        self._give_back(run, batch.unsent)
 
     def _send_and_record(self, connections: _Connections, outgoing: Outgoing, run: _Run) -> None:
         """Send one message and record the outcome at once, in this thread: the only messages a crash can
@@ -393,16 +498,56 @@ class Sender:
             self._retry_later(run, claim, error)
         else:
             self._relay_answered(run)
-            self._record(run, claim, DeliveryStatus.SENT, code=250)
-            self._observe(run, claim.edition_id)
+            # Recorded in the transaction that marks this sender's next message in flight (or at the batch's
+            # end): never later than the next message's first byte, so a crash still leaves at most one message
+            # per connection sent and not recorded, as when each outcome had a transaction of its own.
+            with run.lock:
+                run.pending.append((claim, self.clock()))
 
     def _begin(self, run: _Run, claim: ledger.Claim) -> bool:
-        """Mark the claim in flight, if this sender still holds it; a lost lease is counted and not sent."""
-        with self._write_turn, self.engine.begin() as connection:
-            held = ledger.begin_attempt(connection, claim, self.owner, self.clock(), lease=self._lease())
+        """Mark the claim in flight, if this sender still holds it; a lost lease is counted and not sent. The mark
+        commits with those of the other connections asking at the same moment and with the messages sent since the
+        last commit (``run.pending``): one transaction for many messages, none sent before its mark committed."""
+        held = run.commits.submit(claim)
         if not held:
             self._lost(run, [claim.delivery_id])
         return held
+
+    def _flush(self, run: _Run) -> None:
+        """Record the messages sent and not yet recorded (a batch's last ones), in one transaction."""
+        run.commits.submit(None)
+
+    def _commit(self, run: _Run, claims: list[ledger.Claim]) -> set[int]:
+        """The group commit's one transaction: record every pending sent message, mark ``claims`` in flight;
+        returns the ids of those marked."""
+        with run.lock:
+            pending, run.pending = run.pending, []
+        if not pending and not claims:
+            return set()
+        try:
+            with self._write_turn, self.engine.begin() as connection:
+                kept = ledger.record_sent(connection, pending, self.owner)
+                marked = ledger.begin_attempts(connection, claims, self.owner, self.clock(), lease=self._lease())
+        except BaseException:
+            with run.lock:  # not recorded: still pending (reported, or recorded by a later commit)
+                run.pending[:0] = pending
+            raise
+        self._recorded(run, pending, [claim.delivery_id in kept for claim, _ in pending])
+        return marked
+
+    def _recorded(self, run: _Run, pending: list[tuple[ledger.Claim, datetime]], kept: list[bool]) -> None:
+        """Count sent messages once their outcome committed (a lease lost meanwhile counted as such)."""
+        lost = [claim.delivery_id for (claim, _), ok in zip(pending, kept, strict=True) if not ok]
+        if lost:
+            self._lost(run, lost)
+        done = [claim for (claim, _), ok in zip(pending, kept, strict=True) if ok]
+        if not done:
+            return
+        run.held.drop(claim.delivery_id for claim in done)
+        with run.report.lock:
+            run.report.sent += len(done)
+        for claim in done:
+            self._observe(run, claim.edition_id)
 
     # No answer after the message -----------------------------------------------------------------------------
 
@@ -625,13 +770,22 @@ class Sender:
         detail: str = "",
         next_attempt_at: datetime | None = None,
     ) -> bool:
-        """Record an outcome under the claim's token; False (and a lost lease counted) when another sender holds
-        the delivery now."""
-        with self._write_turn, self.engine.begin() as connection:  # outcome and attempt commit together
-            kept = ledger.record(
-                connection, claim, self.owner, self.clock(), status, code=code, detail=detail,
-                next_attempt_at=next_attempt_at,
-            )  # fmt: skip
+        """Record an outcome under the claim's token, with the sent messages still pending (``run.pending``);
+        False (and a lost lease counted) when another sender holds the delivery now."""
+        with run.lock:
+            pending, run.pending = run.pending, []
+        try:
+            with self._write_turn, self.engine.begin() as connection:  # outcome and attempt commit together
+                sent = ledger.record_sent(connection, pending, self.owner)
+                kept = ledger.record(
+                    connection, claim, self.owner, self.clock(), status, code=code, detail=detail,
+                    next_attempt_at=next_attempt_at,
+                )  # fmt: skip
+        except BaseException:
+            with run.lock:
+                run.pending[:0] = pending
+            raise
+        self._recorded(run, pending, [claimed.delivery_id in sent for claimed, _ in pending])
         if not kept:
             self._lost(run, [claim.delivery_id])
             return False

@@ -46,11 +46,13 @@ from syndication.core.models import OPEN_DELIVERIES, PROBLEM_DELIVERIES, Deliver
 from syndication.core.webhooks import EDITION_SENT, edition_data
 from syndication.store import webhooks as webhook_store
 from syndication.store.schema import (
+    OPEN_DELIVERY_STATUSES,
     Base,
     DeliveryAttemptRow,
     DeliveryRow,
     EditionPostRow,
     EditionRow,
+    EditionVariantRow,
     SubscriberRow,
     UTCDateTime,
 )
@@ -270,12 +272,15 @@ def claim(
     limit: int,
     max_crashes: int,
     edition_id: int | None = None,
+    holding: Collection[int] = (),
 ) -> tuple[list[Claim], list[int]]:
     """Lease up to ``limit`` due deliveries of sending editions to ``owner``, each under a new fencing token;
     returns them and the ids set aside as poisoned (``max_crashes`` times, a sender died while sending them).
 
     A row whose lease ran out is claimed again: a crash counts against it only if it was in flight (its sender
-    died sending it); a row its sender merely held goes out as if it had never been claimed."""
+    died sending it); a row its sender merely held goes out as if it had never been claimed. ``holding``: the ids
+    the caller holds still (a pipelined sender claims its next batch while sending the one before): never claimed
+    again by it, even when a lease it failed to renew in time ran out, so that it cannot send one of them twice."""
     d = _deliveries
     due = (
         select(
@@ -292,6 +297,9 @@ def claim(
         .join(EditionRow, EditionRow.id == d.c.edition_id)
         .where(
             EditionRow.status == EditionStatus.SENDING,
+            # Said outright so that the planner walks ix_deliveries_open: the deliveries still to send, not every
+            # one ever sent (at the end of a million-message edition, 150 ms a claim instead of 0.3 ms).
+            d.c.status.in_(OPEN_DELIVERY_STATUSES),
             (
                 (d.c.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)) & (d.c.next_attempt_at <= now))
                 | ((d.c.status == DeliveryStatus.CLAIMED) & (d.c.lease_until < now))
@@ -302,6 +310,8 @@ def claim(
     )
     if edition_id is not None:
         due = due.where(d.c.edition_id == edition_id)
+    if holding:
+        due = due.where(d.c.id.not_in(sorted(holding)))
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True, of=d)
     claims: list[Claim] = []
@@ -452,6 +462,67 @@ def record(
         {"delivery_id": delivery_id, "at": now, "outcome": status, "code": code, "detail": detail[:1000]},
     )
     return True
+
+
+def record_sent(connection: Connection | Session, sent: Sequence[tuple[Claim, datetime]], owner: str) -> set[int]:
+    """Record that the relay accepted each of these claimed deliveries (with when), in two statements whatever
+    their number: the deliveries ``owner`` still holds under the claim's token are marked sent, each with its
+    attempt (at the moment it was accepted; the delivery's ``sent_at`` is the latest of the group's, at most a
+    commit later); a lease lost to another sender is never overwritten. Returns the ids recorded."""
+    if not sent:
+        return set()
+    when = {claim.delivery_id: at for claim, at in sent}
+    held = sorted((claim.delivery_id, claim.token) for claim, _ in sent)
+    result = connection.execute(_SENT, {"held": held, "owner": owner, "sent_at": max(when.values())})
+    kept = set(result.scalars())
+    if kept:
+        connection.execute(
+            _ATTEMPT,
+            [{"delivery_id": delivery_id, "at": when[delivery_id], "outcome": DeliveryStatus.SENT, "code": 250,
+              "detail": ""} for delivery_id in sorted(kept)],
+        )  # fmt: skip
+    return kept
+
+
+# Built once, as _RECORD is: recording a group of sent messages and marking the next in flight run for every
+# message, and their (id, token) pairs are one expanding parameter, so each is compiled once.
+_HELD_PAIRS = (
+    tuple_(_deliveries.c.id, _deliveries.c.lease_token).in_(bindparam("held", expanding=True)),
+    _deliveries.c.lease_owner == bindparam("owner"),
+    _deliveries.c.status == DeliveryStatus.CLAIMED,
+)
+_SENT = (
+    update(_deliveries)
+    .where(*_HELD_PAIRS)
+    .values(
+        status=DeliveryStatus.SENT,
+        attempts=_deliveries.c.attempts + 1,
+        lease_owner=None,
+        lease_until=None,
+        in_flight_at=None,
+        last_error="",
+        sent_at=bindparam("sent_at", type_=UTCDateTime()),
+    )
+    .returning(_deliveries.c.id)
+)
+_IN_FLIGHT = (
+    update(_deliveries)
+    .where(*_HELD_PAIRS)
+    .values(in_flight_at=bindparam("now", type_=UTCDateTime()), lease_until=bindparam("until", type_=UTCDateTime()))
+    .returning(_deliveries.c.id)
+)
+
+
+def begin_attempts(
+    connection: Connection | Session, claims: Sequence[Claim], owner: str, now: datetime, *, lease: timedelta
+) -> set[int]:
+    """``begin_attempt`` for several claims in one statement; returns the ids marked in flight (the others' leases
+    were lost: they must not be sent by this sender)."""
+    if not claims:
+        return set()
+    held = sorted((claim.delivery_id, claim.token) for claim in claims)
+    result = connection.execute(_IN_FLIGHT, {"held": held, "owner": owner, "now": now, "until": now + lease})
+    return set(result.scalars())
 
 
 def release(session: Session, claims: Sequence[Claim], owner: str, *, refused: bool = False) -> int:
@@ -732,3 +803,38 @@ def edition_page(session: Session, *, before_id: int | None, limit: int) -> list
     if before_id is not None:
         query = query.where(EditionRow.id < before_id)
     return [_edition(row) for row in session.scalars(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVariant:
+    """A variant of an edition as rendered once for every sender (``empty``: nothing for those readers)."""
+
+    empty: bool
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    language: str
+    links: tuple[str, str, str]  # the placeholders: unsubscribe, preferences, view online
+    problems: tuple[str, ...]
+
+
+def stored_variant(session: Session, edition_id: int, key: str) -> StoredVariant | None:
+    """The variant of the edition stored under ``key``, if a sender rendered it already."""
+    row = session.get(EditionVariantRow, (edition_id, key))
+    if row is None:
+        return None
+    unsubscribe, preferences, view_online = row.links
+    return StoredVariant(row.empty, row.subject, row.preheader, row.html, row.text, row.language,
+                         (unsubscribe, preferences, view_online), tuple(row.problems))  # fmt: skip
+
+
+def store_variant(session: Session, edition_id: int, key: str, variant: StoredVariant, now: datetime) -> None:
+    """Keep a rendered variant for every sender; one stored first (by a rival rendering it at the same time, from
+    the same inputs) is kept."""
+    values = {"edition_id": edition_id, "key": key, "empty": variant.empty, "subject": variant.subject,
+              "preheader": variant.preheader, "html": variant.html, "text": variant.text,
+              "language": variant.language, "links": list(variant.links), "problems": list(variant.problems),
+              "created_at": now}  # fmt: skip
+    table = EditionVariantRow.__table__
+    session.execute(_insert_unless_present(session, table, ["edition_id", "key"]).values(**values))  # type: ignore[arg-type]

@@ -545,3 +545,33 @@ class FeedManifestRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EditionVariantRow(Base):
+    """One variant of an edition as rendered once for every sender (issue 22): readers of the same themes, language
+    and reading get it, personalised by substitution. ``key`` is the SHA-256 of what the variant follows from
+    (themes, language, reading, the edition's subject and intro, its posts as they read, the rendering settings),
+    so a change to any of them makes another row instead of showing a stale one. ``empty``: the edition holds
+    nothing for those readers."""
+
+    __tablename__ = "edition_variants"
+
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    empty: Mapped[bool] = mapped_column(Boolean)
+    subject: Mapped[str] = mapped_column(Text)
+    preheader: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(35))
+    links: Mapped[list[str]] = mapped_column(JSON)  # the placeholder links: unsubscribe, preferences, view online
+    problems: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The deliveries still to send, in id order: a sender's claim walks this instead of every delivery ever sent, so a
+# claim costs the same at the start and at the end of a million-message edition (issue 22). The claim names the
+# same statuses, so that both PostgreSQL and SQLite see the index applies.
+OPEN_DELIVERY_STATUSES = ("queued", "deferred", "claimed")
+_OPEN = DeliveryRow.status.in_(OPEN_DELIVERY_STATUSES)
+Index("ix_deliveries_open", DeliveryRow.id, postgresql_where=_OPEN, sqlite_where=_OPEN)
