@@ -78,7 +78,10 @@ def to_login(answer: httpx.Response) -> bool:
 # --- Adopting the configuration's editors -----------------------------------------------------------------------
 
 
-def test_init_makes_the_configured_editors_owners_once(tmp_path: Path, database_url: str) -> None:
+def test_init_makes_the_configured_editors_owners_once(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SYNDICATION_EDITORS", raising=False)  # `make test` exports the demo's editor
     hashes = {name: hash_password(PASSWORD, log2_n=10) for name in ("ana", "bo@example.org")}
     extra = "[editors.passwords]\n" + "".join(f'"{name}" = "{stored}"\n' for name, stored in hashes.items())
     config = write_config(tmp_path, database_url, extra)
@@ -110,6 +113,7 @@ def test_the_command_line_manages_the_team(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SYNDICATION_SECRET_KEY", "k" * 32)  # links are signed (a SQLite store would make a key file)
+    monkeypatch.delenv("SYNDICATION_EDITORS", raising=False)  # `make test` exports the demo's editor
     config = write_config(tmp_path, database_url)
     args = ["--config", str(config)]
     assert main(["init", *args]) == 0
