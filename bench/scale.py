@@ -32,7 +32,6 @@ import json
 import os
 import random
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from sqlalchemy import create_engine, select, text
 
 from bench.generate import THEMES, bench_themes_toml, write_posts
 from bench.records import record
+from bench.send_digests import sink as discarding_sink
 
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 START = datetime(2020, 1, 1, tzinfo=UTC)  # bench.generate publishes post n at START + n hours
@@ -507,19 +507,9 @@ def children(commands: list[list[str]]) -> list[Child]:
 
 @contextmanager
 def sink() -> Iterator[int]:
-    """The discarding SMTP sink in its own process; yields its port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    process = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    """The minimal discarding SMTP sink (``SINK``: it parses nothing) in its own process; yields its port."""
+    with discarding_sink(SINK) as port:
         yield port
-    finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        process.wait(timeout=10)
 
 
 RAW_CLIENT = r"""

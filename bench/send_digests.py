@@ -219,12 +219,13 @@ def bare_loop(port: int, messages: list[bytes], count: int) -> float:
 
 
 @contextmanager
-def sink() -> Iterator[int]:
-    """A discarding SMTP server in its own process (so it does not share this one's GIL); yields its port."""
+def sink(script: str = SINK) -> Iterator[int]:
+    """A discarding SMTP server in its own process (so it does not share this one's GIL), run from ``script``
+    (which prints "ready" once it listens on the port given as its argument); yields its port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    process = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdin=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-c", script, str(port)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"

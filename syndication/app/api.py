@@ -302,13 +302,7 @@ def post_page(service: Service, filters: PostFilters, *, cursor: str | None, lim
     limit = _limit(limit)
     if filters.theme is not None and filters.theme not in {theme.slug for theme in service.settings.themes}:
         raise BadInput(f"unknown theme {filters.theme!r}", field="theme")
-    after = _decode("posts", cursor)
-    before = None
-    if after is not None:
-        try:
-            before = (datetime.fromisoformat(after[0]), int(after[1]))
-        except (ValueError, TypeError, IndexError):
-            raise BadInput("this cursor is not one this list gave", field="cursor") from None
+    before = _time_cursor("posts", cursor)
     language = None if filters.language is None else canonical_tag(filters.language)
     with database.transaction(service.engine) as session:
         found = post_store.post_page(
@@ -403,6 +397,18 @@ def edition_page(service: Service, *, cursor: str | None, limit: int) -> Page[Ed
         found = ledger.edition_page(session, before_id=before_id, limit=limit + 1)
     items = [edition_report(service, edition.id) for edition in found[:limit]]
     return Page(items, _encode("editions", items[-1].edition.id) if len(found) > limit else None)
+
+
+def _time_cursor(kind: str, cursor: str | None) -> tuple[datetime, int] | None:
+    """The (time, id) a list of ``kind`` newest first goes on from, given its ``cursor``; None for the first
+    page; BadInput for a cursor this list did not give."""
+    after = _decode(kind, cursor)
+    if after is None:
+        return None
+    try:
+        return datetime.fromisoformat(after[0]), int(after[1])
+    except (ValueError, TypeError, IndexError):
+        raise BadInput("this cursor is not one this list gave", field="cursor") from None
 
 
 def _cursor_id(values: list[Any] | None) -> int | None:
@@ -611,13 +617,7 @@ def bounce_page(service: Service, *, cursor: str | None, limit: int) -> Page[tup
     """Bounces counted against subscribers, newest first, each with the subscriber's address (None once erased),
     ``limit`` at a time from ``cursor``."""
     limit = _limit(limit)
-    after = _decode("bounces", cursor)
-    before = None
-    if after is not None:
-        try:
-            before = (datetime.fromisoformat(after[0]), int(after[1]))
-        except (ValueError, TypeError, IndexError):
-            raise BadInput("this cursor is not one this list gave", field="cursor") from None
+    before = _time_cursor("bounces", cursor)
     found = recent_bounces(service, limit + 1, before)
     items = found[:limit]
     last = items[-1][0] if items else None
