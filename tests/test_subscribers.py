@@ -472,6 +472,56 @@ def test_import_of_a_missing_file(config: Path, tmp_path: Path, capsys: pytest.C
     assert "nowhere.csv: no such file" in capsys.readouterr().err
 
 
+def test_an_import_larger_than_a_chunk_keeps_every_rule_across_chunks(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], service: Service
+) -> None:
+    # Rows are looked up and inserted a thousand at a time: the rules hold wherever a row falls among the chunks.
+    add_subscriber(service, "person1500@example.org")  # pending, then confirmed by the import (second chunk)
+    add_subscriber(service, "person20@example.org", confirmed=True)
+    unsubscribe(service, store_id(service, "person20@example.org"))  # ended: refused (first chunk)
+    add_subscriber(service, "person2400@example.org", confirmed=True)
+    remove_subscriber(service, "person2400@example.org", actor="cli:tester")  # suppressed: refused (third chunk)
+    lines = [f"person{number}@example.org,Person {number},resilience" for number in range(2600)]
+    lines[1200] = "not-an-address,Nobody,"  # line 1202
+    lines.append("PERSON999@example.org,Again,")  # line 2602: the same address as line 1001, two chunks before
+    path = write_csv(tmp_path / "many.csv", "email,name,themes\n" + "\n".join(lines) + "\n")
+    assert cli(config, "import", str(path), "--confirmed") == 1
+    captured = capsys.readouterr()
+    refused = [line.split(": ", 3)[2:] for line in captured.err.splitlines() if line.startswith("refused: ")]
+    assert [where for where, _ in refused] == ["line 22", "line 1202", "line 2402", "line 2602"]
+    assert refused[0][1].startswith("person20@example.org is unsubscribed (since 2024-06-01)")
+    assert refused[2][1].startswith("person2400@example.org was removed on 2024-06-01 and is suppressed")
+    assert refused[3][1] == "person999@example.org: the same address as line 1001"
+    assert "2601 rows read, 2596 added, 1 activated, 0 updated, 0 unchanged, 4 refused" in captured.out
+    stored = rows(service)
+    assert len(stored) == 2598  # 2,596 added, the one confirmed and the one unsubscribed
+    assert stored["person1500@example.org"].status == "active"
+    assert stored["person20@example.org"].status == "unsubscribed"
+    assert "person2400@example.org" not in stored and "not-an-address" not in stored
+    assert {row.themes == ["resilience"] and row.status == "active" for email, row in stored.items()
+            if email not in ("person20@example.org", "person1500@example.org")} == {True}  # fmt: skip
+    assert stored["person2599@example.org"].name == "Person 2599"
+
+
+def test_a_file_not_utf8_far_into_it_is_refused_whole(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], service: Service
+) -> None:
+    # Read as it goes: the bad byte comes after thousands of rows were read, and none of them is kept.
+    good = "".join(f"person{number}@example.org,Person {number}\n" for number in range(5000)).encode()
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"email,name\n" + good + "jos\xe9@example.org,Jos\xe9\n".encode("latin-1"))
+    assert cli(config, "import", str(path), "--confirmed") == 1
+    offset = len(b"email,name\n" + good) + 3
+    expected = f"syndication: error: {path}: not UTF-8 text (invalid continuation byte at byte {offset})"
+    assert expected in capsys.readouterr().err
+    assert rows(service) == {}
+
+
+def store_id(service: Service, address: str) -> int:
+    """The id of the subscriber with ``address``."""
+    return rows(service)[address].id
+
+
 # --- Removal and suppression ----------------------------------------------------------------------------------
 
 

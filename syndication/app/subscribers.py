@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import getpass
-import io
+import itertools
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from syndication.app.service import Service
-from syndication.app.webhooks import announce_subscriber
+from syndication.app.webhooks import announce_subscriber, announce_subscribers
 from syndication.config import Settings, signing_keys
 from syndication.core.audit import SUBSCRIBER_ERASED, SUBSCRIBER_REACTIVATED, cli_actor
 from syndication.core.languages import (
@@ -363,52 +363,83 @@ def _apply(
     update: bool,
     resubscribe: bool,
     reactivation: Consent | None = None,
-    resubscribe_hint: str = " (add it with --confirmed --resubscribe if they asked to subscribe again)",
 ) -> tuple[Subscriber, str]:
     """Add or change one subscriber inside the caller's transaction; SubscriberError when refused.
 
     ``reactivation``: the consent recorded when an ended subscription is made active again; None refuses to.
     """
     existing = store.subscriber_by_email(session, request.email)
-    if existing is None:
-        suppressed = store.suppression_reason(session, request.email)
-        action = "added"
-        if suppressed is not None:
-            if not (confirmed and resubscribe):
-                reason, since = suppressed
-                raise SubscriberError(
-                    f"{request.email} was {reason} on {since.date().isoformat()} and is suppressed: not added again"
-                    + resubscribe_hint
-                )
-            store.lift_suppression(session, request.email)
-            action = "resubscribed"
-        status = "active" if confirmed else "pending"
-        if request.status in (*ENDED_STATUSES, "pending"):  # the row's status is the most it may be
-            status = request.status
-        # The row's own consent is kept when the operator vouches for it, and for a subscription that ended (its
-        # record of how it began); one who must confirm afresh by email gets this request's consent.
-        kept = request.consent is not None and (confirmed or status in ENDED_STATUSES)
-        subscriber = store.insert_subscriber(
-            session,
-            email=request.email,
-            name=request.name or "",
-            language=request.language or default_language(settings),
-            themes=request.themes or None,
-            cadence=request.cadence or DEFAULT_CADENCE,
-            status=status,
-            consent=request.consent if kept and request.consent is not None else consent,
-            now=now,
+    if existing is not None:
+        return _change(
+            session, request, existing, now, consent, confirmed=confirmed, update=update, reactivation=reactivation
         )
-        if request.reads or request.language_choice not in (None, "default"):
-            read = store.update_preferences(
-                session, subscriber.id, reads=request.reads, language_choice=request.language_choice
-            )
-            assert read is not None
-            subscriber = read
-        if subscriber.status == "active":
-            announce_subscriber(session, now, subscriber.id, "active")
-        return subscriber, action
+    suppressed = store.suppression_reason(session, request.email)
+    new, action = _new_subscriber(
+        settings, request, consent, suppressed, confirmed=confirmed, resubscribe=resubscribe,
+        hint=" (add it with --confirmed --resubscribe if they asked to subscribe again)",
+    )  # fmt: skip
+    if action == "resubscribed":
+        store.lift_suppression(session, request.email)
+    (subscriber,) = store.insert_subscribers(session, [new], now)
+    if subscriber.status == "active":
+        announce_subscribers(session, now, [subscriber], "active")
+    return subscriber, action
 
+
+def _new_subscriber(
+    settings: Settings,
+    request: _Request,
+    consent: Consent,
+    suppressed: tuple[str, datetime] | None,
+    *,
+    confirmed: bool,
+    resubscribe: bool,
+    hint: str,
+) -> tuple[store.NewSubscriber, str]:
+    """What adding a new address stores, and the action (``added``, or ``resubscribed`` when its suppression is to
+    be lifted); SubscriberError when refused (``suppressed``: why and since when it is; ``hint`` says how it could
+    be added)."""
+    action = "added"
+    if suppressed is not None:
+        if not (confirmed and resubscribe):
+            reason, since = suppressed
+            raise SubscriberError(
+                f"{request.email} was {reason} on {since.date().isoformat()} and is suppressed: not added again" + hint
+            )
+        action = "resubscribed"
+    status = "active" if confirmed else "pending"
+    if request.status in (*ENDED_STATUSES, "pending"):  # the row's status is the most it may be
+        status = request.status
+    # The row's own consent is kept when the operator vouches for it, and for a subscription that ended (its
+    # record of how it began); one who must confirm afresh by email gets this request's consent.
+    kept = request.consent is not None and (confirmed or status in ENDED_STATUSES)
+    new = store.NewSubscriber(
+        email=request.email,
+        name=request.name or "",
+        language=request.language or default_language(settings),
+        themes=request.themes or None,
+        cadence=request.cadence or DEFAULT_CADENCE,
+        status=status,
+        consent=request.consent if kept and request.consent is not None else consent,
+        reads=request.reads or (),
+        language_choice=request.language_choice,
+    )
+    return new, action
+
+
+def _change(
+    session: Session,
+    request: _Request,
+    existing: Subscriber,
+    now: datetime,
+    consent: Consent,
+    *,
+    confirmed: bool,
+    update: bool,
+    reactivation: Consent | None,
+) -> tuple[Subscriber, str]:
+    """Act on an existing subscriber as ``request`` asks, inside the caller's transaction; SubscriberError when
+    refused. The action: ``exists``, ``updated``, ``unchanged``, ``confirmed`` or ``reactivated``."""
     # Refused: making an ended subscription active without a reactivation (a row saying it ended asks for none).
     wants_active = request.status in (None, "active")
     if existing.status in ENDED_STATUSES and wants_active and (not confirmed or reactivation is None):
@@ -453,7 +484,7 @@ def _apply(
         activated = store.set_status(session, existing.id, "active", now)
         assert activated is not None
         subscriber = activated
-        announce_subscriber(session, now, subscriber.id, "active")
+        announce_subscribers(session, now, [subscriber], "active")
     return subscriber, action
 
 
@@ -561,12 +592,13 @@ def import_subscribers(
     """
     report = ImportReport(source=str(path))
     _check_import(service, confirmed, reactivate, reason)  # refuses a wrong request before reading
-    rows = [(f"line {line}", request) for line, request in _read_csv(service.settings, path, report)]
-    _import_rows(
-        service, report, rows, label=f"import of {path.name}", title=f"import {path.name}", method="import",
-        confirmed=confirmed, update=update, reactivate=reactivate, reason=reason, actor=actor, progress=progress,
-        queue=False,
-    )  # fmt: skip
+    with _CsvFile(path) as csv_file:
+        rows = ((f"line {line}", request) for line, request in _csv_rows(service.settings, csv_file, report))
+        _import_rows(
+            service, report, rows, total=csv_file.rows_estimate, keep_rows=False, label=f"import of {path.name}",
+            title=f"import {path.name}", method="import", confirmed=confirmed, update=update, reactivate=reactivate,
+            reason=reason, actor=actor, progress=progress, queue=False,
+        )  # fmt: skip
     return report
 
 
@@ -589,8 +621,9 @@ def import_subscriber_records(
     _check_import(service, confirmed, reactivate, reason)
     rows = list(_records(service.settings, records, report))
     _import_rows(
-        service, report, rows, label=source, title=source, method="api", confirmed=confirmed, update=update,
-        reactivate=reactivate, reason=reason, actor=actor, progress=None, queue=True,
+        service, report, rows, total=len(rows), keep_rows=True, label=source, title=source, method="api",
+        confirmed=confirmed, update=update, reactivate=reactivate, reason=reason, actor=actor, progress=None,
+        queue=True,
     )  # fmt: skip
     return report
 
@@ -604,8 +637,10 @@ def _check_import(service: Service, confirmed: bool, reactivate: bool, reason: s
 def _import_rows(
     service: Service,
     report: ImportReport,
-    rows: Sequence[tuple[str, _Request]],
+    rows: Iterable[tuple[str, _Request]],
     *,
+    total: int | None,
+    keep_rows: bool,
     label: str,
     title: str,
     method: str,
@@ -617,36 +652,23 @@ def _import_rows(
     progress: Progress | None,
     queue: bool,
 ) -> None:
-    """Apply the good rows in one transaction, then send their confirmations (``queue``: queue them in it)."""
+    """Apply the good rows in one transaction, then send their confirmations (``queue``: queue them in it).
+
+    The rows are read as they come, a chunk at a time: each chunk's addresses and suppressions are looked up by one
+    query each and its new subscribers inserted by one statement, so a million rows cost a few thousand round
+    trips and hold one chunk in memory (``report.rows`` only when ``keep_rows``)."""
     settings = service.settings
     now = service.clock()
+    hint = " (only 'subscribers add --confirmed --resubscribe' can add it again)"
     to_confirm: list[tuple[str, Subscriber]] = []
     turn = notice_store.write_turn(service.engine) if queue else contextlib.nullcontext()
     with (
-        running(progress, title, len(rows)) as shows,
+        running(progress, title, total) as shows,
         turn,
         database.transaction(service.engine) as session,
     ):
-        for place, request in rows:
-            shows.advance()
-            where = f"{label}, {place}"
-            source = where + (", consent confirmed by the operator" if confirmed else ", double opt-in")
-            try:
-                subscriber, action = _apply(
-                    session,
-                    settings,
-                    request,
-                    now,
-                    Consent(at=now, method=method, source=source),
-                    confirmed=confirmed,
-                    update=update,
-                    resubscribe=False,
-                    reactivation=_reactivation(now, method, where, confirmed, reactivate, reason),
-                    resubscribe_hint=" (only 'subscribers add --confirmed --resubscribe' can add it again)",
-                )
-            except SubscriberError as error:
-                report.refused.append(Notice(report.source, place, str(error)))
-                continue
+
+        def done(place: str, subscriber: Subscriber, action: str) -> None:
             if action == "added":
                 report.added += 1
             elif action in ("confirmed", "reactivated"):
@@ -657,8 +679,8 @@ def _import_rows(
                 report.updated += 1
             else:
                 report.unchanged += 1
-            done = "unchanged" if action == "exists" else action
-            report.rows.append(ImportedRow(place, subscriber.id, subscriber.email, done))
+            if keep_rows:
+                report.rows.append(ImportedRow(place, subscriber.id, subscriber.email, _DONE.get(action, action)))
             # Only new addresses are written to: running the same import again must not mail everyone pending.
             # A pending row of a confirmed import is asked too (sending then needs the signing key, as without).
             if subscriber.status == "pending" and action == "added":
@@ -669,8 +691,47 @@ def _import_rows(
                     report.confirmations_queued += 1
                 else:
                     to_confirm.append((place, subscriber))
+
+        pending = iter(rows)
+        while chunk := list(itertools.islice(pending, _IMPORT_CHUNK)):
+            emails = [request.email for _, request in chunk]
+            existing = store.subscribers_by_emails(session, emails)
+            suppressed = store.suppression_reasons(session, [email for email in emails if email not in existing])
+            new: list[tuple[str, store.NewSubscriber]] = []
+            for place, request in chunk:
+                shows.advance()
+                where = f"{label}, {place}"
+                source = where + (", consent confirmed by the operator" if confirmed else ", double opt-in")
+                consent = Consent(at=now, method=method, source=source)
+                try:
+                    found = existing.get(request.email)
+                    if found is None:
+                        adding = _new_subscriber(
+                            settings, request, consent, suppressed.get(request.email), confirmed=confirmed,
+                            resubscribe=False, hint=hint,
+                        )  # fmt: skip
+                        new.append((place, adding[0]))
+                        continue
+                    subscriber, action = _change(
+                        session, request, found, now, consent, confirmed=confirmed, update=update,
+                        reactivation=_reactivation(now, method, where, confirmed, reactivate, reason),
+                    )  # fmt: skip
+                except SubscriberError as error:
+                    report.refused.append(Notice(report.source, place, str(error)))
+                    continue
+                done(place, subscriber, action)
+            added = store.insert_subscribers(session, [subscriber for _, subscriber in new], now)
+            announce_subscribers(session, now, [one for one in added if one.status == "active"], "active")
+            for (place, _), subscriber in zip(new, added, strict=True):
+                done(place, subscriber, "added")
     _send_confirmations(service, report, to_confirm, progress)
     report.refused.sort(key=lambda notice: int(notice.where.rpartition(" ")[2]))
+
+
+# Rows of an import looked up and inserted together: a round trip per thousand rows instead of four per row.
+_IMPORT_CHUNK = 1000
+# How an import names what it did with a row whose subscriber was there already and is left as it was.
+_DONE = {"exists": "unchanged"}
 
 
 def _send_confirmations(
@@ -749,34 +810,73 @@ def _row_request(settings: Settings, values: dict[str, str], header: Sequence[st
     return _with_exported(request, values, list(header))
 
 
-def _read_csv(settings: Settings, path: Path, report: ImportReport) -> Iterable[tuple[int, _Request]]:
-    """The good rows of the file with their line numbers; bad rows go to ``report.refused``."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte order mark is what spreadsheets write
-    except FileNotFoundError:
-        raise SubscriberError(f"{path}: no such file") from None
-    except UnicodeDecodeError as error:
-        raise SubscriberError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise SubscriberError(f"{path}: cannot be read: {error.strerror}") from None
-    records = _csv_records(text)
-    try:
-        _, first = next(records)
-    except StopIteration:
-        raise SubscriberError(f"{path}: empty file (expected a header row: {','.join(IMPORT_COLUMNS)})") from None
-    if isinstance(first, str):
-        raise SubscriberError(f"{path}: line 1: {first}")
-    header = [column.strip().lower() for column in first]
-    unknown = [column for column in header if column not in IMPORT_COLUMNS and column not in _EXPORT_ONLY]
-    if "email" not in header or unknown or len(set(header)) != len(header):
-        problem = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column"
-        if not unknown and "email" in header:
-            problem = "a column is named twice"
-        raise SubscriberError(
-            f"{path}: line 1: {problem}; the header row names columns among {','.join(IMPORT_COLUMNS)}"
-        )
+class _CsvFile:
+    """A subscribers CSV file opened for reading as it goes (a million rows are never all in memory): its header
+    row checked on opening (SubscriberError naming the file and what is wrong), then its records."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with path.open("rb") as counting:  # the progress's total: lines, less the header (a guess with quotes)
+                self.rows_estimate = max(
+                    sum(chunk.count(b"\n") for chunk in iter(lambda: counting.read(1 << 20), b"")) - 1, 0
+                )
+            # A byte order mark is what spreadsheets write; newline="" cuts at CR, LF or CRLF, as the csv module
+            # does, and keeps the line ends, so that quoted fields keep their line breaks.
+            self._file = path.open(encoding="utf-8-sig", newline="")
+        except FileNotFoundError:
+            raise SubscriberError(f"{path}: no such file") from None
+        except OSError as error:
+            raise SubscriberError(f"{path}: cannot be read: {error.strerror}") from None
+        self.records = _csv_records(self._lines())
+        try:
+            self.header = self._header()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __enter__(self) -> _CsvFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._file.close()
+
+    def _lines(self) -> Iterator[str]:
+        try:
+            yield from self._file
+        except UnicodeDecodeError:
+            # Where, in the whole file (the decoder's own position counts from its last chunk): read again to say.
+            try:
+                self.path.read_bytes().decode("utf-8-sig")
+            except UnicodeDecodeError as error:
+                raise SubscriberError(f"{self.path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+            raise
+
+    def _header(self) -> list[str]:
+        path = self.path
+        try:
+            _, first = next(self.records)
+        except StopIteration:
+            raise SubscriberError(f"{path}: empty file (expected a header row: {','.join(IMPORT_COLUMNS)})") from None
+        if isinstance(first, str):
+            raise SubscriberError(f"{path}: line 1: {first}")
+        header = [column.strip().lower() for column in first]
+        unknown = [column for column in header if column not in IMPORT_COLUMNS and column not in _EXPORT_ONLY]
+        if "email" not in header or unknown or len(set(header)) != len(header):
+            problem = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column"
+            if not unknown and "email" in header:
+                problem = "a column is named twice"
+            raise SubscriberError(
+                f"{path}: line 1: {problem}; the header row names columns among {','.join(IMPORT_COLUMNS)}"
+            )
+        return header
+
+
+def _csv_rows(settings: Settings, csv_file: _CsvFile, report: ImportReport) -> Iterator[tuple[int, _Request]]:
+    """The good rows of the file with their line numbers, as they are read; bad rows go to ``report.refused``."""
+    header = csv_file.header
     seen: dict[str, int] = {}
-    for start, cells in records:
+    for start, cells in csv_file.records:
         if isinstance(cells, str):
             report.read += 1
             report.refused.append(Notice(report.source, f"line {start}", cells))
@@ -847,31 +947,46 @@ class _RanOver(Exception):
     """Stops a csv reader whose record runs, inside a quoted field, onto lines a refused record already ran over."""
 
 
-def _csv_records(text: str) -> Iterator[tuple[int, list[str] | str]]:
-    """The CSV records of ``text``, each with the line it starts on and its cells, or why it cannot be read.
+def _csv_records(lines: Iterable[str]) -> Iterator[tuple[int, list[str] | str]]:
+    """The CSV records of ``lines`` (each with its line end), each with the line it starts on and its cells, or why
+    it cannot be read.
 
     A record that cannot be read (a quote never closed, a field over the csv module's limit) is given at the line
     where it starts, and reading resumes on the next line: a stray quote costs its own row, not the rows after it.
+    Only the lines of the record being read are kept (those a refused record ran over, to be read again).
     """
-    # Cut only at CR, LF or CRLF, as the csv module does (str.splitlines would also cut at U+2028); the line ends
-    # are kept so that quoted fields keep their line breaks.
-    lines = io.StringIO(text, newline="").readlines()
+    source = iter(lines)
+    kept: list[str] = []  # the lines from index `base` on that were read and may be read again
+    base = 0
     start = 0  # index of the line the record being read starts on
     fed = 0  # index of the next line for the reader
     ran_over = 0  # a refused record read lines up to this index inside a quoted field...
     ran_over_reason = ""  # ...and was refused for this
     at_end = False
 
+    def line(index: int) -> str | None:
+        while index - base >= len(kept):
+            following = next(source, None)
+            if following is None:
+                return None
+            kept.append(following)
+        return kept[index - base]
+
     def feed() -> Iterator[str]:
         nonlocal fed, at_end
-        while fed < len(lines):
+        while (text := line(fed)) is not None:
             # Only a quoted field goes on past a line end, and from there the reader reads alike whichever row
             # opened it: this record would fail as the refused one did. Stopping it keeps the work linear.
             if start < fed <= ran_over:
                 raise _RanOver
             fed += 1
-            yield lines[fed - 1]
+            yield text
         at_end = True
+
+    def forget_before(index: int) -> None:
+        nonlocal base
+        del kept[: index - base]
+        base = index
 
     reader = csv.reader(feed(), strict=True)
     while True:
@@ -888,9 +1003,11 @@ def _csv_records(text: str) -> Iterator[tuple[int, list[str] | str]]:
         else:
             yield start + 1, cells
             start = fed
+            forget_before(start)
             continue
         yield start + 1, reason
         start = fed = start + 1
+        forget_before(start)
         at_end = False
         reader = csv.reader(feed(), strict=True)
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from syndication.app.service import Service
 from syndication.core import webhooks as rules
 from syndication.core.audit import WEBHOOK_ADDED, WEBHOOK_REMOVED
-from syndication.core.models import Edition, Post
+from syndication.core.models import Edition, Post, Subscriber
 from syndication.core.webhooks import Attempt, Endpoint, WebhookRuleError
 from syndication.errors import SourceError, SyndicationError
 from syndication.store import audit as audit_store
@@ -159,12 +159,27 @@ def endpoint_attempts(service: Service, endpoint_id: int, limit: int = 20) -> tu
 def announce_subscriber(session: Session, now: datetime, subscriber_id: int, status: str) -> None:
     """Announce that a subscriber's status became ``status`` (active: confirmed; unsubscribed, bounced,
     complained) to the endpoints that want it; call it in the transaction that changed the status."""
-    event_type = rules.SUBSCRIBER_EVENTS.get(status)
-    if event_type is None or not store.wanted(session, event_type):
+    if _wanted_event(session, status) is None:
         return
     subscriber = subscriber_store.subscriber_by_id(session, subscriber_id)
     if subscriber is not None:  # the status given: a row changed by a bare UPDATE may be read stale here
+        announce_subscribers(session, now, [subscriber], status)
+
+
+def announce_subscribers(session: Session, now: datetime, subscribers: Sequence[Subscriber], status: str) -> None:
+    """Announce that each of ``subscribers``' status became ``status``, as ``announce_subscriber`` (who wants it is
+    looked up once: an import announces a thousand at a time)."""
+    event_type = _wanted_event(session, status) if subscribers else None
+    if event_type is None:
+        return
+    for subscriber in subscribers:
         store.record_event(session, event_type, rules.subscriber_data(replace(subscriber, status=status)), now)
+
+
+def _wanted_event(session: Session, status: str) -> str | None:
+    """The event a status change to ``status`` announces, or None when it announces none or no endpoint wants it."""
+    event_type = rules.SUBSCRIBER_EVENTS.get(status)
+    return event_type if event_type is not None and store.wanted(session, event_type) else None
 
 
 def announce_approval(session: Session, now: datetime, edition: Edition) -> None:

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, Text, cast, delete, func, select
+from sqlalchemy import ColumnElement, String, Text, cast, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from syndication.core.models import CADENCES, SUBSCRIBER_STATUSES, Consent, Subscriber
-from syndication.store.schema import SubscriberRow, SuppressionRow
+from syndication.store.schema import Base, SubscriberRow, SuppressionRow
+
+_subscribers = Base.metadata.tables[SubscriberRow.__tablename__]
 
 # Rows fetched at a time when streaming: the sender walks every active subscriber without holding them all.
 _STREAM_CHUNK = 500
@@ -27,6 +29,21 @@ _STREAM_CHUNK = 500
 def email_hash(email: str) -> str:
     """The SHA-256 (hex) of a normalised address: what the suppression list keeps instead of the address."""
     return hashlib.sha256(email.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubscriber:
+    """A subscriber to add: their address (new to the store), preferences, status and consent."""
+
+    email: str
+    name: str
+    language: str
+    themes: Sequence[str] | None
+    cadence: str
+    status: str
+    consent: Consent
+    reads: Sequence[str] = ()
+    language_choice: str | None = None
 
 
 def insert_subscriber(
@@ -42,24 +59,68 @@ def insert_subscriber(
     now: datetime,
 ) -> Subscriber:
     """Add a subscriber; an ``active`` one counts as confirmed at ``now``. The address must be new."""
-    _check(status=status, cadence=cadence)
-    row = SubscriberRow(
-        email=email,
-        name=name,
-        language=language,
-        themes=None if themes is None else list(themes),
-        cadence=cadence,
-        status=status,
-        consent_at=consent.at,
-        consent_method=consent.method,
-        consent_source=consent.source,
-        created_at=now,
-        status_changed_at=now,
-        confirmed_at=now if status == "active" else None,
+    new = NewSubscriber(email, name, language, themes, cadence, status, consent)
+    (subscriber,) = insert_subscribers(session, [new], now)
+    return subscriber
+
+
+def insert_subscribers(session: Session, new: Sequence[NewSubscriber], now: datetime) -> list[Subscriber]:
+    """Add subscribers in one multi-row statement, in their order (an import adds a thousand at a time); ``active``
+    ones count as confirmed at ``now``. Every address must be new. Nothing is kept in the session's identity map,
+    so adding a million holds no more than one chunk."""
+    if not new:
+        return []
+    for one in new:
+        _check(status=one.status, cadence=one.cadence)
+    values = [
+        {
+            "email": one.email,
+            "name": one.name,
+            "language": one.language,
+            "themes": None if one.themes is None else list(one.themes),
+            "cadence": one.cadence,
+            "status": one.status,
+            "consent_at": one.consent.at,
+            "consent_method": one.consent.method,
+            "consent_source": one.consent.source,
+            "created_at": now,
+            "status_changed_at": now,
+            "confirmed_at": now if one.status == "active" else None,
+            "reads": list(one.reads) or None,
+            "language_choice": _stored_choice(one.language_choice),
+        }
+        for one in new
+    ]
+    # Core, not ORM objects, and no RETURNING: one short statement run for every row (psycopg pipelines them),
+    # where a multi-row VALUES with RETURNING has the driver parse thousands of placeholders per chunk. The ids
+    # are then read by address in one query.
+    session.execute(insert(_subscribers), values)
+    found = session.execute(
+        select(_subscribers.c.email, _subscribers.c.id).where(_subscribers.c.email.in_([one.email for one in new]))
     )
-    session.add(row)
-    session.flush()
-    return _subscriber(row)
+    ids = dict(found)
+    return [
+        Subscriber(
+            id=ids[one.email],
+            email=one.email,
+            name=one.name,
+            language=one.language,
+            themes=None if one.themes is None else tuple(one.themes),
+            cadence=one.cadence,
+            status=one.status,
+            consent=one.consent,
+            created_at=now,
+            confirmed_at=now if one.status == "active" else None,
+            reads=tuple(one.reads),
+            language_choice=_stored_choice(one.language_choice),
+        )
+        for one in new
+    ]
+
+
+def _stored_choice(language_choice: str | None) -> str | None:
+    """The language choice as stored: None for the site's (``default``)."""
+    return None if language_choice == "default" else language_choice
 
 
 def subscriber_by_id(session: Session, subscriber_id: int) -> Subscriber | None:
@@ -76,8 +137,15 @@ def subscribers_by_ids(session: Session, subscriber_ids: Sequence[int]) -> dict[
 
 def subscriber_by_email(session: Session, email: str) -> Subscriber | None:
     """The subscriber with this normalised address, or None."""
-    row = session.scalars(select(SubscriberRow).where(SubscriberRow.email == email)).one_or_none()
-    return _subscriber(row) if row is not None else None
+    return subscribers_by_emails(session, [email]).get(email)
+
+
+def subscribers_by_emails(session: Session, emails: Sequence[str]) -> dict[str, Subscriber]:
+    """The subscribers with these normalised addresses (those there), by address, in one query."""
+    if not emails:
+        return {}
+    rows = session.scalars(select(SubscriberRow).where(SubscriberRow.email.in_(list(emails))))
+    return {row.email: _subscriber(row) for row in rows}
 
 
 def status_since(session: Session, subscriber_id: int) -> datetime | None:
@@ -105,7 +173,7 @@ def update_preferences(
     if reads is not None:
         row.reads = list(reads) or None
     if language_choice is not None:
-        row.language_choice = None if language_choice == "default" else language_choice
+        row.language_choice = _stored_choice(language_choice)
     if cadence is not None:
         _check(cadence=cadence)
         row.cadence = cadence
@@ -207,8 +275,20 @@ def theme_counts(session: Session, status: str = "active") -> dict[str | None, i
 
 def suppression_reason(session: Session, email: str) -> tuple[str, datetime] | None:
     """Why and since when ``email`` (normalised) is suppressed, or None if it is not."""
-    row = session.get(SuppressionRow, email_hash(email))
-    return (row.reason, row.created_at) if row is not None else None
+    return suppression_reasons(session, [email]).get(email)
+
+
+def suppression_reasons(session: Session, emails: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+    """Why and since when each of ``emails`` (normalised) that is suppressed is, by address, in one query."""
+    if not emails:
+        return {}
+    hashes = {email_hash(email): email for email in emails}
+    rows = session.execute(
+        select(SuppressionRow.email_hash, SuppressionRow.reason, SuppressionRow.created_at).where(
+            SuppressionRow.email_hash.in_(list(hashes))
+        )
+    )
+    return {hashes[row.email_hash]: (row.reason, row.created_at) for row in rows}
 
 
 def suppress(session: Session, email: str, reason: str, now: datetime) -> None:
