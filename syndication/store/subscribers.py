@@ -98,7 +98,7 @@ def insert_subscribers(session: Session, new: Sequence[NewSubscriber], now: date
     found = session.execute(
         select(_subscribers.c.email, _subscribers.c.id).where(_subscribers.c.email.in_([one.email for one in new]))
     )
-    ids = dict(found)
+    ids = dict(found.all())
     return [
         Subscriber(
             id=ids[one.email],
