@@ -65,9 +65,8 @@ def insert_subscriber(
 
 
 def insert_subscribers(session: Session, new: Sequence[NewSubscriber], now: datetime) -> list[Subscriber]:
-    """Add subscribers in one multi-row statement, in their order (an import adds a thousand at a time); ``active``
-    ones count as confirmed at ``now``. Every address must be new. Nothing is kept in the session's identity map,
-    so adding a million holds no more than one chunk."""
+    """Add subscribers, in their order, by one statement (an import adds a thousand at a time); ``active`` ones
+    count as confirmed at ``now``. Every address must be new."""
     if not new:
         return []
     for one in new:
@@ -91,31 +90,12 @@ def insert_subscribers(session: Session, new: Sequence[NewSubscriber], now: date
         }
         for one in new
     ]
-    # Core, not ORM objects, and no RETURNING: one short statement run for every row (psycopg pipelines them),
-    # where a multi-row VALUES with RETURNING has the driver parse thousands of placeholders per chunk. The ids
-    # are then read by address in one query.
+    # Core, and no RETURNING: one short statement run for every row (psycopg pipelines them), where a multi-row
+    # VALUES with RETURNING has the driver parse thousands of placeholders per chunk. They are read back by address
+    # in one query.
     session.execute(insert(_subscribers), values)
-    found = session.execute(
-        select(_subscribers.c.email, _subscribers.c.id).where(_subscribers.c.email.in_([one.email for one in new]))
-    )
-    ids = dict(found.all())
-    return [
-        Subscriber(
-            id=ids[one.email],
-            email=one.email,
-            name=one.name,
-            language=one.language,
-            themes=None if one.themes is None else tuple(one.themes),
-            cadence=one.cadence,
-            status=one.status,
-            consent=one.consent,
-            created_at=now,
-            confirmed_at=now if one.status == "active" else None,
-            reads=tuple(one.reads),
-            language_choice=_stored_choice(one.language_choice),
-        )
-        for one in new
-    ]
+    added = subscribers_by_emails(session, [one.email for one in new])
+    return [added[one.email] for one in new]
 
 
 def _stored_choice(language_choice: str | None) -> str | None:
