@@ -153,6 +153,33 @@ def test_a_group_records_only_the_leases_still_held(audience: Service) -> None:
         assert status == "claimed"  # the newer claim's, never overwritten
 
 
+def test_one_group_commit_records_the_sent_and_marks_the_next_only_under_leases_still_held(
+    audience: Service,
+) -> None:
+    """``record_sent_and_begin``: one statement on PostgreSQL, the two functions elsewhere; the same outcome."""
+    with smtp_server() as server:
+        service = sending(audience, server)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        now = service.clock()
+        with database.transaction(service.engine) as session:
+            claims, _ = ledger.claim(session, "one", now, lease=timedelta(seconds=-1), limit=10, max_crashes=3)
+        with database.transaction(service.engine) as session:  # the lease ran out: another sender takes one
+            taken, _ = ledger.claim(session, "two", now, lease=timedelta(minutes=5), limit=1, max_crashes=3)
+        assert len(claims) == 3 and taken[0].delivery_id == claims[0].delivery_id
+        sent, marking = claims[:2], claims[2:]
+        with service.engine.begin() as connection:
+            kept, marked = ledger.record_sent_and_begin(
+                connection, [(claim, now) for claim in sent], marking, "one", now, lease=timedelta(minutes=5)
+            )
+        assert kept == {sent[1].delivery_id} and marked == {marking[0].delivery_id}
+        with database.transaction(service.engine) as session:
+            rows = dict(session.execute(select(DeliveryRow.id, DeliveryRow.status)).all())
+            in_flight = session.scalar(select(DeliveryRow.in_flight_at).where(DeliveryRow.id == marking[0].delivery_id))
+            attempts = session.execute(select(DeliveryAttemptRow.delivery_id, DeliveryAttemptRow.outcome)).all()
+        assert rows == {sent[0].delivery_id: "claimed", sent[1].delivery_id: "sent", marking[0].delivery_id: "claimed"}
+        assert in_flight is not None and attempts == [(sent[1].delivery_id, "sent")]
+
+
 def test_a_pipelined_sender_never_claims_again_what_it_holds(audience: Service) -> None:
     with smtp_server() as server:
         service = sending(audience, server)

@@ -12,7 +12,9 @@ same Message-ID, so receivers can drop the copy): at most one per connection, ``
 
 Batched without weakening that. The in-flight marks that the connections ask for at the same moment, and every
 outcome accepted since the last commit, commit in one transaction (``_GroupCommit``: whoever asks first commits
-for all who wait); each connection still waits for its own mark before it sends. The next batch is claimed and
+for all who wait); each connection still waits for its own mark before it sends. On PostgreSQL that transaction
+is one statement on a connection the drain keeps in autocommit (``_CommitLine``, ``ledger.record_sent_and_begin``):
+one round trip per group. The next batch is claimed and
 built while the current one is being sent (pipelined, one batch sent at a time).
 
 A lease is a promise kept. Claims are leases with a fencing token (``store.ledger``). While it works, a sender
@@ -67,9 +69,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -102,6 +104,7 @@ BREAKER_SHARE: Final = 0.8
 SLOW_RELAY_TIMEOUTS: Final = 3
 
 _ADDRESS_IN_REPLY = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,7 @@ class _Run:
     # next message marked in flight, or at the end of the batch (at most one per connection at any time).
     pending: list[tuple[ledger.Claim, datetime]] = field(default_factory=list)
     commits: _GroupCommit = field(init=False)
+    line: _CommitLine | None = None  # the group commit's own connection (PostgreSQL)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -339,6 +343,8 @@ class Sender:
         config = self.settings.delivery
         run = _Run(DrainReport(), on_bounce)
         run.commits = _GroupCommit(lambda claims: self._commit(run, claims))
+        if self.engine.dialect.name == "postgresql":
+            run.line = _CommitLine(self.engine)
         self.mailer.check()  # a DKIM key that cannot be read would fail every message: refuse before claiming any
         settled = False
         with self._single_sender_on_sqlite(), _Connections(self.mailer.connect) as connections:
@@ -375,6 +381,8 @@ class Sender:
                     with contextlib.suppress(Exception):
                         self._settle_breakers(run, apply=False)
                 heartbeat.stop()
+                if run.line is not None:
+                    run.line.close()
                 self._hand_back(run)
         with database.transaction(self.engine) as session:
             run.report.finished_editions = ledger.finish_editions(session, self.clock())
@@ -524,10 +532,17 @@ class Sender:
             pending, run.pending = run.pending, []
         if not pending and not claims:
             return set()
+        lease = self._lease()
+
+        def record_and_mark(connection: Connection) -> tuple[set[int], set[int]]:
+            return ledger.record_sent_and_begin(connection, pending, claims, self.owner, self.clock(), lease=lease)
+
         try:
-            with self._write_turn, self.engine.begin() as connection:
-                kept = ledger.record_sent(connection, pending, self.owner)
-                marked = ledger.begin_attempts(connection, claims, self.owner, self.clock(), lease=self._lease())
+            if run.line is not None:  # PostgreSQL: one statement on the group commit's own connection
+                kept, marked = run.line.run(record_and_mark)
+            else:
+                with self._write_turn, self.engine.begin() as connection:
+                    kept, marked = record_and_mark(connection)
         except BaseException:
             with run.lock:  # not recorded: still pending (reported, or recorded by a later commit)
                 run.pending[:0] = pending
@@ -820,6 +835,61 @@ class Sender:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _CommitLine:
+    """The group commit's own database connections for one drain (PostgreSQL), in autocommit: each group is one
+    statement (``ledger.record_sent_and_begin``), so one round trip and one transaction, with no pool checkout,
+    liveness ping, BEGIN or COMMIT around it. A connection serves one group at a time; as many are kept as groups
+    commit at once.
+
+    After an error the connection it came from is closed, and so is one left unused for ``IDLE_SECONDS``: the next
+    group checks out another from the pool, whose pre-ping replaces a connection the server dropped meanwhile, as
+    before."""
+
+    IDLE_SECONDS: Final = 5.0
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._idle: list[tuple[Connection, float]] = []  # with when each was last used
+        self._lock = threading.Lock()
+
+    def run(self, work: Callable[[Connection], _T]) -> _T:
+        """``work`` on a connection of the line (opened if need be); what it returns, or what it raised."""
+        connection: Connection | None = None
+        stale: list[Connection] = []
+        with self._lock:
+            while self._idle and connection is None:
+                candidate, used = self._idle.pop()
+                if time.monotonic() - used > self.IDLE_SECONDS:
+                    stale.append(candidate)
+                else:
+                    connection = candidate
+        for old in stale:
+            _close_quietly(old)
+        if connection is None:
+            connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            result = work(connection)
+            connection.commit()  # nothing to send in autocommit; ends SQLAlchemy's own transaction
+        except BaseException:
+            _close_quietly(connection)
+            raise
+        with self._lock:
+            self._idle.append((connection, time.monotonic()))
+        return result
+
+    def close(self) -> None:
+        """Give the connections back to the pool (at the drain's end)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection, _used in idle:
+            _close_quietly(connection)
+
+
+def _close_quietly(connection: Connection) -> None:
+    with contextlib.suppress(Exception):  # a broken connection is dropped by the pool all the same
+        connection.close()
 
 
 class _Connections:

@@ -34,6 +34,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     tuple_,
     update,
 )
@@ -413,17 +414,25 @@ def renew(session: Session, claims: Iterable[Claim], owner: str, now: datetime, 
     d = _deliveries
     lost: set[int] = set()
     pairs = sorted(tokens.items())
+    skip_locked = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(pairs), 500):
         chunk = pairs[start : start + 500]
-        session.execute(
-            update(d)
-            .where(
-                tuple_(d.c.id, d.c.lease_token).in_(chunk),
-                d.c.lease_owner == owner,
-                d.c.status == DeliveryStatus.CLAIMED,
-            )
-            .values(lease_until=now + lease)
+        held = (
+            tuple_(d.c.id, d.c.lease_token).in_(chunk),
+            d.c.lease_owner == owner,
+            d.c.status == DeliveryStatus.CLAIMED,
         )
+        if skip_locked:
+            # A row another transaction has locked now is left for the next beat: only the sender's own group
+            # commit (recording it sent, or marking it in flight, which extends its lease too) or a newer claim
+            # lock a held row. Waiting for them, while holding locks on the rows renewed so far, could deadlock
+            # with a group commit that locks the same rows in another order (and the group commit's failure
+            # would stop the drain); a renewal that never waits cannot take part in a deadlock.
+            free = select(d.c.id).where(*held).with_for_update(skip_locked=True)
+            statement = update(d).where(d.c.id.in_(free))
+        else:
+            statement = update(d).where(*held)
+        session.execute(statement.values(lease_until=now + lease))
         current = session.execute(select(d.c.id, d.c.lease_token).where(d.c.id.in_([i for i, _ in chunk])))
         lost.update(delivery_id for delivery_id, token in current if token != tokens[delivery_id])
     return lost
@@ -523,6 +532,84 @@ def begin_attempts(
     held = sorted((claim.delivery_id, claim.token) for claim in claims)
     result = connection.execute(_IN_FLIGHT, {"held": held, "owner": owner, "now": now, "until": now + lease})
     return set(result.scalars())
+
+
+# PostgreSQL: a group commit in one statement, so that on a connection in autocommit it is one round trip and one
+# transaction (the statements of a group were a BEGIN, two UPDATEs, an INSERT and a COMMIT: five round trips, and
+# the group commit is what every sending thread waits for before its next message). The rows are given as arrays
+# (one statement text whatever the group's size, so the server prepares it once); the sent rows and the rows
+# marked in flight are never the same (a claim is sent after its mark, in an earlier group), so the two UPDATEs
+# of the one statement never touch one row twice. The same conditions as ``_SENT`` and ``_IN_FLIGHT``: a row is
+# only changed while ``owner`` holds it under the claim's token.
+_SENT_AND_IN_FLIGHT = text(
+    """
+    WITH sent AS (
+        UPDATE deliveries AS d
+        SET status = 'sent', attempts = d.attempts + 1, lease_owner = NULL, lease_until = NULL,
+            in_flight_at = NULL, last_error = '', sent_at = :sent_at
+        FROM unnest(CAST(:sent_ids AS integer[]), CAST(:sent_tokens AS integer[]),
+                    CAST(:sent_times AS timestamptz[])) AS s(id, token, at)
+        WHERE d.id = s.id AND d.lease_token = s.token AND d.lease_owner = :owner AND d.status = 'claimed'
+        RETURNING d.id, s.at
+    ), attempts AS (
+        INSERT INTO delivery_attempts (delivery_id, at, outcome, code, detail)
+        SELECT id, at, 'sent', 250, '' FROM sent ORDER BY id
+    ), marked AS (
+        UPDATE deliveries AS d
+        SET in_flight_at = :now, lease_until = :until
+        FROM unnest(CAST(:mark_ids AS integer[]), CAST(:mark_tokens AS integer[])) AS m(id, token)
+        WHERE d.id = m.id AND d.lease_token = m.token AND d.lease_owner = :owner AND d.status = 'claimed'
+        RETURNING d.id
+    )
+    SELECT true, id FROM sent UNION ALL SELECT false, id FROM marked
+    """
+)
+
+
+def record_sent_and_begin(
+    connection: Connection,
+    sent: Sequence[tuple[Claim, datetime]],
+    claims: Sequence[Claim],
+    owner: str,
+    now: datetime,
+    *,
+    lease: timedelta,
+) -> tuple[set[int], set[int]]:
+    """``record_sent(sent)`` then ``begin_attempts(claims)``, as one group commit does them; returns the ids
+    recorded sent and the ids marked in flight. On PostgreSQL one statement (commit it by itself, or on a
+    connection in autocommit); elsewhere the two functions, in the caller's transaction."""
+    if connection.dialect.name != "postgresql":
+        return record_sent(connection, sent, owner), begin_attempts(connection, claims, owner, now, lease=lease)
+    if not sent and not claims:
+        return set(), set()
+    when = {claim.delivery_id: (claim.token, at) for claim, at in sent}
+    sent_ids = sorted(when)
+    marks = sorted({claim.delivery_id: claim.token for claim in claims}.items())
+    rows = connection.execute(
+        _SENT_AND_IN_FLIGHT,
+        {
+            "sent_ids": _array(sent_ids),
+            "sent_tokens": _array(when[delivery_id][0] for delivery_id in sent_ids),
+            "sent_times": _array(when[delivery_id][1].isoformat() for delivery_id in sent_ids),
+            "sent_at": max((at for _, at in when.values()), default=now),
+            "mark_ids": _array(delivery_id for delivery_id, _ in marks),
+            "mark_tokens": _array(token for _, token in marks),
+            "owner": owner,
+            "now": now,
+            "until": now + lease,
+        },
+    )
+    kept: set[int] = set()
+    marked: set[int] = set()
+    for was_sent, delivery_id in rows:
+        (kept if was_sent else marked).add(delivery_id)
+    return kept, marked
+
+
+def _array(items: Iterable[object]) -> str:
+    """An array literal (``{1,2,3}``) of numbers or ISO 8601 times, which need no quoting, for CAST(... AS type[]):
+    the driver passes one string, where adapting a list inspects each of its items (a tenth of a group commit)."""
+    return "{" + ",".join(map(str, items)) + "}"
 
 
 def release(session: Session, claims: Sequence[Claim], owner: str, *, refused: bool = False) -> int:
