@@ -4,7 +4,9 @@ of smtplib). Only the Mailer (``syndication.delivery.mailer``) opens an :class:`
 Every message goes in its own transaction with exactly one recipient, so a refusal always belongs to one
 address and can never pass unnoticed among accepted ones. The protocol is driven command by command
 (MAIL, RCPT, DATA, the message, the reply) instead of through ``sendmail``, because the outcome depends on
-*when* something goes wrong:
+*when* something goes wrong. A relay that offers PIPELINING (RFC 2920) gets MAIL, RCPT and DATA in one write, and
+their three replies are read in turn and weighed in that order, so a refusal is told by its stage as when each
+command waits for the one before (two round trips a message instead of four):
 
 * a 4xx reply, a refused connection, a timeout or a dropped connection before the final dot was handed to
   the socket: :class:`TemporaryDeliveryError`, the server cannot have the message, retry later;
@@ -53,8 +55,6 @@ from syndication.errors import (
 
 # A connection unused for this long may have been dropped by the server: it is checked with NOOP first.
 IDLE_CHECK_SECONDS = 10.0
-# Dot-stuffing exactly as smtplib does it (``smtplib._quote_periods``): a line starting with "." gets another.
-_LINE_START_PERIOD = re.compile(rb"(?m)^\.")
 _ADDRESS = re.compile(r"[^\s<>@]+@[^\s<>@]+")
 _REPLY_CHARS = 300
 
@@ -139,25 +139,32 @@ class SmtpClient:
 
     def _transaction(self, smtp: smtplib.SMTP, reused: bool, sender: str, recipient: str, payload: bytes) -> None:
         try:
-            code, reply = smtp.mail(sender, self._mail_options(smtp, sender, recipient, payload))
+            code, reply, later = self._envelope(smtp, sender, recipient, payload)
         except smtplib.SMTPServerDisconnected:
             if not reused:
                 raise
-            code, reply = 421, b""
+            code, reply, later = 421, b"", []
         if code == 421 and reused:
             # The server closed a connection kept from an earlier send: nothing was sent, open a new one.
             self._discard()
             smtp = self._connect()
-            code, reply = smtp.mail(sender, self._mail_options(smtp, sender, recipient, payload))
-        if code != 250:
-            raise _Refusal(self._refusal_error(Stage.MAIL, code, reply, sender))
-        code, reply = smtp.rcpt(recipient)
-        if code not in (250, 251):
-            raise _Refusal(self._refusal_error(Stage.RCPT, code, reply, recipient))
-        smtp.putcmd("data")
-        code, reply = smtp.getreply()
-        if code != 354:
-            raise _Refusal(self._refusal_error(Stage.DATA, code, reply, recipient))
+            code, reply, later = self._envelope(smtp, sender, recipient, payload)
+        replies = [(Stage.MAIL, code, reply, sender), *((stage, *answer, recipient) for stage, answer in later)]
+        if len(replies) < 3:  # one command at a time: RCPT, then DATA, each once the one before was accepted
+            if code == 250:
+                code, reply = _rcpt(smtp, recipient)
+                replies.append((Stage.RCPT, code, reply, recipient))
+                if code in (250, 251):
+                    smtp.putcmd("data")
+                    code, reply = smtp.getreply()
+                    replies.append((Stage.DATA, code, reply, recipient))
+        elif replies[2][1] == 354 and not (replies[0][1] == 250 and replies[1][1] in (250, 251)):
+            # Pipelined, a server took DATA though it refused the sender or the recipient (RFC 2920 3.1 says it
+            # must not): the connection is left waiting for a message, so it goes, and the refusal stands.
+            self._discard()
+        for stage, code, reply, address in replies:
+            if code not in _ACCEPTED[stage]:
+                raise _Refusal(self._refusal_error(stage, code, reply, address))
         smtp.send(payload)
         # The final dot is in the socket: from here on the server may have the message.
         try:
@@ -177,6 +184,27 @@ class SmtpClient:
             stage=Stage.MESSAGE,
             reply=_reply_text(reply),
         )
+
+    def _envelope(
+        self, smtp: smtplib.SMTP, sender: str, recipient: str, payload: bytes
+    ) -> tuple[int, bytes, list[tuple[Stage, tuple[int, bytes]]]]:
+        """MAIL FROM's reply; with a server that offers PIPELINING (RFC 2920), RCPT TO and DATA go in the same
+        write, and their replies (read in turn, every one of them, so that the connection stays in step) come
+        with it. Each round trip saved is two on a busy relay: the sender's and the relay's turns."""
+        options = self._mail_options(smtp, sender, recipient, payload)
+        if not smtp.has_extn("pipelining") or any(option.lower() == "smtputf8" for option in options):
+            code, reply = _mail(smtp, sender, options)
+            return code, reply, []
+        optionlist = " " + " ".join(options) if options else ""
+        smtp.send(f"MAIL FROM:{_quoted(sender)}{optionlist}\r\nRCPT TO:{_quoted(recipient)}\r\nDATA\r\n")
+        code, reply = smtp.getreply()
+        if code == 421:  # the server is closing the connection: the other replies may never come
+            return code, reply, []
+        try:
+            later = [(Stage.RCPT, smtp.getreply()), (Stage.DATA, smtp.getreply())]
+        except smtplib.SMTPServerDisconnected as error:  # not a kept connection's closing: MAIL was answered
+            raise _Dropped(_describe(error)) from error
+        return code, reply, later
 
     def _refusal_error(self, stage: Stage, code: int, reply: bytes | str, address: str) -> DeliveryError:
         """The error of a refusal at ``stage``, by whose problem it is (``core.bounces.smtp_fault``)."""
@@ -357,7 +385,12 @@ def send_one(
 
 def data_payload(message: bytes) -> bytes:
     """What goes on the wire after DATA: dot-stuffed, ending with CRLF, then the final ".", as smtplib does."""
-    stuffed = _LINE_START_PERIOD.sub(b"..", message)
+    # Dot-stuffing exactly as smtplib does it (``smtplib._quote_periods``, re.sub(rb"(?m)^\.", b"..")): a line
+    # starting with "." gets another. With bytes.replace, as "^" of a multi-line expression is the start and every
+    # position after a "\n": ten times faster than the expression, which tries a match at every byte.
+    stuffed = message.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
     if stuffed[-2:] != b"\r\n":
         stuffed += b"\r\n"
     return stuffed + b".\r\n"
@@ -375,6 +408,14 @@ def default_local_hostname() -> str:
         return "[127.0.0.1]"
 
 
+# The replies that let a transaction go on, at each stage before the message.
+_ACCEPTED: dict[Stage, tuple[int, ...]] = {Stage.MAIL: (250,), Stage.RCPT: (250, 251), Stage.DATA: (354,)}
+
+
+class _Dropped(smtplib.SMTPException):
+    """The connection closed between pipelined replies: nothing was sent of the message (a temporary failure)."""
+
+
 class _Refusal(Exception):
     """A reply refused the transaction cleanly; the connection may carry the next one after RSET."""
 
@@ -382,6 +423,34 @@ class _Refusal(Exception):
         super().__init__(str(error))
         self.error = error
         self.code = error.code if isinstance(error, DeliveryError) and error.code is not None else 0
+
+
+def _mail(smtp: smtplib.SMTP, sender: str, options: list[str]) -> tuple[int, bytes]:
+    """``smtp.mail(sender, options)``, the command written as smtplib writes it (see ``_quoted``)."""
+    if any(option.lower() == "smtputf8" for option in options):
+        return smtp.mail(sender, options)  # smtplib switches the command encoding to UTF-8 for it
+    optionlist = " " + " ".join(options) if options and smtp.does_esmtp else ""
+    smtp.putcmd("mail", f"FROM:{_quoted(sender)}{optionlist}")
+    return smtp.getreply()
+
+
+def _rcpt(smtp: smtplib.SMTP, recipient: str) -> tuple[int, bytes]:
+    """``smtp.rcpt(recipient)``, the command written as smtplib writes it (see ``_quoted``)."""
+    smtp.putcmd("rcpt", f"TO:{_quoted(recipient)}")
+    return smtp.getreply()
+
+
+# An address that is a dot-atom on both sides (RFC 5322 3.4.1): smtplib's quoteaddr, which parses every address
+# with email.utils.parseaddr (a tenth of a sender's CPU), gives it back unchanged in angle brackets.
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_DOT_ATOM_ADDRESS = re.compile(_DOT_ATOM + "@" + _DOT_ATOM)
+
+
+def _quoted(address: str) -> str:
+    """``<address>`` as smtplib.quoteaddr writes it: at once for a dot-atom address, else through quoteaddr."""
+    if _DOT_ATOM_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 def _checked_sender(address: str) -> str:
