@@ -14,7 +14,7 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from functools import lru_cache
@@ -83,8 +83,15 @@ def header_block(envelope: Envelope) -> bytes:
     return b"".join(f"{name}: {value}".encode("ascii") + CRLF for name, value in lines)
 
 
-@lru_cache(maxsize=256)
 def _date(moment: datetime) -> str:
+    """``format_datetime(moment)``, which has no microseconds: worked out once per second, as every message of a
+    second (and its seal) is dated alike. Keyed with the UTC offset too: two equal instants in two zones compare
+    equal, yet are written differently."""
+    return _formatted_date(moment.replace(microsecond=0), moment.utcoffset())
+
+
+@lru_cache(maxsize=256)
+def _formatted_date(moment: datetime, _offset: timedelta | None) -> str:
     return format_datetime(moment)
 
 
@@ -96,7 +103,7 @@ def stamp_date(message: bytes, moment: datetime) -> bytes:
     the message was ready to go; filters score a Date days in the past as spam). Only the header section is
     looked at; a folded Date is replaced whole.
     """
-    value = b"Date: " + format_datetime(moment).encode("ascii")
+    value = b"Date: " + _date(moment).encode("ascii")
     end = message.find(CRLF + CRLF)
     head = message if end < 0 else message[: end + 2]
     if head[:5].lower() == b"date:":
@@ -153,12 +160,46 @@ def with_phrase(phrase: str, value: str) -> str:
     phrase, value = checked(phrase), checked(value)
     if phrase.isascii() and "=?" not in phrase and len(phrase) <= _PLAIN_PHRASE_LENGTH:
         return formataddr((phrase, value))
-    encoded = Header(phrase, "utf-8", maxlinelen=76, header_name="Reply-To").encode(linesep="\r\n")
+    encoded = _one_encoded_word(phrase)
+    if encoded is None:
+        encoded = Header(phrase, "utf-8", maxlinelen=76, header_name="Reply-To").encode(linesep="\r\n")
     return f"{encoded} <{value}>"
 
 
 # Beyond this an ASCII phrase is encoded too, so that it can be folded.
 _PLAIN_PHRASE_LENGTH = 60
+
+# What ``email.header.Header`` (charset utf-8, 76 columns, a 10-character "Reply-To: " in front) fits in the one
+# encoded word of its first line: 76 - 10 columns, less the RFC 2047 chrome "=?utf-8?b?" "?=" (12).
+_FIRST_WORD_ROOM = 76 - len("Reply-To: ") - len("=?utf-8?b??=")
+# RFC 2047 "Q" encoding as ``email.quoprimime`` writes it in a header: these stay, a space is "_", the rest "=XX".
+_Q_TABLE = [f"={octet:02X}" for octet in range(256)]
+for _octet in b"-!*+/ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789":
+    _Q_TABLE[_octet] = chr(_octet)
+_Q_TABLE[ord(" ")] = "_"
+
+
+def _one_encoded_word(phrase: str) -> str | None:
+    """``phrase`` as the one RFC 2047 word ``email.header.Header`` writes for it when it fits on the first line
+    (the shorter of "B" and "Q", "Q" on a tie, as its "SHORTEST" utf-8 charset chooses); None when it does not fit
+    (Header folds it over several lines) or holds a line separator.
+
+    Every recipient's name passes here (an address with a non-ASCII name, "Ana Pérez"): Header measures each
+    prefix of the name character by character in Python, which was the largest part of building a message. For a
+    name that fits, that search never splits, so its answer is this word (tests/test_mail_headers.py holds the two
+    equal over many names)."""
+    data = phrase.encode("utf-8")
+    if not data or phrase.splitlines() != [phrase]:
+        return None
+    base64_length = (len(data) + 2) // 3 * 4
+    q_word = data.decode("latin-1").translate(_Q_TABLE)
+    if base64_length < len(q_word):
+        if base64_length > _FIRST_WORD_ROOM:
+            return None
+        return "=?utf-8?b?" + binascii.b2a_base64(data, newline=False).decode("ascii") + "?="
+    if len(q_word) > _FIRST_WORD_ROOM:
+        return None
+    return "=?utf-8?q?" + q_word + "?="
 
 
 @lru_cache(maxsize=4096)

@@ -138,10 +138,18 @@ class RenderedEmail:
             PreparedBody(self.html, [str(escape(placeholder)) for placeholder in placeholders]),
         )
 
+    @cached_property
+    def _placeholders(self) -> tuple[list[str], list[str]]:
+        """This email's links (the placeholders a recipient's replace), as they are and HTML-escaped: the same for
+        every recipient of the variant, so escaped once."""
+        olds = [self.links.unsubscribe, self.links.preferences, self.links.view_online]
+        return olds, [str(escape(old)) for old in olds]
+
     def _substitutions(self, links: Links) -> tuple[Callable[[str], str], Callable[[str], str]]:
-        pairs = [(getattr(self.links, name), getattr(links, name)) for name in ("unsubscribe", "preferences",
-                                                                                 "view_online")]  # fmt: skip
-        escaped = [(str(escape(old)), str(escape(new))) for old, new in pairs]
+        olds, escaped_olds = self._placeholders
+        news = [links.unsubscribe, links.preferences, links.view_online]
+        pairs = list(zip(olds, news, strict=True))
+        escaped = [(old, str(escape(new))) for old, new in zip(escaped_olds, news, strict=True)]
 
         def text(line: str) -> str:
             for old, new in pairs:
