@@ -240,6 +240,8 @@ def report(results: list[Size], senders: Sequence[int], ceilings: tuple[float, f
     row("import: time (rows/s)", [f"{r.imported.seconds:.1f} s ({r.subscribers / r.imported.seconds:,.0f}/s)"
                                   if r.imported else "loaded by SQL" for r in results])  # fmt: skip
     row("import: peak RSS", [f"{r.imported.rss_mib:,.0f} MiB" if r.imported else "-" for r in results])
+    row("import: CPU ms per row", [f"{r.imported.cpu_s * 1000 / r.subscribers:.2f}" if r.imported else "-"
+                                   for r in results])  # fmt: skip
     row("bare INSERT … SELECT", [f"{r.plan['bare_s']:.2f} s" for r in results])
     row("plan_edition (queue)", [f"{r.plan['plan_s']:.2f} s" for r in results])
     row("queue / bare (goal <= 3)", [f"{r.plan['plan_s'] / r.plan['bare_s']:.2f}" for r in results])
@@ -254,6 +256,8 @@ def report(results: list[Size], senders: Sequence[int], ceilings: tuple[float, f
                                                for r in results])  # fmt: skip
         row(f"{label}: CPU s per process", [", ".join(f"{p.cpu_s:.1f}" for p in r.sends[label][1])
                                             for r in results])  # fmt: skip
+        row(f"{label}: CPU ms per message", [f"{sum(p.cpu_s for p in r.sends[label][1]) * 1000 / r.sliced:.2f}"
+                                             for r in results])  # fmt: skip
     first, last = results[0], results[-1]
     worst_queue = max(r.plan["plan_s"] / r.plan["bare_s"] for r in results)
     one = "1 sender"
