@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
@@ -182,15 +183,20 @@ def digest_headers(
 def list_id(settings: Settings) -> str:
     """The List-Id header (RFC 2919): ``[mail] list_id`` ("Name <id>" or just the id), else the site's title with
     an id made from its host; the name encoded as an address's is."""
-    host = urlsplit(settings.site.base_url).hostname or "localhost"
-    written = settings.mail.list_id.strip()
+    return _list_id(settings.site.base_url, settings.mail.list_id, settings.site.title)
+
+
+@lru_cache(maxsize=16)  # the same for every message of a site: worked out once, not per reader
+def _list_id(base_url: str, written: str, title: str) -> str:
+    host = urlsplit(base_url).hostname or "localhost"
+    written = written.strip()
     match = re.fullmatch(r"(.*?)\s*<([^<>\s]+)>", written)
     if match:
         name, identifier = match.group(1).strip().strip('"'), match.group(2)
     elif written:
         name, identifier = "", written
     else:
-        name, identifier = settings.site.title, host if host.startswith("news.") else f"news.{host}"
+        name, identifier = title, host if host.startswith("news.") else f"news.{host}"
     return with_phrase(name, identifier) if name else f"<{checked(identifier)}>"
 
 

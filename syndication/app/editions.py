@@ -59,7 +59,7 @@ from syndication.core.editions import (
     on_rerun,
     reopen_for_retry,
 )
-from syndication.core.languages import Reading, reading, with_language
+from syndication.core.languages import LANGUAGE_PARAMETER, Reading, reading
 from syndication.core.models import (
     CADENCES,
     RETRYABLE_DELIVERIES,
@@ -398,11 +398,13 @@ class MessageBuilder:
         works; the preferences and unsubscribe pages follow the subscriber's language as it is when they are
         opened, so their links carry none (see ``mailing.render``)."""
         view = make_token(self.keys, "view", f"{edition.id}/{token_subject(subscriber)}")
-        online = f"{self.settings.site.base_url}/editions/{edition.id}?t={quote(view, safe='')}"
+        # The query ``with_language`` would make of it (the token, then ``lang``), written at once: parsing the
+        # link again for each of a million readers was a twelfth of a sender's CPU.
+        query = f"t={quote(view, safe='')}&{LANGUAGE_PARAMETER}={quote(subscriber.language, safe='')}"
         return Links(
-            unsubscribe=unsubscribe_url(self.service, subscriber),
-            preferences=preferences_url(self.service, subscriber),
-            view_online=with_language(online, subscriber.language),
+            unsubscribe=unsubscribe_url(self.service, subscriber, self.keys),
+            preferences=preferences_url(self.service, subscriber, self.keys),
+            view_online=f"{self.settings.site.base_url}/editions/{edition.id}?{query}",
         )
 
     def _variant(self, edition: Edition, subscriber: Subscriber) -> RenderedEmail | None:

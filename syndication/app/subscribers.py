@@ -1040,9 +1040,11 @@ def token_subject(subscriber: Subscriber) -> str:
     return f"{subscriber.id}:{store.email_hash(subscriber.email)[:12]}"
 
 
-def subscriber_token(service: Service, purpose: str, subscriber: Subscriber) -> str:
-    """A signed token for one of ``subscriber``'s links (``confirm``, ``unsubscribe``, ``preferences``)."""
-    return make_token(signing_keys(service.settings), purpose, token_subject(subscriber), now=service.clock())
+def subscriber_token(service: Service, purpose: str, subscriber: Subscriber, keys: Sequence[str] | None = None) -> str:
+    """A signed token for one of ``subscriber``'s links (``confirm``, ``unsubscribe``, ``preferences``);
+    ``keys``: the signing keys when the caller has them (a sender signs thousands of links), else read."""
+    keys = signing_keys(service.settings) if keys is None else keys
+    return make_token(keys, purpose, token_subject(subscriber), now=service.clock())
 
 
 # A subscriber's own links (confirm, rejoin, unsubscribe, preferences) carry no ``lang``: the page one opens is in
@@ -1056,14 +1058,16 @@ def confirm_url(service: Service, subscriber: Subscriber) -> str:
     return f"{service.settings.site.base_url}/subscribe/confirm/{subscriber_token(service, 'confirm', subscriber)}"
 
 
-def unsubscribe_url(service: Service, subscriber: Subscriber) -> str:
+def unsubscribe_url(service: Service, subscriber: Subscriber, keys: Sequence[str] | None = None) -> str:
     """The link that unsubscribes ``subscriber`` (it does not expire); no ``lang`` (see ``confirm_url``)."""
-    return f"{service.settings.site.base_url}/unsubscribe/{subscriber_token(service, 'unsubscribe', subscriber)}"
+    token = subscriber_token(service, "unsubscribe", subscriber, keys)
+    return f"{service.settings.site.base_url}/unsubscribe/{token}"
 
 
-def preferences_url(service: Service, subscriber: Subscriber) -> str:
+def preferences_url(service: Service, subscriber: Subscriber, keys: Sequence[str] | None = None) -> str:
     """The link to ``subscriber``'s preferences page (it does not expire); no ``lang`` (see ``confirm_url``)."""
-    return f"{service.settings.site.base_url}/preferences/{subscriber_token(service, 'preferences', subscriber)}"
+    token = subscriber_token(service, "preferences", subscriber, keys)
+    return f"{service.settings.site.base_url}/preferences/{token}"
 
 
 def home_url(settings: Settings, language: str) -> str:
