@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email import message_from_bytes
 from email.policy import default
 
@@ -134,15 +134,22 @@ def test_sent_messages_are_recorded_in_groups_and_once(audience: Service) -> Non
     assert attempts == 33
 
 
+def claims_with_one_taken(service: Service, now: datetime) -> tuple[list[ledger.Claim], list[ledger.Claim]]:
+    """Every queued delivery claimed by sender "one" under a lease that has run out, and the one of them sender
+    "two" then claimed."""
+    with database.transaction(service.engine) as session:
+        claims, _ = ledger.claim(session, "one", now, lease=timedelta(seconds=-1), limit=10, max_crashes=3)
+    with database.transaction(service.engine) as session:  # the lease ran out: another sender takes one
+        taken, _ = ledger.claim(session, "two", now, lease=timedelta(minutes=5), limit=1, max_crashes=3)
+    return list(claims), list(taken)
+
+
 def test_a_group_records_only_the_leases_still_held(audience: Service) -> None:
     with smtp_server() as server:
         service = sending(audience, server)
         plan_edition(service, "weekly", SINCE, UNTIL)
         now = service.clock()
-        with database.transaction(service.engine) as session:
-            claims, _ = ledger.claim(session, "one", now, lease=timedelta(seconds=-1), limit=10, max_crashes=3)
-        with database.transaction(service.engine) as session:  # the lease ran out: another sender takes one
-            taken, _ = ledger.claim(session, "two", now, lease=timedelta(minutes=5), limit=1, max_crashes=3)
+        claims, taken = claims_with_one_taken(service, now)
         assert len(claims) == 3 and len(taken) == 1
         with database.transaction(service.engine) as session:
             marked = ledger.begin_attempts(session, claims, "one", now, lease=timedelta(minutes=5))
@@ -161,10 +168,7 @@ def test_one_group_commit_records_the_sent_and_marks_the_next_only_under_leases_
         service = sending(audience, server)
         plan_edition(service, "weekly", SINCE, UNTIL)
         now = service.clock()
-        with database.transaction(service.engine) as session:
-            claims, _ = ledger.claim(session, "one", now, lease=timedelta(seconds=-1), limit=10, max_crashes=3)
-        with database.transaction(service.engine) as session:  # the lease ran out: another sender takes one
-            taken, _ = ledger.claim(session, "two", now, lease=timedelta(minutes=5), limit=1, max_crashes=3)
+        claims, taken = claims_with_one_taken(service, now)
         assert len(claims) == 3 and taken[0].delivery_id == claims[0].delivery_id
         sent, marking = claims[:2], claims[2:]
         with service.engine.begin() as connection:
