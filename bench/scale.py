@@ -6,7 +6,8 @@ For each list size (``--sizes``), on a PostgreSQL database of its own (``bench_s
    combinations, two languages), the real command in a process of its own;
 2. edition: ``plan_edition`` (the edition, its posts, one queued delivery per reader) in a process of its own,
    beside a bare ``INSERT INTO deliveries … SELECT … FROM subscribers`` of the same rows in the same process and
-   run; then each variant rendered once and stored for the senders (``MessageBuilder.shared_email``);
+   run; then each variant rendered once and stored for the senders (``MessageBuilder.shared_email``), and one
+   view of the editor's dashboard (``app.dashboard``: counts over the whole list);
 3. send: 1, 2 and 4 ``syndication deliver`` processes at once (``--senders``), each with ``[delivery]
    connections`` SMTP connections, to a discarding sink; and one sender with DKIM (rsa-sha256, 2048-bit key).
    Sending a million messages several times would take this 2-core machine hours, so each run sends a fixed slice
@@ -246,6 +247,7 @@ def report(results: list[Size], senders: Sequence[int], ceilings: tuple[float, f
     row("plan_edition (queue)", [f"{r.plan['plan_s']:.2f} s" for r in results])
     row("queue / bare (goal <= 3)", [f"{r.plan['plan_s'] / r.plan['bare_s']:.2f}" for r in results])
     row("variants rendered and stored", [f"{r.plan['variants_s']:.2f} s ({int(r.plan['variants'])})" for r in results])
+    row("editor's dashboard, one view", [f"{r.plan['dashboard_s']:.2f} s" for r in results])
     row("edition step: peak RSS", [f"{r.plan_child.rss_mib:,.0f} MiB" for r in results if r.plan_child])
     row("messages per send run", [f"{r.sliced:,} (mean {r.mean_kib:.1f} KiB)" for r in results])
     row("bare smtplib loop", [f"{r.bare_rate:,.0f}/s" for r in results])
@@ -362,6 +364,7 @@ def load_subscribers(url: str, count: int) -> None:
 
 def _plan_step(config: Path, slice_size: int) -> int:
     """In a child process: the bare INSERT … SELECT, then plan_edition, then the variants; prints JSON."""
+    from syndication.app.dashboard import dashboard
     from syndication.app.editions import MessageBuilder, plan_edition
     from syndication.app.service import Service
     from syndication.clock import fixed_clock
@@ -413,7 +416,11 @@ def _plan_step(config: Path, slice_size: int) -> int:
             )
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("VACUUM ANALYZE deliveries"))
+        started = time.perf_counter()
+        dashboard(service)  # the editor's first page: counts over the whole list and the last editions
+        dashboard_s = time.perf_counter() - started
     print(json.dumps({"bare_s": bare_s, "plan_s": plan_s, "variants_s": variants_s, "queued": plan.queued,
+                      "dashboard_s": dashboard_s,
                       "variants": len(plan.variants), "edition": edition.id, "cutoff": cutoff,
                       "sliced": min(slice_size, plan.queued)}))  # fmt: skip
     return 0
