@@ -417,22 +417,17 @@ def renew(session: Session, claims: Iterable[Claim], owner: str, now: datetime, 
     skip_locked = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(pairs), 500):
         chunk = pairs[start : start + 500]
-        held = (
-            tuple_(d.c.id, d.c.lease_token).in_(chunk),
-            d.c.lease_owner == owner,
-            d.c.status == DeliveryStatus.CLAIMED,
-        )
         if skip_locked:
             # A row another transaction has locked now is left for the next beat: only the sender's own group
             # commit (recording it sent, or marking it in flight, which extends its lease too) or a newer claim
             # lock a held row. Waiting for them, while holding locks on the rows renewed so far, could deadlock
             # with a group commit that locks the same rows in another order (and the group commit's failure
             # would stop the drain); a renewal that never waits cannot take part in a deadlock.
-            free = select(d.c.id).where(*held).with_for_update(skip_locked=True)
+            free = select(d.c.id).where(*_HELD_PAIRS).with_for_update(skip_locked=True)
             statement = update(d).where(d.c.id.in_(free))
         else:
-            statement = update(d).where(*held)
-        session.execute(statement.values(lease_until=now + lease))
+            statement = update(d).where(*_HELD_PAIRS)
+        session.execute(statement.values(lease_until=now + lease), {"held": chunk, "owner": owner})
         current = session.execute(select(d.c.id, d.c.lease_token).where(d.c.id.in_([i for i, _ in chunk])))
         lost.update(delivery_id for delivery_id, token in current if token != tokens[delivery_id])
     return lost
