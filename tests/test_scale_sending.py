@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from email import message_from_bytes
 from email.policy import default
 
-from sqlalchemy import event, func, select
+import pytest
+from sqlalchemy import event, func, select, text
 
 from syndication.app.editions import MessageBuilder, change_edition, deliver, plan_edition, set_edition_text
 from syndication.app.service import Service
@@ -198,3 +199,28 @@ def test_a_pipelined_sender_never_claims_again_what_it_holds(audience: Service) 
             )
         # Only the third delivery: the two it holds stay its own, though their leases ran out.
         assert len(first) == 2 and len(second) == 1 and second[0].delivery_id not in held
+
+
+def test_renewing_never_waits_for_a_row_another_transaction_holds(audience: Service) -> None:
+    # Renewal and a sender's own group commit once locked the same rows in different orders and deadlocked:
+    # on PostgreSQL a renewal skips a locked row (renewed at the next beat) instead of waiting for it.
+    if audience.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no row locks to skip")
+    with smtp_server() as server:
+        service = sending(audience, server)
+        plan_edition(service, "weekly", SINCE, UNTIL)
+        now = service.clock()
+        with database.transaction(service.engine) as session:
+            claims, _ = ledger.claim(session, "one", now, lease=timedelta(minutes=1), limit=10, max_crashes=3)
+        locked = claims[0].delivery_id
+        with service.engine.connect() as holder:  # another transaction holds the first row until the end
+            holder.execute(select(DeliveryRow.id).where(DeliveryRow.id == locked).with_for_update())
+            with database.transaction(service.engine) as session:
+                session.execute(text("SET LOCAL lock_timeout = '5s'"))  # waiting would fail here, not hang
+                lost = ledger.renew(session, claims, "one", now, lease=timedelta(minutes=10))
+            holder.rollback()
+        with database.transaction(service.engine) as session:
+            leases = dict(session.execute(select(DeliveryRow.id, DeliveryRow.lease_until)).all())
+        assert lost == set() and len(claims) == 3
+        assert leases[locked] == now + timedelta(minutes=1)  # skipped: left for the next beat
+        assert {leases[claim.delivery_id] for claim in claims[1:]} == {now + timedelta(minutes=10)}
