@@ -186,7 +186,7 @@ def _one_encoded_word(phrase: str) -> str | None:
 
     Every recipient's name passes here (an address with a non-ASCII name, "Ana Pérez"): Header measures each
     prefix of the name character by character in Python, which was the largest part of building a message. For a
-    name that fits, that search never splits, so its answer is this word (tests/test_mail_headers.py holds the two
+    name that fits, that search never splits, so its answer is this word (tests/test_mail_fast_paths.py holds the two
     equal over many names)."""
     data = phrase.encode("utf-8")
     if not data or phrase.splitlines() != [phrase]:
